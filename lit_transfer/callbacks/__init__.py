@@ -1,0 +1,8 @@
+"""Lightning callbacks usable in any Lightning project."""
+
+from lit_transfer.callbacks.batch_size_ramp import BatchSizeRamp
+from lit_transfer.callbacks.layer_freezing import LayerFreezing
+from lit_transfer.callbacks.lr_scaling import LRScaling
+from lit_transfer.callbacks.optimizer_swap import OptimizerSwap
+
+__all__ = ["BatchSizeRamp", "LRScaling", "LayerFreezing", "OptimizerSwap"]
