@@ -10,6 +10,7 @@ timm model the groups are exactly timm's coarse groups (stem, one per stage or b
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lightning.pytorch.utilities import rank_zero_info
@@ -78,13 +79,15 @@ def _children_groups(module: nn.Module) -> list[list[str]]:
     return list(groups.values())
 
 
-def layer_groups(module: nn.Module, extra: nn.Module | None = None, coarse: bool = True) -> list[LayerGroup]:
+def layer_groups(
+    module: nn.Module, extra: Sequence[tuple[str, nn.Parameter]] = (), coarse: bool = True
+) -> list[LayerGroup]:
     """Split a backbone into ordered layer groups, stem first and head last.
 
     Args:
         module: The backbone. A timm model is grouped by its ``group_matcher``; any other module by its
             top-level children (announced once on rank zero).
-        extra: Parameters outside the backbone that train with it (e.g. a separate classifier head of a
+        extra: Named parameters outside the backbone that train with it (e.g. a separate classifier head of a
             LightningModule). They form one more group, named ``head``, appended last.
         coarse: Use timm's coarse groups (one per stage) rather than fine ones (one per block).
 
@@ -111,20 +114,18 @@ def layer_groups(module: nn.Module, extra: nn.Module | None = None, coarse: bool
     if not raw:
         raise ValueError(f"{type(module).__name__} has no parameters to group.")
     by_name = dict(module.named_parameters())
-    extra_params = list(extra.named_parameters()) if extra is not None else []
+    extra_params = list(extra)
     names = _name_groups(raw, last_is_head=not extra_params)
     groups = [LayerGroup(n, tuple(r), tuple(by_name[p] for p in r)) for n, r in zip(names, raw)]
     if extra_params:
-        extra_names = tuple(f"<extra>.{n}" for n, _ in extra_params)
+        extra_names = tuple(n for n, _ in extra_params)
         groups.append(LayerGroup("head", extra_names, tuple(p for _, p in extra_params)))
-    _check_partition(module, extra, groups)
+    _check_partition(module, extra_params, groups)
     return groups
 
 
-def _check_partition(module: nn.Module, extra: nn.Module | None, groups: list[LayerGroup]) -> None:
-    expected = {id(p) for p in module.parameters()}
-    if extra is not None:
-        expected |= {id(p) for p in extra.parameters()}
+def _check_partition(module: nn.Module, extra: list[tuple[str, nn.Parameter]], groups: list[LayerGroup]) -> None:
+    expected = {id(p) for p in module.parameters()} | {id(p) for _, p in extra}
     seen: set[int] = set()
     for group in groups:
         for param in group.params:

@@ -1,7 +1,236 @@
-"""Placeholder, replaced by the real implementation."""
+"""LayerFreezing: apply a freezing policy to any LightningModule's backbone, resumable and DDP-safe.
 
+How it stays correct across phase changes:
+
+* **Only ``requires_grad`` and module modes change.** The optimizer holds every parameter from the start;
+  a frozen parameter's ``.grad`` is cleared so no optimizer (momentum, weight decay) moves it.
+* **BatchNorm is a stated policy.** BN layers in frozen groups run in eval mode with frozen affine parameters
+  (``train_bn=True`` keeps them training, as fastai does). Modes are re-applied at every epoch start, because
+  Lightning restores each submodule's mode after validation rather than calling ``train()``.
+* **Resume is exact.** The phase lives in ``state_dict`` and is re-applied in ``on_fit_start``, after the
+  checkpoint's callback state is loaded and before the optimizer state is restored; each epoch asks the policy
+  for *its* phase (never ``epoch == k``), so a resume past an unfreeze does not re-freeze.
+* **DDP replicas stay identical.** Phase 0 is frozen in ``setup``, before Lightning wraps the model, so DDP
+  registers only the parameters that train from the start and frozen groups cost no backward and no
+  communication. Gradients of groups unfrozen later are averaged across ranks in ``on_after_backward``, once
+  per optimizer step, before mixed precision's per-rank inf check.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from typing_extensions import override
+
+from lit_transfer.errors import CheckpointMismatchError
+from lit_transfer.freezing import FreezingPolicy, resolve_policy
+from lit_transfer.layer_groups import LayerGroup, layer_groups, layout_fingerprint
+
+__all__ = ["LayerFreezing"]
 
 
 class LayerFreezing(Callback):
-    """Not implemented yet."""
+    """Freeze and unfreeze a module's layer groups by a :class:`~lit_transfer.freezing.FreezingPolicy`.
+
+    Works on any LightningModule with a backbone attribute. Layer groups come from the backbone's timm
+    ``group_matcher`` (or its top-level children); parameters of the module outside the backbone form a final
+    ``head`` group, which always trains. The optimizer must hold every parameter from the start (the
+    package's :class:`~lit_transfer.TransferClassifier` builds it so; a plain ``Adam(self.parameters())`` does too).
+
+    Args:
+        policy: A policy object or name (``"linear_probe"``, ``"freeze_unfreeze"``, ``"gradual_unfreeze"``,
+            ``"milestones"``, ``"full_fine_tune"``).
+        train_bn: Override the policy's ``train_bn``.
+        backbone_attr: Attribute of the LightningModule that holds the backbone.
+        coarse: Use timm's coarse layer groups (one per stage) rather than fine ones (one per block).
+
+    Example:
+        >>> from lit_transfer.freezing import FreezeUnfreeze
+        >>> LayerFreezing(FreezeUnfreeze(unfreeze_at_epoch=3))
+        LayerFreezing(policy=FreezeUnfreeze(unfreeze_at_epoch=3, train_bn=False))
+    """
+
+    def __init__(
+        self,
+        policy: FreezingPolicy | str = "freeze_unfreeze",
+        train_bn: bool | None = None,
+        backbone_attr: str = "backbone",
+        coarse: bool = True,
+    ) -> None:
+        self.policy = resolve_policy(policy, train_bn=train_bn)
+        if not isinstance(backbone_attr, str) or not backbone_attr:
+            raise ValueError(f"`backbone_attr` must be an attribute name, got {backbone_attr!r}.")
+        self.backbone_attr = backbone_attr
+        self.coarse = coarse
+        self.groups: list[LayerGroup] = []
+        self.trainable_groups: int | None = None
+        self._restored: dict[str, Any] | None = None
+        self._ddp_registered: set[int] | None = None
+        self._module: LightningModule | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(policy={self.policy!r})"
+
+    @property
+    def state_key(self) -> str:  # noqa: D102
+        return f"LayerFreezing[backbone_attr={self.backbone_attr}]"
+
+    # ------------------------------------------------------------------ setup
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._check_strategy(trainer)
+        self._module = pl_module
+        self.groups = self._compute_groups(pl_module)
+        self._apply(self.policy.trainable_groups(0, len(self.groups)), pl_module, announce=False)
+
+    def _compute_groups(self, pl_module: LightningModule) -> list[LayerGroup]:
+        backbone = getattr(pl_module, self.backbone_attr, None)
+        if not isinstance(backbone, nn.Module):
+            raise AttributeError(
+                f"LayerFreezing needs the backbone at `{type(pl_module).__name__}.{self.backbone_attr}`, found"
+                f" {type(backbone).__name__}. Set `backbone_attr` to the attribute that holds it."
+            )
+        inside = {id(p) for p in backbone.parameters()}
+        extra = [(n, p) for n, p in pl_module.named_parameters() if id(p) not in inside]
+        return layer_groups(backbone, extra=extra, coarse=self.coarse)
+
+    def _check_strategy(self, trainer: Trainer) -> None:
+        strategy = trainer.strategy
+        if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)):
+            raise ValueError(
+                f"LayerFreezing supports single-device and DDP strategies, not {type(strategy).__name__}: FSDP"
+                " needs uniform `requires_grad` inside each wrapped unit and DeepSpeed owns the optimizer. Use"
+                " `strategy='ddp'` (or 'ddp_spawn'), or remove LayerFreezing / use `freeze: full_fine_tune`."
+            )
+        unused = isinstance(strategy, DDPStrategy) and strategy._ddp_kwargs.get("find_unused_parameters", False)
+        if isinstance(strategy, DDPStrategy) and not self.policy.is_monotone() and not unused:
+            raise ValueError(
+                f"{self.policy!r} freezes groups again after they trained; under DDP this stalls the gradient"
+                " reducer. Either use a policy whose trainable set only grows, or set"
+                " `strategy=DDPStrategy(find_unused_parameters=True)`."
+            )
+
+    # ----------------------------------------------------------------- resume
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "trainable_groups": self.trainable_groups,
+            "layout": [list(item) for item in layout_fingerprint(self.groups)],
+            "policy": self.policy.to_config(),
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict)
+        if self.groups:
+            self._check_layout(state_dict)
+
+    def _check_layout(self, state: dict[str, Any]) -> None:
+        saved = [tuple(item) for item in state.get("layout", [])]
+        current = layout_fingerprint(self.groups)
+        if saved and saved != current:
+            raise CheckpointMismatchError(
+                "The checkpoint was written for other layer groups than this model has:"
+                f" saved {saved}, current {current}. Resume with the same `backbone` (and grouping) the"
+                " checkpoint was trained with, or load only its weights (`pretrained: <ckpt>`) to start a new run."
+            )
+
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.world_size > 1:
+            self._ddp_registered = {id(p) for p in pl_module.parameters() if p.requires_grad}
+        if self._restored is not None:
+            self._check_layout(self._restored)
+            count = self._restored.get("trainable_groups")
+            if count is not None:
+                self._apply(int(count), pl_module, announce=False)
+            self._restored = None
+
+    # ----------------------------------------------------------------- phases
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        count = self.policy.trainable_groups(trainer.current_epoch, len(self.groups))
+        if count != self.trainable_groups:
+            self._apply(count, pl_module, announce=True)
+        self._set_modes(pl_module)
+        pl_module.log("trainable_groups", float(self.trainable_groups or 0), on_step=False, on_epoch=True)
+
+    def _apply(self, count: int, pl_module: LightningModule, announce: bool) -> None:
+        count = max(1, min(count, len(self.groups)))
+        first_trainable = len(self.groups) - count
+        for index, group in enumerate(self.groups):
+            trainable = index >= first_trainable
+            for param in group.params:
+                param.requires_grad_(trainable)
+                if not trainable:
+                    param.grad = None
+        if self.policy.train_bn:
+            for module in self._frozen_batchnorms(pl_module):
+                for param in module.parameters(recurse=False):
+                    param.requires_grad_(True)
+        self.trainable_groups = count
+        if announce:
+            names = [g.name for g in self.groups[first_trainable:]]
+            trainable = sum(g.numel for g in self.groups[first_trainable:])
+            rank_zero_info(f"LayerFreezing: {count}/{len(self.groups)} groups train ({trainable:,} params): {names}")
+
+    def _frozen_batchnorms(self, pl_module: LightningModule) -> list[nn.Module]:
+        frozen = self._frozen_ids()
+        return [
+            m
+            for m in pl_module.modules()
+            if isinstance(m, _BatchNorm) and any(id(p) in frozen for p in m.parameters(recurse=False))
+        ]
+
+    def _frozen_ids(self) -> set[int]:
+        count = self.trainable_groups or len(self.groups)
+        return {id(p) for g in self.groups[: len(self.groups) - count] for p in g.params}
+
+    def _set_modes(self, pl_module: LightningModule) -> None:
+        """Eval mode for frozen sub-trees (BN, dropout, drop-path inside them); train mode elsewhere.
+
+        Called at every epoch start: Lightning restores each submodule's own mode after validation, so a mode set
+        once would outlive the phase it belongs to.
+        """
+        if not pl_module.training:
+            return
+        frozen = self._frozen_ids()
+        modes: dict[str, bool] = {}
+        for name, module in pl_module.named_modules():
+            params = [id(p) for p in module.parameters()]
+            if params:
+                training = not all(p in frozen for p in params)
+                if isinstance(module, _BatchNorm) and self.policy.train_bn:
+                    training = True
+            else:
+                training = modes.get(name.rpartition(".")[0], True)
+            modes[name] = training
+            module.training = training
+
+    # -------------------------------------------------------------------- DDP
+    @override
+    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._ddp_registered is None or trainer.fit_loop.epoch_loop._should_accumulate():
+            return
+        params = [p for p in pl_module.parameters() if p.requires_grad and id(p) not in self._ddp_registered]
+        if not params:
+            return
+        for param in params:
+            if param.grad is None:  # trainable but unused on this rank: contribute zeros
+                param.grad = torch.zeros_like(param)
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        flat = trainer.strategy.reduce(flat, reduce_op="mean")
+        offset = 0
+        for param in params:
+            numel = param.numel()
+            param.grad.copy_(flat[offset : offset + numel].view_as(param.grad))
+            offset += numel

@@ -1,0 +1,265 @@
+"""TransferClassifier: a timm backbone with a new head, freezing policies, layer decay and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
+
+from lit_transfer.backbones import backbone_data_config, create_backbone
+from lit_transfer.callbacks.layer_freezing import LayerFreezing
+from lit_transfer.freezing import FreezingPolicy, FullFineTune, resolve_policy
+from lit_transfer.layer_groups import layer_groups
+from lit_transfer.models.metrics import classification_metrics
+from lit_transfer.optim import WarmupCosine, build_param_groups, set_group_lrs
+
+__all__ = ["TransferClassifier"]
+
+OptimizerCallable = Callable[[Iterable[Any]], torch.optim.Optimizer]
+LRSchedulerCallable = Callable[[torch.optim.Optimizer], LRScheduler | ReduceLROnPlateau]
+
+
+class TransferClassifier(LightningModule):
+    """Image classifier fine-tuned from a timm backbone.
+
+    The optimizer is built once with one named parameter group per timm layer group (``stem``, ``layer1`` ...
+    ``head``), frozen groups included, with layer-wise LR decay multiplied into each group's ``lr``. Freezing is
+    applied by a :class:`~lit_transfer.callbacks.LayerFreezing` callback that this module adds to the Trainer.
+
+    Args:
+        backbone: timm model name, optionally with a pretrained tag (``"resnet50.a1_in1k"``).
+        num_classes: Number of classes (linked from the DataModule by the CLI).
+        pretrained: ``True`` for hub weights (cache first, fails fast offline), ``False`` for random init, or a
+            local ``.safetensors``/``.pth``/``.ckpt`` file.
+        in_chans: Input channels (pretrained stems are adapted).
+        class_names: Names of the classes, stored in checkpoints for prediction.
+        freeze: Freezing policy, as an object or a name (``"freeze_unfreeze"``, ``"linear_probe"``,
+            ``"gradual_unfreeze"``, ``"milestones"``, ``"full_fine_tune"``).
+        train_bn: Keep BatchNorm in frozen groups training (overrides the policy's setting).
+        layer_decay: Layer-wise LR decay in ``(0, 1]``: group ``i`` from the head trains at ``lr * layer_decay**i``.
+        frozen_lr_mult: LR factor for the groups frozen in the first epoch (applied once they unfreeze).
+        drop_rate: Dropout before the classifier.
+        drop_path_rate: Stochastic depth of the backbone (timm models that support it).
+        label_smoothing: Label smoothing of the cross-entropy loss.
+        mixup_alpha: timm ``Mixup`` alpha (0 disables mixup).
+        cutmix_alpha: timm ``Mixup`` CutMix alpha (0 disables CutMix).
+        optimizer: Callable building the optimizer from parameter groups (LightningCLI ``OptimizerCallable``);
+            default ``AdamW(lr=1e-3, weight_decay=0.05)``.
+        lr_scheduler: Callable building a scheduler from the optimizer; default: linear warmup over
+            ``warmup_epochs`` then cosine decay, stepped every optimizer step.
+        scheduler_interval: When a given ``lr_scheduler`` steps: every ``"epoch"`` or every ``"step"``.
+        warmup_epochs: Warmup of the default schedule.
+        compile: Compile the backbone's forward with ``torch.compile`` (checkpoint keys stay unprefixed).
+        channels_last: Use the channels-last memory format (faster convolutions on recent hardware).
+
+    Example:
+        >>> model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="linear_probe")
+        >>> model(torch.randn(2, 3, 32, 32)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        num_classes: int = 2,
+        pretrained: bool | str = True,
+        in_chans: int = 3,
+        class_names: list[str] | None = None,
+        freeze: FreezingPolicy | str = "freeze_unfreeze",
+        train_bn: bool | None = None,
+        layer_decay: float | None = None,
+        frozen_lr_mult: float = 1.0,
+        drop_rate: float = 0.0,
+        drop_path_rate: float | None = None,
+        label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+        warmup_epochs: float = 1.0,
+        compile: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self._validate(num_classes, class_names, layer_decay, label_smoothing, mixup_alpha, cutmix_alpha, warmup_epochs)
+        self.policy = resolve_policy(freeze, train_bn=train_bn)
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.hparams["freeze"] = self.policy.to_config()  # plain values: checkpoints load with weights_only=True
+        self.hparams["pretrained"] = str(pretrained) if isinstance(pretrained, Path) else pretrained
+        timm_kwargs: dict[str, Any] = {"drop_rate": drop_rate}
+        if drop_path_rate is not None:
+            timm_kwargs["drop_path_rate"] = drop_path_rate
+        self.backbone = create_backbone(backbone, num_classes, pretrained, in_chans, **timm_kwargs)
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        self.data_config = backbone_data_config(self.backbone)
+        self._optimizer_factory = optimizer
+        self._scheduler_factory = lr_scheduler
+        self._build_loss()
+        self.train_metrics = classification_metrics(num_classes, "train_")
+        self.val_metrics = classification_metrics(num_classes, "val_")
+        self.test_metrics = classification_metrics(num_classes, "test_")
+
+    @staticmethod
+    def _validate(
+        num_classes: int,
+        class_names: list[str] | None,
+        layer_decay: float | None,
+        label_smoothing: float,
+        mixup_alpha: float,
+        cutmix_alpha: float,
+        warmup_epochs: float,
+    ) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"`class_names` has {len(class_names)} names but `num_classes` is {num_classes}; they must agree"
+                " (the CLI links both from the DataModule)."
+            )
+        if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
+            raise ValueError(f"`layer_decay` must be in (0, 1] (e.g. 0.65-0.9), got {layer_decay!r}.")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}.")
+        if mixup_alpha < 0 or cutmix_alpha < 0:
+            raise ValueError(f"`mixup_alpha` and `cutmix_alpha` must be >= 0, got {mixup_alpha!r}, {cutmix_alpha!r}.")
+        if warmup_epochs < 0:
+            raise ValueError(f"`warmup_epochs` must be >= 0, got {warmup_epochs!r}.")
+
+    def _build_loss(self) -> None:
+        hp = self.hparams
+        self.mixup: Callable[..., Any] | None = None
+        if hp.mixup_alpha > 0 or hp.cutmix_alpha > 0:
+            from timm.data import Mixup
+            from timm.loss import SoftTargetCrossEntropy
+
+            self.mixup = Mixup(
+                mixup_alpha=hp.mixup_alpha,
+                cutmix_alpha=hp.cutmix_alpha,
+                label_smoothing=hp.label_smoothing,
+                num_classes=hp.num_classes,
+            )
+            self.train_loss: nn.Module = SoftTargetCrossEntropy()
+        else:
+            self.train_loss = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+        self.eval_loss = nn.CrossEntropyLoss()
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> TransferClassifier:  # type: ignore[override]
+        """Rebuild the classifier from a checkpoint alone; pretrained weights are not fetched again.
+
+        Args:
+            checkpoint_path: Lightning checkpoint written by ``fit``.
+            *args: Passed to :meth:`lightning.pytorch.LightningModule.load_from_checkpoint`.
+            **kwargs: Overrides of saved hyper-parameters; ``pretrained`` defaults to ``False`` because the
+                checkpoint already holds every weight, and ``weights_only`` to ``True`` (no arbitrary unpickling).
+
+        Returns:
+            The classifier, with the checkpoint's weights.
+        """
+        kwargs.setdefault("pretrained", False)
+        kwargs.setdefault("weights_only", True)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)  # type: ignore[return-value]
+
+    # ----------------------------------------------------------------- model
+    @property
+    def class_names(self) -> list[str]:
+        """Class names (``"0"``, ``"1"``, ... when none were given)."""
+        names = self.hparams.get("class_names")
+        return list(names) if names else [str(i) for i in range(self.hparams.num_classes)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits for a batch of images ``(N, C, H, W)``."""
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.hparams.compile:
+            compiled = self.__dict__.get("_compiled_forward")
+            if compiled is None:  # kept out of the module tree: checkpoint keys gain no `_orig_mod.`
+                compiled = self.__dict__["_compiled_forward"] = torch.compile(self.backbone.forward)
+            return compiled(x)
+        return self.backbone(x)
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The LayerFreezing callback that applies ``freeze`` (none for a full fine-tune)."""
+        if isinstance(self.policy, FullFineTune) and not self.policy.train_bn:
+            return []
+        return [LayerFreezing(self.policy)]
+
+    # ------------------------------------------------------------- optimizer
+    def configure_optimizers(self) -> dict[str, Any]:
+        """One optimizer over named layer groups (frozen ones included) and its LR schedule."""
+        groups = layer_groups(self.backbone)
+        no_wd = getattr(self.backbone, "no_weight_decay", lambda: set())()
+        frozen = len(groups) - self.policy.trainable_groups(0, len(groups))
+        param_groups = build_param_groups(
+            groups,
+            layer_decay=self.hparams.layer_decay,
+            no_weight_decay_names=no_wd,
+            frozen_at_start=frozen,
+            frozen_lr_mult=self.hparams.frozen_lr_mult,
+        )
+        if self._optimizer_factory is None:
+            optimizer: torch.optim.Optimizer = torch.optim.AdamW(param_groups, lr=1e-3, weight_decay=0.05)
+        else:
+            optimizer = self._optimizer_factory(param_groups)
+        set_group_lrs(optimizer)
+        if self._scheduler_factory is None:
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            warmup = int(round(self.hparams.warmup_epochs * total / max(1, self.trainer.max_epochs or 1)))
+            schedule = LambdaLR(optimizer, WarmupCosine(total, warmup_steps=warmup))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        scheduler = self._scheduler_factory(optimizer)
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}
+        if isinstance(scheduler, ReduceLROnPlateau):
+            config["monitor"] = "val_loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Cross-entropy (or mixup soft-target) loss of one batch."""
+        x, y = batch[0], batch[1]
+        if self.mixup is not None and len(x) % 2 == 0:
+            x, soft = self.mixup(x, y)
+            loss = self.train_loss(self(x), soft)
+        else:
+            logits = self(x)
+            loss = (
+                self.train_loss(logits, y)
+                if self.mixup is None
+                else nn.functional.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+            )
+            if self.mixup is None:
+                self.train_metrics.update(logits.detach(), y)
+                self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def _evaluate(self, batch: Any, metrics: nn.Module, prefix: str) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        loss = self.eval_loss(logits, y)
+        metrics.update(logits, y)
+        self.log(f"{prefix}loss", loss, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
+        self.log_dict(metrics, on_epoch=True, prog_bar=prefix == "val_")
+        return logits
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Loss and metrics on a validation batch."""
+        self._evaluate(batch, self.val_metrics, "val_")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """Loss and metrics on a test batch."""
+        self._evaluate(batch, self.test_metrics, "test_")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Predicted class indices (``preds``) and class probabilities (``probs``)."""
+        x = batch["image"] if isinstance(batch, dict) else batch[0] if isinstance(batch, (list, tuple)) else batch
+        probs = self(x).softmax(dim=-1)
+        return {"preds": probs.argmax(dim=-1), "probs": probs}
