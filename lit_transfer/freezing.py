@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
+import itertools
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -229,7 +230,7 @@ class Milestones(FreezingPolicy):
 
     def is_monotone(self) -> bool:  # noqa: D102
         counts = [float("inf") if c == -1 else c for c in self.milestones.values()]
-        return all(a <= b for a, b in zip(counts, counts[1:]))
+        return all(a <= b for a, b in itertools.pairwise(counts))
 
     def _args(self) -> dict[str, Any]:
         return {"milestones": dict(self.milestones)}

@@ -212,7 +212,7 @@ class TransferClassifier(LightningModule):
         set_group_lrs(optimizer)
         if self._scheduler_factory is None:
             total = max(1, int(self.trainer.estimated_stepping_batches))
-            warmup = int(round(self.hparams.warmup_epochs * total / max(1, self.trainer.max_epochs or 1)))
+            warmup = round(self.hparams.warmup_epochs * total / max(1, self.trainer.max_epochs or 1))
             schedule = LambdaLR(optimizer, WarmupCosine(total, warmup_steps=warmup))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
         scheduler = self._scheduler_factory(optimizer)
