@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -105,7 +105,8 @@ class LayerFreezing(Callback):
 
     def _check_strategy(self, trainer: Trainer) -> None:
         strategy = trainer.strategy
-        if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)):
+        supported = isinstance(strategy, (SingleDeviceStrategy, DDPStrategy))
+        if not supported or isinstance(strategy, DeepSpeedStrategy):
             raise ValueError(
                 f"LayerFreezing supports single-device and DDP strategies, not {type(strategy).__name__}: FSDP"
                 " needs uniform `requires_grad` inside each wrapped unit and DeepSpeed owns the optimizer. Use"
@@ -173,11 +174,11 @@ class LayerFreezing(Callback):
                 param.requires_grad_(trainable)
                 if not trainable:
                     param.grad = None
+        self.trainable_groups = count
         if self.policy.train_bn:
             for module in self._frozen_batchnorms(pl_module):
                 for param in module.parameters(recurse=False):
                     param.requires_grad_(True)
-        self.trainable_groups = count
         if announce:
             names = [g.name for g in self.groups[first_trainable:]]
             trainable = sum(g.numel for g in self.groups[first_trainable:])

@@ -1,0 +1,240 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from freeze_helpers import GatherParams, PlainModule, Recorder, fixed_data, loader, trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from lit_transfer import TransferClassifier
+from lit_transfer.callbacks import LayerFreezing
+from lit_transfer.errors import CheckpointMismatchError
+from lit_transfer.freezing import FreezeUnfreeze, GradualUnfreeze, LinearProbe, Milestones
+
+
+def classifier(policy, **kwargs):
+    torch.manual_seed(0)
+    return TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze=policy, **kwargs)
+
+
+def test_linear_probe_trains_only_the_head_and_frozen_bn_stats_do_not_move(tmp_path):
+    model = classifier(LinearProbe())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = fixed_data()
+    trainer(tmp_path, 2).fit(model, loader(data), loader(data))
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"backbone.fc.weight", "backbone.fc.bias"}
+    assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith("backbone.fc"))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_frozen_means_frozen_after_training(tmp_path, optimizer):
+    """Train everything for an epoch, then freeze: momentum and weight decay must not move frozen tensors."""
+    factory = {
+        "sgd": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-2),
+        "adamw": lambda params: torch.optim.AdamW(params, lr=1e-2, weight_decay=1e-2),
+    }[optimizer]
+    model = classifier(Milestones({0: -1, 1: 1}), optimizer=factory)
+    snapshots = {}
+
+    class Snapshot(Recorder):
+        def on_train_epoch_end(self, trainer, pl_module):
+            snapshots[trainer.current_epoch] = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+
+    initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+    names_before = [n for n, _ in model.named_parameters()]
+    types_before = [type(m) for m in model.modules()]
+    trainer(tmp_path, 3, [Snapshot()]).fit(model, loader(fixed_data()))
+    frozen = [n for n in snapshots[1] if not n.startswith("backbone.fc")]
+    assert frozen
+    for name in frozen:
+        assert torch.equal(snapshots[1][name], snapshots[2][name]), name
+    assert not torch.equal(snapshots[1]["backbone.fc.weight"], snapshots[2]["backbone.fc.weight"])
+    assert not torch.equal(initial["backbone.conv1.0.weight"], snapshots[0]["backbone.conv1.0.weight"])
+    # no module swaps (a FrozenBatchNorm would turn parameters into buffers)
+    assert [n for n, _ in model.named_parameters()] == names_before
+    assert [type(m) for m in model.modules()] == types_before
+
+
+def test_bn_modes_follow_the_phase_across_validation(tmp_path):
+    model = classifier(FreezeUnfreeze(unfreeze_at_epoch=2))
+    recorder = Recorder()
+    data = fixed_data()
+    trainer(tmp_path, 3, [recorder]).fit(model, loader(data), loader(data))
+    bn_names = [n for n, m in model.named_modules() if isinstance(m, _BatchNorm) and "fc" not in n]
+    for epoch in (0, 1):
+        assert not set(bn_names) & set(recorder.epochs[epoch]["training"]), f"frozen BN in train mode at {epoch}"
+        assert "backbone.fc" in recorder.epochs[epoch]["training"]
+    assert set(bn_names) <= set(recorder.epochs[2]["training"]), "BN stayed in eval mode after the unfreeze"
+
+
+def test_frozen_bn_output_equals_eval_output(tmp_path):
+    model = classifier(LinearProbe())
+    trainer(tmp_path, 1).fit(model, loader(fixed_data(shift=5.0)))
+    bn = model.backbone.layer1[0].bn1
+    assert not bn.training
+    x = torch.randn(4, bn.num_features, 4, 4) + 5
+    y_frozen = bn(x)
+    bn.eval()
+    assert torch.allclose(y_frozen, bn(x))
+
+
+def test_train_bn_keeps_batchnorm_affine_trainable(tmp_path):
+    model = classifier(LinearProbe(train_bn=True))
+    recorder = Recorder()
+    trainer(tmp_path, 1, [recorder]).fit(model, loader(fixed_data()))
+    trainable = set(recorder.epochs[0]["trainable"])
+    assert "backbone.layer1.0.bn1.weight" in trainable
+    assert "backbone.layer1.0.conv1.weight" not in trainable
+    assert "backbone.layer1.0.bn1" in recorder.epochs[0]["training"]
+
+
+def test_works_on_any_lightning_module_with_a_backbone(tmp_path):
+    model = PlainModule()
+    callback = LayerFreezing(FreezeUnfreeze(unfreeze_at_epoch=1))
+    recorder = Recorder()
+    trainer(tmp_path, 2, [callback, recorder]).fit(model, loader(fixed_data()))
+    assert [g.name for g in callback.groups] == ["stem", "1", "3", "head"]
+    assert recorder.epochs[0]["trainable"] == ("head.weight", "head.bias")
+    assert len(recorder.epochs[1]["trainable"]) == len(list(model.parameters()))
+
+
+def test_missing_backbone_attribute_is_a_clear_error(tmp_path):
+    with pytest.raises(AttributeError, match="backbone_attr"):
+        trainer(tmp_path, 1, [LayerFreezing("linear_probe", backbone_attr="encoder")]).fit(
+            PlainModule(), loader(fixed_data())
+        )
+
+
+class StopAfter(Callback):
+    """Ends the fit after `epochs` epochs, as an interruption would, without changing `max_epochs`."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
+def _run(tmp_path, policy, epochs, ckpt_path=None, every_epoch=False, stop_after=None):
+    model = classifier(policy, layer_decay=0.8, frozen_lr_mult=0.5)
+    recorder = Recorder()
+    callbacks = [recorder] + ([StopAfter(stop_after)] if stop_after else [])
+    if every_epoch:
+        callbacks.append(ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}"))
+    data = fixed_data(n=24)
+    t = trainer(tmp_path, epochs, callbacks, enable_checkpointing=every_epoch)
+    t.fit(model, loader(data), loader(data), ckpt_path=ckpt_path, weights_only=ckpt_path and True)
+    return model, recorder, t
+
+
+POLICIES = {
+    "unfreeze_before_resume": FreezeUnfreeze(unfreeze_at_epoch=1),
+    "unfreeze_at_resume": FreezeUnfreeze(unfreeze_at_epoch=2),
+    "unfreeze_after_resume": FreezeUnfreeze(unfreeze_at_epoch=3),
+    "gradual": GradualUnfreeze(every_n_epochs=1),
+    "milestones": Milestones({1: 2, 3: -1}),
+}
+
+
+@pytest.mark.parametrize("policy_id", list(POLICIES))
+def test_resume_is_exact(tmp_path, policy_id):
+    policy = POLICIES[policy_id]
+    full, full_rec, _ = _run(tmp_path / "a", policy, 4)
+    _, interrupted, _ = _run(tmp_path / "b", policy, 4, every_epoch=True, stop_after=2)
+    assert set(interrupted.epochs) == {0, 1}
+    resumed, res_rec, t = _run(tmp_path / "c", policy, 4, ckpt_path=tmp_path / "b" / "epoch=1.ckpt")
+    assert t.global_step > 0
+    for epoch in (2, 3):  # the phase of each resumed epoch, its BN modes, the group LRs
+        assert res_rec.epochs[epoch]["trainable"] == full_rec.epochs[epoch]["trainable"], epoch
+        assert res_rec.epochs[epoch]["training"] == full_rec.epochs[epoch]["training"], epoch
+        assert res_rec.epochs[epoch]["lrs"] == full_rec.epochs[epoch]["lrs"], epoch
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_resume_into_another_backbone_is_refused(tmp_path):
+    _run(tmp_path / "b", FreezeUnfreeze(1), 1, every_epoch=True)
+    model = TransferClassifier("test_convnext", num_classes=3, pretrained=False, freeze=FreezeUnfreeze(1))
+    data = fixed_data(n=24)
+    with pytest.raises((CheckpointMismatchError, RuntimeError), match="layer groups|size mismatch|Missing key"):
+        trainer(tmp_path / "c", 2).fit(model, loader(data), ckpt_path=tmp_path / "b" / "epoch=0.ckpt")
+
+
+def test_layout_check_names_both_layouts():
+    callback = LayerFreezing("freeze_unfreeze")
+    callback.groups = __import__("lit_transfer").layer_groups.layer_groups(classifier("linear_probe").backbone)
+    with pytest.raises(CheckpointMismatchError, match="saved .*current"):
+        callback.load_state_dict({"trainable_groups": 1, "layout": [["stem", 1]], "policy": {}})
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed"])
+def test_unsupported_strategies_fail_in_setup(tmp_path, strategy):
+    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+
+    cls = {"fsdp": FSDPStrategy, "deepspeed": DeepSpeedStrategy}[strategy]
+    callback = LayerFreezing("freeze_unfreeze")
+
+    class FakeTrainer:
+        pass
+
+    fake = FakeTrainer()
+    fake.strategy = cls.__new__(cls)
+    with pytest.raises(ValueError, match=cls.__name__):
+        callback._check_strategy(fake)
+
+
+def test_refreezing_policy_under_ddp_needs_unused_parameter_detection():
+    callback = LayerFreezing(Milestones({0: -1, 2: 1}))
+
+    class FakeTrainer:
+        strategy = DDPStrategy()
+
+    with pytest.raises(ValueError, match="find_unused_parameters=True"):
+        callback._check_strategy(FakeTrainer())
+    FakeTrainer.strategy = DDPStrategy(find_unused_parameters=True)
+    callback._check_strategy(FakeTrainer())
+
+
+class NoSync(LayerFreezing):
+    """LayerFreezing with the cross-rank gradient averaging switched off (the negative control)."""
+
+    def on_after_backward(self, trainer, pl_module):
+        return None
+
+
+def _ddp_run(tmp_path: Path, callback_cls=LayerFreezing, accumulate: int = 1) -> dict:
+    torch.manual_seed(0)
+    model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
+    out = tmp_path / "diff.json"
+    data = fixed_data(n=32)
+    t = trainer(
+        tmp_path,
+        3,
+        [callback_cls(FreezeUnfreeze(unfreeze_at_epoch=1)), GatherParams(str(out))],
+        devices=2,
+        strategy="ddp_spawn",
+        accumulate_grad_batches=accumulate,
+    )
+    t.fit(model, loader(data, batch_size=4))
+    return json.loads(out.read_text())
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_ddp_replicas_identical_after_unfreeze(tmp_path, accumulate):
+    result = _ddp_run(tmp_path, accumulate=accumulate)
+    assert result["max"] == 0.0, {k: v for k, v in result["per_param"].items() if v}
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_without_sync_drifts(tmp_path):
+    """The negative control: the same run without the gradient sync leaves the replicas apart."""
+    result = _ddp_run(tmp_path, callback_cls=NoSync)
+    assert result["max"] > 1e-4
+    assert result["per_param"]["backbone.fc.weight"] == 0.0  # the head was registered with DDP from the start
