@@ -12,6 +12,7 @@ from lit_transfer import TransferClassifier
 from lit_transfer.callbacks import LayerFreezing
 from lit_transfer.errors import CheckpointMismatchError
 from lit_transfer.freezing import FreezeUnfreeze, GradualUnfreeze, LinearProbe, Milestones
+from lit_transfer.layer_groups import layer_groups
 
 
 def classifier(policy, **kwargs):
@@ -161,14 +162,14 @@ def test_resume_into_another_backbone_is_refused(tmp_path):
     _run(tmp_path / "b", FreezeUnfreeze(1), 1, every_epoch=True)
     model = TransferClassifier("test_convnext", num_classes=3, pretrained=False, freeze=FreezeUnfreeze(1))
     data = fixed_data(n=24)
-    with pytest.raises((CheckpointMismatchError, RuntimeError), match="layer groups|size mismatch|Missing key"):
+    with pytest.raises(CheckpointMismatchError, match=r"'test_resnet'.*'test_convnext'"):
         trainer(tmp_path / "c", 2).fit(model, loader(data), ckpt_path=tmp_path / "b" / "epoch=0.ckpt")
 
 
 def test_layout_check_names_both_layouts():
     callback = LayerFreezing("freeze_unfreeze")
-    callback.groups = __import__("lit_transfer").layer_groups.layer_groups(classifier("linear_probe").backbone)
-    with pytest.raises(CheckpointMismatchError, match="saved .*current"):
+    callback.groups = layer_groups(classifier("linear_probe").backbone)
+    with pytest.raises(CheckpointMismatchError, match=r"saved .*current"):
         callback.load_state_dict({"trainable_groups": 1, "layout": [["stem", 1]], "policy": {}})
 
 

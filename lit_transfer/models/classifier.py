@@ -14,6 +14,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from lit_transfer.backbones import backbone_data_config, create_backbone
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
+from lit_transfer.errors import CheckpointMismatchError
 from lit_transfer.freezing import FreezingPolicy, FullFineTune, resolve_policy
 from lit_transfer.layer_groups import layer_groups
 from lit_transfer.models.metrics import classification_metrics
@@ -167,6 +168,22 @@ class TransferClassifier(LightningModule):
         kwargs.setdefault("pretrained", False)
         kwargs.setdefault("weights_only", True)
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)  # type: ignore[return-value]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another backbone or head with an error that names both, before torch's."""
+        saved = checkpoint.get("hyper_parameters", {})
+        state = checkpoint.get("state_dict", {})
+        current = self.state_dict()
+        wrong = [k for k in current if k not in state or state[k].shape != current[k].shape]
+        if wrong:
+            shown = ", ".join(wrong[:6]) + (f", ... ({len(wrong)} in all)" if len(wrong) > 6 else "")
+            raise CheckpointMismatchError(
+                f"The checkpoint (a {saved.get('backbone', 'different')!r} model) does not fit this run's"
+                f" {self.hparams.backbone!r} with {self.hparams.num_classes} classes: tensors missing or of another"
+                f" shape: {shown}. Resume with the"
+                " checkpoint's own `backbone`/`num_classes`, or start a new run that loads only its backbone weights"
+                " (`pretrained: <checkpoint.ckpt>`)."
+            )
 
     # ----------------------------------------------------------------- model
     @property

@@ -1,0 +1,190 @@
+import math
+from functools import partial
+
+import pytest
+import torch
+from freeze_helpers import Recorder, fixed_data, loader, trainer
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import CSVLogger
+
+from lit_transfer import FreezeUnfreeze, TransferClassifier
+from lit_transfer.errors import CheckpointMismatchError
+
+
+def make(**kwargs):
+    torch.manual_seed(0)
+    kwargs.setdefault("pretrained", False)
+    return TransferClassifier("test_resnet", num_classes=kwargs.pop("num_classes", 3), **kwargs)
+
+
+def test_fit_logs_metrics_and_named_lr_columns(tmp_path):
+    model = make(num_classes=6, freeze=FreezeUnfreeze(1), layer_decay=0.7)
+    data = fixed_data(n=24, classes=6)
+    logger = CSVLogger(tmp_path)
+    t = trainer(tmp_path, 2, [LearningRateMonitor("step")], logger=logger, log_every_n_steps=1)
+    t.fit(model, loader(data), loader(data))
+    metrics = t.callback_metrics
+    for name in ("train_loss", "val_loss", "val_acc", "val_f1", "val_acc_top5", "train_acc"):
+        assert name in metrics, name
+    header = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    lr_columns = {c for c in header if c.startswith("lr-")}
+    expected = {f"lr-AdamW/{g['name']}" for g in t.optimizers[0].param_groups}
+    assert lr_columns == expected
+    assert "lr-AdamW/head" in lr_columns and "lr-AdamW/stem" in lr_columns
+
+
+def test_layer_decay_and_frozen_lr_mult_in_group_lrs(tmp_path):
+    model = make(
+        freeze="freeze_unfreeze", layer_decay=0.5, frozen_lr_mult=0.1, optimizer=partial(torch.optim.SGD, lr=1.0)
+    )
+    recorder = Recorder()
+    trainer(tmp_path, 1, [recorder]).fit(model, loader(fixed_data()))
+    lrs = {name: lr for name, lr, _ in recorder.epochs[0]["lrs"]}
+    # the default schedule starts its warmup at 0.01 of the base LR; the per-group ratios are what matter
+    assert lrs["head"] == pytest.approx(0.01)
+    assert lrs["layer4"] / lrs["head"] == pytest.approx(0.5 * 0.1)
+    assert lrs["stem"] / lrs["head"] == pytest.approx(0.5**5 * 0.1)
+
+
+def _decay(epoch):
+    return 0.9**epoch
+
+
+SCHEDULERS = {
+    "step": (partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5), lambda e: 0.5**e),
+    "cosine": (
+        partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=4),
+        lambda e: (1 + math.cos(math.pi * e / 4)) / 2,
+    ),
+    "lambda": (partial(torch.optim.lr_scheduler.LambdaLR, lr_lambda=_decay), lambda e: 0.9**e),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_schedulers_keep_working_across_the_unfreeze(tmp_path, name):
+    factory, closed_form = SCHEDULERS[name]
+    model = make(
+        freeze=FreezeUnfreeze(unfreeze_at_epoch=2),
+        layer_decay=0.5,
+        optimizer=partial(torch.optim.SGD, lr=0.1, momentum=0.9),
+        lr_scheduler=factory,
+    )
+    recorder = Recorder()
+    trainer(tmp_path, 4, [recorder]).fit(model, loader(fixed_data()))
+    for epoch in range(4):
+        lrs = recorder.epochs[epoch]["lrs"]
+        assert len(lrs) == len(recorder.epochs[0]["lrs"])
+        for group_name, lr, _ in lrs:
+            scale = _scales(model)[group_name]
+            assert lr == pytest.approx(0.1 * scale * closed_form(epoch), rel=1e-6), (epoch, group_name)
+
+
+def _scales(model):
+    from lit_transfer.layer_groups import layer_groups
+    from lit_transfer.optim import layer_decay_scales
+
+    groups = layer_groups(model.backbone)
+    scales = layer_decay_scales(len(groups), model.hparams.layer_decay)
+    out = {}
+    for g, s in zip(groups, scales):
+        out[g.name] = s
+        out[f"{g.name}.no_decay"] = s
+    return out
+
+
+def test_one_cycle_per_step_across_the_unfreeze(tmp_path):
+    data = fixed_data(n=32)
+    steps = 4 * 4
+    model = make(
+        freeze=FreezeUnfreeze(unfreeze_at_epoch=1),
+        optimizer=partial(torch.optim.SGD, lr=0.1, momentum=0.9),
+        lr_scheduler=partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=steps),
+        scheduler_interval="step",
+    )
+    t = trainer(tmp_path, 4)
+    t.fit(model, loader(data))
+    scheduler = t.lr_scheduler_configs[0].scheduler
+    assert scheduler.last_epoch == steps
+    reference = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+    expected = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=0.1, total_steps=steps)
+    for _ in range(steps):
+        reference.step()
+        expected.step()
+    assert all(g["lr"] == pytest.approx(reference.param_groups[0]["lr"]) for g in t.optimizers[0].param_groups)
+
+
+def test_predict_returns_classes_and_probabilities(tmp_path):
+    model = make()
+    x = fixed_data(n=8).tensors[0]
+    out = trainer(tmp_path, 1).predict(model, loader(torch.utils.data.TensorDataset(x)))
+    batch = out[0]
+    assert batch["preds"].shape == (8,) and batch["probs"].shape == (8, 3)
+    assert torch.allclose(batch["probs"].sum(-1), torch.ones(8))
+    assert torch.equal(batch["probs"].argmax(-1), batch["preds"])
+
+
+def test_checkpoint_reloads_without_arguments_and_safely(tmp_path):
+    model = make(class_names=["a", "b", "c"], freeze="linear_probe")
+    t = trainer(tmp_path, 1)
+    t.fit(model, loader(fixed_data()))
+    path = tmp_path / "m.ckpt"
+    t.save_checkpoint(path)
+    payload = torch.load(path, weights_only=True)  # plain contents only
+    assert payload["hyper_parameters"]["freeze"] == {"policy": "linear_probe", "train_bn": False}
+    loaded = TransferClassifier.load_from_checkpoint(path)
+    assert loaded.class_names == ["a", "b", "c"]
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_checkpoint_of_other_head_is_refused_with_package_error(tmp_path):
+    model = make()
+    t = trainer(tmp_path, 1)
+    t.fit(model, loader(fixed_data()))
+    t.save_checkpoint(tmp_path / "m.ckpt")
+    with pytest.raises(CheckpointMismatchError, match=r"5 classes.*fc\.weight"):
+        TransferClassifier.load_from_checkpoint(tmp_path / "m.ckpt", num_classes=5)
+
+
+def test_checkpoint_as_backbone_weights_for_a_new_task(tmp_path):
+    model = make()
+    t = trainer(tmp_path, 1)
+    t.fit(model, loader(fixed_data()))
+    t.save_checkpoint(tmp_path / "m.ckpt")
+    new = TransferClassifier("test_resnet", num_classes=7, pretrained=str(tmp_path / "m.ckpt"))
+    assert torch.equal(new.backbone.layer1[0].conv1.weight, model.backbone.layer1[0].conv1.weight)
+    assert new.backbone.fc.out_features == 7
+
+
+def test_mixup_and_label_smoothing_train(tmp_path):
+    model = make(mixup_alpha=0.2, cutmix_alpha=1.0, label_smoothing=0.1)
+    t = trainer(tmp_path, 1)
+    t.fit(model, loader(fixed_data()))
+    assert torch.isfinite(t.callback_metrics["train_loss"])
+
+
+def test_channels_last_and_compile_keep_plain_checkpoint_keys(tmp_path):
+    model = make(channels_last=True)
+    assert model.backbone.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    compiled = make(compile=True)
+    keys = set(compiled.state_dict())
+    assert not any("_orig_mod" in k for k in keys)
+    assert keys == set(make().state_dict())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_classes": 1}, "num_classes"),
+        ({"class_names": ["a"]}, "class_names"),
+        ({"layer_decay": 1.5}, "layer_decay"),
+        ({"layer_decay": 0.0}, "layer_decay"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"mixup_alpha": -1.0}, "mixup_alpha"),
+        ({"freeze": "gradual"}, "Unknown freezing policy"),
+        ({"warmup_epochs": -1}, "warmup_epochs"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make(**kwargs)
