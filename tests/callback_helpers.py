@@ -172,3 +172,14 @@ def params_equal(a: nn.Module, b: nn.Module, atol: float = 0.0) -> bool:
     return all(
         torch.allclose(pa, pb, atol=atol, rtol=0) for (_, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters())
     )
+
+
+class StopAfter(pl.Callback):
+    """Stop a fit after ``epochs`` epochs, keeping ``max_epochs`` (and every horizon derived from it) unchanged."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
