@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.errors import CheckpointMismatchError
 from lit_transfer.freezing import FreezingPolicy, FullFineTune, resolve_policy
 from lit_transfer.layer_groups import layer_groups
+from lit_transfer.models.feature_cache import FeatureCache, check_cacheable, frozen_features
 from lit_transfer.models.metrics import classification_metrics
 from lit_transfer.optim import WarmupCosine, build_param_groups, set_group_lrs
 
@@ -56,6 +58,8 @@ class TransferClassifier(LightningModule):
             ``warmup_epochs`` then cosine decay, stepped every optimizer step.
         scheduler_interval: When a given ``lr_scheduler`` steps: every ``"epoch"`` or every ``"step"``.
         warmup_epochs: Warmup of the default schedule.
+        cache_features: With a linear probe and no training augmentation, compute the frozen backbone's features
+            once and train the classifier on them (epochs after the first skip the backbone).
         compile: Compile the backbone's forward with ``torch.compile`` (checkpoint keys stay unprefixed).
         channels_last: Use the channels-last memory format (faster convolutions on recent hardware).
 
@@ -85,6 +89,7 @@ class TransferClassifier(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         warmup_epochs: float = 1.0,
+        cache_features: bool = False,
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
@@ -104,6 +109,9 @@ class TransferClassifier(LightningModule):
         self._optimizer_factory = optimizer
         self._scheduler_factory = lr_scheduler
         self._build_loss()
+        self.feature_cache: FeatureCache | None = None
+        if cache_features:
+            check_cacheable(self.policy, self.backbone, uses_mixup=self.mixup is not None)
         self.train_metrics = classification_metrics(num_classes, "train_")
         self.val_metrics = classification_metrics(num_classes, "val_")
         self.test_metrics = classification_metrics(num_classes, "test_")
@@ -151,6 +159,28 @@ class TransferClassifier(LightningModule):
         else:
             self.train_loss = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
         self.eval_loss = nn.CrossEntropyLoss()
+
+    def setup(self, stage: str) -> None:
+        """Turn on the feature cache for ``fit`` once the DataModule is known to feed deterministic inputs."""
+        if stage != "fit" or not self.hparams.cache_features:
+            self.feature_cache = None
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        augment = getattr(datamodule, "augment", "none")
+        if augment not in (None, "none", False):
+            raise ValueError(
+                f"`cache_features=True` needs the same input for a sample every epoch, but the DataModule augments"
+                f" its training images (`augment: {augment!r}`). Set the DataModule's `augment: none`, or set"
+                " `cache_features: false`."
+            )
+        self.feature_cache = FeatureCache()
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.feature_cache is None:
+            return self(x)
+        features = self.feature_cache.features(x, partial(frozen_features, self.backbone))
+        features = nn.functional.dropout(features, p=self.hparams.drop_rate, training=self.training)
+        return self.backbone.get_classifier()(features)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> TransferClassifier:  # type: ignore[override]
@@ -246,7 +276,7 @@ class TransferClassifier(LightningModule):
             x, soft = self.mixup(x, y)
             loss = self.train_loss(self(x), soft)
         else:
-            logits = self(x)
+            logits = self._logits(x)
             loss = (
                 self.train_loss(logits, y)
                 if self.mixup is None
@@ -260,7 +290,7 @@ class TransferClassifier(LightningModule):
 
     def _evaluate(self, batch: Any, metrics: nn.Module, prefix: str) -> torch.Tensor:
         x, y = batch[0], batch[1]
-        logits = self(x)
+        logits = self._logits(x)
         loss = self.eval_loss(logits, y)
         metrics.update(logits, y)
         self.log(f"{prefix}loss", loss, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
