@@ -1,0 +1,41 @@
+"""DataModules, datasets, samplers and Albumentations transforms for small image datasets."""
+
+import os as _os
+
+# Albumentations checks PyPI for updates at import time unless told not to; lit_transfer works offline.
+_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from lit_transfer.data.base import BaseImageDataModule
+from lit_transfer.data.data_config import DataConfig, resolve_data_config
+from lit_transfer.data.datamodule import CSVDataModule, ImageFolderDataModule
+from lit_transfer.data.dataset import ArrayDataset, ImageDataset
+from lit_transfer.data.decode import BadImageError, load_image, scan_images
+from lit_transfer.data.digits import DigitsDataModule
+from lit_transfer.data.files import FileImageDataModule
+from lit_transfer.data.pipeline import finalize_pipeline, load_pipeline
+from lit_transfer.data.samplers import BalancedSampler, EpochSampler
+from lit_transfer.data.transforms import PRESETS, build_eval_transform, build_train_transform
+from lit_transfer.data.workers import seed_worker
+
+__all__ = [
+    "PRESETS",
+    "ArrayDataset",
+    "BadImageError",
+    "BalancedSampler",
+    "BaseImageDataModule",
+    "CSVDataModule",
+    "DataConfig",
+    "DigitsDataModule",
+    "EpochSampler",
+    "FileImageDataModule",
+    "ImageDataset",
+    "ImageFolderDataModule",
+    "build_eval_transform",
+    "build_train_transform",
+    "finalize_pipeline",
+    "load_image",
+    "load_pipeline",
+    "resolve_data_config",
+    "scan_images",
+    "seed_worker",
+]

@@ -1,0 +1,131 @@
+"""The backbone's preprocessing settings (timm data config), resolved once.
+
+A timm model publishes its input size, normalisation statistics, interpolation and crop fraction through
+``timm.data.resolve_model_data_config(model)`` (pitfall G4). The DataModules take that dictionary as
+``data_config``; missing keys fall back to timm's own defaults, never to numbers typed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from timm.data import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+INTERPOLATIONS: dict[str, int] = {
+    "nearest": cv2.INTER_NEAREST,
+    "bilinear": cv2.INTER_LINEAR,
+    "bicubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+    "lanczos": cv2.INTER_LANCZOS4,
+    "random": cv2.INTER_LINEAR,  # timm's training-time choice; evaluation uses bilinear
+}
+"""timm interpolation names → OpenCV flags."""
+
+_KNOWN_KEYS = {"input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode"}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Resolved preprocessing settings.
+
+    Attributes:
+        in_chans: Channels the model expects (1 or 3).
+        size: Output ``(height, width)``.
+        mean: Per-channel mean in the 0-1 range, ``in_chans`` values.
+        std: Per-channel standard deviation in the 0-1 range, ``in_chans`` values.
+        interpolation: timm interpolation name (``"bilinear"``, ``"bicubic"``, ...).
+        crop_pct: Evaluation crop fraction: resize to ``size / crop_pct``, then center-crop ``size``.
+        crop_mode: ``"center"`` (resize the shorter side) or ``"squash"`` (resize both sides).
+    """
+
+    in_chans: int
+    size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bicubic"
+    crop_pct: float = DEFAULT_CROP_PCT
+    crop_mode: str = "center"
+
+    @property
+    def cv2_interpolation(self) -> int:
+        """The OpenCV flag for :attr:`interpolation`."""
+        return INTERPOLATIONS[self.interpolation]
+
+    @property
+    def resize_size(self) -> tuple[int, int]:
+        """Size before the evaluation center crop, ``floor(size / crop_pct)`` per side as in timm."""
+        return (int(self.size[0] / self.crop_pct), int(self.size[1] / self.crop_pct))
+
+
+def _per_channel(values: Any, in_chans: int, name: str) -> tuple[float, ...]:
+    values = tuple(float(v) for v in (values if isinstance(values, (list, tuple)) else [values]))
+    if len(values) == in_chans:
+        return values
+    if len(values) == 1:
+        return values * in_chans
+    if in_chans == 1:
+        return (sum(values) / len(values),)
+    raise ValueError(f"`data_config[{name!r}]` has {len(values)} values {values}, but `in_chans` is {in_chans}.")
+
+
+def resolve_data_config(
+    data_config: Mapping[str, Any] | None = None, image_size: int | None = None, in_chans: int = 3
+) -> DataConfig:
+    """Merge a timm data config with an optional image-size override.
+
+    Args:
+        data_config: timm's dictionary (``input_size`` as ``(C, H, W)``, ``mean``, ``std``, ``interpolation``,
+            ``crop_pct``, ``crop_mode``), e.g. from ``timm.data.resolve_model_data_config(model)``. Missing keys
+            (or ``None``) use timm's defaults: ImageNet mean/std, 224 px, bicubic, ``DEFAULT_CROP_PCT``.
+        image_size: Square output size overriding ``input_size`` (logged when it differs).
+        in_chans: Channels the model expects (1 or 3); 3-value statistics are averaged for ``in_chans=1``.
+
+    Returns:
+        The resolved :class:`DataConfig`.
+
+    Example:
+        >>> cfg = resolve_data_config({"input_size": (3, 224, 224), "mean": (0.5,) * 3, "std": (0.5,) * 3,
+        ...                            "interpolation": "bicubic", "crop_pct": 0.9})
+        >>> cfg.size, cfg.resize_size, cfg.mean
+        ((224, 224), (248, 248), (0.5, 0.5, 0.5))
+    """
+    if in_chans not in (1, 3):
+        raise ValueError(f"`in_chans` must be 1 or 3, got {in_chans!r}.")
+    cfg = dict(data_config or {})
+    unknown = set(cfg) - _KNOWN_KEYS
+    if unknown:
+        rank_zero_warn(f"`data_config` keys {sorted(unknown)} are ignored; known keys: {sorted(_KNOWN_KEYS)}.")
+    input_size = cfg.get("input_size") or (in_chans, 224, 224)
+    if len(input_size) != 3:
+        raise ValueError(f"`data_config['input_size']` must be (C, H, W), got {input_size!r}.")
+    size = (int(input_size[1]), int(input_size[2]))
+    if image_size is not None:
+        if not isinstance(image_size, int) or image_size <= 0:
+            raise ValueError(f"`image_size` must be a positive int or None, got {image_size!r}.")
+        if (image_size, image_size) != size:
+            rank_zero_info(f"Image size {image_size} overrides the backbone's input size {size[0]}x{size[1]}.")
+        size = (image_size, image_size)
+    interpolation = str(cfg.get("interpolation") or "bicubic")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"`data_config['interpolation']` must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}."
+        )
+    crop_pct = float(cfg.get("crop_pct") or DEFAULT_CROP_PCT)
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"`data_config['crop_pct']` must be in (0, 1], got {crop_pct!r}.")
+    crop_mode = str(cfg.get("crop_mode") or "center")
+    if crop_mode not in ("center", "squash"):
+        raise ValueError(f"`data_config['crop_mode']` must be 'center' or 'squash', got {crop_mode!r}.")
+    return DataConfig(
+        in_chans=in_chans,
+        size=size,
+        mean=_per_channel(cfg.get("mean") or IMAGENET_DEFAULT_MEAN, in_chans, "mean"),
+        std=_per_channel(cfg.get("std") or IMAGENET_DEFAULT_STD, in_chans, "std"),
+        interpolation=interpolation,
+        crop_pct=crop_pct,
+        crop_mode=crop_mode,
+    )

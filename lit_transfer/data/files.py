@@ -1,0 +1,156 @@
+"""Base for DataModules reading image files: split assembly, the bad-file scan, predict paths."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from lit_transfer.data.base import BaseImageDataModule
+from lit_transfer.data.dataset import ImageDataset
+from lit_transfer.data.decode import BadImageError, format_bad_files, list_images, scan_images
+from lit_transfer.data.splits import stratified_split
+
+Split = Literal["train", "val", "test", "predict"]
+Files = tuple[list[str], list[int] | None]
+
+_STAGE_SPLITS: dict[str | None, tuple[Split, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("predict",),
+    None: ("train", "val", "test", "predict"),
+}
+
+
+class FileImageDataModule(BaseImageDataModule):
+    """Image files on disk: subclasses list each split's files; this class splits, scans and builds datasets.
+
+    Args:
+        val_fraction: Held-out fraction of ``train`` used for validation when there is no explicit
+            validation split (stratified per class, seeded by ``seed``); 0 disables validation.
+        on_bad_image: ``"error"``: ``setup()`` raises one :class:`BadImageError` listing every unreadable file;
+            ``"skip"``: they are dropped from the index (identically on every rank) with a warning giving
+            the count.
+        scan: Check every file at ``setup()`` (Pillow ``verify()`` and a draft-mode decode; cached per file
+            between calls). With ``False``, an unreadable file raises from the worker, naming the file.
+        **kwargs: :class:`BaseImageDataModule` arguments.
+    """
+
+    def __init__(
+        self,
+        val_fraction: float = 0.2,
+        on_bad_image: Literal["error", "skip"] = "error",
+        scan: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+            raise ValueError(f"`val_fraction` must be in [0, 1), got {val_fraction!r}.")
+        if on_bad_image not in ("error", "skip"):
+            raise ValueError(f"`on_bad_image` must be 'error' or 'skip', got {on_bad_image!r}.")
+        self.val_fraction = float(val_fraction)
+        self.on_bad_image = on_bad_image
+        self.scan = bool(scan)
+        self.predict_paths: list[str] = []
+        self.skipped_files: dict[str, str] = {}
+        self._scan_cache: dict[str, str | None] = {}
+
+    # Subclass hooks --------------------------------------------------------------------------------
+    def _labelled_files(self, split: Literal["train", "val", "test"]) -> Files | None:
+        """Paths and class indices of ``split``, or ``None`` when the split does not exist."""
+        raise NotImplementedError
+
+    def _predict_source(self) -> str | None:
+        """Folder of unlabelled images for ``predict``, or ``None``."""
+        return None
+
+    def _predict_files(self) -> list[str] | None:
+        source = self._predict_source()
+        if source is None:
+            return None
+        paths = list_images(source)
+        if not paths:
+            raise FileNotFoundError(f"The predict folder {source!r} contains no image files.")
+        return paths
+
+    # Assembly --------------------------------------------------------------------------------------
+    def _collect(self, splits: tuple[Split, ...]) -> dict[Split, Files]:
+        files: dict[Split, Files] = {}
+        if "train" in splits or "val" in splits:
+            train = self._labelled_files("train")
+            val = self._labelled_files("val")
+            if val is None and train is not None and self.val_fraction > 0:
+                paths, labels = train
+                kept, held = stratified_split(labels or [], self.val_fraction, self.seed)
+                train = ([paths[i] for i in kept], [labels[i] for i in kept])  # type: ignore[index]
+                val = ([paths[i] for i in held], [labels[i] for i in held])  # type: ignore[index]
+            if "train" in splits and train is not None:
+                files["train"] = train
+            if "val" in splits and val is not None and val[0]:
+                files["val"] = val
+        if "test" in splits and (test := self._labelled_files("test")) is not None:
+            files["test"] = test
+        if "predict" in splits and (predict := self._predict_files()) is not None:
+            files["predict"] = (predict, None)
+        return files
+
+    def _scan(self, paths: list[str]) -> dict[str, str]:
+        """Bad files among ``paths``; new paths are scanned (sharded across DDP ranks) and cached."""
+        todo = sorted({p for p in paths if p not in self._scan_cache})
+        if todo:
+            distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+            if distributed:
+                rank, world = dist.get_rank(), dist.get_world_size()
+                parts: list[dict[str, str] | None] = [None] * world
+                dist.all_gather_object(parts, scan_images(todo[rank::world]))
+                bad = {k: v for part in parts for k, v in (part or {}).items()}
+            else:
+                bad = scan_images(todo)
+            self._scan_cache.update({p: bad.get(p) for p in todo})
+        return {p: r for p in paths if (r := self._scan_cache.get(p)) is not None}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Index the files of ``stage``'s splits, scan them, and build the datasets."""
+        files = self._collect(_STAGE_SPLITS.get(stage, _STAGE_SPLITS[None]))
+        if self.scan:
+            everything = [p for paths, _ in files.values() for p in paths]
+            bad = self._scan(everything)
+            if bad and self.on_bad_image == "error":
+                raise BadImageError(
+                    f"{len(bad)} image file(s) cannot be decoded:\n{format_bad_files(bad)}\n"
+                    "Fix or delete them, or pass `on_bad_image='skip'` to leave them out."
+                )
+            if bad:
+                self.skipped_files.update(bad)
+                rank_zero_warn(f"Skipping {len(bad)} unreadable image file(s):\n{format_bad_files(bad, limit=10)}")
+                files = {split: _drop(paths, labels, bad) for split, (paths, labels) in files.items()}
+        for split, (paths, labels) in files.items():
+            if split == "train" and not paths:
+                raise ValueError("The training split is empty after leaving out unreadable files.")
+            transform = self.build_train_transform() if split == "train" else self.build_eval_transform()
+            dataset = ImageDataset(paths, labels, transform, in_chans=self.in_chans, seed=self.seed)
+            setattr(self, f"{split}_dataset", dataset)
+            if split == "predict":
+                self.predict_paths = list(paths)
+        if "train" in files:
+            rank_zero_info(f"{type(self).__name__}: {_summary(files)}, {self.num_classes} classes.")
+
+
+def _drop(paths: list[str], labels: list[int] | None, bad: dict[str, str]) -> Files:
+    keep = [i for i, p in enumerate(paths) if p not in bad]
+    return [paths[i] for i in keep], None if labels is None else [labels[i] for i in keep]
+
+
+def _summary(files: dict[Split, Files]) -> str:
+    return ", ".join(f"{split} {len(paths)}" for split, (paths, _) in files.items())
+
+
+def check_dir(path: str | os.PathLike, argument: str, hint: str) -> str:
+    """Return ``path`` as ``str`` if it is a directory, else raise ``FileNotFoundError`` naming the argument."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"`{argument}` directory {path!r} does not exist. {hint}")
+    return path
