@@ -3,6 +3,7 @@
 from lit_transfer.callbacks.batch_size_ramp import BatchSizeRamp
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.lr_scaling import LRScaling
+from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.callbacks.optimizer_swap import OptimizerSwap
 
-__all__ = ["BatchSizeRamp", "LRScaling", "LayerFreezing", "OptimizerSwap"]
+__all__ = ["BatchSizeRamp", "LRScaling", "LayerFreezing", "NonFiniteLossGuard", "OptimizerSwap"]

@@ -15,6 +15,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from lit_transfer.backbones import backbone_data_config, create_backbone
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
+from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.errors import CheckpointMismatchError
 from lit_transfer.freezing import FreezingPolicy, FullFineTune, resolve_policy
 from lit_transfer.layer_groups import layer_groups
@@ -234,10 +235,11 @@ class TransferClassifier(LightningModule):
         return self.backbone(x)
 
     def configure_callbacks(self) -> list[Callback]:
-        """The LayerFreezing callback that applies ``freeze`` (none for a full fine-tune)."""
-        if isinstance(self.policy, FullFineTune) and not self.policy.train_bn:
-            return []
-        return [LayerFreezing(self.policy)]
+        """A guard against NaN/inf losses, and the LayerFreezing callback that applies ``freeze``."""
+        callbacks: list[Callback] = [NonFiniteLossGuard()]
+        if not isinstance(self.policy, FullFineTune) or self.policy.train_bn:
+            callbacks.append(LayerFreezing(self.policy))
+        return callbacks
 
     # ------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> dict[str, Any]:
