@@ -4,7 +4,7 @@ Each function takes plain Python data (lists of dicts, nested lists), draws one 
 non-interactive Agg renderer (a bare ``Figure``: pyplot's global state and backend are left alone), saves it and
 returns the path. Nothing here needs a Trainer: :class:`~lit_transfer.callbacks.RunReport` records the values during
 a run and calls these functions at the end of ``fit`` and ``test``, and you can call them yourself on a
-``metrics.csv`` read back with ``csv.DictReader``.
+``epochs.csv``/``steps.csv`` read back with ``csv.DictReader``.
 
 Example:
     >>> import tempfile, pathlib

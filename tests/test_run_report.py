@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_transfer.callbacks.run_report import RunReport
+from lit_transfer.models import TransferClassifier
+
+
+def _loader(n: int = 12, batch_size: int = 4, seed: int = 0) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, generator=g)
+    y = torch.arange(n) % 3
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size)
+
+
+def _trainer(tmp_path: Path, report: RunReport, **kwargs) -> Trainer:
+    defaults = dict(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path, name="logs"),
+        callbacks=[report, ModelCheckpoint(monitor="val_loss")],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    defaults.update(kwargs)
+    return Trainer(**defaults)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_fit_and_test_write_report(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    model = TransferClassifier(
+        "test_resnet", num_classes=3, pretrained=False, freeze="freeze_unfreeze", class_names=["cat", "dog", "fox"]
+    )
+    report = RunReport()
+    trainer = _trainer(tmp_path, report)
+    with caplog.at_level("INFO"):
+        trainer.fit(model, _loader(), _loader(seed=1))
+    out = Path(trainer.log_dir)
+    assert out.parent.name == "logs"  # the logger's version folder
+    for name in ("learning_curves.png", "schedule.png", "epochs.csv", "steps.csv"):
+        assert (out / name).stat().st_size > 0, name
+    epochs = _rows(out / "epochs.csv")
+    assert [r["epoch"] for r in epochs] == ["0", "1"]
+    assert {"train_loss", "val_loss", "val_acc", "train_acc"} <= set(epochs[0])
+    assert all(r["val_loss"] for r in epochs)
+    steps = _rows(out / "steps.csv")
+    assert [int(r["step"]) for r in steps] == list(range(6))
+    assert {int(r["batch_size"]) for r in steps} == {4}
+    assert {r["optimizer"] for r in steps} == {"AdamW"}
+    assert "lr/head" in steps[0] and "lr/stem" in steps[0]
+    assert not any(k.endswith(".no_decay") for k in steps[0])  # folded: same LR as their group
+    # freeze_unfreeze: head only in epoch 0, all groups in epoch 1
+    params = [int(r["trainable_params"]) for r in steps]
+    groups = [int(r["trainable_groups"]) for r in steps]
+    assert params[0] < params[-1] == sum(p.numel() for p in model.parameters())
+    assert groups[0] == 1 and groups[-1] == 6
+    summary = caplog.text
+    assert "Run summary (fit" in summary and trainer.checkpoint_callback.best_model_path in summary
+    assert "val_loss=" in summary and str(out) in summary
+
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        trainer.test(model, _loader(n=9, seed=2))
+    assert (out / "confusion_matrix.png").stat().st_size > 0
+    assert report.confusion is not None and int(report.confusion.sum()) == 9
+    assert report.confusion.sum(dim=1).tolist() == [3, 3, 3]
+    rows = _rows(out / "epochs.csv")
+    assert rows[-1]["stage"] == "test" and rows[-1]["test_acc"]
+    assert "Run summary (test)" in caplog.text and "test_acc=" in caplog.text
+
+
+def test_confusion_matrix_matches_predictions(tmp_path: Path) -> None:
+    model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune").eval()
+    loader = _loader(n=10, batch_size=3, seed=3)
+    report = RunReport(output_dir=tmp_path / "report", summary=False)
+    _trainer(tmp_path, report, logger=False, callbacks=[report]).test(model, loader)
+    expected = torch.zeros(3, 3, dtype=torch.long)
+    with torch.no_grad():
+        for x, y in loader:
+            for t, p in zip(y, model(x).argmax(-1)):
+                expected[t, p] += 1
+    assert torch.equal(report.confusion, expected)
+    assert (tmp_path / "report" / "confusion_matrix.png").is_file()
+
+
+class _PlainModule(LightningModule):
+    """A classification module whose test_step neither returns logits nor calls self(x)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 3))
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        loss = nn.functional.cross_entropy(self(batch[0]), batch[1])
+        self.log("train_loss", loss, on_epoch=True)
+        return loss
+
+    def test_step(self, batch, batch_idx):
+        self.log("test_loss", nn.functional.cross_entropy(self.net(batch[0]), batch[1]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_any_module_without_validation_and_logger(tmp_path: Path) -> None:
+    model = _PlainModule()
+    report = RunReport(summary=False, class_names=["a", "b", "c"])
+    trainer = _trainer(tmp_path, report, logger=False, callbacks=[report], default_root_dir=tmp_path, max_epochs=1)
+    trainer.fit(model, _loader())
+    assert (tmp_path / "learning_curves.png").is_file() and (tmp_path / "schedule.png").is_file()
+    steps = _rows(tmp_path / "steps.csv")
+    assert list(steps[0])[:3] == ["step", "epoch", "lr/group0"]
+    model.calls = 0
+    trainer.test(model, _loader(n=6))
+    assert model.calls == 2  # recomputed once per test batch, as test_step never called forward
+    assert int(report.confusion.sum()) == 6
+    assert (tmp_path / "confusion_matrix.png").is_file()
+
+
+def test_plots_off_and_resume_keeps_history(tmp_path: Path) -> None:
+    model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="linear_probe")
+    report = RunReport(output_dir=tmp_path / "r", plots=False, summary=False)
+    trainer = _trainer(tmp_path, report, max_epochs=1, callbacks=[report, ModelCheckpoint(dirpath=tmp_path / "ck")])
+    trainer.fit(model, _loader(), _loader(seed=1))
+    assert not list((tmp_path / "r").glob("*.png"))
+    ckpt = next((tmp_path / "ck").glob("*.ckpt"))
+    resumed = RunReport(output_dir=tmp_path / "r2", summary=False)
+    trainer = _trainer(tmp_path, resumed, max_epochs=2, callbacks=[resumed])
+    trainer.fit(model, _loader(), _loader(seed=1), ckpt_path=ckpt)
+    assert [r["epoch"] for r in _rows(tmp_path / "r2" / "epochs.csv")] == ["0", "1"]
+    assert [int(r["step"]) for r in _rows(tmp_path / "r2" / "steps.csv")] == list(range(6))
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="output_dir"):
+        RunReport(output_dir=3)  # type: ignore[arg-type]
