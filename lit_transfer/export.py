@@ -1,0 +1,269 @@
+"""Export a fine-tuned classifier for deployment: ONNX and TorchScript, from a checkpoint or a model.
+
+The exported graph takes a float32 batch ``(N, C, H, W)`` that is already resized and normalised the way the
+backbone expects (the ``mean``/``std``/``input_size`` of :func:`lit_transfer.backbones.backbone_data_config`;
+they are stored in the exported file's metadata), and returns **logits** ``(N, num_classes)`` by default, or
+class probabilities with ``softmax=True``. The batch dimension is dynamic; height and width are fixed to
+``image_size`` (default: the backbone's input size).
+
+Both functions check the exported model against PyTorch on a random batch before returning (``check=True``), so a
+file that computes something else is never written silently.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> from lit_transfer import TransferClassifier
+    >>> model = TransferClassifier("test_resnet", num_classes=3, pretrained=False)
+    >>> out = pathlib.Path(tempfile.mkdtemp())
+    >>> export_torchscript(model, out / "model.pt").name
+    'model.pt'
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["export_onnx", "export_torchscript", "load_for_export"]
+
+
+class _Exported(nn.Module):
+    """The network alone, in eval mode, with an optional softmax on top."""
+
+    def __init__(self, net: nn.Module, softmax: bool) -> None:
+        super().__init__()
+        self.net = net
+        self.softmax = softmax
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return out.softmax(dim=-1) if self.softmax else out
+
+
+def load_for_export(checkpoint_or_model: str | Path | nn.Module) -> nn.Module:
+    """The model to export: a :class:`~lit_transfer.TransferClassifier` loaded from a checkpoint, or the module given.
+
+    Args:
+        checkpoint_or_model: A Lightning ``.ckpt`` written by ``fit`` (loaded with ``weights_only=True``, no
+            pretrained download), or a module.
+
+    Returns:
+        The module on CPU in eval mode.
+
+    Raises:
+        FileNotFoundError: The checkpoint does not exist.
+    """
+    if isinstance(checkpoint_or_model, nn.Module):
+        model = checkpoint_or_model
+    else:
+        path = Path(checkpoint_or_model).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Checkpoint {str(path)!r} does not exist. Pass the `.ckpt` written by `fit` (e.g. the best checkpoint"
+                " the run summary names) or a model object."
+            )
+        from lit_transfer.models import TransferClassifier
+
+        model = TransferClassifier.load_from_checkpoint(path, map_location="cpu")
+    return model.cpu().float().eval()
+
+
+def _network(model: nn.Module) -> nn.Module:
+    """The plain network behind a classifier: its timm backbone (whose forward gives the logits) when it has one.
+
+    ``TransferClassifier.forward`` is the backbone plus optional ``torch.compile`` and channels-last, neither of which
+    belongs in an exported graph.
+    """
+    from lit_transfer.models import TransferClassifier
+
+    return model.backbone if isinstance(model, TransferClassifier) else model
+
+
+def _metadata(model: nn.Module, softmax: bool) -> dict[str, str]:
+    """Plain-text facts a deployment needs: preprocessing, class names, output kind."""
+    meta: dict[str, str] = {"output": "probabilities" if softmax else "logits"}
+    data_config = getattr(model, "data_config", None)
+    if data_config is None and hasattr(_network(model), "pretrained_cfg"):
+        from lit_transfer.backbones import backbone_data_config
+
+        data_config = backbone_data_config(_network(model))
+    if isinstance(data_config, dict):
+        meta["data_config"] = json.dumps(data_config)
+    names = getattr(model, "class_names", None)
+    if isinstance(names, (list, tuple)):
+        meta["class_names"] = json.dumps([str(n) for n in names])
+    return meta
+
+
+def _input_shape(model: nn.Module, image_size: int | tuple[int, int] | None) -> tuple[int, int, int]:
+    data_config = getattr(model, "data_config", None)
+    hparams = getattr(model, "hparams", {})
+    if isinstance(data_config, dict) and "input_size" in data_config:
+        channels, height, width = (int(v) for v in data_config["input_size"])
+    elif hasattr(_network(model), "pretrained_cfg"):
+        from lit_transfer.backbones import backbone_data_config
+
+        channels, height, width = backbone_data_config(_network(model))["input_size"]
+    else:
+        channels, height, width = int(hparams.get("in_chans", 3)), 0, 0
+    channels = int(hparams.get("in_chans", channels))
+    if image_size is not None:
+        height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if height <= 0 or width <= 0:
+        raise ValueError(
+            f"`image_size` is needed for a {type(model).__name__} without a timm data config, got {image_size!r};"
+            " pass e.g. `image_size=224` or `(224, 224)`."
+        )
+    return channels, int(height), int(width)
+
+
+def _prepare(
+    checkpoint_or_model: str | Path | nn.Module, image_size: int | tuple[int, int] | None, softmax: bool
+) -> tuple[_Exported, torch.Tensor, dict[str, str]]:
+    model = load_for_export(checkpoint_or_model)
+    shape = _input_shape(model, image_size)
+    wrapped = _Exported(_network(model), softmax).eval()
+    example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    return wrapped, example, _metadata(model, softmax)
+
+
+def _check(expected: torch.Tensor, actual: Any, what: str, path: Path, atol: float) -> None:
+    actual = torch.as_tensor(actual)
+    if actual.shape != expected.shape or not torch.allclose(actual, expected, atol=atol, rtol=1e-3):
+        diff = (actual - expected).abs().max().item() if actual.shape == expected.shape else "shape"
+        raise RuntimeError(
+            f"The {what} model written to {str(path)!r} does not reproduce PyTorch's output (max |diff| {diff}); the"
+            " model probably has data-dependent control flow. Pass `check=False` to keep the file anyway."
+        )
+
+
+def export_onnx(
+    checkpoint_or_model: str | Path | nn.Module,
+    path: str | Path,
+    image_size: int | tuple[int, int] | None = None,
+    opset: int = 17,
+    softmax: bool = False,
+    check: bool = True,
+    atol: float = 1e-4,
+) -> Path:
+    """Write the classifier as an ONNX graph with a dynamic batch axis.
+
+    Input ``input`` is ``(batch, C, H, W)`` float32, preprocessed like the backbone's data config; output ``logits``
+    (or ``probs`` with ``softmax=True``) is ``(batch, num_classes)``. The file's metadata holds ``data_config``
+    (input size, mean, std, interpolation, crop fraction) and ``class_names`` as JSON, and ``output``.
+
+    Args:
+        checkpoint_or_model: A ``.ckpt`` from ``fit`` or a module (a ``TransferClassifier`` or any ``nn.Module``).
+        path: The ``.onnx`` file to write (parent folders are created).
+        image_size: Height and width (an int for square); default: the backbone's ``input_size``.
+        opset: ONNX opset version.
+        softmax: Put a softmax at the end, so the graph returns probabilities instead of logits.
+        check: Run the file with onnxruntime (when installed) and compare with PyTorch.
+        atol: Absolute tolerance of that check.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        FileNotFoundError: The checkpoint does not exist.
+        RuntimeError: The exported graph's output differs from PyTorch's.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from lit_transfer import TransferClassifier
+        >>> model = TransferClassifier("test_resnet", num_classes=3, pretrained=False)
+        >>> export_onnx(model, pathlib.Path(tempfile.mkdtemp()) / "model.onnx", image_size=64).suffix
+        '.onnx'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapped, example, meta = _prepare(checkpoint_or_model, image_size, softmax)
+    output_name = "probs" if softmax else "logits"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+        torch.onnx.export(
+            wrapped,
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=[output_name],
+            dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,  # the torch.export-based exporter needs onnxscript; this one needs nothing extra
+        )
+    _add_onnx_metadata(path, meta)
+    if check:
+        try:
+            import onnxruntime
+        except ImportError:
+            return path
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        batch = torch.cat([example, example[:1]])  # another batch size than the traced one: the axis is dynamic
+        with torch.no_grad():
+            expected = wrapped(batch)
+        (actual,) = session.run(None, {"input": batch.numpy()})
+        _check(expected, actual, "ONNX", path, atol)
+    return path
+
+
+def _add_onnx_metadata(path: Path, meta: dict[str, str]) -> None:
+    try:
+        import onnx
+    except ImportError:  # metadata is a convenience; the graph is complete without it
+        return
+    graph = onnx.load(str(path))
+    for key, value in meta.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(graph, str(path))
+
+
+def export_torchscript(
+    checkpoint_or_model: str | Path | nn.Module,
+    path: str | Path,
+    image_size: int | tuple[int, int] | None = None,
+    softmax: bool = False,
+    check: bool = True,
+    atol: float = 1e-4,
+) -> Path:
+    """Write the classifier as a traced TorchScript module (``torch.jit.load`` runs it without lit_transfer or timm).
+
+    TorchScript is deprecated in recent PyTorch releases (``torch.jit.load`` warns); prefer :func:`export_onnx` for
+    new deployments and use this for runtimes that still load TorchScript (LibTorch, older serving stacks).
+
+    The module takes ``(batch, C, H, W)`` float32, preprocessed like the backbone's data config, and returns logits
+    (or probabilities with ``softmax=True``). ``data_config``, ``class_names`` and ``output`` are stored as extra
+    files (``torch.jit.load(path, _extra_files={"class_names": ""})`` reads them back).
+
+    Args:
+        checkpoint_or_model: A ``.ckpt`` from ``fit`` or a module.
+        path: The file to write (``.pt`` by convention).
+        image_size: Height and width of the example input used for tracing; default: the backbone's input size.
+        softmax: Return probabilities instead of logits.
+        check: Reload the file and compare its output with PyTorch's on another batch size.
+        atol: Absolute tolerance of that check.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        FileNotFoundError: The checkpoint does not exist.
+        RuntimeError: The traced module's output differs from PyTorch's.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapped, example, meta = _prepare(checkpoint_or_model, image_size, softmax)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about timm's shape checks; TorchScript's deprecation
+        traced = torch.jit.trace(wrapped, example)
+        torch.jit.save(traced, str(path), _extra_files=meta)
+        if check:
+            batch = torch.cat([example, example[:1]])
+            expected = wrapped(batch)
+            actual = torch.jit.load(str(path), map_location="cpu")(batch)
+            _check(expected, actual, "TorchScript", path, atol)
+    return path

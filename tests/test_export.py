@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_transfer.export import export_onnx, export_torchscript, load_for_export
+from lit_transfer.models import TransferClassifier
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real checkpoint of a 1-step fit of a tiny classifier."""
+    root = tmp_path_factory.mktemp("export")
+    model = TransferClassifier(
+        "test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune", class_names=["a", "b", "c"]
+    )
+    data = TensorDataset(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))
+    trainer = Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
+    trainer.fit(model, DataLoader(data, batch_size=4))
+    path = root / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def _reference(checkpoint: Path, x: torch.Tensor) -> torch.Tensor:
+    model = TransferClassifier.load_from_checkpoint(checkpoint).eval()
+    with torch.no_grad():
+        return model(x)
+
+
+def test_onnx_matches_pytorch_with_dynamic_batch(checkpoint: Path, tmp_path: Path) -> None:
+    path = export_onnx(checkpoint, tmp_path / "out" / "model.onnx")
+    size = TransferClassifier.load_from_checkpoint(checkpoint).data_config["input_size"]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[0] == "batch" and session.get_inputs()[0].shape[1:] == size
+    for n in (1, 5):
+        x = torch.randn(n, *size)
+        (logits,) = session.run(["logits"], {"input": x.numpy()})
+        torch.testing.assert_close(torch.from_numpy(logits), _reference(checkpoint, x), atol=1e-4, rtol=1e-4)
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["class_names"]) == ["a", "b", "c"]
+    assert json.loads(meta["data_config"])["input_size"] == size
+    assert meta["output"] == "logits"
+
+
+def test_onnx_softmax_and_image_size(checkpoint: Path, tmp_path: Path) -> None:
+    path = export_onnx(checkpoint, tmp_path / "model.onnx", image_size=(48, 64), softmax=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 48, 64)
+    (probs,) = session.run(["probs"], {"input": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(probs), _reference(checkpoint, x).softmax(-1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(probs).sum(-1), torch.ones(3))
+
+
+def test_torchscript_matches_pytorch(checkpoint: Path, tmp_path: Path) -> None:
+    path = export_torchscript(checkpoint, tmp_path / "model.pt", image_size=64)
+    extra = {"class_names": "", "output": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.load(str(path), _extra_files=extra)
+    x = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), _reference(checkpoint, x), atol=1e-4, rtol=1e-4)
+    assert json.loads(extra["class_names"]) == ["a", "b", "c"] and extra["output"] in ("logits", b"logits")
+
+
+def test_plain_module_needs_image_size(tmp_path: Path) -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    with pytest.raises(ValueError, match="image_size"):
+        export_onnx(net, tmp_path / "net.onnx")
+    path = export_onnx(net, tmp_path / "net.onnx", image_size=16)
+    assert path.is_file()
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope\.ckpt"):
+        load_for_export(tmp_path / "nope.ckpt")
