@@ -5,5 +5,6 @@ from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.lr_scaling import LRScaling
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.callbacks.optimizer_swap import OptimizerSwap
+from lit_transfer.callbacks.run_report import RunReport
 
-__all__ = ["BatchSizeRamp", "LRScaling", "LayerFreezing", "NonFiniteLossGuard", "OptimizerSwap"]
+__all__ = ["BatchSizeRamp", "LRScaling", "LayerFreezing", "NonFiniteLossGuard", "OptimizerSwap", "RunReport"]
