@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,10 +49,10 @@ class BNStats(GatherParams):
         super().on_train_end(trainer, pl_module)
         bn = pl_module.backbone.layer1[0].bn1
         if trainer.is_global_zero:
-            data = json.loads(open(self.out).read())
+            data = json.loads(Path(self.out).read_text())
             data["sync_bn"] = type(bn).__name__
             data["bn_moved"] = float((bn.running_mean - self.start).abs().max())
-            open(self.out, "w").write(json.dumps(data))
+            Path(self.out).write_text(json.dumps(data))
 
 
 @pytest.mark.ddp
