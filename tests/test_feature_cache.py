@@ -62,12 +62,27 @@ def test_cache_refused_with_mixup():
 
 
 class AugmentingData(L.LightningDataModule):
-    augment = "light"
+    train_transform = "light"
 
     def train_dataloader(self):
         return loader(fixed_data())
 
 
 def test_cache_refused_when_the_datamodule_augments(tmp_path):
-    with pytest.raises(ValueError, match=r"augment: 'light'.*augment: none"):
+    with pytest.raises(ValueError, match=r"train_transform: 'light'.*train_transform: none"):
         trainer(tmp_path, 1).fit(probe(True), datamodule=AugmentingData())
+
+
+def test_cache_with_the_digits_datamodule(tmp_path):
+    from lit_transfer.data import DigitsDataModule
+
+    data = DigitsDataModule(classes=[0, 1, 2], shots_per_class=8, batch_size=8, image_size=16, train_transform="none")
+    model = TransferClassifier(
+        "test_resnet", num_classes=3, pretrained=False, freeze="linear_probe", cache_features=True
+    )
+    trainer(tmp_path, 3).fit(model, datamodule=data)
+    assert model.feature_cache.misses == 24 + len(data.val_dataset)
+    assert model.feature_cache.hits == 2 * (24 + len(data.val_dataset))
+    with pytest.raises(ValueError, match="train_transform"):
+        augmented = DigitsDataModule(classes=[0, 1, 2], shots_per_class=8, train_transform="light")
+        trainer(tmp_path, 1).fit(model, datamodule=augmented)

@@ -167,12 +167,12 @@ class TransferClassifier(LightningModule):
             self.feature_cache = None
             return
         datamodule = getattr(self.trainer, "datamodule", None)
-        augment = getattr(datamodule, "augment", "none")
-        if augment not in (None, "none", False):
+        augment = getattr(datamodule, "train_transform", "none")
+        if augment not in (None, "none"):
             raise ValueError(
                 f"`cache_features=True` needs the same input for a sample every epoch, but the DataModule augments"
-                f" its training images (`augment: {augment!r}`). Set the DataModule's `augment: none`, or set"
-                " `cache_features: false`."
+                f" its training images (`train_transform: {augment!r}`). Set the DataModule's"
+                " `train_transform: none`, or set `cache_features: false`."
             )
         self.feature_cache = FeatureCache()
 
