@@ -209,7 +209,7 @@ def test_scan_speed_thousands_of_small_files(tmp_path: Path) -> None:
     start = time.perf_counter()
     assert scan_images(paths, num_threads=2) == {}
     elapsed = time.perf_counter() - start
-    assert elapsed < 5.0, f"scanning 1000 files took {elapsed:.2f} s"
+    assert elapsed < 10.0, f"scanning 1000 files took {elapsed:.2f} s"  # ~0.2 s on an idle core
 
 
 def test_loader_tensors_are_float32_chw_normalised(tmp_path: Path) -> None:

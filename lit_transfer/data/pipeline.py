@@ -15,6 +15,7 @@ missing, and a ``ToTensorV2`` anywhere but last is an error.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import albumentations as A
+import numpy as np
 import yaml
 from albumentations.pytorch import ToTensorV2
 from lightning.pytorch.utilities import rank_zero_warn
@@ -30,24 +32,33 @@ PipelineSpec = str | os.PathLike | Sequence[Mapping[str, Any]] | Mapping[str, An
 """A pipeline as Python object, list of ``class_path`` entries, ``A.to_dict`` form, or file path."""
 
 
-def _class_path_to_albu(entry: Any, where: str) -> dict[str, Any]:
-    """Rewrite one ``{class_path, init_args}`` entry into the dictionary ``A.from_dict`` reads."""
+def _build_class_path(entry: Any, where: str) -> A.BasicTransform | A.BaseCompose:
+    """Instantiate one ``{class_path, init_args}`` entry with the transform's own defaults.
+
+    (Going through ``A.from_dict`` would silently turn a missing ``p`` into 0.5, even for ``Normalize``.)
+    """
     if not isinstance(entry, Mapping) or "class_path" not in entry:
         raise ValueError(f"{where} must be a mapping with a `class_path` key, got {entry!r}.")
-    class_path = str(entry["class_path"])
-    module, _, name = class_path.rpartition(".")
-    if module and module.split(".")[0] != "albumentations":
-        raise ValueError(f"{where}: `class_path` must name an Albumentations transform, got {class_path!r}.")
     extra = set(entry) - {"class_path", "init_args"}
     if extra:
         raise ValueError(f"{where} has unknown keys {sorted(extra)}; use `class_path` and `init_args`.")
+    class_path = str(entry["class_path"])
+    module_name, _, name = class_path.rpartition(".")
+    if module_name.split(".")[0] != "albumentations":
+        raise ValueError(f"{where}: `class_path` must name an Albumentations transform, got {class_path!r}.")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"{where}: cannot import `class_path` {class_path!r}: {err}") from err
+    if not (isinstance(cls, type) and issubclass(cls, (A.BasicTransform, A.BaseCompose))):
+        raise ValueError(f"{where}: {class_path!r} is not an Albumentations transform.")
     init_args = dict(entry.get("init_args") or {})
     if "transforms" in init_args:
         init_args["transforms"] = [
-            _class_path_to_albu(sub, f"{where}.init_args.transforms[{i}]")
+            _build_class_path(sub, f"{where}.init_args.transforms[{i}]")
             for i, sub in enumerate(init_args["transforms"])
         ]
-    return {"__class_fullname__": name, **init_args}
+    return cls(**init_args)
 
 
 def _read_file(path: Path) -> Any:
@@ -91,8 +102,7 @@ def load_pipeline(spec: PipelineSpec) -> list[A.BasicTransform | A.BaseCompose]:
                 )
             return load_pipeline(A.from_dict(data))
     if isinstance(spec, Sequence):
-        entries = [_class_path_to_albu(entry, f"train_transform[{i}]") for i, entry in enumerate(spec)]
-        return load_pipeline(A.from_dict({"transform": {"__class_fullname__": "Compose", "transforms": entries}}))
+        return [_build_class_path(entry, f"train_transform[{i}]") for i, entry in enumerate(spec)]
     raise TypeError(
         "`train_transform` must be a preset name, a file path, a list of `class_path` entries, an `A.to_dict` "
         f"mapping or an Albumentations transform, got {type(spec).__name__}."
@@ -102,6 +112,22 @@ def load_pipeline(spec: PipelineSpec) -> list[A.BasicTransform | A.BaseCompose]:
 def _nested_to_tensor(transform: Any) -> bool:
     children = getattr(transform, "transforms", None) or []
     return any(isinstance(c, ToTensorV2) or _nested_to_tensor(c) for c in children)
+
+
+def check_tail(transforms: Sequence[A.BasicTransform | A.BaseCompose]) -> None:
+    """Raise ``ValueError`` unless ``ToTensorV2`` is absent or the last top-level step (pitfall H2)."""
+    steps = list(transforms)
+    for i, step in enumerate(steps):
+        if isinstance(step, ToTensorV2) and i != len(steps) - 1:
+            later = ", ".join(type(s).__name__ for s in steps[i + 1 :])
+            raise ValueError(
+                f"`ToTensorV2` must be the last step of the pipeline, but it is followed by {later}: move it to "
+                "the end (after `Normalize`), or drop it and let lit_transfer append `Normalize` + `ToTensorV2`."
+            )
+        if _nested_to_tensor(step):
+            raise ValueError(
+                f"`ToTensorV2` is nested inside {type(step).__name__}; it must be the last top-level step."
+            )
 
 
 def finalize_pipeline(
@@ -120,28 +146,18 @@ def finalize_pipeline(
     Raises:
         ValueError: ``ToTensorV2`` is not the last step, or sits inside a nested ``OneOf``/``Compose``.
     """
+    check_tail(transforms)
     steps = list(transforms)
-    for i, step in enumerate(steps):
-        if isinstance(step, ToTensorV2) and i != len(steps) - 1:
-            later = ", ".join(type(s).__name__ for s in steps[i + 1 :])
-            raise ValueError(
-                f"`ToTensorV2` must be the last step of the pipeline, but it is followed by {later}: move it to "
-                "the end (after `Normalize`), or drop it and let lit_transfer append `Normalize` + `ToTensorV2`."
-            )
-        if _nested_to_tensor(step):
-            raise ValueError(
-                f"`ToTensorV2` is nested inside {type(step).__name__}; it must be the last top-level step."
-            )
     has_tensor = bool(steps) and isinstance(steps[-1], ToTensorV2)
     body = steps[:-1] if has_tensor else steps
     normalizers = [s for s in body if isinstance(s, A.Normalize)]
     if not normalizers:
         body.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0))
-    else:
-        user = normalizers[-1]
-        if user.mean is not None and tuple(map(float, user.mean)) != tuple(map(float, mean)):
+    elif normalizers[-1].mean is not None:
+        user_mean = np.broadcast_to(np.asarray(normalizers[-1].mean, dtype=float), (len(mean),))
+        if not np.allclose(user_mean, mean):
             rank_zero_warn(
-                f"The pipeline's Normalize(mean={user.mean}) differs from the backbone's mean {tuple(mean)}; "
-                "remove it to use the backbone's statistics."
+                f"The pipeline's Normalize(mean={normalizers[-1].mean}) differs from the backbone's mean "
+                f"{tuple(mean)}; remove it to use the backbone's statistics."
             )
     return A.Compose([*body, ToTensorV2()])

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import albumentations as A
 
 from lit_transfer.data.data_config import DataConfig, resolve_data_config
-from lit_transfer.data.pipeline import PipelineSpec, finalize_pipeline, load_pipeline
+from lit_transfer.data.pipeline import PipelineSpec, check_tail, finalize_pipeline, load_pipeline
 
 Preset = Literal["none", "light", "medium", "heavy"]
 PRESETS: tuple[str, ...] = ("none", "light", "medium", "heavy")
@@ -79,8 +79,8 @@ def validate_train_transform(spec: PipelineSpec | None) -> None:
                 f"`train_transform` must be one of {list(PRESETS)}, a YAML/JSON file path or a pipeline, got {spec!r}."
             )
         return
-    # Build once without a data config: raises for missing files, bad class paths and a misplaced ToTensorV2.
-    finalize_pipeline(load_pipeline(spec), mean=(0.0,), std=(1.0,))
+    # Build once: raises for missing files, bad class paths and a misplaced ToTensorV2.
+    check_tail(load_pipeline(spec))
 
 
 def build_train_transform(

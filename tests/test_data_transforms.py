@@ -1,0 +1,180 @@
+"""Presets, YAML/JSON pipelines, the Normalize → ToTensorV2 tail, and timm data-config parity (G4, H2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pytest
+import timm
+import timm.data
+import torch
+import yaml
+from albumentations.pytorch import ToTensorV2
+from PIL import Image
+
+from lit_transfer.data import PRESETS, DigitsDataModule, build_eval_transform, build_train_transform
+from lit_transfer.data.data_config import INTERPOLATIONS, resolve_data_config
+
+TAGS = ["resnet18", "vit_base_patch16_224.augreg_in21k_ft_in1k", "convnext_tiny"]
+
+
+def _natural(h: int = 300, w: int = 260) -> np.ndarray:
+    """A smooth, photo-like RGB image (interpolation differences stay small on it)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    channels = [128 + 100 * np.sin(xx / 17.0), 128 + 100 * np.cos(yy / 23.0), 128 + 60 * np.sin((xx + yy) / 31.0)]
+    return np.stack(channels, -1).clip(0, 255).astype(np.uint8)
+
+
+def _timm_config(tag: str) -> dict:
+    return timm.data.resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(tag).to_dict())
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_eval_pipeline_matches_timm_config(tag: str) -> None:
+    cfg = _timm_config(tag)
+    resize, crop, normalize, to_tensor = build_eval_transform(cfg).transforms
+    size = cfg["input_size"][1]
+    assert isinstance(resize, A.SmallestMaxSize) and resize.max_size == int(size / cfg["crop_pct"])
+    assert resize.interpolation == INTERPOLATIONS[cfg["interpolation"]]
+    assert isinstance(crop, A.CenterCrop) and (crop.height, crop.width) == (size, size)
+    assert tuple(normalize.mean) == pytest.approx(cfg["mean"]) and tuple(normalize.std) == pytest.approx(cfg["std"])
+    assert normalize.max_pixel_value == 255.0
+    assert isinstance(to_tensor, ToTensorV2)
+
+
+def test_tags_really_differ() -> None:
+    """Guard: the parity test above compares configs that are not all the same."""
+    resnet, vit = _timm_config(TAGS[0]), _timm_config(TAGS[1])
+    assert resnet["mean"] != vit["mean"] and resnet["crop_pct"] != vit["crop_pct"]
+
+
+@pytest.mark.parametrize("tag", TAGS[:2])
+def test_eval_output_close_to_timm_create_transform(tag: str) -> None:
+    cfg = _timm_config(tag)
+    image = _natural()
+    reference = timm.data.create_transform(**cfg, is_training=False)(Image.fromarray(image))
+    ours = build_eval_transform(cfg)(image=image)["image"]
+    assert ours.dtype == torch.float32 and ours.shape == reference.shape == (3, 224, 224)
+    # OpenCV vs PIL bicubic (PIL antialiases) and a center-crop offset that may round differently by one pixel.
+    assert (ours - reference).abs().mean() < 0.1
+    torch.testing.assert_close(ours.mean(dim=(1, 2)), reference.mean(dim=(1, 2)), atol=0.05, rtol=0)
+
+
+def test_model_data_config_from_tiny_timm_model() -> None:
+    model = timm.create_model("test_vit", pretrained=False)
+    cfg = timm.data.resolve_model_data_config(model)
+    out = build_eval_transform(cfg)(image=_natural())["image"]
+    assert out.shape == cfg["input_size"]
+
+
+def test_defaults_come_from_timm_constants() -> None:
+    cfg = resolve_data_config(None)
+    assert cfg.mean == tuple(timm.data.IMAGENET_DEFAULT_MEAN) and cfg.std == tuple(timm.data.IMAGENET_DEFAULT_STD)
+    assert cfg.crop_pct == timm.data.DEFAULT_CROP_PCT and cfg.size == (224, 224)
+
+
+def test_image_size_override_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO"):
+        cfg = resolve_data_config(_timm_config("resnet18"), image_size=64)
+    assert cfg.size == (64, 64)
+    assert "Image size 64 overrides the backbone's input size 224x224" in caplog.text
+
+
+def test_single_channel_statistics() -> None:
+    cfg = resolve_data_config(_timm_config("resnet18"), in_chans=1)
+    assert cfg.mean == pytest.approx((np.mean(timm.data.IMAGENET_DEFAULT_MEAN),))
+    out = build_eval_transform(cfg)(image=_natural()[..., :1])["image"]
+    assert out.shape == (1, 224, 224)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_give_normalised_float_chw(preset: str) -> None:
+    cfg = {"input_size": (3, 48, 48), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    pipeline = build_train_transform(preset, cfg)
+    assert isinstance(pipeline.transforms[-2], A.Normalize) and isinstance(pipeline.transforms[-1], ToTensorV2)
+    outs = torch.stack([pipeline(image=_natural(80, 90))["image"] for _ in range(4)])
+    assert outs.dtype == torch.float32 and outs.shape == (4, 3, 48, 48)
+    # 8-bit data through mean 0.5 / std 0.25 lies in [-2, 2]; the natural image is centred near 0.5
+    assert outs.min() >= -2.0 - 1e-6 and outs.max() <= 2.0 + 1e-6
+    assert abs(outs.mean().item()) < 0.6 and 0.3 < outs.std().item() < 2.0
+
+
+def test_unknown_preset_is_rejected_with_choices() -> None:
+    with pytest.raises(ValueError, match=r"`train_transform` must be one of \['none', 'light', 'medium', 'heavy'\]"):
+        DigitsDataModule(train_transform="strong")
+
+
+CLASS_PATH_SPEC = [
+    {"class_path": "albumentations.RandomResizedCrop", "init_args": {"size": [32, 32], "scale": [0.5, 1.0]}},
+    {
+        "class_path": "albumentations.OneOf",
+        "init_args": {
+            "transforms": [
+                {"class_path": "albumentations.HorizontalFlip", "init_args": {"p": 1.0}},
+                {"class_path": "albumentations.VerticalFlip"},
+            ],
+            "p": 0.5,
+        },
+    },
+]
+
+
+def test_class_path_list_builds_and_gets_tail() -> None:
+    pipeline = build_train_transform(yaml.safe_load(yaml.safe_dump(CLASS_PATH_SPEC)), image_size=32)
+    names = [type(t).__name__ for t in pipeline.transforms]
+    assert names == ["RandomResizedCrop", "OneOf", "Normalize", "ToTensorV2"]
+    assert pipeline.transforms[0].scale == (0.5, 1.0)
+    # The class's own default p (1.0) is kept; Albumentations' from_dict would default a missing p to 0.5.
+    assert pipeline.transforms[0].p == 1.0 and pipeline.transforms[1].transforms[1].p == 0.5
+    assert pipeline(image=_natural(50, 60))["image"].shape == (3, 32, 32)
+
+
+def test_albumentations_to_dict_round_trip_through_yaml_and_json(tmp_path: Path) -> None:
+    original = A.Compose([A.RandomResizedCrop(size=(32, 32), scale=(0.7, 1.0)), A.HorizontalFlip(p=0.25)])
+    serialised = A.to_dict(original)
+    (tmp_path / "aug.yaml").write_text(yaml.safe_dump(serialised))
+    (tmp_path / "aug.json").write_text(json.dumps(serialised))
+    for spec in (serialised, serialised["transform"], str(tmp_path / "aug.yaml"), tmp_path / "aug.json"):
+        pipeline = build_train_transform(spec, image_size=32)
+        flip = pipeline.transforms[1]
+        assert isinstance(flip, A.HorizontalFlip) and flip.p == 0.25
+        assert [type(t).__name__ for t in pipeline.transforms[2:]] == ["Normalize", "ToTensorV2"]
+
+
+def test_user_normalize_kept_and_tail_completed() -> None:
+    spec = [{"class_path": "albumentations.Normalize", "init_args": {"mean": 0.5, "std": 0.5}}]
+    with pytest.warns(UserWarning, match="differs from the backbone's mean"):
+        pipeline = build_train_transform(spec)
+    assert [type(t).__name__ for t in pipeline.transforms] == ["Normalize", "ToTensorV2"]
+    assert pipeline.transforms[0].p == 1.0
+
+
+def test_to_tensor_before_normalize_is_an_error() -> None:
+    spec = [{"class_path": "albumentations.pytorch.ToTensorV2"}, {"class_path": "albumentations.Normalize"}]
+    with pytest.raises(ValueError, match="`ToTensorV2` must be the last step.*followed by Normalize"):
+        build_train_transform(spec)
+    with pytest.raises(ValueError, match="`ToTensorV2` must be the last step"):
+        DigitsDataModule(train_transform=spec)
+
+
+def test_nested_to_tensor_is_an_error() -> None:
+    nested = A.Compose([A.OneOf([ToTensorV2(), A.HorizontalFlip()])])
+    with pytest.raises(ValueError, match="nested inside OneOf"):
+        build_train_transform(nested)
+
+
+def test_non_albumentations_class_path_and_missing_file_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="must name an Albumentations transform"):
+        build_train_transform([{"class_path": "torchvision.transforms.RandomCrop"}])
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        DigitsDataModule(train_transform=str(tmp_path / "missing.yaml"))
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    path = tmp_path / "evil.yaml"
+    path.write_text("!!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(yaml.YAMLError):
+        build_train_transform(str(path))
