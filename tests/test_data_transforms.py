@@ -154,7 +154,7 @@ def test_user_normalize_kept_and_tail_completed() -> None:
 
 def test_to_tensor_before_normalize_is_an_error() -> None:
     spec = [{"class_path": "albumentations.pytorch.ToTensorV2"}, {"class_path": "albumentations.Normalize"}]
-    with pytest.raises(ValueError, match="`ToTensorV2` must be the last step.*followed by Normalize"):
+    with pytest.raises(ValueError, match=r"`ToTensorV2` must be the last step.*followed by Normalize"):
         build_train_transform(spec)
     with pytest.raises(ValueError, match="`ToTensorV2` must be the last step"):
         DigitsDataModule(train_transform=spec)
@@ -169,7 +169,7 @@ def test_nested_to_tensor_is_an_error() -> None:
 def test_non_albumentations_class_path_and_missing_file_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="must name an Albumentations transform"):
         build_train_transform([{"class_path": "torchvision.transforms.RandomCrop"}])
-    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.yaml"):
         DigitsDataModule(train_transform=str(tmp_path / "missing.yaml"))
 
 
