@@ -27,11 +27,13 @@ _SPLITS = ("train", "val", "test")
 _SPLIT_STYLE = {"train": "-", "val": "--", "test": ":"}
 
 
-def _figure(rows: int, cols: int = 1, width: float = 6.4, row_height: float = 2.4) -> tuple[Any, Any]:
+def _figure(
+    rows: int, cols: int = 1, width: float = 6.4, row_height: float = 2.4, sharex: bool = False
+) -> tuple[Any, Any]:
     from matplotlib.figure import Figure  # a bare Figure renders with Agg; pyplot and its global state stay untouched
 
     fig = Figure(figsize=(width, row_height * rows), dpi=100, layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=sharex)
     return fig, axes
 
 
@@ -72,7 +74,7 @@ def plot_learning_curves(
             (``train_loss``, ``val_acc``; an ``_epoch`` suffix as Lightning logs it is accepted). Missing or
             non-finite values are skipped.
         path: PNG file to write (parent folders are created).
-        metrics: Metric base names to draw (default: every one found, ``loss`` and ``acc`` first).
+        metrics: Metric base names to draw (default: ``loss`` and ``acc`` when present, else every one found).
 
     Returns:
         ``path``.
@@ -86,13 +88,16 @@ def plot_learning_curves(
         >>> plot_learning_curves(rows, pathlib.Path(tempfile.mkdtemp()) / "c.png").suffix
         '.png'
     """
-    names = list(metrics) if metrics is not None else _metric_names(epochs)
+    found = _metric_names(epochs)
+    if metrics is None:
+        metrics = [n for n in found if n in ("loss", "acc")] or found
+    names = list(metrics)
     if not names:
         raise ValueError(
             "`epochs` holds no `<split>_<metric>` values (e.g. `train_loss`, `val_acc`) to plot;"
             f" keys found: {sorted({k for row in epochs for k in row})}."
         )
-    fig, axes = _figure(len(names))
+    fig, axes = _figure(len(names), sharex=True)
     for ax, name in zip(axes[:, 0], names):
         for split in _SPLITS:
             xs, ys = [], []
@@ -145,7 +150,7 @@ def plot_schedule(steps: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
         panels.append("batch_size")
     if any("trainable_params" in row for row in steps):
         panels.append("trainable")
-    fig, axes = _figure(len(panels))
+    fig, axes = _figure(len(panels), sharex=True)
     for ax, panel in zip(axes[:, 0], panels):
         if panel == "lr":
             for key in lr_keys:
@@ -233,12 +238,13 @@ def plot_confusion_matrix(
         raise ValueError(f"`class_names` has {len(names)} names but the matrix has {n} classes.")
     totals = counts.sum(axis=1, keepdims=True)
     shown = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0) if normalize else counts
-    size = min(12.0, max(3.6, 0.45 * n + 2.0))
+    size = min(12.0, max(4.4, 0.45 * n + 2.6))
     fig, axes = _figure(1, width=size, row_height=size * 0.9)
     ax = axes[0, 0]
     image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class" if normalize else "count")
-    ax.set_xticks(range(n), labels=names, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of true class" if normalize else "count")
+    rotate = n > 8 or max(len(name) for name in names) > 4
+    ax.set_xticks(range(n), labels=names, rotation=45 if rotate else 0, ha="right" if rotate else "center")
     ax.set_yticks(range(n), labels=names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")

@@ -3,8 +3,9 @@
 The callback records its own data, so it works with any logger (or none) and any classification LightningModule:
 
 * per optimizer step: the learning rate of every param group (by its ``name``, including a warmup factor that
-  :class:`~lit_transfer.callbacks.LRScaling` applies only inside ``optimizer.step``), the global batch (samples
-  in the step x world size), the number of trainable parameters and layer groups, and the optimizer's class;
+  :class:`~lit_transfer.callbacks.LRScaling` applies only inside ``optimizer.step``), the global batch (the train
+  loader's batch size x accumulation x world size; the samples seen when the loader has no batch size), the
+  number of trainable parameters and layer groups, and the optimizer's class;
 * per epoch: every scalar in ``trainer.callback_metrics`` (validation values only in epochs that validated);
 * on ``test``: a confusion matrix of the model's predictions, from the logits the module computed itself (the
   ``test_step`` output, else the output of its own forward call, captured by a forward hook), so nothing is
@@ -140,7 +141,7 @@ class RunReport(Callback):
         self._last_step = step
         row: dict[str, Any] = {"step": step, "epoch": trainer.current_epoch}
         row.update(self._learning_rates(trainer))
-        row["batch_size"] = self._samples * trainer.world_size
+        row["batch_size"] = self._global_batch(trainer)
         self._samples = 0
         row["trainable_params"] = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
         groups = self._trainable_groups(trainer)
@@ -148,6 +149,18 @@ class RunReport(Callback):
             row["trainable_groups"] = groups
         row["optimizer"] = "+".join(type(opt).__name__ for opt in trainer.optimizers) or type(optimizer).__name__
         self.steps.append(row)
+
+    def _global_batch(self, trainer: Trainer) -> int:
+        """The nominal global batch of this step (loader batch x accumulation x world size), else samples seen."""
+        loader = trainer.train_dataloader
+        if isinstance(loader, (list, tuple)) and loader:
+            loader = loader[0]
+        size = getattr(loader, "batch_size", None) or getattr(
+            getattr(loader, "batch_sampler", None), "batch_size", None
+        )
+        if isinstance(size, int) and size > 0:
+            return size * trainer.accumulate_grad_batches * trainer.world_size
+        return self._samples * trainer.world_size
 
     @staticmethod
     def _learning_rates(trainer: Trainer) -> dict[str, float]:
