@@ -62,6 +62,7 @@ class TinyRegressor(pl.LightningModule):
         head_scale: float = 0.5,
         dim: int = 4,
         total_steps: int | None = None,
+        betas: tuple[float, float] = (0.9, 0.999),
     ) -> None:
         super().__init__()
         with torch.random.fork_rng():  # the same initial weights in every run
@@ -70,6 +71,7 @@ class TinyRegressor(pl.LightningModule):
             self.head = nn.Linear(8, 1)
         self.optimizer_name, self.lr, self.scheduler_name = optimizer, lr, scheduler
         self.interval, self.head_scale, self.total_steps = interval, head_scale, total_steps
+        self.betas = betas
         self.used_lrs: list[list[float]] = []
         self.first_batch_sizes: list[int] = []
 
@@ -99,7 +101,7 @@ class TinyRegressor(pl.LightningModule):
         if self.optimizer_name == "sgd":
             opt = torch.optim.SGD(groups, lr=self.lr, momentum=0.9)
         else:
-            opt = torch.optim.Adam(groups, lr=self.lr)
+            opt = torch.optim.Adam(groups, lr=self.lr, betas=self.betas)
         scheduler = self._scheduler(opt)
         if scheduler is None:
             return opt

@@ -1,0 +1,75 @@
+r"""SWATS switching criterion (Keskar & Socher 2017, "Improving Generalization Performance by Switching from Adam
+to SGD"), per param group.
+
+With :math:`p_k` the Adam step actually taken (parameters after minus before) and :math:`g_k` the gradient,
+
+.. math::
+    \gamma_k = \frac{p_k^\top p_k}{-p_k^\top g_k}, \qquad
+    \lambda_k = \beta_2 \lambda_{k-1} + (1 - \beta_2)\, \gamma_k, \qquad
+    \tilde\lambda_k = \frac{\lambda_k}{1 - \beta_2^k},
+
+and the switch happens when :math:`k > 1` and :math:`|\tilde\lambda_k - \gamma_k| < \epsilon`; the SGD learning
+rate is :math:`\tilde\lambda_k`. Steps with :math:`p_k^\top g_k = 0` (e.g. a frozen group) are not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.optim import Optimizer
+
+
+@dataclass
+class SwatsState:
+    """Per-group running estimates; plain values so they fit a callback ``state_dict``."""
+
+    lambdas: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    gammas: list[float | None] = field(default_factory=list)
+
+    def ensure(self, n_groups: int) -> None:
+        """Size the per-group lists for ``n_groups`` groups."""
+        if len(self.lambdas) != n_groups:
+            self.lambdas, self.steps, self.gammas = [0.0] * n_groups, [0] * n_groups, [None] * n_groups
+
+    def corrected(self, i: int, beta2: float) -> float:
+        """The bias-corrected estimate :math:`\\tilde\\lambda` of group ``i``."""
+        return self.lambdas[i] / (1.0 - beta2 ** self.steps[i]) if self.steps[i] else 0.0
+
+
+def snapshot(optimizer: Optimizer) -> list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """Per group, ``(param, param copy, grad copy)`` for every parameter that has a gradient."""
+    return [
+        [(p, p.detach().clone(), p.grad.detach().clone()) for p in group["params"] if p.grad is not None]
+        for group in optimizer.param_groups
+    ]
+
+
+def update(state: SwatsState, optimizer: Optimizer, before: list, eps: float) -> list[bool]:
+    """Fold one optimizer step into ``state``; return, per group, whether its criterion is met.
+
+    Groups without a gradient in this step report ``True`` (they do not hold the switch back) only when they
+    have never had one.
+    """
+    state.ensure(len(optimizer.param_groups))
+    met = []
+    for i, (group, entries) in enumerate(zip(optimizer.param_groups, before)):
+        beta2 = float(group["betas"][1])
+        if not entries:
+            state.gammas[i] = None
+            met.append(state.steps[i] == 0)
+            continue
+        step = torch.cat([(p.detach() - old).flatten() for p, old, _ in entries]).double()
+        grad = torch.cat([g.flatten() for _, _, g in entries]).double()
+        denom = -float(step @ grad)
+        if denom == 0.0:
+            state.gammas[i] = None
+            met.append(False)
+            continue
+        gamma = float(step @ step) / denom
+        state.steps[i] += 1
+        state.lambdas[i] = beta2 * state.lambdas[i] + (1.0 - beta2) * gamma
+        state.gammas[i] = gamma
+        met.append(state.steps[i] > 1 and abs(state.corrected(i, beta2) - gamma) < eps)
+    return met
