@@ -43,7 +43,7 @@ class TransferClassifier(LightningModule):
             local ``.safetensors``/``.pth``/``.ckpt`` file.
         in_chans: Input channels (pretrained stems are adapted).
         class_names: Names of the classes, stored in checkpoints for prediction.
-        freeze: Freezing policy, as an object or a name (``"freeze_unfreeze"``, ``"linear_probe"``,
+        freeze: Freezing policy, as an object, a config dict or a name (``"freeze_unfreeze"``, ``"linear_probe"``,
             ``"gradual_unfreeze"``, ``"milestones"``, ``"full_fine_tune"``).
         train_bn: Keep BatchNorm in frozen groups training (overrides the policy's setting).
         layer_decay: Layer-wise LR decay in ``(0, 1]``: group ``i`` from the head trains at ``lr * layer_decay**i``.
@@ -77,7 +77,7 @@ class TransferClassifier(LightningModule):
         pretrained: bool | str = True,
         in_chans: int = 3,
         class_names: list[str] | None = None,
-        freeze: FreezingPolicy | str = "freeze_unfreeze",
+        freeze: FreezingPolicy | str | dict[str, Any] = "freeze_unfreeze",
         train_bn: bool | None = None,
         layer_decay: float | None = None,
         frozen_lr_mult: float = 1.0,
