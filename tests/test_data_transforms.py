@@ -178,3 +178,19 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
     path.write_text("!!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(yaml.YAMLError):
         build_train_transform(str(path))
+
+
+def test_yaml_pipelines_survive_jsonargparse() -> None:
+    """LightningCLI parses `train_transform` through jsonargparse: lists and mappings must stay data."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(DigitsDataModule, "data")
+    config = parser.parse_string(
+        yaml.safe_dump({"data": {"train_transform": CLASS_PATH_SPEC, "data_config": {"mean": [0.5, 0.5, 0.5]}}})
+    )
+    dm = parser.instantiate(config).data
+    assert dm.num_classes == 10
+    crop, one_of, *_ = dm.build_train_transform().transforms
+    assert isinstance(crop, A.RandomResizedCrop) and crop.scale == (0.5, 1.0) and crop.p == 1.0
+    assert [(type(t).__name__, t.p) for t in one_of.transforms] == [("HorizontalFlip", 1.0), ("VerticalFlip", 0.5)]

@@ -13,7 +13,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lit_transfer.data.data_config import DataConfig, resolve_data_config
-from lit_transfer.data.pipeline import PipelineSpec
+from lit_transfer.data.pipeline import TransformArg
 from lit_transfer.data.samplers import BalancedSampler, EpochSampler
 from lit_transfer.data.transforms import build_eval_transform, build_train_transform, validate_train_transform
 from lit_transfer.data.workers import seed_worker
@@ -53,7 +53,7 @@ class BaseImageDataModule(LightningDataModule):
         batch_size: int = 32,
         num_workers: int | None = None,
         seed: int = 42,
-        train_transform: PipelineSpec | None = "light",
+        train_transform: TransformArg | None = "light",
         data_config: Mapping[str, Any] | None = None,
         image_size: int | None = None,
         in_chans: int = 3,

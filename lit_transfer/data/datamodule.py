@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from lit_transfer.data.decode import has_image, list_images, unique_sorted
 from lit_transfer.data.files import FileImageDataModule, Files, check_dir
-from lit_transfer.data.pipeline import PipelineSpec
+from lit_transfer.data.pipeline import TransformArg
 
 _LAYOUT = "Expected root/train/<class>/*.png (optional root/val/<class>/, root/test/<class>/, root/predict/)."
 
@@ -75,7 +75,7 @@ class ImageFolderDataModule(FileImageDataModule):
         batch_size: int = 32,
         num_workers: int | None = None,
         seed: int = 42,
-        train_transform: PipelineSpec | None = "light",
+        train_transform: TransformArg | None = "light",
         data_config: Mapping[str, Any] | None = None,
         image_size: int | None = None,
         in_chans: int = 3,
@@ -231,7 +231,7 @@ class CSVDataModule(FileImageDataModule):
         batch_size: int = 32,
         num_workers: int | None = None,
         seed: int = 42,
-        train_transform: PipelineSpec | None = "light",
+        train_transform: TransformArg | None = "light",
         data_config: Mapping[str, Any] | None = None,
         image_size: int | None = None,
         in_chans: int = 3,

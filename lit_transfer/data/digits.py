@@ -25,7 +25,7 @@ from sklearn.datasets import load_digits
 
 from lit_transfer.data.base import BaseImageDataModule
 from lit_transfer.data.dataset import ArrayDataset
-from lit_transfer.data.pipeline import PipelineSpec
+from lit_transfer.data.pipeline import TransformArg
 from lit_transfer.data.splits import few_shot, stratified_split
 
 ALL_DIGITS: tuple[int, ...] = tuple(range(10))
@@ -89,7 +89,7 @@ class DigitsDataModule(BaseImageDataModule):
         batch_size: int = 32,
         num_workers: int | None = None,
         seed: int = 42,
-        train_transform: PipelineSpec | None = "none",
+        train_transform: TransformArg | None = "none",
         data_config: Mapping[str, Any] | None = None,
         in_chans: int = 3,
         balanced_sampling: bool = False,

@@ -31,12 +31,32 @@ from lightning.pytorch.utilities import rank_zero_warn
 PipelineSpec = str | os.PathLike | Sequence[Mapping[str, Any]] | Mapping[str, Any] | A.BasicTransform | A.BaseCompose
 """A pipeline as Python object, list of ``class_path`` entries, ``A.to_dict`` form, or file path."""
 
+TransformArg = list[dict[str, Any]] | dict[str, Any] | str
+"""What a DataModule's ``train_transform`` is annotated with, so LightningCLI/jsonargparse keeps YAML lists and
+mappings as data (a plain ``str`` first in the union would swallow them). Albumentations objects are accepted at
+runtime too."""
+
+
+def _plain(value: Any) -> Any:
+    """Turn jsonargparse ``Namespace`` objects (it converts nested ``class_path`` dicts) back into dicts."""
+    as_dict = getattr(value, "as_dict", None)
+    if callable(as_dict) and not isinstance(value, Mapping):
+        value = as_dict()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
 
 def _build_class_path(entry: Any, where: str) -> A.BasicTransform | A.BaseCompose:
     """Instantiate one ``{class_path, init_args}`` entry with the transform's own defaults.
 
     (Going through ``A.from_dict`` would silently turn a missing ``p`` into 0.5, even for ``Normalize``.)
     """
+    if isinstance(entry, (A.BasicTransform, A.BaseCompose)):  # already built (jsonargparse does nested ones)
+        return entry
+    entry = _plain(entry)
     if not isinstance(entry, Mapping) or "class_path" not in entry:
         raise ValueError(f"{where} must be a mapping with a `class_path` key, got {entry!r}.")
     extra = set(entry) - {"class_path", "init_args"}
