@@ -92,8 +92,12 @@ class TinyRegressor(pl.LightningModule):
     def param_groups(self) -> list[dict[str, Any]]:
         return [
             {"name": "body", "params": list(self.body.parameters()), "lr": self.lr, "lr_scale": 1.0},
-            {"name": "head", "params": list(self.head.parameters()), "lr": self.lr * self.head_scale,
-             "lr_scale": self.head_scale},
+            {
+                "name": "head",
+                "params": list(self.head.parameters()),
+                "lr": self.lr * self.head_scale,
+                "lr_scale": self.head_scale,
+            },
         ]
 
     def configure_optimizers(self) -> Any:
@@ -172,7 +176,8 @@ def fit(
 
 def params_equal(a: nn.Module, b: nn.Module, atol: float = 0.0) -> bool:
     return all(
-        torch.allclose(pa, pb, atol=atol, rtol=0) for (_, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters())
+        torch.allclose(pa, pb, atol=atol, rtol=0)
+        for (_, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters())
     )
 
 

@@ -30,10 +30,16 @@ class EpochLog(Callback):
         self._start = (trainer.global_step, trainer.accumulate_grad_batches, lr)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.rows.append((
-            trainer.current_epoch, pl_module.first_batch_sizes[-1], self._start[1],
-            trainer.global_step - self._start[0], trainer.num_training_batches, self._start[2],
-        ))
+        self.rows.append(
+            (
+                trainer.current_epoch,
+                pl_module.first_batch_sizes[-1],
+                self._start[1],
+                trainer.global_step - self._start[0],
+                trainer.num_training_batches,
+                self._start[2],
+            )
+        )
 
 
 @pytest.mark.parametrize(
@@ -63,8 +69,14 @@ def test_setup_checks(tmp_path) -> None:
     with pytest.raises(ValueError, match="milestone 3 is past the last epoch"):
         fit(tmp_path, TinyRegressor(), FixedDataModule(2), [BatchSizeRamp({0: 1, 3: 2})], max_epochs=2, **RELOAD)
     with pytest.raises(AttributeError, match="`bs`"):
-        fit(tmp_path, TinyRegressor(), FixedDataModule(2), [BatchSizeRamp(**ramp, batch_size_attr="bs")],
-            max_epochs=2, **RELOAD)
+        fit(
+            tmp_path,
+            TinyRegressor(),
+            FixedDataModule(2),
+            [BatchSizeRamp(**ramp, batch_size_attr="bs")],
+            max_epochs=2,
+            **RELOAD,
+        )
     with pytest.raises(ValueError, match="beyond the 32 training samples"):
         fit(tmp_path, TinyRegressor(), FixedDataModule(8), [BatchSizeRamp({0: 1, 1: 8})], max_epochs=2, **RELOAD)
 
@@ -78,15 +90,26 @@ def test_ramp_applies_on_time(tmp_path) -> None:
 
 def test_accumulate_mode_halves_steps(tmp_path) -> None:
     model, log = TinyRegressor(), EpochLog()
-    fit(tmp_path, model, FixedDataModule(4), [BatchSizeRamp(every_n_epochs=1, factor=2, mode="accumulate"), log],
-        max_epochs=3)
+    fit(
+        tmp_path,
+        model,
+        FixedDataModule(4),
+        [BatchSizeRamp(every_n_epochs=1, factor=2, mode="accumulate"), log],
+        max_epochs=3,
+    )
     assert [row[1:4] for row in log.rows] == [(4, 1, 8), (4, 2, 4), (4, 4, 2)]
 
 
 def test_auto_mode_caps_then_accumulates(tmp_path) -> None:
     model, log = TinyRegressor(), EpochLog()
-    fit(tmp_path, model, FixedDataModule(2), [BatchSizeRamp({0: 1, 1: 2, 2: 4}, mode="auto", max_batch_size=4), log],
-        max_epochs=3, **RELOAD)
+    fit(
+        tmp_path,
+        model,
+        FixedDataModule(2),
+        [BatchSizeRamp({0: 1, 1: 2, 2: 4}, mode="auto", max_batch_size=4), log],
+        max_epochs=3,
+        **RELOAD,
+    )
     assert [row[1:4] for row in log.rows] == [(2, 1, 16), (4, 1, 8), (4, 2, 4)]
 
 
@@ -119,8 +142,7 @@ def test_step_schedulers_get_the_true_horizon(tmp_path, scheduler: str) -> None:
 
 def test_lr_coupling_scale(tmp_path) -> None:
     model = TinyRegressor(lr=0.01, scheduler="lambda")
-    fit(tmp_path, model, FixedDataModule(2), [BatchSizeRamp({0: 1, 1: 4}, lr_coupling="scale")], max_epochs=2,
-        **RELOAD)
+    fit(tmp_path, model, FixedDataModule(2), [BatchSizeRamp({0: 1, 1: 4}, lr_coupling="scale")], max_epochs=2, **RELOAD)
     # epoch 0: 16 steps at 0.01 * 0.95**t; epoch 1 continues the LambdaLR curve at 4x (linear rule for SGD)
     assert model.used_lrs[15][0] == pytest.approx(0.01 * 0.95**15)
     assert model.used_lrs[16][0] == pytest.approx(0.04 * 0.95**16)
@@ -130,6 +152,7 @@ def test_lr_coupling_scale(tmp_path) -> None:
 @pytest.mark.parametrize("resume_after", [0, 1, 2])
 def test_resume_at_every_boundary_is_exact(tmp_path, mode: str, resume_after: int) -> None:
     """C2: per-epoch batch, accumulation, steps, num_training_batches, LR and final weights equal the full run."""
+
     def callbacks() -> list:
         return [BatchSizeRamp({0: 1, 1: 2, 2: 4, 3: 8}, mode=mode, lr_coupling="scale"), EpochLog()]
 
@@ -139,10 +162,17 @@ def test_resume_at_every_boundary_is_exact(tmp_path, mode: str, resume_after: in
     leg = [*callbacks(), StopAfter(resume_after + 1), every_epoch_checkpoint(tmp_path / "ckpt")]
     fit(tmp_path / "b", first, FixedDataModule(2), leg, max_epochs=4, **RELOAD)
     cbs, resumed = callbacks(), TinyRegressor(lr=0.005, scheduler="onecycle")
-    trainer = fit(tmp_path / "b", resumed, FixedDataModule(2), cbs, max_epochs=4,
-                  ckpt_path=tmp_path / "ckpt" / f"epoch={resume_after}.ckpt", **RELOAD)
+    trainer = fit(
+        tmp_path / "b",
+        resumed,
+        FixedDataModule(2),
+        cbs,
+        max_epochs=4,
+        ckpt_path=tmp_path / "ckpt" / f"epoch={resume_after}.ckpt",
+        **RELOAD,
+    )
     assert cbs[1].rows and cbs[1].rows[0][0] == resume_after + 1 and trainer.global_step > 0
-    assert cbs[1].rows == full_cbs[1].rows[resume_after + 1:]
+    assert cbs[1].rows == full_cbs[1].rows[resume_after + 1 :]
     for (name, a), (_, b) in zip(full.named_parameters(), resumed.named_parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
 
@@ -158,6 +188,15 @@ class _RankSizes(Callback):
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_ddp_ranks_follow_the_ramp(tmp_path) -> None:
-    fit(tmp_path, TinyRegressor(), RankDataModule(2), [BatchSizeRamp({0: 1, 1: 2}), _RankSizes()], max_epochs=2,
-        devices=2, strategy="ddp_spawn", default_root_dir=str(tmp_path), **RELOAD)
+    fit(
+        tmp_path,
+        TinyRegressor(),
+        RankDataModule(2),
+        [BatchSizeRamp({0: 1, 1: 2}), _RankSizes()],
+        max_epochs=2,
+        devices=2,
+        strategy="ddp_spawn",
+        default_root_dir=str(tmp_path),
+        **RELOAD,
+    )
     assert torch.load(tmp_path / "sizes.pt").tolist() == [[2, 4], [2, 4]]

@@ -33,8 +33,14 @@ def test_rule_table() -> None:
     assert scale_factor("sqrt", 1024, 256) == 2.0
     assert scale_factor("linear", 64, 256) == 0.25
     params = [torch.nn.Parameter(torch.zeros(1))]
-    for cls in (torch.optim.Adam, torch.optim.AdamW, torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam,
-                torch.optim.Adagrad):
+    for cls in (
+        torch.optim.Adam,
+        torch.optim.AdamW,
+        torch.optim.Adamax,
+        torch.optim.NAdam,
+        torch.optim.RAdam,
+        torch.optim.Adagrad,
+    ):
         assert default_rule(cls(params)) == "sqrt"
     for cls in (torch.optim.SGD, torch.optim.ASGD):
         assert default_rule(cls(params, lr=0.1)) == "linear"
@@ -78,8 +84,9 @@ def test_scaling_composes_with_schedulers(tmp_path, scheduler: str) -> None:
         runs[name] = model
     scaled, plain, reference = (torch.tensor(runs[k].used_lrs) for k in ("scaled", "plain", "reference"))
     assert scaled.shape == (16, 2)
-    for step in (0, 1, 10):
-        torch.testing.assert_close(scaled[step], 4 * plain[step]) if scheduler != "plateau" else None
+    if scheduler != "plateau":  # plateau decisions depend on the loss, which differs at another LR
+        for step in (0, 1, 10):
+            torch.testing.assert_close(scaled[step], 4 * plain[step])
     torch.testing.assert_close(scaled, reference)  # the whole trajectory, both groups
     assert torch.allclose(scaled[:, 1] / scaled[:, 0], torch.full((16,), 0.5))  # layer-decay ratio kept
 
@@ -123,8 +130,14 @@ def test_resume_is_exact(tmp_path, scheduler: str) -> None:
     first = make()
     fit(tmp_path / "b", first, FixedDataModule(4), [cb(), every_epoch_checkpoint(tmp_path / "ckpt")], max_epochs=1)
     resumed, rec = make(), _RecordGlobalStep()
-    trainer = fit(tmp_path / "b", resumed, FixedDataModule(4), [cb(), rec], max_epochs=4,
-                  ckpt_path=tmp_path / "ckpt" / "epoch=0.ckpt")
+    trainer = fit(
+        tmp_path / "b",
+        resumed,
+        FixedDataModule(4),
+        [cb(), rec],
+        max_epochs=4,
+        ckpt_path=tmp_path / "ckpt" / "epoch=0.ckpt",
+    )
     assert rec.start_step == 8 and trainer.global_step == 32
     torch.testing.assert_close(torch.tensor(first.used_lrs + resumed.used_lrs), torch.tensor(full.used_lrs))
     for (name, a), (_, b) in zip(full.named_parameters(), resumed.named_parameters()):
@@ -134,11 +147,23 @@ def test_resume_is_exact(tmp_path, scheduler: str) -> None:
 def test_resume_with_other_accumulation_rescales(tmp_path) -> None:
     """A resume with a different global batch rescales by the ratio (after the optimizer restore)."""
     first = TinyRegressor(lr=0.01, scheduler="lambda")
-    fit(tmp_path, first, FixedDataModule(4), [LRScaling(rule="linear", base_batch_size=1),
-                                              every_epoch_checkpoint(tmp_path / "ckpt")], max_epochs=1)
+    fit(
+        tmp_path,
+        first,
+        FixedDataModule(4),
+        [LRScaling(rule="linear", base_batch_size=1), every_epoch_checkpoint(tmp_path / "ckpt")],
+        max_epochs=1,
+    )
     resumed, cb = TinyRegressor(lr=0.01, scheduler="lambda"), LRScaling(rule="linear", base_batch_size=1)
-    fit(tmp_path, resumed, FixedDataModule(4), [cb], max_epochs=2, accumulate_grad_batches=2,
-        ckpt_path=tmp_path / "ckpt" / "epoch=0.ckpt")
+    fit(
+        tmp_path,
+        resumed,
+        FixedDataModule(4),
+        [cb],
+        max_epochs=2,
+        accumulate_grad_batches=2,
+        ckpt_path=tmp_path / "ckpt" / "epoch=0.ckpt",
+    )
     assert cb.applied_scale == 8.0 and cb.reference_batch == 8
     # LambdaLR(0.95**step) continues from step 8 at twice the previous scale
     assert resumed.used_lrs[0][0] == pytest.approx(0.01 * 8 * 0.95**8)
@@ -149,7 +174,7 @@ def test_keys_on_initial_batch_under_ramp(tmp_path) -> None:
     ramp = BatchSizeRamp(milestones={0: 1, 1: 2})
     fit(tmp_path, model, FixedDataModule(2), [cb, ramp], max_epochs=2, reload_dataloaders_every_n_epochs=1)
     assert model.first_batch_sizes == [2, 4]
-    assert {lrs[0] for lrs in model.used_lrs} == {pytest.approx(0.01)}
+    assert [lrs[0] for lrs in model.used_lrs] == pytest.approx([0.01] * 24)  # 16 + 8 steps, LR held
 
 
 def test_follow_batch_ramp(tmp_path) -> None:
@@ -165,7 +190,7 @@ class _CaptureLR(Callback):
         self.lr = math.nan
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self.lr = trainer.optimizers[0].param_groups[0]["initial_lr"]
+        self.lr = trainer.optimizers[0].param_groups[0]["lr"]
         assert trainer.strategy.reduce(torch.tensor(self.lr), reduce_op="sum").item() == pytest.approx(
             self.lr * trainer.world_size
         )
@@ -178,8 +203,17 @@ class _CaptureLR(Callback):
 def test_ddp_global_batch(tmp_path) -> None:
     """devices=2 at half the per-device batch gives the devices=1 LR (same global batch)."""
     one = LRScaling(rule="linear", base_batch_size=2)
+    (tmp_path / "two").mkdir()
     fit(tmp_path / "one", TinyRegressor(lr=0.01), FixedDataModule(8), [one], max_steps=1)
-    fit(tmp_path / "two", TinyRegressor(lr=0.01), RankDataModule(4), [LRScaling(rule="linear", base_batch_size=2),
-        _CaptureLR()], max_steps=1, devices=2, strategy="ddp_spawn", default_root_dir=str(tmp_path / "two"))
+    fit(
+        tmp_path / "two",
+        TinyRegressor(lr=0.01),
+        RankDataModule(4),
+        [LRScaling(rule="linear", base_batch_size=2), _CaptureLR()],
+        max_steps=1,
+        devices=2,
+        strategy="ddp_spawn",
+        default_root_dir=str(tmp_path / "two"),
+    )
     assert torch.load(tmp_path / "two" / "lr.pt").item() == pytest.approx(0.01 * one.applied_scale)
     assert one.applied_scale == 4.0

@@ -85,19 +85,31 @@ def _state_summary(opt: torch.optim.Optimizer) -> list:
 @pytest.mark.parametrize("resume_after", [0, 1, 2])  # checkpoints at k-1, k, k+1 for a swap at epoch k = 1... 2
 def test_resume_around_the_swap_is_exact(tmp_path, resume_after: int) -> None:
     """D4/D5: resume before, at and after the swap: class, hyper-parameters, state keys, LRs and weights equal."""
+
     def callbacks() -> list:
         return [OptimizerSwap("torch.optim.SGD", SGD_KWARGS, at_epoch=2, lr=0.05), OptimizerLog()]
 
     full_cbs, full = callbacks(), TinyRegressor(optimizer="adam", lr=0.01, scheduler="lambda")
     full_trainer = fit(tmp_path / "a", full, FixedDataModule(4), full_cbs, max_epochs=4)
     first = TinyRegressor(optimizer="adam", lr=0.01, scheduler="lambda")
-    fit(tmp_path / "b", first, FixedDataModule(4),
-        [*callbacks(), StopAfter(resume_after + 1), every_epoch_checkpoint(tmp_path / "ckpt")], max_epochs=4)
+    fit(
+        tmp_path / "b",
+        first,
+        FixedDataModule(4),
+        [*callbacks(), StopAfter(resume_after + 1), every_epoch_checkpoint(tmp_path / "ckpt")],
+        max_epochs=4,
+    )
     cbs, resumed = callbacks(), TinyRegressor(optimizer="adam", lr=0.01, scheduler="lambda")
-    trainer = fit(tmp_path / "b", resumed, FixedDataModule(4), cbs, max_epochs=4,
-                  ckpt_path=tmp_path / "ckpt" / f"epoch={resume_after}.ckpt")
+    trainer = fit(
+        tmp_path / "b",
+        resumed,
+        FixedDataModule(4),
+        cbs,
+        max_epochs=4,
+        ckpt_path=tmp_path / "ckpt" / f"epoch={resume_after}.ckpt",
+    )
     assert trainer.global_step == 32 and cbs[1].rows[0][0] == resume_after + 1
-    assert cbs[1].rows == full_cbs[1].rows[resume_after + 1:]
+    assert cbs[1].rows == full_cbs[1].rows[resume_after + 1 :]
     opt, ref = trainer.optimizers[0], full_trainer.optimizers[0]
     assert type(opt) is type(ref) is torch.optim.SGD and opt.defaults == ref.defaults
     assert _state_summary(opt) == _state_summary(ref) == [["momentum_buffer"]] * 4
@@ -151,8 +163,13 @@ def test_swats_switches_with_a_finite_positive_lr(tmp_path) -> None:
 
 def test_swats_needs_adam(tmp_path) -> None:
     with pytest.raises(ValueError, match="Adam-family"):
-        fit(tmp_path, TinyRegressor(optimizer="sgd"), FixedDataModule(4), [OptimizerSwap(criterion="swats")],
-            max_steps=1)
+        fit(
+            tmp_path,
+            TinyRegressor(optimizer="sgd"),
+            FixedDataModule(4),
+            [OptimizerSwap(criterion="swats")],
+            max_steps=1,
+        )
 
 
 class _SwapStepOnRanks(Callback):
@@ -172,7 +189,16 @@ class _SwapStepOnRanks(Callback):
 def test_ddp_swats_swaps_on_both_ranks(tmp_path) -> None:
     swap = OptimizerSwap(criterion="swats", swats_eps=1e-3)
     model = TinyRegressor(optimizer="adam", lr=0.01, betas=(0.9, 0.99))
-    fit(tmp_path, model, RankDataModule(16), [swap, _SwapStepOnRanks(swap)], max_epochs=300, devices=2, strategy="ddp_spawn", default_root_dir=str(tmp_path))
+    fit(
+        tmp_path,
+        model,
+        RankDataModule(16),
+        [swap, _SwapStepOnRanks(swap)],
+        max_epochs=300,
+        devices=2,
+        strategy="ddp_spawn",
+        default_root_dir=str(tmp_path),
+    )
     out = torch.load(tmp_path / "swap.pt")
     (step0, swapped0), (step1, swapped1) = out["info"].tolist()
     assert swapped0 == swapped1 == 1.0 and step0 == step1 > 1

@@ -117,7 +117,7 @@ def resize_step_scheduler(scheduler: Any, total_steps: int) -> bool:
     if isinstance(scheduler, OneCycleLR):
         phases = scheduler._schedule_phases
         pct_start = (phases[0]["end_step"] + 1) / scheduler.total_steps
-        ends = [pct_start * total_steps - 1, 2 * pct_start * total_steps - 2][: len(phases) - 1] + [total_steps - 1]
+        ends = [*[pct_start * total_steps - 1, 2 * pct_start * total_steps - 2][: len(phases) - 1], total_steps - 1]
         for phase, end in zip(phases, ends):
             phase["end_step"] = float(end)
         scheduler.total_steps = total_steps

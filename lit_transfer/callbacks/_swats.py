@@ -1,5 +1,6 @@
-r"""SWATS switching criterion (Keskar & Socher 2017, "Improving Generalization Performance by Switching from Adam
-to SGD"), per param group.
+r"""SWATS switching criterion (Keskar & Socher 2017), per param group.
+
+"Improving Generalization Performance by Switching from Adam to SGD".
 
 With :math:`p_k` the Adam step actually taken (parameters after minus before) and :math:`g_k` the gradient,
 
@@ -34,7 +35,7 @@ class SwatsState:
             self.lambdas, self.steps, self.gammas = [0.0] * n_groups, [0] * n_groups, [None] * n_groups
 
     def corrected(self, i: int, beta2: float) -> float:
-        """The bias-corrected estimate :math:`\\tilde\\lambda` of group ``i``."""
+        """The bias-corrected estimate (lambda / (1 - beta2**k)) of group ``i``."""
         return self.lambdas[i] / (1.0 - beta2 ** self.steps[i]) if self.steps[i] else 0.0
 
 

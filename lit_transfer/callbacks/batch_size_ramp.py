@@ -94,7 +94,10 @@ class BatchSizeRamp(Callback):
             raise ValueError("`mode='auto'` grows the batch up to `max_batch_size`; set `max_batch_size`.")
         self.schedule = RampSchedule(
             tuple(sorted((int(k), float(v)) for k, v in milestones.items())) if milestones else None,
-            every_n_epochs, float(factor), max_batch_size, mode,
+            every_n_epochs,
+            float(factor),
+            max_batch_size,
+            mode,
         )
         self.mode, self.batch_size_attr = mode, batch_size_attr
         self.lr_coupling, self.lr_scaling_rule = lr_coupling, lr_scaling_rule
@@ -130,7 +133,9 @@ class BatchSizeRamp(Callback):
         samples = len(sampler) if sampler is not None and hasattr(sampler, "__len__") else len(loader.dataset)
         epochs = range(max(trainer.max_epochs or 1, 1))
         steps = ramp_total_steps(
-            samples, [self.sizes_at(e) for e in epochs], bool(getattr(loader, "drop_last", False)),
+            samples,
+            [self.sizes_at(e) for e in epochs],
+            bool(getattr(loader, "drop_last", False)),
             trainer.limit_train_batches,
         )
         return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps

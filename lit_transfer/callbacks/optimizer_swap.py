@@ -174,7 +174,9 @@ class OptimizerSwap(Callback):
             self._do_swap(trainer, pl_module, f"epoch {trainer.current_epoch} >= at_epoch={self.at_epoch}")
 
     @override
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.swapped:
             return
         if self.at_step is not None and trainer.global_step >= self.at_step:
@@ -187,13 +189,16 @@ class OptimizerSwap(Callback):
 
     # ---------------------------------------------------------------------------------------------- SWATS
     @override
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
+    ) -> None:
         if self.criterion == "swats" and not self.swapped and not self._pending:
             self._before = _swats.snapshot(optimizer)
 
     @override
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._before is None:
             return
         optimizer, before, self._before = trainer.optimizers[0], self._before, None
