@@ -76,6 +76,12 @@ def test_fit_and_test_write_report(tmp_path: Path, caplog: pytest.LogCaptureFixt
     with caplog.at_level("INFO"):
         trainer.test(model, _loader(n=9, seed=2))
     assert (out / "confusion_matrix.png").stat().st_size > 0
+    matrix = _rows(out / "confusion_matrix.csv")
+    assert [r["true/predicted"] for r in matrix] == ["cat", "dog", "fox"] and list(matrix[0])[1:] == [
+        "cat",
+        "dog",
+        "fox",
+    ]
     assert report.confusion is not None and int(report.confusion.sum()) == 9
     assert report.confusion.sum(dim=1).tolist() == [3, 3, 3]
     rows = _rows(out / "epochs.csv")
@@ -153,3 +159,20 @@ def test_plots_off_and_resume_keeps_history(tmp_path: Path) -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="output_dir"):
         RunReport(output_dir=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_ddp_confusion_matrix_sums_ranks(tmp_path: Path) -> None:
+    model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="freeze_unfreeze")
+    report = RunReport(output_dir=tmp_path / "report", summary=False)
+    trainer = _trainer(
+        tmp_path, report, logger=False, callbacks=[report], max_epochs=1, strategy="ddp_spawn", devices=2
+    )
+    trainer.fit(model, _loader(n=8, batch_size=2))
+    trainer.test(model, _loader(n=12, batch_size=3, seed=4))  # 6 per rank, no padding
+    rows = _rows(tmp_path / "report" / "confusion_matrix.csv")
+    assert sum(int(v) for row in rows for k, v in row.items() if k != "true/predicted") == 12
+    assert [sum(int(v) for k, v in row.items() if k != "true/predicted") for row in rows] == [4, 4, 4]
+    assert int(_rows(tmp_path / "report" / "steps.csv")[0]["batch_size"]) == 4  # 2 per device x 2 devices
+    assert (tmp_path / "report" / "confusion_matrix.png").is_file()

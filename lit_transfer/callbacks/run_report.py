@@ -13,9 +13,10 @@ The callback records its own data, so it works with any logger (or none) and any
   on ``x``. Test batches are ``(x, y, ...)`` tuples or dicts with ``image`` and ``label``/``target`` keys.
 
 At the end of ``fit`` rank zero writes ``learning_curves.png``, ``schedule.png``, ``epochs.csv`` (one row per
-epoch) and ``steps.csv`` (one row per step); at the end of ``test`` it adds ``confusion_matrix.png`` and a
-``test`` row to ``epochs.csv``. (The names leave ``metrics.csv`` to Lightning's ``CSVLogger``, which writes into
-the same folder.) History is kept in the checkpoint, so a resumed run plots the whole run.
+epoch) and ``steps.csv`` (one row per step); at the end of ``test`` it adds ``confusion_matrix.png``,
+``confusion_matrix.csv`` (counts; a row per true class, a column per predicted class) and a ``test`` row to
+``epochs.csv``. (The names leave ``metrics.csv`` to Lightning's ``CSVLogger``, which writes into the same folder.)
+History is kept in the checkpoint, so a resumed run plots the whole run.
 """
 
 from __future__ import annotations
@@ -323,9 +324,13 @@ class RunReport(Callback):
             return
         out.mkdir(parents=True, exist_ok=True)
         written = [self._write_csv(out / "epochs.csv", self._metric_rows())]
-        if self.plots and self.confusion is not None:
+        if self.confusion is not None:
             names = self._class_names(trainer, pl_module, len(self.confusion))
-            written.append(plots.plot_confusion_matrix(self.confusion.cpu(), names, out / "confusion_matrix.png"))
+            counts = self.confusion.cpu().tolist()
+            rows = [{"true/predicted": name, **dict(zip(names, row))} for name, row in zip(names, counts)]
+            written.append(self._write_csv(out / "confusion_matrix.csv", rows))
+            if self.plots:
+                written.append(plots.plot_confusion_matrix(counts, names, out / "confusion_matrix.png"))
         self.written = written
         if self.summary:
             rank_zero_info(self.test_summary(trainer, out))
