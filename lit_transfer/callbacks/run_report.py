@@ -62,6 +62,10 @@ def _inputs_and_labels(batch: Any) -> tuple[Any, torch.Tensor | None]:
     return x, labels if isinstance(labels, torch.Tensor) else None
 
 
+def _callbacks(trainer: Trainer) -> list[Callback]:
+    return list(getattr(trainer, "callbacks", []))
+
+
 def _batch_len(batch: Any) -> int:
     x, _ = _inputs_and_labels(batch)
     if isinstance(x, torch.Tensor) and x.ndim > 0:
@@ -169,7 +173,7 @@ class RunReport(Callback):
         from lit_transfer.callbacks.lr_scaling import LRScaling
 
         factor = 1.0
-        for callback in trainer.callbacks:
+        for callback in _callbacks(trainer):
             if isinstance(callback, LRScaling):
                 factor *= callback.warmup_factor(trainer.global_step)
         lrs: dict[str, float] = {}
@@ -191,7 +195,7 @@ class RunReport(Callback):
     def _trainable_groups(trainer: Trainer) -> int | None:
         from lit_transfer.callbacks.layer_freezing import LayerFreezing
 
-        for callback in trainer.callbacks:
+        for callback in _callbacks(trainer):
             if isinstance(callback, LayerFreezing) and callback.trainable_groups is not None:
                 return int(callback.trainable_groups)
         return None
@@ -261,8 +265,9 @@ class RunReport(Callback):
         if isinstance(outputs, Mapping):
             outputs = next((outputs[k] for k in _LOGIT_KEYS if k in outputs), None)
         for candidate in (outputs, captured):
-            usable = isinstance(candidate, torch.Tensor) and candidate.ndim in (1, 2) and len(candidate) == n
-            if usable and (candidate.ndim == 2 or not candidate.is_floating_point()):
+            if not isinstance(candidate, torch.Tensor) or candidate.ndim not in (1, 2) or len(candidate) != n:
+                continue
+            if candidate.ndim == 2 or not candidate.is_floating_point():
                 return candidate.detach()
         return None
 
