@@ -119,12 +119,7 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UnsafeFileError(
-            f"{str(path)!r} holds pickled Python objects that a safe load refuses ({str(err).splitlines()[0]}). It"
-            " was not loaded. If you trust its source, convert it once to safetensors: `sd = torch.load(path,"
-            " weights_only=False)['state_dict']; safetensors.torch.save_file(sd, 'weights.safetensors')`, and pass"
-            " the .safetensors file."
-        ) from None
+        raise UnsafeFileError.for_file(path, err) from None
     for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
         if isinstance(payload, dict) and isinstance(payload.get(key), dict):
             payload = payload[key]

@@ -7,6 +7,8 @@ files), so ``except ValueError`` keeps working.
 
 from __future__ import annotations
 
+import re
+
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights cannot be found locally and cannot be downloaded."""
@@ -22,3 +24,15 @@ class CheckpointMismatchError(ValueError):
 
 class UnsafeFileError(ValueError):
     """A file holds pickled objects that a safe load (``weights_only=True``) refuses."""
+
+    @classmethod
+    def for_file(cls, path: object, reason: BaseException) -> UnsafeFileError:
+        """The error for ``path``, with the refused load's first line and the safe way to proceed."""
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(reason))
+        detail = f"it needs {found.group(1)}" if found else type(reason).__name__
+        return cls(
+            f"{str(path)!r} holds pickled Python objects that a safe load refuses ({detail}). It was not loaded:"
+            " unpickling can run arbitrary code. If you trust its source, convert it once to safetensors:"
+            " `sd = torch.load(path, weights_only=False)['state_dict']; safetensors.torch.save_file(sd,"
+            " 'weights.safetensors')`, then pass the .safetensors file as `pretrained`."
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -16,7 +17,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 from lit_transfer.backbones import backbone_data_config, create_backbone
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
-from lit_transfer.errors import CheckpointMismatchError
+from lit_transfer.errors import CheckpointMismatchError, UnsafeFileError
 from lit_transfer.freezing import FreezingPolicy, FullFineTune, resolve_policy
 from lit_transfer.layer_groups import layer_groups
 from lit_transfer.models.feature_cache import FeatureCache, check_cacheable, frozen_features
@@ -198,7 +199,10 @@ class TransferClassifier(LightningModule):
         """
         kwargs.setdefault("pretrained", False)
         kwargs.setdefault("weights_only", True)
-        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)  # type: ignore[return-value]
+        try:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)  # type: ignore[return-value]
+        except pickle.UnpicklingError as err:
+            raise UnsafeFileError.for_file(checkpoint_path, err) from None
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another backbone or head with an error that names both, before torch's."""

@@ -1,0 +1,550 @@
+"""The bad-input matrix: one case per mistake a user can make, with the exact message they get.
+
+Each case is checked here, and ``docs/errors.md`` shows every message verbatim (temporary paths shortened to
+``<tmp>``). After changing a message, regenerate the page with ``python tests/test_bad_inputs.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS_PAGE = REPO / "docs" / "errors.md"
+sys.path.insert(0, str(Path(__file__).parent))
+
+from freeze_helpers import PlainModule, fixed_data, loader, trainer  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Case:
+    area: str
+    id: str
+    what: str
+    action: Callable[[Path], object]
+    error: type[BaseException] | tuple[type[BaseException], ...]
+    match: str
+
+
+def _classifier(**kwargs):
+    from lit_transfer import TransferClassifier
+
+    kwargs.setdefault("pretrained", False)
+    return TransferClassifier(kwargs.pop("backbone", "test_resnet"), num_classes=kwargs.pop("num_classes", 3), **kwargs)
+
+
+def _png(path: Path, value: int = 128, size: int = 12) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path)
+    return path
+
+
+def _folder(root: Path, classes=("cat", "dog"), per_class: int = 3) -> Path:
+    for name in classes:
+        for i in range(per_class):
+            _png(root / "train" / name / f"{i}.png", 40 * i)
+    return root
+
+
+def _weights_of(name: str, path: Path) -> Path:
+    import timm
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in timm.create_model(name).state_dict().items()}, str(path))
+    return path
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def _evil(path: Path) -> Path:
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {"x": _Payload()}}, path)
+    return path
+
+
+def _checkpoint(tmp: Path, **kwargs) -> Path:
+    model = _classifier(**kwargs)
+    t = trainer(tmp, 1)
+    t.fit(model, loader(fixed_data(n=8)))
+    t.save_checkpoint(tmp / "model.ckpt")
+    return tmp / "model.ckpt"
+
+
+def _fit(tmp: Path, callbacks, model=None, **trainer_kwargs):
+    return trainer(tmp, trainer_kwargs.pop("max_epochs", 2), callbacks, **trainer_kwargs).fit(
+        model or _classifier(), loader(fixed_data(n=8))
+    )
+
+
+def _cli(*args: str):
+    from lit_transfer.cli import TransferCLI
+
+    return TransferCLI(args=list(args), run=False, parser_kwargs={"exit_on_error": False})
+
+
+def _yaml(tmp: Path, content: dict) -> str:
+    path = tmp / "recipe.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return str(path)
+
+
+def _offline_hub(tmp: Path):
+    import huggingface_hub.constants
+
+    old = huggingface_hub.constants.HF_HUB_CACHE
+    huggingface_hub.constants.HF_HUB_CACHE = str(tmp / "empty-cache")
+    try:
+        return _classifier(backbone="resnet10t", pretrained=True)
+    finally:
+        huggingface_hub.constants.HF_HUB_CACHE = old
+
+
+class _ManualModule(PlainModule):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self.batch_size = 4
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        loss = super().training_step(batch, batch_idx)
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+
+
+class _BatchModule(PlainModule):
+    batch_size = 4
+
+
+def _callbacks():
+    from lit_transfer import callbacks
+
+    return callbacks
+
+
+DEFAULTS = str(REPO / "recipes" / "defaults.yaml")
+
+CASES = [
+    # ---------------------------------------------------------------- models
+    Case(
+        "Models",
+        "unknown-backbone",
+        "A misspelt timm model name",
+        lambda t: _classifier(backbone="resnt18"),
+        ValueError,
+        r"Unknown timm backbone 'resnt18'\. Did you mean 'resnet18'",
+    ),
+    Case(
+        "Models",
+        "unknown-policy",
+        "A misspelt freezing policy",
+        lambda t: _classifier(freeze="linear_prob"),
+        ValueError,
+        r"Unknown freezing policy 'linear_prob'\. Did you mean 'linear_probe'",
+    ),
+    Case(
+        "Models",
+        "layer-decay-range",
+        "`layer_decay` outside (0, 1]",
+        lambda t: _classifier(layer_decay=1.5),
+        ValueError,
+        r"`layer_decay` must be in \(0, 1\]",
+    ),
+    Case(
+        "Models",
+        "one-class",
+        "Fewer than two classes",
+        lambda t: _classifier(num_classes=1),
+        ValueError,
+        r"`num_classes` must be an integer >= 2, got 1",
+    ),
+    Case(
+        "Models",
+        "class-names-count",
+        "`class_names` that disagree with `num_classes`",
+        lambda t: _classifier(class_names=["a", "b"]),
+        ValueError,
+        r"`class_names` has 2 names but `num_classes` is 3",
+    ),
+    Case(
+        "Models",
+        "gradual-every-zero",
+        "A policy argument out of range",
+        lambda t: __import__("lit_transfer").GradualUnfreeze(every_n_epochs=0),
+        ValueError,
+        r"`every_n_epochs` must be a positive integer, got 0",
+    ),
+    Case(
+        "Models",
+        "cache-needs-probe",
+        "Feature caching with a trainable backbone",
+        lambda t: _classifier(freeze="freeze_unfreeze", cache_features=True),
+        ValueError,
+        r"`cache_features=True` needs a frozen backbone",
+    ),
+    # --------------------------------------------------------- weights, ckpts
+    Case(
+        "Weights and checkpoints",
+        "weights-missing",
+        "A weights file that does not exist",
+        lambda t: _classifier(pretrained=str(t / "resnet.safetensors")),
+        FileNotFoundError,
+        r"Weights file '.*resnet\.safetensors' \(from `pretrained`\) does not exist",
+    ),
+    Case(
+        "Weights and checkpoints",
+        "weights-other-architecture",
+        "Weights of another architecture",
+        lambda t: _classifier(pretrained=str(_weights_of("test_convnext", t / "convnext.safetensors"))),
+        __import__("lit_transfer.errors").errors.WeightsMismatchError,
+        r"do not fit the backbone \(ResNet\):.*missing: conv1",
+    ),
+    Case(
+        "Weights and checkpoints",
+        "hub-offline",
+        "Hub weights while offline, not in the cache",
+        _offline_hub,
+        __import__("lit_transfer.errors").errors.WeightsUnavailableError,
+        r"Pretrained weights for 'resnet10t'.*pass a local weights file",
+    ),
+    Case(
+        "Weights and checkpoints",
+        "pickled-weights",
+        "A weights file with pickled objects",
+        lambda t: _classifier(pretrained=str(_evil(t / "evil.pth"))),
+        __import__("lit_transfer.errors").errors.UnsafeFileError,
+        r"evil\.pth' holds pickled Python objects .*it needs .*print",
+    ),
+    Case(
+        "Weights and checkpoints",
+        "pickled-checkpoint",
+        "A checkpoint with pickled objects",
+        lambda t: __import__("lit_transfer").TransferClassifier.load_from_checkpoint(_evil(t / "evil.ckpt")),
+        __import__("lit_transfer.errors").errors.UnsafeFileError,
+        r"evil\.ckpt' holds pickled Python objects",
+    ),
+    Case(
+        "Weights and checkpoints",
+        "checkpoint-other-head",
+        "A checkpoint of another head size",
+        lambda t: __import__("lit_transfer").TransferClassifier.load_from_checkpoint(_checkpoint(t), num_classes=5),
+        __import__("lit_transfer.errors").errors.CheckpointMismatchError,
+        r"does not fit this run's 'test_resnet' with 5 classes",
+    ),
+    # ------------------------------------------------------------------ data
+    Case(
+        "Data",
+        "root-missing",
+        "An image-folder root that does not exist",
+        lambda t: __import__("lit_transfer.data").data.ImageFolderDataModule(t / "nowhere"),
+        FileNotFoundError,
+        r"`root` directory '.*nowhere' does not exist",
+    ),
+    Case(
+        "Data",
+        "no-train-folder",
+        "A root without `train/`",
+        lambda t: __import__("lit_transfer.data").data.ImageFolderDataModule(_png(t / "x.png").parent),
+        FileNotFoundError,
+        r"`root/train` directory '.*train' does not exist",
+    ),
+    Case(
+        "Data",
+        "single-class",
+        "Only one class folder",
+        lambda t: __import__("lit_transfer.data").data.ImageFolderDataModule(_folder(t, classes=("cat",))),
+        ValueError,
+        r"cat",
+    ),
+    Case(
+        "Data",
+        "empty-class",
+        "An empty class folder",
+        lambda t: (
+            _folder(t),
+            (t / "train" / "bird").mkdir(),
+            __import__("lit_transfer.data").data.ImageFolderDataModule(t).setup("fit"),
+        ),
+        ValueError,
+        r"bird",
+    ),
+    Case(
+        "Data",
+        "corrupt-images",
+        "Unreadable images (zero bytes, truncated, not an image)",
+        lambda t: (
+            _folder(t),
+            (t / "train" / "cat" / "empty.png").write_bytes(b""),
+            (t / "train" / "dog" / "notes.jpg").write_text("not an image"),
+            __import__("lit_transfer.data").data.ImageFolderDataModule(t, val_fraction=0).setup("fit"),
+        ),
+        ValueError,
+        r"(?s)2 image file\(s\) cannot be decoded:.*empty\.png: empty file.*notes\.jpg.*on_bad_image='skip'",
+    ),
+    Case(
+        "Data",
+        "csv-missing-column",
+        "A CSV without the label column",
+        lambda t: (
+            (t / "train.csv").write_text("path,kind\na.png,cat\n"),
+            __import__("lit_transfer.data").data.CSVDataModule(t / "train.csv"),
+        ),
+        ValueError,
+        r"label",
+    ),
+    Case(
+        "Data",
+        "csv-missing-file",
+        "A CSV that lists a file that does not exist",
+        lambda t: (
+            (t / "train.csv").write_text("path,label\nmissing.png,cat\nb.png,dog\n"),
+            _png(t / "b.png"),
+            __import__("lit_transfer.data").data.CSVDataModule(t / "train.csv").setup("fit"),
+        ),
+        FileNotFoundError,
+        r"missing\.png",
+    ),
+    Case(
+        "Data",
+        "unknown-preset",
+        "An unknown augmentation preset",
+        lambda t: __import__("lit_transfer.data").data.DigitsDataModule(train_transform="strong"),
+        ValueError,
+        r"must be one of \['none', 'light', 'medium', 'heavy'\].*got 'strong'",
+    ),
+    Case(
+        "Data",
+        "totensor-first",
+        "A YAML pipeline with `ToTensorV2` before `Normalize`",
+        lambda t: __import__("lit_transfer.data").data.DigitsDataModule(
+            train_transform=[
+                {"class_path": "albumentations.pytorch.ToTensorV2"},
+                {"class_path": "albumentations.Normalize"},
+            ]
+        ),
+        ValueError,
+        r"ToTensorV2",
+    ),
+    Case(
+        "Data",
+        "digits-bad-classes",
+        "Digit classes outside 0-9",
+        lambda t: __import__("lit_transfer.data").data.DigitsDataModule(classes=[3, 12]),
+        ValueError,
+        r"`classes` must be at least 2 distinct digits in 0-9, got \[3, 12\]",
+    ),
+    # ------------------------------------------------------------- callbacks
+    Case(
+        "Callbacks and Trainer settings",
+        "lr-scaling-rule",
+        "An unknown LR scaling rule",
+        lambda t: _callbacks().LRScaling(rule="cubic"),
+        ValueError,
+        r"`rule` must be one of .*'cubic'",
+    ),
+    Case(
+        "Callbacks and Trainer settings",
+        "ramp-needs-reload",
+        "A batch ramp without dataloader reloads",
+        lambda t: _fit(t, [_callbacks().BatchSizeRamp(every_n_epochs=1)], model=_BatchModule()),
+        ValueError,
+        r"reload_dataloaders_every_n_epochs=1",
+    ),
+    Case(
+        "Callbacks and Trainer settings",
+        "ramp-past-max-epochs",
+        "A ramp milestone after the last epoch",
+        lambda t: _fit(
+            t,
+            [_callbacks().BatchSizeRamp(milestones={5: 2.0})],
+            model=_BatchModule(),
+            reload_dataloaders_every_n_epochs=1,
+        ),
+        ValueError,
+        r"milestone 5 is past the last epoch",
+    ),
+    Case(
+        "Callbacks and Trainer settings",
+        "accumulate-manual-optimization",
+        "An accumulation ramp on a manual-optimization module",
+        lambda t: _fit(t, [_callbacks().BatchSizeRamp(every_n_epochs=1, mode="accumulate")], model=_ManualModule()),
+        ValueError,
+        r"manual optimization|automatic_optimization",
+    ),
+    Case(
+        "Callbacks and Trainer settings",
+        "swap-not-optimizer",
+        "An optimizer swap to a class that is no optimizer",
+        lambda t: _callbacks().OptimizerSwap("torch.nn.Linear", at_epoch=1),
+        (ValueError, TypeError),
+        r"Optimizer",
+    ),
+    Case(
+        "Callbacks and Trainer settings",
+        "swap-no-trigger",
+        "An optimizer swap without a trigger",
+        lambda t: _callbacks().OptimizerSwap("torch.optim.SGD"),
+        ValueError,
+        r"Set exactly one trigger of `at_epoch`, `at_step`, `criterion`",
+    ),
+    Case(
+        "Callbacks and Trainer settings",
+        "freezing-deepspeed",
+        "Partial freezing under DeepSpeed or FSDP",
+        lambda t: (
+            _callbacks()
+            .LayerFreezing("freeze_unfreeze")
+            ._check_strategy(
+                type(
+                    "T",
+                    (),
+                    {
+                        "strategy": __import__(
+                            "lightning.pytorch.strategies", fromlist=["x"]
+                        ).DeepSpeedStrategy.__new__(
+                            __import__("lightning.pytorch.strategies", fromlist=["x"]).DeepSpeedStrategy
+                        )
+                    },
+                )()
+            )
+        ),
+        ValueError,
+        r"not DeepSpeedStrategy",
+    ),
+    Case(
+        "Callbacks and Trainer settings",
+        "refreeze-under-ddp",
+        "A policy that freezes again, under DDP",
+        lambda t: (
+            _callbacks()
+            .LayerFreezing(__import__("lit_transfer").Milestones({0: -1, 2: 1}))
+            ._check_strategy(
+                type("T", (), {"strategy": __import__("lightning.pytorch.strategies", fromlist=["x"]).DDPStrategy()})()
+            )
+        ),
+        ValueError,
+        r"find_unused_parameters=True",
+    ),
+    Case(
+        "Callbacks and Trainer settings",
+        "missing-backbone-attr",
+        "LayerFreezing on a module without `backbone`",
+        lambda t: _fit(t, [_callbacks().LayerFreezing("linear_probe", backbone_attr="encoder")], model=PlainModule()),
+        AttributeError,
+        r"PlainModule\.encoder",
+    ),
+    # ------------------------------------------------------------------- CLI
+    Case(
+        "Command line and recipes",
+        "cli-unknown-key",
+        "A misspelt key in a YAML file",
+        lambda t: _cli("--config", DEFAULTS, "--config", _yaml(t, {"model": {"init_args": {"backbon": "x"}}})),
+        Exception,
+        r"Option 'backbon' is not accepted",
+    ),
+    Case(
+        "Command line and recipes",
+        "cli-missing-recipe",
+        "A recipe path that does not exist",
+        lambda t: _cli("--config", str(t / "recipes" / "nope.yaml")),
+        Exception,
+        r"File does not exist: '.*nope\.yaml'",
+    ),
+    Case(
+        "Command line and recipes",
+        "cli-unknown-class",
+        "An unknown class name in YAML",
+        lambda t: _cli("--config", DEFAULTS, "--data", "FolderOfDreams"),
+        Exception,
+        r"FolderOfDreams",
+    ),
+    Case(
+        "Command line and recipes",
+        "cli-num-classes-disagree",
+        "`model.num_classes` that disagrees with the data",
+        lambda t: _cli("--config", DEFAULTS, "--model.num_classes", "7"),
+        ValueError,
+        r"`model\.num_classes` is 7 \(command line `--model\.num_classes`\) but the data \(DigitsDataModule\) has 10",
+    ),
+]
+
+
+def _normalise(message: str, tmp_path: Path) -> str:
+    message = message.replace(str(tmp_path.resolve()), "<tmp>").replace(str(tmp_path), "<tmp>")
+    message = message.replace(str(REPO), "<repo>")
+    return re.sub(r"\s+", " ", message).strip()
+
+
+def _raise(case: Case, tmp_path: Path) -> str:
+    with pytest.raises(case.error, match=case.match) as info:
+        case.action(tmp_path)
+    return _normalise(str(info.value), tmp_path)
+
+
+def test_the_matrix_has_at_least_25_cases_with_unique_ids():
+    assert len(CASES) >= 25
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gets_a_clear_error(case, tmp_path):
+    message = _raise(case, tmp_path)
+    page = re.sub(r"\s+", " ", DOCS_PAGE.read_text())
+    assert f"`{case.id}`" in page, f"{case.id} is missing from docs/errors.md: run python tests/test_bad_inputs.py"
+    assert message.replace("`", "") in page.replace("`", ""), (
+        f"the message of {case.id} changed; regenerate docs/errors.md with python tests/test_bad_inputs.py"
+    )
+
+
+HEADER = """# Bad input and the messages you get
+
+lit_transfer checks its inputs early — at construction, in `setup`, before the first step — and every message
+names the argument, file or setting at fault, echoes the bad value, and says how to fix it. The exception types
+derive from the built-in ones you would expect (`ValueError` for bad values, `FileNotFoundError` for missing
+files), so existing `except` clauses keep working. Nothing is lost when a run stops on an error: checkpoints
+already written stay, and an interrupted `fit` (Ctrl-C, SIGTERM, a NaN loss) leaves an `on_exception.ckpt` that
+`fit --ckpt_path` resumes.
+
+Every case below is a test (`tests/test_bad_inputs.py`); the messages are copied from the test run, with
+temporary paths shortened to `<tmp>`. The package's own exception classes are listed in the
+[API reference](api/errors.md).
+"""
+
+
+def write_docs_page() -> None:  # pragma: no cover - a maintenance script, run by hand
+    import tempfile
+
+    sections: dict[str, list[str]] = {}
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                case.action(Path(tmp))
+            except BaseException as err:
+                message = _normalise(str(err), Path(tmp))
+                kind = type(err).__name__
+            else:
+                raise SystemExit(f"{case.id} raised nothing")
+        sections.setdefault(case.area, []).append(
+            f"### {case.what}\n\n`{case.id}` — `{kind}`\n\n```text\n{message}\n```\n"
+        )
+    body = "\n".join(f"## {area}\n\n" + "\n".join(items) for area, items in sections.items())
+    DOCS_PAGE.write_text(HEADER + "\n" + body)
+
+
+if __name__ == "__main__":
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    write_docs_page()
