@@ -1,0 +1,273 @@
+"""Shared helpers of the benchmarks: machine header, timing, markdown tables, plots, Trainers, source weights."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import math
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CACHE_DIR = Path("runs") / "benchmarks"  # runs/ is git-ignored
+BACKBONE = "resnet10t"
+SOURCE_CLASSES = (0, 1, 2, 3, 4)
+TARGET_CLASSES = (5, 6, 7, 8, 9)
+
+
+# ------------------------------------------------------------------------------------------------ environment
+def cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo`` (else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, core count and library versions for the header of every table."""
+    import albumentations
+    import lightning
+    import timm
+
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "timm": timm.__version__,
+        "albumentations": albumentations.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def header_markdown(info: dict[str, Any]) -> str:
+    """One line naming the machine and the versions."""
+    return (
+        f"Machine: {info['cpu']}, {info['cores']} cores (shared); Python {info['python']}, torch {info['torch']},"
+        f" lightning {info['lightning']}, timm {info['timm']}, albumentations {info['albumentations']};"
+        f" run {info['date']}."
+    )
+
+
+def set_threads(n: int = 1) -> None:
+    """Pin torch (and OpenCV) to ``n`` threads: timings stay comparable on a shared machine."""
+    torch.set_num_threads(n)
+    try:
+        import cv2
+
+        cv2.setNumThreads(n)
+    except ImportError:  # pragma: no cover - opencv is a dependency
+        pass
+
+
+def quiet() -> None:
+    """Silence Lightning's info messages and the warnings benchmarks trigger on purpose (few batches, no workers)."""
+    import lightning.pytorch  # noqa: F401  (its import sets its loggers to INFO; override after it)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lit_transfer"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+
+
+def make_trainer(**kwargs: Any) -> Any:
+    """A CPU Trainer without progress bar, logger, checkpoints, model summary or sanity check (overridable)."""
+    import lightning as L
+
+    settings: dict[str, Any] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "deterministic": False,
+    }
+    settings.update(kwargs)
+    return L.Trainer(**settings)
+
+
+def test_accuracy(trainer: Any, model: Any, datamodule: Any) -> float:
+    """Top-1 accuracy of ``model`` on the DataModule's test split (in %)."""
+    results = trainer.test(model, datamodule=datamodule, verbose=False)
+    return 100.0 * float(results[0]["test_acc"])
+
+
+# ------------------------------------------------------------------------------------------------------ stats
+def median(values: Sequence[float]) -> float:
+    """Median of ``values``."""
+    return float(statistics.median(values))
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = list(values)
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def fmt_pm(values: Sequence[float], digits: int = 1) -> str:
+    """``mean ± std`` of ``values`` (just the value for a single one)."""
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def verdict(ok: bool) -> str:
+    """``PASS`` or ``MISS``."""
+    return "PASS" if ok else "MISS"
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall time of one call of ``fn`` and its result."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def interleaved(candidates: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Call each candidate once per round, ``repeats`` rounds, rotating the order; collect the returned times."""
+    names = list(candidates)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(float(candidates[name]()))
+    return samples
+
+
+# --------------------------------------------------------------------------------------------------- markdown
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(str(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    """A float with ``digits`` decimals; ``n/a`` for NaN."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+# ------------------------------------------------------------------------------------------------------ plots
+def new_figure(width: float = 6.0, height: float = 3.6) -> tuple[Any, Any]:
+    """A matplotlib figure and axes on the Agg backend (pyplot's global state is not used)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=110)
+    return figure, figure.subplots()
+
+
+def save_figure(figure: Any, out_dir: str | Path, name: str) -> str:
+    """Save ``figure`` as ``out_dir/name`` (PNG) and return the file name."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(out / name)
+    return name
+
+
+# ------------------------------------------------------------------------------------------------ source task
+def source_weights(image_size: int = 32, epochs: int = 15, seed: int = 0) -> tuple[Path, dict[str, Any]]:
+    """A ``resnet10t`` pretrained on digits 0-4 (random init, all training scans), saved as safetensors.
+
+    The file holds the backbone without its classifier, so a target model loads it with a fresh head. It is
+    trained once and cached under ``runs/benchmarks/`` with a JSON of how it was made.
+
+    Args:
+        image_size: Input size of the source task (and of the target task that reuses it).
+        epochs: Training epochs on the source task.
+        seed: Seed of the initialisation and the training order.
+
+    Returns:
+        The weights file and its metadata (source test accuracy, training time).
+    """
+    path = CACHE_DIR / f"source_{BACKBONE}_{image_size}px_{epochs}ep_seed{seed}.safetensors"
+    meta_path = path.with_suffix(".json")
+    if path.is_file() and meta_path.is_file():
+        return path, json.loads(meta_path.read_text())
+    import lightning as L
+    from safetensors.torch import save_file
+
+    from lit_transfer import TransferClassifier
+    from lit_transfer.data import DigitsDataModule
+
+    L.seed_everything(seed, verbose=False)
+    data = DigitsDataModule(classes=SOURCE_CLASSES, image_size=image_size, batch_size=32, seed=seed)
+    model = TransferClassifier(
+        BACKBONE, num_classes=data.num_classes, pretrained=False, freeze="full_fine_tune", warmup_epochs=1
+    )
+    trainer = make_trainer(max_epochs=epochs, limit_val_batches=0)
+    seconds, _ = timed(lambda: trainer.fit(model, datamodule=data))
+    accuracy = test_accuracy(trainer, model, data)
+    classifier = {f"{name}." for name in ("fc", "head", "classifier")}
+    state = {
+        k: v.detach().contiguous()
+        for k, v in model.backbone.state_dict().items()
+        if not k.startswith(tuple(classifier))
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    meta = {
+        "backbone": BACKBONE,
+        "classes": list(SOURCE_CLASSES),
+        "image_size": image_size,
+        "epochs": epochs,
+        "seed": seed,
+        "source_test_acc": accuracy,
+        "train_seconds": seconds,
+    }
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return path, meta
+
+
+# ------------------------------------------------------------------------------------------------ callbacks
+def step_timer() -> Any:
+    """A callback recording ``perf_counter`` at every ``on_train_batch_start`` and ``on_train_epoch_start/end``.
+
+    Consecutive batch starts bound one whole training step (data fetch, forward, backward, optimizer, every hook
+    and ``self.log``), the region the plain loop times between two iterations.
+    """
+    from lightning.pytorch.callbacks import Callback
+
+    class StepTimer(Callback):
+        def __init__(self) -> None:
+            self.batch_starts: list[float] = []
+            self.epoch_bounds: list[tuple[float, float]] = []
+            self._epoch_start = 0.0
+
+        def on_train_batch_start(self, *args: Any) -> None:
+            self.batch_starts.append(time.perf_counter())
+
+        def on_train_epoch_start(self, *args: Any) -> None:
+            self._epoch_start = time.perf_counter()
+
+        def on_train_epoch_end(self, *args: Any) -> None:
+            self.epoch_bounds.append((self._epoch_start, time.perf_counter()))
+
+        def step_times(self, skip: int) -> list[float]:
+            starts = self.batch_starts
+            return [b - a for a, b in zip(starts[skip:], starts[skip + 1 :])]
+
+        def epoch_times(self) -> list[float]:
+            return [end - start for start, end in self.epoch_bounds]
+
+    return StepTimer()
