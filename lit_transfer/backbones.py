@@ -15,7 +15,7 @@ import pickle
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import timm
@@ -142,7 +142,9 @@ def _strip_prefix(state_dict: dict[str, torch.Tensor], model_keys: set[str]) -> 
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
-    classifier = model.pretrained_cfg.get("classifier") if hasattr(model, "pretrained_cfg") else None
+    classifier = (
+        cast("dict[str, Any]", model.pretrained_cfg).get("classifier") if hasattr(model, "pretrained_cfg") else None
+    )
     names = (classifier,) if isinstance(classifier, str) else tuple(classifier or ())
     return tuple(f"{n}." for n in names)
 
@@ -234,6 +236,7 @@ def resolve_hub_weights(name: str) -> Path:
             f"timm has no Hugging Face hub weights for {name!r}. Pass a local file: `pretrained: /path/to/weights"
             ".safetensors`, or pick a tagged name from `timm.list_pretrained('{name.split('.')[0]}*')`."
         )
+    assert cfg is not None  # `hub_id` comes from it
     filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
     for filename in filenames:
         try:

@@ -82,7 +82,8 @@ def build_param_groups(
     for index, (group, scale) in enumerate(zip(groups, scales)):
         if index < frozen_at_start:
             scale *= frozen_lr_mult
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, param in zip(group.param_names, group.params):
             (no_decay if weight_decay and _no_weight_decay(name, param, skip) else decay).append(param)
         if decay:

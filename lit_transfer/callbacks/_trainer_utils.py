@@ -88,7 +88,8 @@ def global_batch_size(
 
 def find_callback(trainer: pl.Trainer, kind: type) -> Any | None:
     """The first callback of type ``kind`` among ``trainer.callbacks``, or ``None``."""
-    return next((cb for cb in trainer.callbacks if isinstance(cb, kind)), None)
+    # `Trainer.callbacks` is assigned by Lightning's callback connector, not declared on the class
+    return next((cb for cb in trainer.callbacks if isinstance(cb, kind)), None)  # type: ignore[attr-defined]
 
 
 def all_param_group_lrs(trainer: pl.Trainer) -> Iterable[tuple[str, float]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -17,7 +17,7 @@ from lit_transfer.callbacks._trainer_utils import find_callback, is_adaptive, lo
 __all__ = ["BatchSizeRamp", "ramp_total_steps"]
 
 
-def _positive(name: str, value: Any, kind: type = int) -> None:
+def _positive(name: str, value: Any, kind: type[int] | type[float] = int) -> None:
     if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"`{name}` must be a positive {kind.__name__}, got {value!r}.")
 
@@ -83,13 +83,13 @@ class BatchSizeRamp(Callback):
                 raise ValueError(f"`factor` must be > 0, got {factor!r}.")
         if max_batch_size is not None:
             _positive("max_batch_size", max_batch_size)
-        for name, value, allowed in [
+        for name, choice, allowed in [
             ("mode", mode, ("batch", "accumulate", "auto")),
             ("lr_coupling", lr_coupling, ("hold", "scale")),
             ("lr_scaling_rule", lr_scaling_rule, ("linear", "sqrt", None)),
         ]:
-            if value not in allowed:
-                raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+            if choice not in allowed:
+                raise ValueError(f"`{name}` must be one of {allowed}, got {choice!r}.")
         if mode == "auto" and max_batch_size is None:
             raise ValueError("`mode='auto'` grows the batch up to `max_batch_size`; set `max_batch_size`.")
         self.schedule = RampSchedule(
@@ -129,6 +129,7 @@ class BatchSizeRamp(Callback):
         if loader is None:
             trainer.fit_loop.setup_data()
             loader = trainer.train_dataloader
+        assert loader is not None  # `setup_data` builds it
         sampler = getattr(loader, "sampler", None)
         samples = len(sampler) if sampler is not None and hasattr(sampler, "__len__") else len(loader.dataset)
         epochs = range(max(trainer.max_epochs or 1, 1))
@@ -151,11 +152,12 @@ class BatchSizeRamp(Callback):
                 f"BatchSizeRamp could not find `{self.batch_size_attr}` on the LightningModule, its hparams or its"
                 f" DataModule. Either add that attribute (read by `train_dataloader`) or pass `batch_size_attr=`."
             )
-        if self.mode != "accumulate" and trainer.reload_dataloaders_every_n_epochs != 1:
+        # `Trainer.reload_dataloaders_every_n_epochs` is assigned by Lightning's data connector, not declared
+        if self.mode != "accumulate" and trainer.reload_dataloaders_every_n_epochs != 1:  # type: ignore[attr-defined]
             raise ValueError(
                 "BatchSizeRamp changes the batch size between epochs, so the train DataLoader must be rebuilt every"
                 f" epoch: either remove BatchSizeRamp or set `Trainer(reload_dataloaders_every_n_epochs=1)`"
-                f" (got {trainer.reload_dataloaders_every_n_epochs})."
+                f" (got {trainer.reload_dataloaders_every_n_epochs})."  # type: ignore[attr-defined]
             )
         if self.mode != "batch" and not pl_module.automatic_optimization:
             raise ValueError(
@@ -176,7 +178,8 @@ class BatchSizeRamp(Callback):
                 "BatchSizeRamp(lr_coupling='scale') and LRScaling(follow_batch_ramp=True) would both rescale the LR:"
                 " either set lr_coupling='hold' or follow_batch_ramp=False."
             )
-        self.initial_batch_size = int(lightning_getattr(pl_module, self.batch_size_attr))
+        # `lightning_getattr` is annotated `Optional[Any]`; a `None` value still fails in `int()` as before
+        self.initial_batch_size = int(cast(Any, lightning_getattr(pl_module, self.batch_size_attr)))
         self.initial_accumulation = trainer.accumulate_grad_batches
         self.sizes_at(max(trainer.max_epochs or 1, 1) - 1)  # whole-number checks for the whole run
 

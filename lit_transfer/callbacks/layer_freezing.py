@@ -181,8 +181,10 @@ class LayerFreezing(Callback):
                     param.requires_grad_(True)
         if announce:
             names = [g.name for g in self.groups[first_trainable:]]
-            trainable = sum(g.numel for g in self.groups[first_trainable:])
-            rank_zero_info(f"LayerFreezing: {count}/{len(self.groups)} groups train ({trainable:,} params): {names}")
+            trainable_params = sum(g.numel for g in self.groups[first_trainable:])
+            rank_zero_info(
+                f"LayerFreezing: {count}/{len(self.groups)} groups train ({trainable_params:,} params): {names}"
+            )
 
     def _frozen_batchnorms(self, pl_module: LightningModule) -> list[nn.Module]:
         frozen = self._frozen_ids()
@@ -225,13 +227,15 @@ class LayerFreezing(Callback):
         params = [p for p in pl_module.parameters() if p.requires_grad and id(p) not in self._ddp_registered]
         if not params:
             return
+        grads: list[torch.Tensor] = []
         for param in params:
             if param.grad is None:  # trainable but unused on this rank: contribute zeros
                 param.grad = torch.zeros_like(param)
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
+            grads.append(param.grad)
+        flat = torch.cat([g.reshape(-1) for g in grads])
         flat = trainer.strategy.reduce(flat, reduce_op="mean")
         offset = 0
-        for param in params:
+        for param, grad in zip(params, grads):
             numel = param.numel()
-            param.grad.copy_(flat[offset : offset + numel].view_as(param.grad))
+            grad.copy_(flat[offset : offset + numel].view_as(grad))
             offset += numel

@@ -117,10 +117,11 @@ class LRScaling(Callback):
             return
         # a fresh fit starts unscaled; a resumed one gets its state back from `load_state_dict` right after
         self.load_state_dict({})
-        if self.follow_batch_ramp and trainer.reload_dataloaders_every_n_epochs != 1:
+        # `Trainer.reload_dataloaders_every_n_epochs` is assigned by Lightning's data connector, not declared
+        if self.follow_batch_ramp and trainer.reload_dataloaders_every_n_epochs != 1:  # type: ignore[attr-defined]
             rank_zero_info(
                 "LRScaling(follow_batch_ramp=True) rescales when the train DataLoader's batch changes; the loader is"
-                f" rebuilt every {trainer.reload_dataloaders_every_n_epochs or 'never'} epoch(s)."
+                f" rebuilt every {trainer.reload_dataloaders_every_n_epochs or 'never'} epoch(s)."  # type: ignore[attr-defined]
             )
 
     # ----------------------------------------------------------------------------------------------- scaling

@@ -206,9 +206,10 @@ class OptimizerSwap(Callback):
         met = bool(trainer.strategy.broadcast(met, src=0))
         self._pending = met
         for i, group in enumerate(optimizer.param_groups):
-            if self.swats.gammas[i] is not None:
+            gamma = self.swats.gammas[i]
+            if gamma is not None:
                 name = group.get("name", f"group{i}")
-                pl_module.log(f"optimizer_swap/gamma/{name}", self.swats.gammas[i], on_step=True, on_epoch=False)
+                pl_module.log(f"optimizer_swap/gamma/{name}", gamma, on_step=True, on_epoch=False)
                 estimate = self.swats.corrected(i, float(group["betas"][1]))
                 pl_module.log(f"optimizer_swap/lambda/{name}", estimate, on_step=True, on_epoch=False)
         if met:  # all ranks use rank 0's estimates

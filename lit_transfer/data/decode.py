@@ -95,9 +95,9 @@ def load_image(path: str | os.PathLike, in_chans: int = 3) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            img = ImageOps.exif_transpose(img) or img
-            img = _to_uint8_mode(img, path, in_chans)
-            array = np.asarray(img, dtype=np.uint8)
+            image: Image.Image = ImageOps.exif_transpose(img) or img
+            image = _to_uint8_mode(image, path, in_chans)
+            array = np.asarray(image, dtype=np.uint8)
     except BadImageError:
         raise
     except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
@@ -141,16 +141,16 @@ def scan_images(paths: Iterable[str | os.PathLike], num_threads: int | None = No
     Returns:
         ``{path: reason}`` for every bad file, in input order; empty when all files decode.
     """
-    paths = [os.fspath(p) for p in paths]
-    if not paths:
+    files: list[str] = [os.fspath(p) for p in paths]
+    if not files:
         return {}
     threads = num_threads or min(8, os.cpu_count() or 1)
-    if threads <= 1 or len(paths) < 64:
-        reasons = [check_image(p) for p in paths]
+    if threads <= 1 or len(files) < 64:
+        reasons = [check_image(p) for p in files]
     else:
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            reasons = list(pool.map(check_image, paths, chunksize=32))
-    return {p: r for p, r in zip(paths, reasons) if r is not None}
+            reasons = list(pool.map(check_image, files, chunksize=32))
+    return {p: r for p, r in zip(files, reasons) if r is not None}
 
 
 def format_bad_files(bad: dict[str, str], limit: int = 50) -> str:
@@ -164,7 +164,7 @@ def format_bad_files(bad: dict[str, str], limit: int = 50) -> str:
 def list_images(folder: str | os.PathLike) -> list[str]:
     """All image files under ``folder`` (recursive, hidden entries skipped), sorted for a stable order."""
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(os.fspath(folder), followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith(".") and is_image_file(f))
     return sorted(found)
@@ -172,7 +172,7 @@ def list_images(folder: str | os.PathLike) -> list[str]:
 
 def has_image(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` contains at least one image file (stops at the first one found)."""
-    for _dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    for _dirpath, dirnames, filenames in os.walk(os.fspath(folder), followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         if any(not f.startswith(".") and is_image_file(f) for f in filenames):
             return True

@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import albumentations as A
 import numpy as np
@@ -28,7 +28,9 @@ import yaml
 from albumentations.pytorch import ToTensorV2
 from lightning.pytorch.utilities import rank_zero_warn
 
-PipelineSpec = str | os.PathLike | Sequence[Mapping[str, Any]] | Mapping[str, Any] | A.BasicTransform | A.BaseCompose
+PipelineSpec: TypeAlias = (
+    str | os.PathLike | Sequence[Mapping[str, Any]] | Mapping[str, Any] | A.BasicTransform | A.BaseCompose
+)
 """A pipeline as Python object, list of ``class_path`` entries, ``A.to_dict`` form, or file path."""
 
 TransformArg = list[dict[str, Any]] | dict[str, Any] | str

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def stratified_split(labels: Sequence[int] | np.ndarray, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Split indices per class: about ``fraction`` of each class is held out.
 
     A class with at least two samples keeps at least one and holds out at least one when ``fraction > 0``; a
@@ -46,7 +46,7 @@ def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple
     return sorted(kept), sorted(held)
 
 
-def few_shot(labels: Sequence[int], indices: Sequence[int], shots: int, seed: int) -> list[int]:
+def few_shot(labels: Sequence[int] | np.ndarray, indices: Sequence[int], shots: int, seed: int) -> list[int]:
     """Pick ``shots`` indices per class from ``indices`` (all of a class when it has fewer), seeded.
 
     Args:

@@ -15,7 +15,7 @@ Each ends with ``Normalize(mean, std)`` → ``ToTensorV2``, so images become flo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import albumentations as A
 
@@ -65,7 +65,7 @@ def _preset_steps(name: str, cfg: DataConfig) -> list[A.BasicTransform | A.BaseC
     raise ValueError(f"`train_transform` preset must be one of {list(PRESETS)} (or a pipeline), got {name!r}.")
 
 
-def _is_preset_name(spec: Any) -> bool:
+def _is_preset_name(spec: Any) -> TypeGuard[str]:
     return isinstance(spec, str) and not spec.lower().endswith((".yaml", ".yml", ".json")) and "/" not in spec
 
 

@@ -6,13 +6,15 @@ import pickle
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.types import LRSchedulerConfigType, OptimizerLRSchedulerConfig
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
+from torchmetrics import MetricCollection
 
 from lit_transfer.backbones import backbone_data_config, create_backbone
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
@@ -147,24 +149,24 @@ class TransferClassifier(LightningModule):
     def _build_loss(self) -> None:
         hp = self.hparams
         self.mixup: Callable[..., Any] | None = None
-        if hp.mixup_alpha > 0 or hp.cutmix_alpha > 0:
+        if hp["mixup_alpha"] > 0 or hp["cutmix_alpha"] > 0:
             from timm.data import Mixup
             from timm.loss import SoftTargetCrossEntropy
 
             self.mixup = Mixup(
-                mixup_alpha=hp.mixup_alpha,
-                cutmix_alpha=hp.cutmix_alpha,
-                label_smoothing=hp.label_smoothing,
-                num_classes=hp.num_classes,
+                mixup_alpha=hp["mixup_alpha"],
+                cutmix_alpha=hp["cutmix_alpha"],
+                label_smoothing=hp["label_smoothing"],
+                num_classes=hp["num_classes"],
             )
             self.train_loss: nn.Module = SoftTargetCrossEntropy()
         else:
-            self.train_loss = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+            self.train_loss = nn.CrossEntropyLoss(label_smoothing=hp["label_smoothing"])
         self.eval_loss = nn.CrossEntropyLoss()
 
     def setup(self, stage: str) -> None:
         """Turn on the feature cache for ``fit`` once the DataModule is known to feed deterministic inputs."""
-        if stage != "fit" or not self.hparams.cache_features:
+        if stage != "fit" or not self.hparams["cache_features"]:
             self.feature_cache = None
             return
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -181,8 +183,9 @@ class TransferClassifier(LightningModule):
         if self.feature_cache is None:
             return self(x)
         features = self.feature_cache.features(x, partial(frozen_features, self.backbone))
-        features = nn.functional.dropout(features, p=self.hparams.drop_rate, training=self.training)
-        return self.backbone.get_classifier()(features)
+        features = nn.functional.dropout(features, p=self.hparams["drop_rate"], training=self.training)
+        get_classifier = cast("Callable[[], nn.Module]", self.backbone.get_classifier)  # timm API, not on `nn.Module`
+        return get_classifier()(features)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> TransferClassifier:  # type: ignore[override]
@@ -214,8 +217,8 @@ class TransferClassifier(LightningModule):
             shown = ", ".join(wrong[:6]) + (f", ... ({len(wrong)} in all)" if len(wrong) > 6 else "")
             raise CheckpointMismatchError(
                 f"The checkpoint (a {saved.get('backbone', 'different')!r} model) does not fit this run's"
-                f" {self.hparams.backbone!r} with {self.hparams.num_classes} classes: tensors missing or of another"
-                f" shape: {shown}. Resume with the"
+                f" {self.hparams['backbone']!r} with {self.hparams['num_classes']} classes: tensors missing or of"
+                f" another shape: {shown}. Resume with the"
                 " checkpoint's own `backbone`/`num_classes`, or start a new run that loads only its backbone weights"
                 " (`pretrained: <checkpoint.ckpt>`)."
             )
@@ -225,13 +228,13 @@ class TransferClassifier(LightningModule):
     def class_names(self) -> list[str]:
         """Class names (``"0"``, ``"1"``, ... when none were given)."""
         names = self.hparams.get("class_names")
-        return list(names) if names else [str(i) for i in range(self.hparams.num_classes)]
+        return list(names) if names else [str(i) for i in range(self.hparams["num_classes"])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of images ``(N, C, H, W)``."""
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.hparams.compile:
+        if self.hparams["compile"]:
             compiled = self.__dict__.get("_compiled_forward")
             if compiled is None:  # kept out of the module tree: checkpoint keys gain no `_orig_mod.`
                 compiled = self.__dict__["_compiled_forward"] = torch.compile(self.backbone.forward)
@@ -246,17 +249,17 @@ class TransferClassifier(LightningModule):
         return callbacks
 
     # ------------------------------------------------------------- optimizer
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """One optimizer over named layer groups (frozen ones included) and its LR schedule."""
         groups = layer_groups(self.backbone)
-        no_wd = getattr(self.backbone, "no_weight_decay", lambda: set())()
+        no_wd: set[str] = getattr(self.backbone, "no_weight_decay", lambda: set())()
         frozen = len(groups) - self.policy.trainable_groups(0, len(groups))
         param_groups = build_param_groups(
             groups,
-            layer_decay=self.hparams.layer_decay,
+            layer_decay=self.hparams["layer_decay"],
             no_weight_decay_names=no_wd,
             frozen_at_start=frozen,
-            frozen_lr_mult=self.hparams.frozen_lr_mult,
+            frozen_lr_mult=self.hparams["frozen_lr_mult"],
         )
         if self._optimizer_factory is None:
             optimizer: torch.optim.Optimizer = torch.optim.AdamW(param_groups, lr=1e-3, weight_decay=0.05)
@@ -265,11 +268,11 @@ class TransferClassifier(LightningModule):
         set_group_lrs(optimizer)
         if self._scheduler_factory is None:
             total = max(1, int(self.trainer.estimated_stepping_batches))
-            warmup = round(self.hparams.warmup_epochs * total / max(1, self.trainer.max_epochs or 1))
+            warmup = round(self.hparams["warmup_epochs"] * total / max(1, self.trainer.max_epochs or 1))
             schedule = LambdaLR(optimizer, WarmupCosine(total, warmup_steps=warmup))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
         scheduler = self._scheduler_factory(optimizer)
-        config: dict[str, Any] = {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}
+        config: LRSchedulerConfigType = {"scheduler": scheduler, "interval": self.hparams["scheduler_interval"]}
         if isinstance(scheduler, ReduceLROnPlateau):
             config["monitor"] = "val_loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
@@ -286,7 +289,7 @@ class TransferClassifier(LightningModule):
             loss = (
                 self.train_loss(logits, y)
                 if self.mixup is None
-                else nn.functional.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+                else nn.functional.cross_entropy(logits, y, label_smoothing=self.hparams["label_smoothing"])
             )
             if self.mixup is None:
                 self.train_metrics.update(logits.detach(), y)
@@ -294,7 +297,7 @@ class TransferClassifier(LightningModule):
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
 
-    def _evaluate(self, batch: Any, metrics: nn.Module, prefix: str) -> torch.Tensor:
+    def _evaluate(self, batch: Any, metrics: MetricCollection, prefix: str) -> torch.Tensor:
         x, y = batch[0], batch[1]
         logits = self._logits(x)
         loss = self.eval_loss(logits, y)

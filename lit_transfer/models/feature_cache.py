@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -92,7 +93,8 @@ def check_cacheable(policy: FreezingPolicy, backbone: nn.Module, uses_mixup: boo
     if uses_mixup:
         raise ValueError("`cache_features=True` cannot be combined with mixup/CutMix, which change every input.")
     head = {id(p) for p in layer_groups(backbone)[-1].params}
-    classifier = {id(p) for p in backbone.get_classifier().parameters()}
+    get_classifier = cast("Callable[[], nn.Module]", backbone.get_classifier)  # timm API, not on `nn.Module`
+    classifier = {id(p) for p in get_classifier().parameters()}
     if head != classifier:
         raise ValueError(
             f"`cache_features=True` needs a head that is only the classifier; the head group of"
@@ -107,7 +109,10 @@ def frozen_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     backbone.eval()
     try:
         with torch.no_grad():
-            return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
+            # timm's model API, not on `nn.Module`
+            forward_head = cast("Callable[..., torch.Tensor]", backbone.forward_head)
+            forward_features = cast("Callable[[torch.Tensor], torch.Tensor]", backbone.forward_features)
+            return forward_head(forward_features(x), pre_logits=True)
     finally:
         for module, mode in modes.items():
             module.training = mode

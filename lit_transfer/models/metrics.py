@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 __all__ = ["classification_metrics"]
@@ -22,7 +22,7 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
         >>> sorted(classification_metrics(10, "val_").keys(keep_base=False))
         ['val_acc', 'val_acc_top5', 'val_f1']
     """
-    metrics = {
+    metrics: dict[str, Metric | MetricCollection] = {
         "acc": MulticlassAccuracy(num_classes=num_classes, average="micro"),
         "f1": MulticlassF1Score(num_classes=num_classes, average="macro"),
     }
