@@ -271,3 +271,57 @@ def step_timer() -> Any:
             return [end - start for start, end in self.epoch_bounds]
 
     return StepTimer()
+
+
+# ------------------------------------------------------------------------------------- training-dynamics runs
+SMALL_BACKBONE, SMALL_SIZE = "test_resnet", 16  # for the many from-scratch runs of the Goyal/Smith/SWATS tables
+
+
+def digits_run(
+    *,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    optimizer: Callable[[Any], torch.optim.Optimizer],
+    lr_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+    scheduler_interval: str = "epoch",
+    callbacks: Sequence[Any] = (),
+    reload_every_epoch: bool = False,
+) -> dict[str, Any]:
+    """Train ``SMALL_BACKBONE`` from scratch on all ten digits at ``SMALL_SIZE`` px; score the fixed test split.
+
+    Returns:
+        ``acc`` (test accuracy, %), ``steps`` (optimizer steps), ``seconds`` (fit time) and ``schedule`` (the
+        :class:`~lit_transfer.callbacks.RunReport` row of every optimizer step: LRs, global batch, optimizer).
+    """
+    import tempfile
+
+    import lightning as L
+
+    from lit_transfer import TransferClassifier
+    from lit_transfer.callbacks import RunReport
+    from lit_transfer.data import DigitsDataModule
+
+    L.seed_everything(seed, verbose=False)
+    data = DigitsDataModule(image_size=SMALL_SIZE, batch_size=batch_size, seed=seed)
+    model = TransferClassifier(
+        SMALL_BACKBONE,
+        num_classes=10,
+        pretrained=False,
+        freeze="full_fine_tune",
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        scheduler_interval=scheduler_interval,  # type: ignore[arg-type]
+        warmup_epochs=0,
+    )
+    with tempfile.TemporaryDirectory() as out:
+        report = RunReport(output_dir=out, plots=False, summary=False, confusion_matrix=False)
+        trainer = make_trainer(
+            max_epochs=epochs,
+            limit_val_batches=0,
+            callbacks=[*callbacks, report],
+            reload_dataloaders_every_n_epochs=1 if reload_every_epoch else 0,
+        )
+        seconds, _ = timed(lambda: trainer.fit(model, datamodule=data))
+        accuracy = test_accuracy(trainer, model, data)
+    return {"acc": accuracy, "steps": trainer.global_step, "seconds": seconds, "schedule": list(report.steps)}
