@@ -1,0 +1,49 @@
+"""Smoke tests of the benchmark suite: helpers, the CLI, and the smallest real benchmark in quick mode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import common, run
+
+
+def test_md_table_and_stats() -> None:
+    table = common.md_table(["a", "b"], [[1, "x"], [2, "y"]])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | x |", "| 2 | y |"]
+    assert common.fmt_pm([1.0]) == "1.0"
+    assert common.fmt_pm([1.0, 3.0]) == "2.0 ± 1.4"
+    assert common.verdict(True) == "PASS" and common.verdict(False) == "MISS"
+    assert common.median([3.0, 1.0, 2.0]) == 2.0
+
+
+def test_interleaved_rotates_the_order() -> None:
+    calls: list[str] = []
+    samples = common.interleaved({n: (lambda n=n: calls.append(n) or 1.0) for n in "ab"}, repeats=2)
+    assert calls == ["a", "b", "b", "a"] and samples == {"a": [1.0, 1.0], "b": [1.0, 1.0]}
+
+
+def test_machine_header_names_cpu_cores_and_versions() -> None:
+    info = common.machine_info()
+    header = common.header_markdown(info)
+    for key in ("cpu", "torch", "lightning", "timm", "albumentations"):
+        assert str(info[key]) in header
+    assert f"{info['cores']} cores" in header
+
+
+def test_unknown_benchmark_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        run.main(["--only", "nope"])
+
+
+def test_quick_smith_writes_results(tmp_path, capsys) -> None:
+    assert run.main(["--quick", "--only", "smith", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "results.md").read_text()
+    assert "Smith et al." in text and ("PASS" in text or "MISS" in text)
+    assert (tmp_path / "smith_schedules.png").stat().st_size > 0
+    payload = json.loads((tmp_path / "results.json").read_text())
+    result = payload["results"]["smith"]
+    assert "error" not in result, result.get("error")
+    assert set(result["steps"].values()) and all(v > 0 for v in result["steps"].values())
+    assert "wrote" in capsys.readouterr().out
