@@ -152,9 +152,9 @@ def _merge_callbacks(configured: list[Callback], defaults: Iterable[Callback]) -
 
 def _default_loggers(root_dir: str | os.PathLike) -> list[Any]:
     """TensorBoard and CSV loggers writing into the same ``<root>/lightning_logs/version_N`` directory."""
-    tensorboard = TensorBoardLogger(save_dir=str(root_dir), name=LOGS_NAME)
-    csv = CSVLogger(save_dir=str(root_dir), name=LOGS_NAME, version=tensorboard.version)
-    return [tensorboard, csv]
+    csv = CSVLogger(save_dir=str(root_dir), name=LOGS_NAME)
+    tensorboard = TensorBoardLogger(save_dir=str(root_dir), name=LOGS_NAME, version=csv.version)
+    return [csv, tensorboard]  # CSV first: it creates the folder (it warns when it finds one already filled)
 
 
 def find_last_checkpoint(root_dir: str | os.PathLike) -> Path | None:
