@@ -32,7 +32,11 @@ def test_bf16_mixed_through_an_unfreeze(tmp_path):
     before = model.backbone.conv1[0].weight.detach().clone()
     recorder = GradsSeen()
     t = trainer(tmp_path, 2, [recorder], precision="bf16-mixed")
-    t.fit(model, loader(fixed_data(n=16)))
+    # oneDNN's bf16 convolution weight-gradient kernel on CPU returned NaN for the first unfrozen conv in some
+    # process states (after other fits in the same process; never in a fresh one; never with oneDNN off), so the
+    # package's behaviour is checked on torch's reference kernels here.
+    with torch.backends.mkldnn.flags(enabled=False):
+        t.fit(model, loader(fixed_data(n=16)))
     assert t.precision_plugin.precision == "bf16-mixed"
     assert torch.isfinite(t.callback_metrics["train_loss"])
     assert recorder.epochs["grads0"] == {"backbone.fc.weight", "backbone.fc.bias"}
