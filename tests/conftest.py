@@ -10,12 +10,12 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PL_DISABLE_FORK", "0")
 
-import ipaddress  # noqa: E402
-import socket  # noqa: E402
-import warnings  # noqa: E402
+import ipaddress
+import socket
+import warnings
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -43,6 +43,4 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    monkeypatch.setattr(
-        socket, "create_connection", lambda address, *a, **k: guarded_connect(socket.socket(), address)
-    )
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: guarded_connect(socket.socket(), address))
