@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = out / "results.json"
     if args.only and previous.is_file():  # keep the other benchmarks' latest results of the same mode
         saved = json.loads(previous.read_text())
-        if saved.get("quick") == args.quick:
-            merged = {**saved.get("results", {}), **results}
+        kept = saved.get("results", {})
+        if saved.get("quick") == args.quick and all("markdown" in r for r in kept.values()):
+            merged = {**kept, **results}
             names = [n for n in BENCHMARKS if n in merged]
             results = merged
             total = sum(float(results[n].get("seconds", 0.0)) for n in names)

@@ -37,10 +37,13 @@ def test_unknown_benchmark_is_refused() -> None:
         run.main(["--only", "nope"])
 
 
-def test_quick_smith_writes_results(tmp_path, capsys) -> None:
+def test_quick_smith_writes_results_and_keeps_the_others(tmp_path, capsys) -> None:
+    earlier = {"markdown": "### Earlier overhead section", "targets": {"t": True}, "seconds": 1.0}
+    (tmp_path / "results.json").write_text(json.dumps({"quick": True, "results": {"overhead": earlier}}))
     assert run.main(["--quick", "--only", "smith", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "results.md").read_text()
     assert "Smith et al." in text and ("PASS" in text or "MISS" in text)
+    assert text.index("Earlier overhead section") < text.index("Smith et al.")
     assert (tmp_path / "smith_schedules.png").stat().st_size > 0
     payload = json.loads((tmp_path / "results.json").read_text())
     result = payload["results"]["smith"]
