@@ -15,10 +15,13 @@ Everything lands under ``runs/quickstart/`` (``--out``): checkpoints, the resolv
 and CSV logs and the plots of each run's ``lightning_logs/version_N``. ``--fast`` shrinks every run to a few
 batches (a smoke test, seconds). ``--seeds 0 1 2`` repeats the target runs over few-shot draws and seeds.
 
-Measured on 2 CPU cores (source 99.6 % on digits 0-4; target test accuracy on 225 scans of digits 5-9, final
-weights after 30 epochs, seeds 0/1/2): naive full fine-tune 88.4/84.4/80.9 % (mean 84.6 %), the recipe
-93.8/90.7/86.7 % (mean 90.4 %); the naive fine-tune at the recipe's LR (3e-3) 92.0/88.0/86.2 % (88.7 %), a linear
-probe (LR 1e-2) 77 %, training from scratch 87 %.
+Measured on a shared 2-core CPU machine (``--threads 1``, about 1.5 min wall time for one seed with baselines;
+target test accuracy on the 225 held-out scans of digits 5-9, final weights after 30 epochs, seeds 0/1/2,
+``--seeds 0 1 2``): source 100 % on digits 0-4; the recipe 89.8/82.7/82.7 % (mean 85.0 %), a naive full
+fine-tune 88.9/76.0/82.7 % (82.5 %), a linear probe 83.6/80.0/76.9 % (80.1 %), training from scratch
+91.6/79.1/89.3 % (86.7 %). The recipe beats the naive fine-tune on average (+2.5 points, tied on seed 2), but
+training from scratch is as good on this easy task: the few-shot digits are not yet a task where transfer
+clearly pays off, and the seed-to-seed spread (about 7 points) is larger than the differences.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the quick start never needs the network
+
+import torch
 
 from lit_transfer.cli import TransferCLI
 
@@ -182,6 +187,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the target runs")
     parser.add_argument("--source-epochs", type=int, default=15)
     parser.add_argument("--target-epochs", type=int, default=30)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: this tiny model gains little from more, and several threads on a busy"
+        " machine can run 10x slower)",
+    )
     baselines = parser.add_mutually_exclusive_group()
     baselines.add_argument("--baselines", dest="baselines", action="store_true", default=None)
     baselines.add_argument("--no-baselines", dest="baselines", action="store_false", help="only the recipe")
@@ -205,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> list[RunResult]:
     """
     options = parse_args(argv)
     _silence_info()
+    torch.set_num_threads(max(1, options.threads))
     out: Path = options.out
     out.joinpath("source").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
