@@ -117,6 +117,7 @@ class RunReport(Callback):
         self._pending_val: dict[str, float] = {}
         self._samples = 0
         self._last_step = -1
+        self._trainable_count: tuple[int, int] | None = None
         self._captured: torch.Tensor | None = None
         self._hook: Any = None
         self._warned_labels = False
@@ -130,7 +131,7 @@ class RunReport(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":  # a resumed fit gets its history back from `load_state_dict`, called after `setup`
             self.epochs, self.steps, self._pending_val = [], [], {}
-            self._samples, self._last_step = 0, -1
+            self._samples, self._last_step, self._trainable_count = 0, -1, None
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
@@ -148,7 +149,11 @@ class RunReport(Callback):
         row.update(self._learning_rates(trainer))
         row["batch_size"] = self._global_batch(trainer)
         self._samples = 0
-        row["trainable_params"] = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        if self._trainable_count is None or self._trainable_count[0] != trainer.current_epoch:
+            # counted at the first step of each epoch, after every epoch-start hook (freezing phases) has run
+            count = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+            self._trainable_count = (trainer.current_epoch, count)
+        row["trainable_params"] = self._trainable_count[1]
         groups = self._trainable_groups(trainer)
         if groups is not None:
             row["trainable_groups"] = groups
