@@ -1,6 +1,6 @@
 """A plain LightningModule and fixed data for callback tests (not the package's classifier).
 
-Data is built once from a private ``torch.Generator`` and read in order (pitfall I1), so an uninterrupted run
+Data is built once from a private ``torch.Generator`` and read in order, so an uninterrupted run
 and a resumed one see the same batches.
 """
 

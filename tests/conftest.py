@@ -1,6 +1,6 @@
 """Shared test setup: offline hub, no network, deterministic tiny runs.
 
-``HF_HUB_OFFLINE`` must be set before ``huggingface_hub`` is imported (pitfall G1), hence at the very top.
+``HF_HUB_OFFLINE`` must be set before ``huggingface_hub`` is imported, hence at the very top.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _is_loopback(address: object) -> bool:
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail any test that opens a connection outside this machine (pitfall I3)."""
+    """Fail any test that opens a connection outside this machine."""
     real_connect = socket.socket.connect
 
     def guarded_connect(self: socket.socket, address: object) -> object:

@@ -1,4 +1,4 @@
-"""Decoding modes and bit depths, corrupt files, the bad-file scan (pitfalls H3, H4)."""
+"""Decoding modes and bit depths, corrupt files, the bad-file scan."""
 
 from __future__ import annotations
 

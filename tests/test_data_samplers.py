@@ -1,4 +1,4 @@
-"""Training order as a function of (seed, epoch); rank-aware shuffled and balanced samplers (pitfall B4)."""
+"""Training order as a function of (seed, epoch); rank-aware shuffled and balanced samplers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure batch-size ramp arithmetic: sizes per epoch and the true optimizer-step horizon (pitfall C3)."""
+"""Pure batch-size ramp arithmetic: sizes per epoch and the true optimizer-step horizon."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A torch scheduler keeps its own copy of every group's base LR (``base_lrs``, the ``initial_lr`` group key,
 OneCycleLR's ``max_lr``/``min_lr`` keys, ReduceLROnPlateau's ``min_lrs``, CosineAnnealingLR's ``eta_min``).
-Writing ``group["lr"]`` alone is undone by closed-form schedulers one step later (pitfall D2), so these helpers
+Writing ``group["lr"]`` alone is undone by closed-form schedulers one step later, so these helpers
 update every copy together, in every nested scheduler (SequentialLR, ChainedScheduler).
 """
 

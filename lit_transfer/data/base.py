@@ -169,7 +169,7 @@ class BaseImageDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        """The current ``batch_size``, so a resumed run continues with a ramped size (pitfall C2)."""
+        """The current ``batch_size``, so a resumed run continues with a ramped size."""
         return {"batch_size": self.batch_size}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

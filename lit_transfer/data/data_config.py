@@ -1,7 +1,7 @@
 """The backbone's preprocessing settings (timm data config), resolved once.
 
 A timm model publishes its input size, normalisation statistics, interpolation and crop fraction through
-``timm.data.resolve_model_data_config(model)`` (pitfall G4). The DataModules take that dictionary as
+``timm.data.resolve_model_data_config(model)``. The DataModules take that dictionary as
 ``data_config``; missing keys fall back to timm's own defaults, never to numbers typed here.
 """
 

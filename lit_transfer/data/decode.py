@@ -1,8 +1,8 @@
 """Image decoding to the model's channel count, and the bad-file scan.
 
-Every image reaches the transforms as a ``uint8`` HWC NumPy array with exactly ``in_chans`` channels
-(pitfall H3). Decoding uses Pillow, never ``cv2.imread`` (which returns ``None`` for unreadable files and a
-grey-filled image for truncated JPEGs, pitfall H4).
+Every image reaches the transforms as a ``uint8`` HWC NumPy array with exactly ``in_chans`` channels.
+Decoding uses Pillow, never ``cv2.imread`` (which returns ``None`` for unreadable files and a
+grey-filled image for truncated JPEGs).
 
 Mode handling:
 

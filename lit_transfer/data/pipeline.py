@@ -9,7 +9,7 @@ Accepted forms of a user pipeline:
 - a path to a ``.yaml``/``.yml``/``.json`` file holding either form (YAML is read with ``yaml.safe_load``);
 - an Albumentations transform object.
 
-Every pipeline ends with ``Normalize(mean, std)`` then ``ToTensorV2`` (pitfall H2): they are appended when
+Every pipeline ends with ``Normalize(mean, std)`` then ``ToTensorV2``: they are appended when
 missing, and a ``ToTensorV2`` anywhere but last is an error.
 """
 
@@ -137,7 +137,7 @@ def _nested_to_tensor(transform: Any) -> bool:
 
 
 def check_tail(transforms: Sequence[A.BasicTransform | A.BaseCompose]) -> None:
-    """Raise ``ValueError`` unless ``ToTensorV2`` is absent or the last top-level step (pitfall H2)."""
+    """Raise ``ValueError`` unless ``ToTensorV2`` is absent or the last top-level step."""
     steps = list(transforms)
     for i, step in enumerate(steps):
         if isinstance(step, ToTensorV2) and i != len(steps) - 1:

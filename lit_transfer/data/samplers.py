@@ -2,8 +2,8 @@
 
 Both samplers subclass :class:`torch.utils.data.DistributedSampler`. Lightning leaves a ``DistributedSampler``
 in place (it only injects its own when the loader's sampler is not one), calls ``set_epoch`` on it every epoch,
-and the order never touches the global RNG, so a resumed run sees exactly the batches of an uninterrupted one
-(pitfall B4). Outside DDP they act as ``num_replicas=1`` samplers.
+and the order never touches the global RNG, so a resumed run sees exactly the batches of an uninterrupted one.
+Outside DDP they act as ``num_replicas=1`` samplers.
 
 ``set_epoch`` also forwards the epoch to the dataset (augmentation seeds, see :mod:`lit_transfer.data.workers`)
 and reseeds the generator the DataLoader draws its worker base seed from (:attr:`EpochSampler.loader_generator`).

@@ -2,9 +2,9 @@
 
 Albumentations 2 pipelines own a private generator; forked workers inherit identical copies, and non-persistent
 workers are re-forked from the unchanged parent every epoch, so without reseeding every worker and every epoch
-draws the same crops (pitfall H1). :func:`seed_worker` reseeds the pipeline from the worker's seed (which torch
+draws the same crops. :func:`seed_worker` reseeds the pipeline from the worker's seed (which torch
 derives from the loader's base seed, drawn from :attr:`EpochSampler.loader_generator`, itself a function of
-(seed, epoch)) and the global rank. OpenCV is limited to the worker's own thread (pitfall H5).
+(seed, epoch)) and the global rank. OpenCV is limited to the worker's own thread.
 """
 
 from __future__ import annotations
