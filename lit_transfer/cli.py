@@ -285,7 +285,7 @@ class TransferCLI(LightningCLI):
         if class_path is None:
             raise ValueError("No DataModule configured: set `data.class_path` (e.g. `DigitsDataModule`) in a config.")
         data_class = _import_class(class_path)
-        if "data_config" not in inspect.signature(data_class.__init__).parameters:
+        if "data_config" not in inspect.signature(data_class).parameters:
             raise ValueError(
                 f"The DataModule {class_path} has no `data_config` argument: the CLI links the backbone's input size,"
                 " mean/std, interpolation and crop fraction into it. Use one of lit_transfer.data's DataModules or"
@@ -329,7 +329,7 @@ def _import_class(class_path: str) -> type:
 
 
 def _note_precision(requested: Any, trainer: Trainer) -> None:
-    """Tell the user when Lightning silently replaced ``16-mixed`` by ``bf16-mixed`` on CPU (pitfall E1)."""
+    """Tell the user when Lightning silently replaced ``16-mixed`` by ``bf16-mixed`` on CPU."""
     if str(requested) in ("16", "16-mixed") and str(trainer.precision) == "bf16-mixed":
         rank_zero_info(
             f"Note: precision={requested!r} runs as 'bf16-mixed' here: fp16 mixed precision needs a GPU, so on CPU"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ class PredictionCSVWriter(BasePredictionWriter):
         trainer: Trainer,
         pl_module: LightningModule,
         prediction: Any,
-        batch_indices: list[int] | None,
+        batch_indices: Sequence[int] | None,
         batch: Any,
         batch_idx: int,
         dataloader_idx: int,
@@ -70,7 +71,7 @@ class PredictionCSVWriter(BasePredictionWriter):
         start = len(self._rows)
         indices = list(batch_indices) if batch_indices else list(range(start, start + len(probs)))
         names = _class_names(pl_module, probs.shape[-1])
-        paths = getattr(trainer.datamodule, "predict_paths", None) if trainer.datamodule is not None else None
+        paths = getattr(getattr(trainer, "datamodule", None), "predict_paths", None)
         k = min(self.top_k, probs.shape[-1])
         top_p, top_i = probs.topk(k, dim=-1)
         for index, p_row, i_row in zip(indices, top_p.tolist(), top_i.tolist()):
