@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,3 +79,48 @@ def test_sigterm_mid_epoch_then_resume(tmp_path):
     assert final["global_step"] > state["global_step"]
     assert final["callbacks"][FREEZING_KEY]["trainable_groups"] == 6
     assert set(final["optimizer_states"][0]["state"]) == set(state["optimizer_states"][0]["state"])
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_checkpoint(tmp_path):
+    """SIGINT (Ctrl-C) goes through Lightning's interrupt handling: the on-exception checkpoint is written."""
+    root = tmp_path / "run"
+    log = (tmp_path / "log").open("w")
+    process = subprocess.Popen(
+        _fit_command(root, "--trainer.max_epochs", "40"), cwd=tmp_path, env=_env(), stdout=log, stderr=log
+    )
+    deadline = time.monotonic() + 240
+    while not list(root.rglob("last.ckpt")):
+        assert process.poll() is None, (tmp_path / "log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    log.close()
+    [saved] = list(root.rglob("on_exception.ckpt"))
+    state = torch.load(saved, weights_only=True)
+    assert state["global_step"] > 0 and state["callbacks"][FREEZING_KEY]["trainable_groups"] == 6
+
+
+@pytest.mark.slow
+def test_concurrent_runs_in_separate_directories_do_not_clash(tmp_path):
+    runs = [tmp_path / "a", tmp_path / "b"]
+    processes = [
+        subprocess.Popen(
+            _fit_command(root, "--trainer.max_epochs", "2", "--data.shots_per_class", "10"),
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for root in runs
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    for root in runs:
+        [last] = list(root.rglob("last.ckpt"))
+        assert torch.load(last, weights_only=True)["epoch"] == 1
+        assert len(list(root.rglob("config.yaml"))) == 1
+        assert len(list(root.rglob("metrics.csv"))) == 1
