@@ -13,6 +13,7 @@ from typing import Any
 from benchmarks import common
 
 BATCH = 32
+SWATS_EPS = 1e-3
 
 
 def one(mode: str, seed: int, epochs: int) -> dict[str, Any]:
@@ -27,7 +28,8 @@ def one(mode: str, seed: int, epochs: int) -> dict[str, Any]:
         optimizer = lambda groups: torch.optim.SGD(groups, lr=0.05, momentum=0.9, weight_decay=5e-4)  # noqa: E731
     else:
         optimizer = lambda groups: torch.optim.Adam(groups, lr=1e-3)  # noqa: E731
-    swap = OptimizerSwap("torch.optim.SGD", criterion="swats") if mode == "swats" else None
+    # The paper's tolerance (1e-9) never fires on mini-batch estimates this noisy; 1e-3 is about 1% of lambda here.
+    swap = OptimizerSwap("torch.optim.SGD", criterion="swats", swats_eps=SWATS_EPS) if mode == "swats" else None
     result = common.digits_run(
         seed=seed,
         epochs=epochs,
@@ -84,7 +86,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     image = common.save_figure(figure, out_dir, "swats_lr.png")
     markdown = "\n\n".join(
         [
-            '### SWATS: Adam -> SGD (`OptimizerSwap(criterion="swats")`)',
+            f'### SWATS: Adam -> SGD (`OptimizerSwap(criterion="swats", swats_eps={SWATS_EPS:g})`)',
             f"`{common.SMALL_BACKBONE}` from scratch, all ten digits at {common.SMALL_SIZE}x{common.SMALL_SIZE},"
             f" batch {BATCH}, per-step cosine, {epochs} epochs; test accuracy (%) on the fixed split, mean ± std"
             f" over {len(seeds)} seed(s).",
@@ -95,7 +97,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
             + (
                 ""
                 if any(r.get("swap_step") is not None for r in results["swats"])
-                else " The criterion (bias-corrected lambda within 1e-9 of gamma, the default `swats_eps`)"
+                else f" The criterion (bias-corrected lambda within {SWATS_EPS:g} of gamma)"
                 " never fired at this scale, so the SWATS runs stayed Adam throughout: the comparison below"
                 " does not test switching."
             ),
