@@ -9,8 +9,10 @@ With :math:`p_k` the Adam step actually taken (parameters after minus before) an
     \lambda_k = \beta_2 \lambda_{k-1} + (1 - \beta_2)\, \gamma_k, \qquad
     \tilde\lambda_k = \frac{\lambda_k}{1 - \beta_2^k},
 
-and the switch happens when :math:`k > 1` and :math:`|\tilde\lambda_k - \gamma_k| < \epsilon`; the SGD learning
-rate is :math:`\tilde\lambda_k`. Steps with :math:`p_k^\top g_k = 0` (e.g. a frozen group) are not counted.
+and the switch happens when :math:`k > 1` and :math:`|\tilde\lambda_k - \gamma_k| < \epsilon` for the whole
+model (the estimate over all parameters, as in the paper); each group's SGD learning rate is its own
+:math:`\tilde\lambda_k`. Requiring every group to agree at the same step would almost never happen with
+mini-batch noise. Steps with :math:`p_k^\top g_k = 0` (e.g. a frozen group) are not counted.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class SwatsState:
     lambdas: list[float] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     gammas: list[float | None] = field(default_factory=list)
+    model_lambda: float = 0.0
+    model_steps: int = 0
 
     def ensure(self, n_groups: int) -> None:
         """Size the per-group lists for ``n_groups`` groups."""
@@ -74,3 +78,21 @@ def update(state: SwatsState, optimizer: Optimizer, before: list, eps: float) ->
         state.gammas[i] = gamma
         met.append(state.steps[i] > 1 and abs(state.corrected(i, beta2) - gamma) < eps)
     return met
+
+
+def update_model(state: SwatsState, optimizer: Optimizer, before: list, eps: float) -> bool:
+    """Fold one step into the whole-model estimate; return whether the switching criterion is met."""
+    entries = [entry for group in before for entry in group]
+    if not entries:
+        return False
+    step = torch.cat([(p.detach() - old).flatten() for p, old, _ in entries]).double()
+    grad = torch.cat([g.flatten() for _, _, g in entries]).double()
+    denom = -float(step @ grad)
+    if denom == 0.0:
+        return False
+    gamma = float(step @ step) / denom
+    beta2 = float(optimizer.param_groups[0]["betas"][1])
+    state.model_steps += 1
+    state.model_lambda = beta2 * state.model_lambda + (1.0 - beta2) * gamma
+    corrected = state.model_lambda / (1.0 - beta2**state.model_steps)
+    return state.model_steps > 1 and abs(corrected - gamma) < eps

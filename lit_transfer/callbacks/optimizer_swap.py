@@ -39,9 +39,9 @@ class OptimizerSwap(Callback):
     fast start, SGD's generalisation. With ``criterion="swats"`` the switch point and each group's SGD learning
     rate come from the projection of Adam's step :math:`p_k` on the gradient :math:`g_k`,
     :math:`\gamma_k = p_k^\top p_k / (-p_k^\top g_k)`, averaged as
-    :math:`\lambda_k = \beta_2\lambda_{k-1} + (1-\beta_2)\gamma_k`; the switch happens once every group with
-    gradients has :math:`|\lambda_k/(1-\beta_2^k) - \gamma_k| < \epsilon` (``k > 1``), and each group's SGD LR
-    is its :math:`\lambda_k/(1-\beta_2^k)`. Under DDP rank 0 decides and broadcasts.
+    :math:`\lambda_k = \beta_2\lambda_{k-1} + (1-\beta_2)\gamma_k`; the switch happens once the whole-model estimate
+    has :math:`|\lambda_k/(1-\beta_2^k) - \gamma_k| < \epsilon` (``k > 1``), and each group's SGD LR is its own
+    :math:`\lambda_k/(1-\beta_2^k)`. Under DDP rank 0 decides and broadcasts.
 
     The new optimizer keeps every param group (same parameters, order, names, ``lr_scale``, weight decay and
     scheduler keys; frozen groups included); only the old class's hyper-parameters are replaced by the new
@@ -202,7 +202,8 @@ class OptimizerSwap(Callback):
         if self._before is None:
             return
         optimizer, before, self._before = trainer.optimizers[0], self._before, None
-        met = all(_swats.update(self.swats, optimizer, before, self.swats_eps))
+        _swats.update(self.swats, optimizer, before, self.swats_eps)  # per-group estimates: the SGD LRs
+        met = _swats.update_model(self.swats, optimizer, before, self.swats_eps)
         met = bool(trainer.strategy.broadcast(met, src=0))
         self._pending = met
         for i, group in enumerate(optimizer.param_groups):
@@ -227,6 +228,7 @@ class OptimizerSwap(Callback):
             "pending": self._pending,
             "swats_lambdas": list(self.swats.lambdas),
             "swats_steps": list(self.swats.steps),
+            "swats_model": [self.swats.model_lambda, self.swats.model_steps],
         }
 
     @override
@@ -238,4 +240,7 @@ class OptimizerSwap(Callback):
         self.swap_step, self.swap_lrs = state_dict.get("swap_step"), state_dict.get("swap_lrs")
         self._pending = bool(state_dict.get("pending", False))
         lambdas, steps = state_dict.get("swats_lambdas", []), state_dict.get("swats_steps", [])
-        self.swats = _swats.SwatsState(list(lambdas), list(steps), [None] * len(lambdas))
+        model_lambda, model_steps = state_dict.get("swats_model", [0.0, 0])
+        self.swats = _swats.SwatsState(
+            list(lambdas), list(steps), [None] * len(lambdas), float(model_lambda), int(model_steps)
+        )
