@@ -45,8 +45,8 @@ helps every transferred row. Giving the naive fine-tune the recipe's augmentatio
 epochs) reach 91.1 %, and 50 epochs of that 92.7 % (96.4/92.4/89.3 %) against 89.6 % for a 50-epoch naive
 fine-tune, behind it on seed 2. Also tried, not better: a backbone LR factor of 0.1 after LP-FT (88.1 %), layer
 decay 0.6 (90.5 %), label smoothing on the target (91.3 %), ``train_bn`` (91.6 %), the head alone for 10 epochs
-instead of 5 (90.4 %). Training from scratch with the recipe's
-augmentation is worse than without (84.9/83.1/83.1 %, 83.7 %).
+instead of 5 (90.4 %). Training from scratch with the recipe's augmentation is worse than without
+(84.9/83.1/83.1 %, 83.7 %).
 """
 
 from __future__ import annotations
