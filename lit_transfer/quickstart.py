@@ -63,6 +63,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the quick start never needs the network
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_transfer.cli import TransferCLI
 
@@ -123,7 +124,7 @@ def run_cli(name: str, args: Sequence[str], seed: int = 0, quiet: bool = False) 
     if not quiet:
         result.log_dir = trainer.log_dir
         checkpoint = trainer.checkpoint_callback
-        if checkpoint is not None:
+        if isinstance(checkpoint, ModelCheckpoint):
             result.checkpoints = {"best": checkpoint.best_model_path, "last": checkpoint.last_model_path}
     return result
 
