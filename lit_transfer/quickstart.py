@@ -52,11 +52,12 @@ instead of 5 (90.4 %). Training from scratch with the recipe's augmentation is w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,10 +239,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _silence_info() -> None:
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*number of training batches.*")
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+@contextlib.contextmanager
+def _quiet(threads: int) -> Iterator[None]:
+    """Fewer Lightning info lines and warnings, and ``threads`` torch threads; all restored afterwards."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level, old_threads = logger.level, torch.get_num_threads()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        logger.setLevel(logging.WARNING)
+        torch.set_num_threads(max(1, threads))
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+            torch.set_num_threads(old_threads)
 
 
 def main(argv: Sequence[str] | None = None) -> list[RunResult]:
@@ -254,8 +266,11 @@ def main(argv: Sequence[str] | None = None) -> list[RunResult]:
         Source run, then recipe and baseline runs.
     """
     options = parse_args(argv)
-    _silence_info()
-    torch.set_num_threads(max(1, options.threads))
+    with _quiet(options.threads):
+        return _run(options)
+
+
+def _run(options: argparse.Namespace) -> list[RunResult]:
     out: Path = options.out
     out.joinpath("source").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

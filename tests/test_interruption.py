@@ -49,9 +49,10 @@ def test_sigterm_mid_epoch_then_resume(tmp_path):
         _fit_command(root, "--trainer.max_epochs", "40"), cwd=tmp_path, env=_env(), stdout=log, stderr=log
     )
     deadline = time.monotonic() + 240
-    while not list(root.rglob("last.ckpt")):  # the end of epoch 0: the unfreeze happens at epoch 1
+    # wait for the unfreeze at the start of epoch 1 (announced by LayerFreezing), after epoch 0's checkpoint
+    while "groups train" not in (tmp_path / "first.log").read_text() or not list(root.rglob("last.ckpt")):
         assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        assert time.monotonic() < deadline, "no unfreeze within 240 s"
         time.sleep(0.2)
     time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
@@ -90,7 +91,7 @@ def test_ctrl_c_leaves_a_checkpoint(tmp_path):
         _fit_command(root, "--trainer.max_epochs", "40"), cwd=tmp_path, env=_env(), stdout=log, stderr=log
     )
     deadline = time.monotonic() + 240
-    while not list(root.rglob("last.ckpt")):
+    while "groups train" not in (tmp_path / "log").read_text() or not list(root.rglob("last.ckpt")):
         assert process.poll() is None, (tmp_path / "log").read_text()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint within 240 s"
         time.sleep(0.2)
