@@ -42,24 +42,30 @@ def _env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
+def _interrupt_after_unfreeze(tmp_path: Path, root: Path, sig: int) -> dict:
+    """Start a 40-epoch fit, send ``sig`` once epoch 1 has unfrozen the backbone; return the on-exception state."""
+    log_path = tmp_path / "first.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            _fit_command(root, "--trainer.max_epochs", "40"), cwd=tmp_path, env=_env(), stdout=log, stderr=log
+        )
+        deadline = time.monotonic() + 240
+        # the unfreeze at the start of epoch 1 (announced by LayerFreezing), after epoch 0's checkpoint
+        while "groups train" not in log_path.read_text() or not list(root.rglob("last.ckpt")):
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no unfreeze within 240 s"
+            time.sleep(0.2)
+        time.sleep(0.5)
+        process.send_signal(sig)
+        process.wait(timeout=120)
+    [saved] = list(root.rglob("on_exception.ckpt"))
+    return {"path": saved, **torch.load(saved, weights_only=True)}
+
+
 def test_sigterm_mid_epoch_then_resume(tmp_path):
     root = tmp_path / "run"
-    log = (tmp_path / "first.log").open("w")
-    process = subprocess.Popen(
-        _fit_command(root, "--trainer.max_epochs", "40"), cwd=tmp_path, env=_env(), stdout=log, stderr=log
-    )
-    deadline = time.monotonic() + 240
-    # wait for the unfreeze at the start of epoch 1 (announced by LayerFreezing), after epoch 0's checkpoint
-    while "groups train" not in (tmp_path / "first.log").read_text() or not list(root.rglob("last.ckpt")):
-        assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "no unfreeze within 240 s"
-        time.sleep(0.2)
-    time.sleep(0.5)
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=120)
-    log.close()
-    [saved] = list(root.rglob("on_exception.ckpt"))
-    state = torch.load(saved, weights_only=True)
+    state = _interrupt_after_unfreeze(tmp_path, root, signal.SIGTERM)
+    saved = state["path"]
     assert state["epoch"] >= 1 and state["global_step"] > 0
     assert state["callbacks"][FREEZING_KEY]["trainable_groups"] == 6  # unfrozen when interrupted
     assert state["optimizer_states"][0]["state"], "optimizer state lost"
@@ -85,21 +91,7 @@ def test_sigterm_mid_epoch_then_resume(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_leaves_a_checkpoint(tmp_path):
     """SIGINT (Ctrl-C) goes through Lightning's interrupt handling: the on-exception checkpoint is written."""
-    root = tmp_path / "run"
-    log = (tmp_path / "log").open("w")
-    process = subprocess.Popen(
-        _fit_command(root, "--trainer.max_epochs", "40"), cwd=tmp_path, env=_env(), stdout=log, stderr=log
-    )
-    deadline = time.monotonic() + 240
-    while "groups train" not in (tmp_path / "log").read_text() or not list(root.rglob("last.ckpt")):
-        assert process.poll() is None, (tmp_path / "log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint within 240 s"
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=120)
-    log.close()
-    [saved] = list(root.rglob("on_exception.ckpt"))
-    state = torch.load(saved, weights_only=True)
+    state = _interrupt_after_unfreeze(tmp_path, tmp_path / "run", signal.SIGINT)
     assert state["global_step"] > 0 and state["callbacks"][FREEZING_KEY]["trainable_groups"] == 6
 
 
