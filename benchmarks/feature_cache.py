@@ -2,9 +2,10 @@
 
 Both are ``TransferClassifier(freeze="linear_probe")`` from the source backbone (digits 0-4) on every training
 scan of digits 5-9 (no augmentation), same seed, batch 32, one CPU thread; ``cache_features=True`` computes the
-backbone's features in the first epoch and trains the classifier on them afterwards. Figures: per-epoch training
-time of the epochs after the first (median), and test accuracy on the fixed held-out split (full forward pass
-for both: the cache is only used during ``fit``).
+backbone's features in one pass at the start of the first epoch and then trains the classifier on them, with the
+training loader's own batch sampler (same batches, same order). Figures: per-epoch training time of the epochs
+after the first (median), and test accuracy on the fixed held-out split (full forward pass for both: the cache is
+only used during ``fit``).
 """
 
 from __future__ import annotations
@@ -97,10 +98,10 @@ def run(quick: bool) -> dict[str, Any]:
             "### Frozen-feature caching",
             f"Linear probe of the source `{common.BACKBONE}` (pretrained on digits 0-4 at 32x32) on all training"
             f" scans of digits 5-9, batch {BATCH}, one CPU thread, {epochs} epochs, {repeats} interleaved"
-            " repeat(s) per setting; later epochs = every epoch after the first. The loader column is one pass of"
-            " the training DataLoader alone (upsample + Albumentations eval pipeline per scan, collate): the cache"
-            " keys on the input tensor, so every epoch still builds its inputs, which bounds the speed-up when"
-            " the backbone is cheap.",
+            " repeat(s) per setting; later epochs = every epoch after the first. The cached probe's first epoch"
+            " includes the one pass that computes the features. The loader column is one pass of the training"
+            " DataLoader alone (upsample + Albumentations eval pipeline per scan, collate), which the cached"
+            " probe no longer runs after its first epoch.",
             common.md_table(
                 [
                     "Input",

@@ -4,7 +4,7 @@ from functools import partial
 import pytest
 import torch
 from freeze_helpers import Recorder, fixed_data, loader, trainer
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 
 from lit_transfer import FreezeUnfreeze, TransferClassifier
@@ -31,6 +31,36 @@ def test_fit_logs_metrics_and_named_lr_columns(tmp_path):
     expected = {f"lr-AdamW/{g['name']}" for g in t.optimizers[0].param_groups}
     assert lr_columns == expected
     assert "lr-AdamW/head" in lr_columns and "lr-AdamW/stem" in lr_columns
+
+
+class EpochAccuracy(Callback):
+    """Per epoch: the accuracy of every training logit the model produced, and the `train_acc` it logged."""
+
+    def __init__(self, model: TransferClassifier) -> None:
+        self.correct, self.seen, self.pairs = 0, 0, []
+        self.labels = None
+        model.backbone.register_forward_hook(self.count)
+
+    def count(self, module, args, logits):
+        if module.training:
+            self.correct += int((logits.argmax(-1) == self.labels).sum())
+            self.seen += len(self.labels)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.labels = batch[1]
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.pairs.append((self.correct / self.seen, float(trainer.callback_metrics["train_acc"])))
+        self.correct, self.seen = 0, 0
+
+
+def test_train_metrics_cover_every_batch_of_each_epoch(tmp_path):
+    model = make(freeze="full_fine_tune", optimizer=partial(torch.optim.SGD, lr=0.5))
+    watch = EpochAccuracy(model)
+    trainer(tmp_path, 3, [watch]).fit(model, loader(fixed_data(n=30, classes=3), batch_size=4))
+    assert len({round(expected, 6) for expected, _ in watch.pairs}) > 1  # the accuracy changes between epochs
+    for expected, logged in watch.pairs:
+        assert logged == pytest.approx(expected, abs=1e-6)
 
 
 def test_layer_decay_and_frozen_lr_mult_in_group_lrs(tmp_path):

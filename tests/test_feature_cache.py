@@ -1,9 +1,18 @@
+"""Frozen-feature caching: the same training as without the cache, with the backbone run once per sample."""
+
+import json
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
 from freeze_helpers import fixed_data, loader, trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 from lit_transfer import TransferClassifier
+from lit_transfer.callbacks import BatchSizeRamp
+from lit_transfer.models.feature_cache import CachedFeatures
 
 
 def probe(cache: bool, **kwargs):
@@ -13,35 +22,143 @@ def probe(cache: bool, **kwargs):
     )
 
 
-class CountCalls:
-    def __init__(self, module):
-        self.calls = 0
-        module.register_forward_hook(self)
+class ShuffledData(L.LightningDataModule):
+    """Training data shuffled as a function of (seed, epoch), so a resumed run sees the same order; unshuffled
+    validation data; the batch size is read at every (re)load."""
 
-    def __call__(self, *args):
+    def __init__(self, batch_size: int = 8) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.train = fixed_data(n=40, seed=1)
+        self.val = fixed_data(n=12, seed=2)
+
+    def train_dataloader(self) -> DataLoader:
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        sampler = DistributedSampler(self.train, num_replicas=world, rank=rank, shuffle=True, seed=0)
+        return DataLoader(self.train, batch_size=self.batch_size, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val, batch_size=5)
+
+
+class Watch(L.Callback):
+    """Counts backbone calls per epoch and records each training batch's shape and first label."""
+
+    def __init__(self, model: TransferClassifier) -> None:
+        self.calls = 0
+        self.per_epoch: list[int] = []
+        self.batches: list[tuple] = []
+        self.val_losses: list[float] = []
+        model.backbone.layer1.register_forward_hook(self.count)
+
+    def count(self, *args) -> None:
         self.calls += 1
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batches.append((tuple(batch[0].shape), batch[1].tolist()))
 
-def test_cached_probe_matches_uncached_and_skips_the_backbone_after_epoch_one(tmp_path):
-    data = fixed_data(n=32)
-    plain = probe(False)
-    trainer(tmp_path / "a", 3).fit(plain, loader(data))
-    cached = probe(True)
-    counter = CountCalls(cached.backbone.layer1)
-    per_epoch = []
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self.val_losses.append(float(trainer.callback_metrics["val_loss"]))
 
-    class EpochCalls(L.Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
-            per_epoch.append(counter.calls)
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.per_epoch.append(self.calls)
 
-    trainer(tmp_path / "b", 3, [EpochCalls()]).fit(cached, loader(data))
-    assert per_epoch == [4, 4, 4]  # 4 batches in epoch 0, none after
-    assert cached.feature_cache.hits == 64 and cached.feature_cache.misses == 32
-    for name in ("backbone.fc.weight", "backbone.fc.bias"):
-        assert torch.allclose(plain.state_dict()[name], cached.state_dict()[name], atol=1e-5), name
+
+def _fit(tmp_path: Path, cache: bool, epochs: int = 3, **trainer_kwargs) -> tuple[TransferClassifier, Watch]:
+    model = probe(cache)
+    watch = Watch(model)
+    torch.manual_seed(1)
+    trainer(tmp_path, epochs, [watch], **trainer_kwargs).fit(model, datamodule=ShuffledData())
+    return model, watch
+
+
+def test_cached_probe_trains_exactly_like_the_uncached_one_and_runs_the_backbone_once(tmp_path):
+    plain, plain_watch = _fit(tmp_path / "plain", cache=False, num_sanity_val_steps=2)
+    cached, cached_watch = _fit(tmp_path / "cached", cache=True, num_sanity_val_steps=2)
+    # Same batches, same order (the cache keeps the loader's shuffling), but features instead of images.
+    assert [labels for _, labels in cached_watch.batches] == [labels for _, labels in plain_watch.batches]
+    assert {shape[1:] for shape, _ in plain_watch.batches} == {(3, 16, 16)}
+    assert {len(shape) for shape, _ in cached_watch.batches} == {2}
+    # Bit-identical head and validation losses; the frozen backbone is untouched in both.
     for name, value in plain.state_dict().items():
-        if not name.startswith("backbone.fc"):
-            assert torch.equal(value, cached.state_dict()[name]), name
+        assert torch.equal(value, cached.state_dict()[name]), name
+    assert cached_watch.val_losses == plain_watch.val_losses
+    # The backbone ran once per sample: 5 train + 3 val batches, all before the first epoch ended.
+    assert cached_watch.per_epoch == [8, 8, 8]
+    assert plain_watch.per_epoch[-1] - plain_watch.per_epoch[-2] == 5 + 3
+
+
+def test_cache_is_not_used_outside_fit(tmp_path):
+    model, _ = _fit(tmp_path, cache=True, epochs=1)
+    assert model.feature_cache is None  # freed at the end of `fit`
+    data = ShuffledData()
+    results = trainer(tmp_path, 1).validate(model, dataloaders=data.val_dataloader(), verbose=False)
+    assert 0.0 <= results[0]["val_acc"] <= 1.0
+
+
+class StopAfter(L.Callback):
+    """Ends ``fit`` after ``epochs`` epochs (an interruption that keeps the schedule of the full run)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = trainer.current_epoch + 1 >= self.epochs
+
+
+def test_cached_probe_resumes_to_the_same_weights(tmp_path):
+    uninterrupted, _ = _fit(tmp_path / "full", cache=True, epochs=4)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
+    first = probe(True)
+    torch.manual_seed(1)
+    trainer(tmp_path / "a", 4, [checkpoint, StopAfter(epochs=2)]).fit(first, datamodule=ShuffledData())
+    resumed = probe(True)
+    watch = Watch(resumed)
+    torch.manual_seed(1)
+    trainer(tmp_path / "b", 4, [watch]).fit(
+        resumed, datamodule=ShuffledData(), ckpt_path=str(tmp_path / "ckpt" / "epoch=1-step=10.ckpt")
+    )
+    assert watch.per_epoch == [8, 8]  # the features are computed again once, in the first resumed epoch
+    for name, value in uninterrupted.state_dict().items():
+        assert torch.allclose(value, resumed.state_dict()[name], atol=1e-6), name
+
+
+def test_cache_survives_reloaded_loaders_of_a_batch_size_ramp(tmp_path):
+    runs = {}
+    for cache in (False, True):
+        model = probe(cache)
+        watch = Watch(model)
+        torch.manual_seed(1)
+        trainer(
+            tmp_path / str(cache),
+            3,
+            [watch, BatchSizeRamp(milestones={1: 2.0})],
+            reload_dataloaders_every_n_epochs=1,
+        ).fit(model, datamodule=ShuffledData(batch_size=4))
+        runs[cache] = (model, watch)
+    (plain, plain_watch), (cached, cached_watch) = runs[False], runs[True]
+    assert [shape[0] for shape, _ in cached_watch.batches] == [shape[0] for shape, _ in plain_watch.batches]
+    assert {shape[0] for shape, _ in cached_watch.batches} == {4, 8}
+    assert cached_watch.per_epoch == [13, 13, 13]  # 10 train + 3 val batches once; reloads reuse the features
+    for name, value in plain.state_dict().items():
+        assert torch.equal(value, cached.state_dict()[name]), name
+
+
+class Stream(IterableDataset):
+    def __iter__(self):
+        yield from fixed_data(n=8)
+
+
+def test_cache_refuses_an_iterable_dataset_naming_the_setting(tmp_path):
+    with pytest.raises(ValueError, match=r"map-style train dataset.*Stream.*cache_features: false"):
+        trainer(tmp_path, 1).fit(probe(True), DataLoader(Stream(), batch_size=4))
+
+
+def test_cached_features_serve_a_batch_in_one_indexing():
+    data = CachedFeatures(torch.arange(10.0).reshape(5, 2), torch.tensor([0, 1, 2, 0, 1]))
+    features, labels = data.__getitems__([4, 1])
+    assert features.tolist() == [[8.0, 9.0], [2.0, 3.0]] and labels.tolist() == [1, 1]
+    assert len(DataLoader(data, batch_size=2)) == 3
 
 
 def test_cache_refused_for_a_trainable_backbone():
@@ -73,16 +190,59 @@ def test_cache_refused_when_the_datamodule_augments(tmp_path):
         trainer(tmp_path, 1).fit(probe(True), datamodule=AugmentingData())
 
 
-def test_cache_with_the_digits_datamodule(tmp_path):
+def test_cache_with_the_digits_datamodule_matches_the_uncached_probe(tmp_path):
     from lit_transfer.data import DigitsDataModule
 
-    data = DigitsDataModule(classes=[0, 1, 2], shots_per_class=8, batch_size=8, image_size=16, train_transform="none")
-    model = TransferClassifier(
-        "test_resnet", num_classes=3, pretrained=False, freeze="linear_probe", cache_features=True
-    )
-    trainer(tmp_path, 3).fit(model, datamodule=data)
-    assert model.feature_cache.misses == 24 + len(data.val_dataset)
-    assert model.feature_cache.hits == 2 * (24 + len(data.val_dataset))
+    weights = {}
+    for cache in (False, True):
+        data = DigitsDataModule(
+            classes=[0, 1, 2], shots_per_class=8, batch_size=8, image_size=16, train_transform="none"
+        )
+        model = probe(cache)
+        watch = Watch(model)
+        torch.manual_seed(1)
+        trainer(tmp_path / str(cache), 3, [watch]).fit(model, datamodule=data)
+        weights[cache] = model.state_dict()
+        if cache:
+            assert watch.per_epoch[0] == watch.per_epoch[-1]  # nothing after the first epoch
+    for name, value in weights[False].items():
+        assert torch.equal(value, weights[True][name]), name
     with pytest.raises(ValueError, match="train_transform"):
         augmented = DigitsDataModule(classes=[0, 1, 2], shots_per_class=8, train_transform="light")
-        trainer(tmp_path, 1).fit(model, datamodule=augmented)
+        trainer(tmp_path, 1).fit(probe(True), datamodule=augmented)
+
+
+# ------------------------------------------------------------------------------------------------------ DDP
+class Final(L.Callback):
+    """Rank 0 saves the final weights; every rank's weights are compared across ranks at each epoch end."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.spreads: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        flat = torch.cat([p.detach().reshape(-1) for p in pl_module.parameters()])
+        gathered = trainer.strategy.all_gather(flat)
+        self.spreads.append(float((gathered.max(0).values - gathered.min(0).values).abs().max()))
+
+    def on_train_end(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            torch.save(dict(pl_module.state_dict()), self.out.with_suffix(".pt"))
+            self.out.write_text(json.dumps(self.spreads))
+
+
+def _ddp_fit(tmp_path: Path, cache: bool) -> tuple[list[float], dict]:
+    out = tmp_path / f"cache{cache}.json"
+    trainer(tmp_path / str(cache), 3, [Final(out)], devices=2, strategy="ddp_spawn", num_sanity_val_steps=0).fit(
+        probe(cache), datamodule=ShuffledData(batch_size=4)
+    )
+    return json.loads(out.read_text()), torch.load(out.with_suffix(".pt"), weights_only=True)
+
+
+@pytest.mark.ddp
+def test_cached_probe_under_ddp_matches_the_uncached_one(tmp_path):
+    plain_spreads, plain = _ddp_fit(tmp_path, cache=False)
+    cached_spreads, cached = _ddp_fit(tmp_path, cache=True)
+    assert plain_spreads == cached_spreads == [0.0, 0.0, 0.0]  # replicas identical after every epoch
+    for name, value in plain.items():
+        assert torch.allclose(value, cached[name], atol=1e-6), name

@@ -63,7 +63,9 @@ class TransferClassifier(LightningModule):
         scheduler_interval: When a given ``lr_scheduler`` steps: every ``"epoch"`` or every ``"step"``.
         warmup_epochs: Warmup of the default schedule.
         cache_features: With a linear probe and no training augmentation, compute the frozen backbone's features
-            once and train the classifier on them (epochs after the first skip the backbone).
+            once at the start of ``fit`` and train and validate the classifier on them: epochs after the first
+            neither load images nor run the backbone, and the batches (order, shuffling, DDP shards) are the same
+            as without the cache. See :mod:`lit_transfer.models.feature_cache`.
         compile: Compile the backbone's forward with ``torch.compile`` (checkpoint keys stay unprefixed).
         channels_last: Use the channels-last memory format (faster convolutions on recent hardware).
 
@@ -114,6 +116,7 @@ class TransferClassifier(LightningModule):
         self._scheduler_factory = lr_scheduler
         self._build_loss()
         self.feature_cache: FeatureCache | None = None
+        self._train_metrics_logged = False
         if cache_features:
             check_cacheable(self.policy, self.backbone, uses_mixup=self.mixup is not None)
         self.train_metrics = classification_metrics(num_classes, "train_")
@@ -177,13 +180,28 @@ class TransferClassifier(LightningModule):
                 f" its training images (`train_transform: {augment!r}`). Set the DataModule's"
                 " `train_transform: none`, or set `cache_features: false`."
             )
-        self.feature_cache = FeatureCache()
+        self.feature_cache = FeatureCache(partial(frozen_features, self.backbone))
+
+    def on_train_epoch_start(self) -> None:
+        """Log the epoch's training metrics at its first step; with ``cache_features``, train on cached features."""
+        self._train_metrics_logged = False
+        if self.feature_cache is not None:
+            self.feature_cache.serve_training(self.trainer)
+
+    def on_validation_start(self) -> None:
+        """With ``cache_features``: validate on cached features during ``fit`` (computed at the first validation)."""
+        if self.feature_cache is not None and self.trainer.state.fn == "fit":
+            self.feature_cache.serve_validation(self.trainer)
+
+    def on_fit_end(self) -> None:
+        """Free the cached features: they are only valid for this fit."""
+        self.feature_cache = None
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        if self.feature_cache is None:
+        """Logits of images, or of cached features (2-D, from :class:`FeatureCache`'s loaders) during ``fit``."""
+        if self.feature_cache is None or x.ndim != 2:
             return self(x)
-        features = self.feature_cache.features(x, partial(frozen_features, self.backbone))
-        features = nn.functional.dropout(features, p=self.hparams["drop_rate"], training=self.training)
+        features = nn.functional.dropout(x, p=self.hparams["drop_rate"], training=self.training)
         get_classifier = cast("Callable[[], nn.Module]", self.backbone.get_classifier)  # timm API, not on `nn.Module`
         return get_classifier()(features)
 
@@ -293,7 +311,11 @@ class TransferClassifier(LightningModule):
             )
             if self.mixup is None:
                 self.train_metrics.update(logits.detach(), y)
-                self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+                if not self._train_metrics_logged:
+                    # Metric objects are computed from their whole-epoch state at epoch end: registering them once
+                    # per epoch is enough, and saves Lightning's per-call logging cost on every other step.
+                    self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+                    self._train_metrics_logged = True
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
 
