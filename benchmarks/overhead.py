@@ -1,20 +1,24 @@
 """Step-time overhead of lit_transfer's training step against a hand-written PyTorch loop on the same model.
 
 Both sides train a randomly initialised ``resnet10t`` on the same in-memory tensors (DataLoader over a
-``TensorDataset``, no workers), with AdamW over the same parameters and a per-step LambdaLR. The lit_transfer
-side is a ``TransferClassifier`` with ``freeze=FreezeUnfreeze(unfreeze_at_epoch=0)`` (so ``LayerFreezing`` runs
-but every group trains, the same compute as the plain loop), ``LRScaling`` with a warmup that lasts the whole
-run (its optimizer hooks fire every step), ``RunReport`` (per-step rows) and ``NonFiniteLossGuard``, through a
-Lightning ``Trainer`` with the progress bar and the logger off (``self.log`` and the torchmetrics updates still
-run). A step is the interval between two consecutive batch starts (data fetch, forward, backward, optimizer
-step, every hook), warm-up steps skipped; the two sides alternate within each repeat and the figure is the
-ratio of median step times.
+``TensorDataset``, no workers), with AdamW and a per-step LambdaLR. The lit_transfer side is a
+``TransferClassifier`` with ``freeze=FreezeUnfreeze(unfreeze_at_epoch=0)`` (so ``LayerFreezing`` runs but every
+group trains, the same compute as the plain loop), ``LRScaling`` with a warmup that lasts the whole run (its
+optimizer hooks fire every step), ``RunReport`` (per-step rows) and ``NonFiniteLossGuard``, through a Lightning
+``Trainer`` with the progress bar and the logger off (``self.log`` and the torchmetrics updates still run).
+
+The two sides alternate **step by step** in one process, so that the load of a shared machine falls on both
+alike: at every ``on_train_batch_start`` a callback runs and times one step of the plain loop (fetch its batch,
+forward, backward, AdamW, schedule), then Lightning runs its own step. A lit_transfer step is the time from the
+end of that plain step to the next batch start: data fetch, forward, backward, optimizer step, every hook and
+``self.log``. Warm-up steps are skipped; the figure is the ratio of median step times.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -32,95 +36,183 @@ def _loader(seed: int) -> DataLoader:
     return DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True, generator=generator)
 
 
-def lightning_steps(warmup: int, steps: int, seed: int = 0) -> list[float]:
-    """Step times of the lit_transfer side (seconds)."""
+class PlainLoop:
+    """A hand-written training loop, advanced one step at a time: same model, data, batch, optimizer, schedule."""
+
+    def __init__(self, seed: int) -> None:
+        import timm
+
+        torch.manual_seed(seed)
+        self.model = timm.create_model(common.BACKBONE, num_classes=CLASSES, pretrained=False)
+        self.model.train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=0.05)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0)
+        self.loader = _loader(seed + 1000)
+        self.batches: Iterator[Any] = iter(self.loader)
+
+    def step(self) -> None:
+        """One iteration: fetch a batch (a new epoch when the loader is exhausted), forward, backward, update."""
+        try:
+            x, y = next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            x, y = next(self.batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(self.model(x), y)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+
+
+def bare_lightning_module(seed: int, named_groups: bool = False) -> Any:
+    """The plain loop as the smallest LightningModule: same model, loss, optimizer and schedule, nothing logged.
+
+    With ``named_groups`` its AdamW gets lit_transfer's parameter groups (one per timm layer group, split into
+    decay / no-decay) instead of one group: the optimizer layout of ``TransferClassifier`` without anything else.
+    """
+    import lightning as L
+    import timm
+
+    class Bare(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = timm.create_model(common.BACKBONE, num_classes=CLASSES, pretrained=False)
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.model(x), y)
+
+        def configure_optimizers(self) -> Any:
+            from lit_transfer.layer_groups import layer_groups
+            from lit_transfer.optim import build_param_groups
+
+            params: Any = self.parameters()
+            if named_groups:
+                params = build_param_groups(layer_groups(self.model), layer_decay=None, no_weight_decay_names=set())
+            optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    torch.manual_seed(seed)
+    return Bare()
+
+
+SIDES = ("lit", "bare", "bare_groups")
+
+
+def paired_steps(warmup: int, steps: int, seed: int = 0, side: str = "lit") -> tuple[list[float], list[float]]:
+    """Step times (seconds) of one Lightning side and of the plain loop, measured alternately.
+
+    Args:
+        warmup: Steps skipped at the start.
+        steps: Steps timed.
+        seed: Seed of both models and both data orders.
+        side: ``"lit"`` (TransferClassifier and callbacks), ``"bare"`` (the smallest LightningModule) or
+            ``"bare_groups"`` (that module with lit_transfer's named parameter groups).
+    """
+    from lightning.pytorch.callbacks import Callback
+
     from lit_transfer import FreezeUnfreeze, LRScaling, TransferClassifier
     from lit_transfer.callbacks import RunReport
 
-    torch.manual_seed(seed)
-    model = TransferClassifier(
-        common.BACKBONE,
-        num_classes=CLASSES,
-        pretrained=False,
-        freeze=FreezeUnfreeze(unfreeze_at_epoch=0),
-        optimizer=lambda groups: torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.05),
-    )
-    timer = common.step_timer()
+    plain = PlainLoop(seed)
+
+    class Alternate(Callback):
+        """Runs one plain step at every batch start; times both sides."""
+
+        def __init__(self) -> None:
+            self.lit: list[float] = []
+            self.plain: list[float] = []
+            self._lit_start: float | None = None
+
+        def on_train_batch_start(self, *args: Any) -> None:
+            now = time.perf_counter()
+            if self._lit_start is not None:
+                self.lit.append(now - self._lit_start)
+            plain.step()
+            self._lit_start = time.perf_counter()
+            self.plain.append(self._lit_start - now)
+
+    alternate = Alternate()
     with tempfile.TemporaryDirectory() as out:
-        callbacks = [
-            LRScaling(rule="linear", base_batch_size=BATCH, warmup_steps=10_000),
-            RunReport(output_dir=out, plots=False, summary=False),
-            timer,
-        ]
+        if side != "lit":
+            model = bare_lightning_module(seed, named_groups=side == "bare_groups")
+            callbacks: list[Callback] = [alternate]
+        else:
+            torch.manual_seed(seed)
+            model = TransferClassifier(
+                common.BACKBONE,
+                num_classes=CLASSES,
+                pretrained=False,
+                freeze=FreezeUnfreeze(unfreeze_at_epoch=0),
+                optimizer=lambda groups: torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.05),
+            )
+            callbacks = [
+                alternate,  # first: the other callbacks' batch-start hooks count as lit_transfer time
+                LRScaling(rule="linear", base_batch_size=BATCH, warmup_steps=10_000),
+                RunReport(output_dir=out, plots=False, summary=False),
+            ]
         trainer = common.make_trainer(max_steps=warmup + steps + 1, callbacks=callbacks, limit_val_batches=0)
         trainer.fit(model, train_dataloaders=_loader(seed))
-    return timer.step_times(skip=warmup)[:steps]
-
-
-def plain_steps(warmup: int, steps: int, seed: int = 0) -> list[float]:
-    """Step times of a hand-written loop: same model, data, batch, optimizer and per-step schedule."""
-    import timm
-
-    torch.manual_seed(seed)
-    model = timm.create_model(common.BACKBONE, num_classes=CLASSES, pretrained=False)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    starts: list[float] = []
-    total = warmup + steps + 1
-    for x, y in _loader(seed):
-        starts.append(time.perf_counter())
-        if len(starts) > total:
-            break
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return [b - a for a, b in zip(starts[warmup:], starts[warmup + 1 :])][:steps]
+    return alternate.lit[warmup : warmup + steps], alternate.plain[warmup : warmup + steps]
 
 
 def run(quick: bool) -> dict[str, Any]:
-    """Interleave both sides ``repeats`` times and compare median step times."""
+    """Alternate each Lightning side with the plain loop step by step; compare median step times."""
     common.set_threads(1)
     common.quiet()
-    repeats, warmup, steps = (2, 3, 8) if quick else (5, 5, 20)
-    lit: list[float] = []
-    plain: list[float] = []
-    per_repeat: list[float] = []
+    repeats, warmup, steps = (1, 3, 8) if quick else (5, 5, 30)
+    times: dict[str, list[float]] = {key: [] for side in SIDES for key in (side, f"plain_{side}")}
+    per_repeat: dict[str, list[float]] = {side: [] for side in SIDES}
     for r in range(repeats):
-        order = [("lit", lightning_steps), ("plain", plain_steps)]
-        if r % 2:
-            order.reverse()
-        medians: dict[str, float] = {}
-        for name, fn in order:
-            times = fn(warmup, steps, seed=r)
-            (lit if name == "lit" else plain).extend(times)
-            medians[name] = common.median(times)
-        per_repeat.append(medians["lit"] / medians["plain"])
-    ratio = common.median(lit) / common.median(plain)
+        for side in SIDES if r % 2 == 0 else SIDES[::-1]:
+            side_times, plain_times = paired_steps(warmup, steps, seed=r, side=side)
+            times[side].extend(side_times)
+            times[f"plain_{side}"].extend(plain_times)
+            per_repeat[side].append(common.median(side_times) / common.median(plain_times))
+    med = {key: common.median(values) for key, values in times.items()}
+    ratios = {side: med[side] / med[f"plain_{side}"] for side in SIDES}
+    ratio = ratios["lit"]
     target = ratio <= 1.05
+    labels = {
+        "lit": "lit_transfer (TransferClassifier + callbacks)",
+        "bare": "bare LightningModule (same model, loss, optimizer)",
+        "bare_groups": "bare LightningModule + lit_transfer's named param groups",
+    }
     rows = [
-        ["lit_transfer (Trainer + callbacks)", f"{1000 * common.median(lit):.1f}", len(lit)],
-        ["plain PyTorch loop", f"{1000 * common.median(plain):.1f}", len(plain)],
+        [
+            labels[side],
+            f"{1000 * med[side]:.1f}",
+            f"{1000 * med[f'plain_{side}']:.1f}",
+            f"**{ratios[side]:.3f}**" if side == "lit" else f"{ratios[side]:.3f}",
+            ", ".join(f"{v:.3f}" for v in per_repeat[side]),
+        ]
+        for side in SIDES
     ]
     markdown = "\n\n".join(
         [
             "### Training-step overhead",
-            f"`{common.BACKBONE}` (random init), {IMAGE_SIZE}x{IMAGE_SIZE} inputs, batch {BATCH}, AdamW, one CPU"
-            f" thread; {repeats} interleaved repeats x {steps} steps after {warmup} warm-up steps. lit_transfer"
-            " side: `TransferClassifier` with `LayerFreezing` (all groups trainable), `LRScaling` (warmup active),"
-            " `RunReport`, `NonFiniteLossGuard`; progress bar and logger off, `self.log` and metrics on.",
-            common.md_table(["Side", "Median step (ms)", "Steps timed"], rows),
-            f"Step-time ratio lit_transfer / plain: **{ratio:.3f}** (median of per-repeat ratios"
-            f" {common.median(per_repeat):.3f}; per repeat: {', '.join(f'{v:.3f}' for v in per_repeat)})."
-            f" Target <= 1.05: **{common.verdict(target)}**.",
+            f"`{common.BACKBONE}` (random init), {IMAGE_SIZE}x{IMAGE_SIZE} inputs, batch {BATCH}, AdamW (torch's"
+            " default single-tensor implementation on CPU), one CPU thread. Each Lightning side alternates step by"
+            " step with a hand-written loop in the same process (shared-machine load falls on both alike);"
+            f" {repeats} run(s) per side x {steps} steps after {warmup} warm-up steps. lit_transfer side:"
+            " `TransferClassifier` with `LayerFreezing` (all groups trainable), `LRScaling` (warmup active),"
+            " `RunReport`, `NonFiniteLossGuard`; progress bar and logger off, `self.log` and metrics on. The bare"
+            " LightningModule is the plain loop written as a `training_step` with no logging (what the Lightning"
+            " loop itself costs); the third row gives it lit_transfer's optimizer layout: one AdamW group per timm"
+            " layer group, split into decay / no-decay (12 groups for this model), which freezing, unfreezing and"
+            " layer-wise LR decay act on.",
+            common.md_table(["Side", "Median step (ms)", "Plain loop, same steps (ms)", "Ratio", "Per run"], rows),
+            f"Step-time ratio lit_transfer / plain: **{ratio:.3f}**; target <= 1.05: **{common.verdict(target)}**."
+            f" The Lightning loop alone: {ratios['bare']:.3f}; with the named parameter groups:"
+            f" {ratios['bare_groups']:.3f}.",
         ]
     )
     return {
-        "lit_ms": 1000 * common.median(lit),
-        "plain_ms": 1000 * common.median(plain),
+        "lit_ms": 1000 * med["lit"],
+        "plain_ms": 1000 * med["plain_lit"],
         "ratio": ratio,
+        "ratios": ratios,
         "per_repeat_ratios": per_repeat,
         "targets": {"step-time ratio <= 1.05": target},
         "markdown": markdown,
