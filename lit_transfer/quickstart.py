@@ -71,12 +71,13 @@ from lit_transfer.cli import TransferCLI
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SOURCE_CLASSES = "[0, 1, 2, 3, 4]"
 TARGET_CLASSES = "[5, 6, 7, 8, 9]"
-_QUIET = (
+QUIET_ARGS = (
     "--trainer.logger=false",
     "--trainer.enable_checkpointing=false",
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
 )
+"""No logger, checkpoints, progress bar or model summary (the baselines and the benchmarks' source run)."""
 DIGIT_AUGMENT = (
     '[{"class_path": "albumentations.Affine", "init_args": {"scale": [0.9, 1.1], "translate_percent": [-0.08, 0.08],'
     ' "rotate": [-10, 10], "shear": [-5, 5], "p": 0.8}}]'
@@ -117,7 +118,7 @@ def run_cli(name: str, args: Sequence[str], seed: int = 0, quiet: bool = False) 
         Test metrics and where the run's files are.
     """
     start = time.perf_counter()
-    cli = TransferCLI(args=[*args, *(_QUIET if quiet else ())], run=False)
+    cli = TransferCLI(args=[*args, *(QUIET_ARGS if quiet else ())], run=False)
     trainer = cli.trainer
     trainer.fit(cli.model, datamodule=cli.datamodule)
     metrics = trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
@@ -130,15 +131,32 @@ def run_cli(name: str, args: Sequence[str], seed: int = 0, quiet: bool = False) 
     return result
 
 
-def pretrain_source(out: Path, epochs: int, fast: bool) -> tuple[RunResult, Path]:
-    """Step 1: train resnet10t from scratch on digits 0-4 and save its weights as ``backbone.safetensors``."""
-    from safetensors.torch import save_file
+SOURCE_EPOCHS = 30
+SOURCE_SEED = 42
+"""Seed of the source run: ``seed_everything`` of ``recipes/defaults.yaml`` and the DigitsDataModule default."""
 
-    args = [
+
+def source_args(
+    root_dir: Path,
+    epochs: int = SOURCE_EPOCHS,
+    *,
+    seed: int = SOURCE_SEED,
+    image_size: int = 32,
+    fast: bool = False,
+) -> list[str]:
+    """CLI arguments of the source run: ``resnet10t`` from random init on every training image of digits 0-4.
+
+    AdamW 3e-3 with warmup + cosine, label smoothing 0.1, the digit-safe augmentation of :data:`DIGIT_AUGMENT`,
+    batch 32, everything trainable. The quick start and the benchmarks' source model both come from here.
+    """
+    return [
         "--config",
         str(RECIPES / "defaults.yaml"),
-        f"--trainer.default_root_dir={out / 'source'}",
+        f"--trainer.default_root_dir={root_dir}",
         f"--trainer.max_epochs={epochs}",
+        f"--seed_everything={seed}",
+        f"--data.seed={seed}",
+        f"--data.image_size={image_size}",
         f"--data.classes={SOURCE_CLASSES}",
         "--model.backbone=resnet10t",
         "--model.pretrained=false",
@@ -148,16 +166,37 @@ def pretrain_source(out: Path, epochs: int, fast: bool) -> tuple[RunResult, Path
         f"--data.train_transform={DIGIT_AUGMENT}",
         *(_FAST if fast else ()),
     ]
-    cli = TransferCLI(args=args, run=False)
+
+
+def train_source(args: Sequence[str]) -> tuple[RunResult, torch.nn.Module]:
+    """Fit and test the source run of :func:`source_args` (plus any overrides); return it and the trained backbone."""
+    cli = TransferCLI(args=list(args), run=False)
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-    weights = out / "source" / "backbone.safetensors"
-    state = {k: v.detach().contiguous().cpu() for k, v in cli.model.backbone.state_dict().items()}
-    save_file(state, str(weights))
     result = RunResult("source: scratch on digits 0-4", 0, {k: float(v) for k, v in metrics.items()}, 0.0)
     result.seconds = time.perf_counter() - start
     result.log_dir = cli.trainer.log_dir
+    return result, cli.model.backbone
+
+
+def save_backbone(backbone: torch.nn.Module, path: Path, head: bool = True) -> Path:
+    """Save ``backbone``'s weights as safetensors; ``head=False`` leaves out its classifier (a fresh head on load)."""
+    from safetensors.torch import save_file
+
+    state = backbone.state_dict()
+    if not head:
+        classifier = getattr(backbone, "pretrained_cfg", {}).get("classifier") or "fc"
+        state = {k: v for k, v in state.items() if not k.startswith(f"{classifier}.")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+    return path
+
+
+def pretrain_source(out: Path, epochs: int, fast: bool) -> tuple[RunResult, Path]:
+    """Step 1: train resnet10t from scratch on digits 0-4 and save its weights as ``backbone.safetensors``."""
+    result, backbone = train_source(source_args(out / "source", epochs, fast=fast))
+    weights = save_backbone(backbone, out / "source" / "backbone.safetensors")
     return result, weights
 
 
@@ -224,7 +263,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")
     parser.add_argument("--fast", action="store_true", help="a few batches per run (smoke test)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the target runs")
-    parser.add_argument("--source-epochs", type=int, default=30)
+    parser.add_argument("--source-epochs", type=int, default=SOURCE_EPOCHS)
     parser.add_argument("--target-epochs", type=int, default=30)
     parser.add_argument(
         "--threads",
