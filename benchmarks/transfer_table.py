@@ -1,32 +1,64 @@
 """The transfer table: freezing policies on digits 0-4 -> 5-9 with 1, 5 and 10 labelled scans per class.
 
-A ``resnet10t`` is pretrained once on the source digits 0-4 at 32x32 (:func:`benchmarks.common.source_weights`)
-and fine-tuned on the target digits 5-9 with each policy; ``scratch`` trains the same architecture from random
-init. Every run: AdamW (lr 1e-3, weight decay 0.05; 1e-2 for the linear probe, whose head alone trains), the
-default warmup + cosine schedule, batch ``min(16, 5 x shots)``, a fixed number of epochs, no augmentation, and is
-scored on the fixed held-out test split of digits 5-9 (the same scans for every run). Mean ± std over seeds; the
-seed draws the few-shot scans, the head's initialisation and the order.
+Source: the quick start's source model (:func:`benchmarks.common.source_weights`, made by
+:func:`lit_transfer.quickstart.source_args`): a ``resnet10t`` from random init trained on every training scan of
+digits 0-4 at 32x32 with AdamW 3e-3, label smoothing 0.1 and the digit-safe augmentation
+:data:`lit_transfer.quickstart.DIGIT_AUGMENT`, for :data:`SOURCE_EPOCHS` epochs; saved without its head.
+
+Target: digits 5-9 with k scans per class, fine-tuned with each policy; ``scratch`` trains the same architecture
+from random init. Every row gets the same budget and data: :data:`EPOCHS` epochs, batch ``min(16, 5 x shots)``,
+AdamW (lr :data:`LR`, weight decay 0.05; :data:`LINEAR_PROBE_LR` for the linear probe, whose head alone trains),
+the default warmup + cosine schedule, label smoothing :data:`LABEL_SMOOTHING`, the same digit-safe augmentation as
+the source run (no flips). Rows differ only in what trains when (the freezing policy) and in layer-wise LR decay
+(:data:`LAYER_DECAY`: group i from the head trains at lr x decay^i). Every run is scored with its final weights on
+the fixed held-out test split of digits 5-9 (225 scans, the same for every run); mean ± std over seeds 0, 1, 2,
+where the seed draws the few-shot scans, the head's initialisation, the order and the augmentation.
+
+Final configuration: source 30 epochs; target 40 epochs, lr 3e-3 (linear probe 1e-2), weight decay 0.05, label
+smoothing 0.1, layer decay 0.7, freeze-unfreeze at epoch 5, gradual unfreezing every 2 epochs, digit-safe affine
+augmentation. It was chosen at 10 shots on the validation split of digits 5-9 (135 scans, never the test split),
+one configuration for all seeds, among: target epochs 30/40/50, layer decay 0.7/0.8, lr 3e-3/5e-3, label
+smoothing 0/0.1, batch 8/16, a 60-epoch source. All of them landed within about 2 points of each other on
+validation (91-93 % for the best row), well inside the seed-to-seed spread; none came near 95 %.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from benchmarks import common
 
+SOURCE_EPOCHS = 30
+EPOCHS = 40
+LR = 3e-3
+LINEAR_PROBE_LR = 1e-2
+WEIGHT_DECAY = 0.05
 LAYER_DECAY = 0.7
+LABEL_SMOOTHING = 0.1
+UNFREEZE_AT_EPOCH = 5
+UNFREEZE_EVERY = 2
+QUICK = {"source_epochs": 2, "epochs": 5, "shots": (1, 10), "seeds": (0,)}
+"""``--quick``: a smoke test of the code path (a 2-epoch source, 5 target epochs, one seed), no thresholds."""
+
+
+def augmentation() -> list[dict[str, Any]]:
+    """The digit-safe training augmentation of the quick start (Albumentations ``Affine``, no flips)."""
+    from lit_transfer.quickstart import DIGIT_AUGMENT
+
+    return list(json.loads(DIGIT_AUGMENT))
 
 
 def policies(epochs: int) -> dict[str, dict[str, Any]]:
     """Policy name -> ``TransferClassifier`` arguments (``pretrained`` is filled in by the caller)."""
     from lit_transfer import FreezeUnfreeze, FullFineTune, GradualUnfreeze, LinearProbe
 
-    unfreeze = max(1, epochs // 5)
+    unfreeze = min(UNFREEZE_AT_EPOCH, max(1, epochs // 2))
     table: dict[str, dict[str, Any]] = {
         "scratch": {"freeze": FullFineTune(), "scratch": True},
-        "linear_probe": {"freeze": LinearProbe(), "lr": 1e-2},
+        "linear_probe": {"freeze": LinearProbe(), "lr": LINEAR_PROBE_LR},
         f"freeze_unfreeze (at epoch {unfreeze})": {"freeze": FreezeUnfreeze(unfreeze_at_epoch=unfreeze)},
-        "gradual_unfreeze (every 2 epochs)": {"freeze": GradualUnfreeze(every_n_epochs=2)},
+        f"gradual_unfreeze (every {UNFREEZE_EVERY} epochs)": {"freeze": GradualUnfreeze(every_n_epochs=UNFREEZE_EVERY)},
         "full_fine_tune": {"freeze": FullFineTune()},
     }
     for name in list(table)[2:]:
@@ -44,16 +76,22 @@ def train_target(spec: dict[str, Any], weights: str, shots: int, seed: int, epoc
 
     L.seed_everything(seed, verbose=False)
     data = DigitsDataModule(
-        classes=common.TARGET_CLASSES, shots_per_class=shots, image_size=32, batch_size=min(16, 5 * shots), seed=seed
+        classes=common.TARGET_CLASSES,
+        shots_per_class=shots,
+        image_size=32,
+        batch_size=min(16, 5 * shots),
+        seed=seed,
+        train_transform=augmentation(),
     )
-    lr = spec.get("lr", 1e-3)
+    lr = spec.get("lr", LR)
     model = TransferClassifier(
         common.BACKBONE,
         num_classes=data.num_classes,
         pretrained=False if spec.get("scratch") else weights,
         freeze=spec["freeze"],
         layer_decay=spec.get("layer_decay"),
-        optimizer=lambda groups: torch.optim.AdamW(groups, lr=lr, weight_decay=0.05),
+        label_smoothing=LABEL_SMOOTHING,
+        optimizer=lambda groups: torch.optim.AdamW(groups, lr=lr, weight_decay=WEIGHT_DECAY),
     )
     trainer = common.make_trainer(max_epochs=epochs, limit_val_batches=0)
     trainer.fit(model, datamodule=data)
@@ -81,10 +119,11 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     """Every policy x shots x seed; the table, the plot and the 95 %-at-10-shots goal."""
     common.set_threads(1)
     common.quiet()
-    epochs = 10 if quick else 20
-    shots = (1, 10) if quick else (1, 5, 10)
-    seeds = (0,) if quick else (0, 1, 2)
-    weights, meta = common.source_weights(32)
+    source_epochs = QUICK["source_epochs"] if quick else SOURCE_EPOCHS
+    epochs = QUICK["epochs"] if quick else EPOCHS
+    shots: tuple[int, ...] = QUICK["shots"] if quick else (1, 5, 10)
+    seeds: tuple[int, ...] = QUICK["seeds"] if quick else (0, 1, 2)
+    weights, meta = common.source_weights(32, epochs=source_epochs)
     table = policies(epochs)
     results: dict[str, dict[int, list[float]]] = {name: {k: [] for k in shots} for name in table}
     for seed in seeds:
@@ -96,14 +135,32 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     best = common.mean_std(results[best_name][shots[-1]])[0]
     goal = best >= 95.0
     image = plot(results, shots, out_dir)
+    config = {
+        "source_epochs": meta["epochs"],
+        "epochs": epochs,
+        "lr": LR,
+        "linear_probe_lr": LINEAR_PROBE_LR,
+        "weight_decay": WEIGHT_DECAY,
+        "layer_decay": LAYER_DECAY,
+        "unfreeze_at_epoch": min(UNFREEZE_AT_EPOCH, max(1, epochs // 2)),
+        "unfreeze_every": UNFREEZE_EVERY,
+        "label_smoothing": LABEL_SMOOTHING,
+        "augmentation": augmentation(),
+        "seeds": list(seeds),
+    }
     markdown = "\n\n".join(
         [
             "### Transfer table: digits 0-4 -> 5-9",
-            f"Source: `{common.BACKBONE}` trained from scratch on all training scans of digits 0-4 at 32x32 for"
-            f" {meta['epochs']} epochs (source test accuracy {meta['source_test_acc']:.1f} %). Target: digits"
-            f" 5-9 with k scans per class, {epochs} epochs, batch min(16, 5k), test accuracy (%) on the fixed"
-            f" held-out split of digits 5-9, mean ± std over {len(seeds)} seed(s). Layer decay {LAYER_DECAY}:"
-            f" group i from the head trains at lr x {LAYER_DECAY}^i.",
+            f"Source: the quick start's source model, `{common.BACKBONE}` trained from scratch on all training scans"
+            f" of digits 0-4 at 32x32 for {meta['epochs']} epochs (AdamW 3e-3, label smoothing 0.1, digit-safe"
+            f" affine augmentation; source test accuracy {meta['source_test_acc']:.1f} %), loaded with a fresh head."
+            f" Target: digits 5-9 with k scans per class; every row {epochs} epochs, batch min(16, 5k), AdamW lr"
+            f" {LR:g} (linear probe {LINEAR_PROBE_LR:g}), weight decay {WEIGHT_DECAY:g}, warmup + cosine, label"
+            f" smoothing {LABEL_SMOOTHING:g}, the same digit-safe affine augmentation (scale 0.9-1.1, shift 8 %,"
+            " rotation 10°, shear 5°, p 0.8; no flips); freeze-unfreeze and gradual unfreezing as named. Test"
+            " accuracy (%) of the final weights on the fixed held-out split of digits 5-9, mean ± std over"
+            f" {len(seeds)} seed(s). Layer decay {LAYER_DECAY}: group i from the head trains at lr x {LAYER_DECAY}^i."
+            " Configuration chosen at 10 shots on the validation split, not the test split.",
             common.md_table(["Policy", *(f"{k} shot{'s' if k > 1 else ''}/class" for k in shots)], rows),
             f"Best at {shots[-1]} shots: {best_name}, {best:.1f} %. Goal >= 95 % at 10 shots:"
             f" **{common.verdict(goal)}**" + ("" if shots[-1] == 10 else " (10 shots not run)") + ".",
@@ -114,6 +171,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
         "results": results,
         "best": {"policy": best_name, "acc": best},
         "source": meta,
+        "config": config,
         "targets": {"best policy >= 95% at 10 shots": goal},
         "markdown": markdown,
     }

@@ -67,3 +67,39 @@ def test_quick_smith_writes_results_and_keeps_the_others(tmp_path, capsys) -> No
     assert "error" not in result, result.get("error")
     assert set(result["steps"].values()) and all(v > 0 for v in result["steps"].values())
     assert "wrote" in capsys.readouterr().out
+
+
+def test_source_weights_come_from_the_quick_start_recipe_and_are_cached(tmp_path, monkeypatch) -> None:
+    from safetensors.torch import load_file
+
+    from lit_transfer import quickstart
+
+    monkeypatch.setattr(common, "CACHE_DIR", tmp_path)
+    common.set_threads(1)
+    path, meta = common.source_weights(32, epochs=1)
+    assert path.parent == tmp_path and path.is_file() and "_1ep_seed42_" in path.name
+    assert meta["epochs"] == 1 and meta["seed"] == quickstart.SOURCE_SEED and 0 <= meta["source_test_acc"] <= 100
+    for arg in ("--model.label_smoothing=0.1", "--model.optimizer.init_args.lr=0.003"):
+        assert arg in meta["args"]
+    assert f"--data.train_transform={quickstart.DIGIT_AUGMENT}" in meta["args"]
+    assert not [key for key in load_file(str(path)) if key.startswith("fc.")]  # a fresh head on load
+
+    def no_training(*args: object) -> None:
+        raise AssertionError("the cached weights should be reused")
+
+    monkeypatch.setattr(quickstart, "train_source", no_training)
+    assert common.source_weights(32, epochs=1) == (path, meta)
+
+
+def test_transfer_table_rows_differ_only_in_freezing_and_layer_decay() -> None:
+    from benchmarks import transfer_table
+    from lit_transfer.quickstart import DIGIT_AUGMENT
+
+    table = transfer_table.policies(transfer_table.EPOCHS)
+    assert len(table) == 8 and "scratch" in table and "linear_probe" in table
+    allowed = {"freeze", "layer_decay", "scratch", "lr"}
+    for name, spec in table.items():
+        assert set(spec) <= allowed, name
+        assert "lr" not in spec or name == "linear_probe", name
+    assert transfer_table.augmentation() == json.loads(DIGIT_AUGMENT)
+    assert all("Flip" not in step["class_path"] for step in transfer_table.augmentation())
