@@ -27,7 +27,7 @@ test-all: setup
 lint: setup
 	$(BIN)/ruff check lit_transfer tests benchmarks
 	$(BIN)/ruff format --check lit_transfer tests benchmarks
-	$(BIN)/mypy lit_transfer
+	$(BIN)/mypy lit_transfer benchmarks
 
 docs: setup
 	$(BIN)/mkdocs build --strict

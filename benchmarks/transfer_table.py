@@ -38,7 +38,7 @@ LAYER_DECAY = 0.7
 LABEL_SMOOTHING = 0.1
 UNFREEZE_AT_EPOCH = 5
 UNFREEZE_EVERY = 2
-QUICK = {"source_epochs": 2, "epochs": 5, "shots": (1, 10), "seeds": (0,)}
+QUICK: dict[str, Any] = {"source_epochs": 2, "epochs": 5, "shots": (1, 10), "seeds": (0,)}
 """``--quick``: a smoke test of the code path (a 2-epoch source, 5 target epochs, one seed), no thresholds."""
 
 
@@ -115,6 +115,21 @@ def plot(results: dict[str, dict[int, list[float]]], shots: tuple[int, ...], out
     return common.save_figure(figure, out_dir, "transfer_accuracy_vs_shots.png")
 
 
+def pixel_svm(shots: int, seed: int) -> float:
+    """Reference without deep learning: an RBF SVM (scikit-learn, C=10) on the raw 8x8 pixels of the same few-shot
+    training scans, scored on the same test scans (%)."""
+    from sklearn.svm import SVC
+
+    from lit_transfer.data import DigitsDataModule
+
+    data = DigitsDataModule(classes=common.TARGET_CLASSES, shots_per_class=shots, seed=seed)
+    images, digits, splits = data._splits()
+    train, test = splits["train"], splits["test"]
+    flat = images.reshape(len(images), -1) / 255.0
+    svm = SVC(C=10.0).fit(flat[train], digits[train])
+    return 100.0 * float(svm.score(flat[test], digits[test]))
+
+
 def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     """Every policy x shots x seed; the table, the plot and the 95 %-at-10-shots goal."""
     common.set_threads(1)
@@ -131,6 +146,10 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
             for name, spec in table.items():
                 results[name][k].append(train_target(spec, str(weights), k, seed, epochs))
     rows = [[name, *(common.fmt_pm(results[name][k]) for k in shots)] for name in table]
+    reference = {k: [pixel_svm(k, seed) for seed in seeds] for k in shots}
+    rows.append(
+        ["*reference: RBF SVM on the raw 8x8 pixels (no network)*", *(common.fmt_pm(reference[k]) for k in shots)]
+    )
     best_name = max(table, key=lambda n: common.mean_std(results[n][shots[-1]])[0])
     best = common.mean_std(results[best_name][shots[-1]])[0]
     goal = best >= 95.0
@@ -163,12 +182,16 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
             " Configuration chosen at 10 shots on the validation split, not the test split.",
             common.md_table(["Policy", *(f"{k} shot{'s' if k > 1 else ''}/class" for k in shots)], rows),
             f"Best at {shots[-1]} shots: {best_name}, {best:.1f} %. Goal >= 95 % at 10 shots:"
-            f" **{common.verdict(goal)}**" + ("" if shots[-1] == 10 else " (10 shots not run)") + ".",
+            f" **{common.verdict(goal)}**" + ("" if shots[-1] == 10 else " (10 shots not run)") + "."
+            f" For scale, a classical RBF SVM on the raw pixels of the same scans reaches"
+            f" {common.mean_std(reference[shots[-1]])[0]:.1f} %: the 8x8 digits are nearly linearly separable in"
+            " pixel space, and a source of 540 scans of five other digits gives features that add little to that.",
             f"![accuracy vs shots]({image})",
         ]
     )
     return {
         "results": results,
+        "pixel_svm": reference,
         "best": {"policy": best_name, "acc": best},
         "source": meta,
         "config": config,
