@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,6 +113,21 @@ def test_warmup_values_and_composition(tmp_path, scheduler: str) -> None:
     torch.testing.assert_close(used[:4], sched[:4] * factors[:, None])
     # the schedule itself was never corrupted by the warmup: after warmup the LR is the scaled schedule's
     torch.testing.assert_close(used[4:], sched[4:])
+
+
+def test_warmup_factor_reaches_the_logger_on_its_logging_steps(tmp_path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    cb = LRScaling(rule="linear", base_batch_size=1, warmup_steps=6)
+    logger = CSVLogger(tmp_path, name="log")
+    fit(tmp_path, TinyRegressor(lr=0.01), FixedDataModule(4), [cb], max_epochs=1, logger=logger, log_every_n_steps=2)
+    rows = (Path(logger.log_dir) / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("lr_scaling/warmup_factor")
+    step_column = rows[0].split(",").index("step")
+    logged = {int(r.split(",")[step_column]): float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]}
+    assert {step: logged[step] for step in (1, 3, 5)} == {
+        step: pytest.approx(cb.warmup_factor(step)) for step in (1, 3, 5)
+    }
 
 
 def test_warmup_epochs_converts_to_steps(tmp_path) -> None:

@@ -220,8 +220,10 @@ class LRScaling(Callback):
                     optimizer.register_step_pre_hook(self._pre_step),
                     optimizer.register_step_post_hook(self._post_step),
                 )
-        if trainer.global_step <= self.warmup_total_steps:
-            pl_module.log("lr_scaling/warmup_factor", self.warmup_factor(trainer.global_step), on_step=True)
+        # Loggers only write step values every `log_every_n_steps` steps: log the factor on those steps alone.
+        step = trainer.global_step
+        if step <= self.warmup_total_steps and (step + 1) % trainer.log_every_n_steps == 0:
+            pl_module.log("lr_scaling/warmup_factor", self.warmup_factor(step), on_step=True)
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
