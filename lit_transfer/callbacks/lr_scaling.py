@@ -221,8 +221,10 @@ class LRScaling(Callback):
                     optimizer.register_step_post_hook(self._post_step),
                 )
         # Loggers only write step values every `log_every_n_steps` steps: log the factor on those steps alone.
+        # (`Trainer.log_every_n_steps` is assigned by Lightning's logger connector, not declared on the class.)
+        every: int = trainer.log_every_n_steps  # type: ignore[attr-defined]
         step = trainer.global_step
-        if step <= self.warmup_total_steps and (step + 1) % trainer.log_every_n_steps == 0:
+        if step <= self.warmup_total_steps and (step + 1) % every == 0:
             pl_module.log("lr_scaling/warmup_factor", self.warmup_factor(step), on_step=True)
 
     @override
