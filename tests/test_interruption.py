@@ -42,12 +42,23 @@ def _env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
+def _terminal_signals() -> None:
+    """In the child: SIGINT as a terminal delivers it. A background job (``cmd &`` in a script, e.g. a CI runner)
+    inherits SIGINT as ignored, and Python keeps an ignored SIGINT ignored, so Ctrl-C could not be simulated."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_after_unfreeze(tmp_path: Path, root: Path, sig: int) -> dict:
     """Start a 40-epoch fit, send ``sig`` once epoch 1 has unfrozen the backbone; return the on-exception state."""
     log_path = tmp_path / "first.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            _fit_command(root, "--trainer.max_epochs", "40"), cwd=tmp_path, env=_env(), stdout=log, stderr=log
+            _fit_command(root, "--trainer.max_epochs", "40"),
+            cwd=tmp_path,
+            env=_env(),
+            stdout=log,
+            stderr=log,
+            preexec_fn=_terminal_signals,
         )
         deadline = time.monotonic() + 240
         # the unfreeze at the start of epoch 1 (announced by LayerFreezing), after epoch 0's checkpoint
