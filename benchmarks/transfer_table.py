@@ -1,25 +1,29 @@
 """The transfer table: freezing policies on digits 0-4 -> 5-9 with 1, 5 and 10 labelled scans per class.
 
-Source: the quick start's source model (:func:`benchmarks.common.source_weights`, made by
-:func:`lit_transfer.quickstart.source_args`): a ``resnet10t`` from random init trained on every training scan of
-digits 0-4 at 32x32 with AdamW 3e-3, label smoothing 0.1 and the digit-safe augmentation
+Source: the quick start's source recipe (:func:`benchmarks.common.source_weights`, made by
+:func:`lit_transfer.quickstart.source_args`) at :data:`IMAGE_SIZE` px: a ``resnet10t`` from random init trained on
+every training scan of digits 0-4 with AdamW 3e-3, label smoothing 0.1 and the digit-safe augmentation
 :data:`lit_transfer.quickstart.DIGIT_AUGMENT`, for :data:`SOURCE_EPOCHS` epochs; saved without its head.
 
-Target: digits 5-9 with k scans per class, fine-tuned with each policy; ``scratch`` trains the same architecture
-from random init. Every row gets the same budget and data: :data:`EPOCHS` epochs, batch ``min(16, 5 x shots)``,
-AdamW (lr :data:`LR`, weight decay 0.05; :data:`LINEAR_PROBE_LR` for the linear probe, whose head alone trains),
-the default warmup + cosine schedule, label smoothing :data:`LABEL_SMOOTHING`, the same digit-safe augmentation as
-the source run (no flips). Rows differ only in what trains when (the freezing policy) and in layer-wise LR decay
-(:data:`LAYER_DECAY`: group i from the head trains at lr x decay^i). Every run is scored with its final weights on
-the fixed held-out test split of digits 5-9 (225 scans, the same for every run); mean ± std over seeds 0, 1, 2,
-where the seed draws the few-shot scans, the head's initialisation, the order and the augmentation.
+Target: digits 5-9 with k scans per class at the same size, fine-tuned with each policy; ``scratch`` trains the
+same architecture from random init. Every row gets the same budget and data: :data:`EPOCHS` epochs, batch
+``min(16, 5 x shots)``, AdamW (lr :data:`LR`, weight decay 0.05; :data:`LINEAR_PROBE_LR` for the linear probe,
+whose head alone trains), the default warmup + cosine schedule, label smoothing :data:`LABEL_SMOOTHING`, the same
+digit-safe augmentation as the source run (no flips). Rows differ only in what trains when (the freezing policy)
+and in layer-wise LR decay (:data:`LAYER_DECAY`: group i from the head trains at lr x decay^i). Every run is
+scored with its final weights on the fixed held-out test split of digits 5-9 (225 scans, the same for every run);
+mean ± std over seeds 0, 1, 2, where the seed draws the few-shot scans, the head's initialisation, the order and
+the augmentation.
 
-Final configuration: source 30 epochs; target 40 epochs, lr 3e-3 (linear probe 1e-2), weight decay 0.05, label
-smoothing 0.1, layer decay 0.7, freeze-unfreeze at epoch 5, gradual unfreezing every 2 epochs, digit-safe affine
-augmentation. It was chosen at 10 shots on the validation split of digits 5-9 (134 scans, never the test split),
-one configuration for all seeds, among: target epochs 30/40/50, layer decay 0.7/0.8, lr 3e-3/5e-3, label
-smoothing 0/0.1, batch 8/16, a 60-epoch source. Every variant tried scored 89.8-93.0 % mean validation accuracy
-with its best policy, differences inside the seed-to-seed spread (2-4 points); none came near 95 %.
+Final configuration: 64x64 inputs for source and target; source 30 epochs; target 40 epochs, lr 3e-3 (linear
+probe 1e-2), weight decay 0.05, label smoothing 0.1, layer decay 0.7, freeze-unfreeze at epoch 5, gradual
+unfreezing every 2 epochs, digit-safe affine augmentation. It was chosen at 10 shots on the validation split of
+digits 5-9 (134 scans, never the test split), one configuration for all seeds and rows. At 32x32 every variant
+tried scored 89.8-93.8 % mean validation accuracy with its best policy: target epochs 30/40/50, layer decay
+0.7/0.8, lr 3e-3/5e-3, label smoothing 0/0.1, batch 8/16, a 60-epoch source, weight averaging (EMA, SWA), mixup,
+CutMix, drop-path, dropout, SGD with Nesterov momentum, a stronger affine augmentation. Doubling the input size
+(the 8x8 scans upsampled 8x instead of 4x, so the network keeps more spatial resolution through its stride-32
+stem and stages) was the one change that helped: 95.0-95.3 % for the three layer-decay rows.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 from benchmarks import common
 
+IMAGE_SIZE = 64
 SOURCE_EPOCHS = 30
 EPOCHS = 40
 LR = 3e-3
@@ -78,7 +83,7 @@ def train_target(spec: dict[str, Any], weights: str, shots: int, seed: int, epoc
     data = DigitsDataModule(
         classes=common.TARGET_CLASSES,
         shots_per_class=shots,
-        image_size=32,
+        image_size=IMAGE_SIZE,
         batch_size=min(16, 5 * shots),
         seed=seed,
         train_transform=augmentation(),
@@ -110,7 +115,7 @@ def plot(results: dict[str, dict[int, list[float]]], shots: tuple[int, ...], out
     axes.set_xlabel("labelled scans per class (digits 5-9)")
     axes.set_ylabel("test accuracy (%)")
     axes.set_xticks(list(shots))
-    axes.set_title("Transfer from digits 0-4 (resnet10t, 32x32)")
+    axes.set_title(f"Transfer from digits 0-4 (resnet10t, {IMAGE_SIZE}x{IMAGE_SIZE})")
     axes.legend(fontsize=6.5, loc="lower right")
     return common.save_figure(figure, out_dir, "transfer_accuracy_vs_shots.png")
 
@@ -138,7 +143,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     epochs = QUICK["epochs"] if quick else EPOCHS
     shots: tuple[int, ...] = QUICK["shots"] if quick else (1, 5, 10)
     seeds: tuple[int, ...] = QUICK["seeds"] if quick else (0, 1, 2)
-    weights, meta = common.source_weights(32, epochs=source_epochs)
+    weights, meta = common.source_weights(IMAGE_SIZE, epochs=source_epochs)
     table = policies(epochs)
     results: dict[str, dict[int, list[float]]] = {name: {k: [] for k in shots} for name in table}
     for seed in seeds:
@@ -170,16 +175,19 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     markdown = "\n\n".join(
         [
             "### Transfer table: digits 0-4 -> 5-9",
-            f"Source: the quick start's source model, `{common.BACKBONE}` trained from scratch on all training scans"
-            f" of digits 0-4 at 32x32 for {meta['epochs']} epochs (AdamW 3e-3, label smoothing 0.1, digit-safe"
-            f" affine augmentation; source test accuracy {meta['source_test_acc']:.1f} %), loaded with a fresh head."
+            f"Source: the quick start's source recipe, `{common.BACKBONE}` trained from scratch on all training scans"
+            f" of digits 0-4 at {IMAGE_SIZE}x{IMAGE_SIZE} for {meta['epochs']} epochs (AdamW 3e-3, label smoothing"
+            f" 0.1, digit-safe affine augmentation; source test accuracy {meta['source_test_acc']:.1f} %), loaded"
+            " with a fresh head."
             f" Target: digits 5-9 with k scans per class; every row {epochs} epochs, batch min(16, 5k), AdamW lr"
             f" {LR:g} (linear probe {LINEAR_PROBE_LR:g}), weight decay {WEIGHT_DECAY:g}, warmup + cosine, label"
             f" smoothing {LABEL_SMOOTHING:g}, the same digit-safe affine augmentation (scale 0.9-1.1, shift 8 %,"
             " rotation 10°, shear 5°, p 0.8; no flips); freeze-unfreeze and gradual unfreezing as named. Test"
             " accuracy (%) of the final weights on the fixed held-out split of digits 5-9, mean ± std over"
             f" {len(seeds)} seed(s). Layer decay {LAYER_DECAY}: group i from the head trains at lr x {LAYER_DECAY}^i."
-            " Configuration chosen at 10 shots on the validation split, not the test split.",
+            " Configuration chosen at 10 shots on the validation split, not the test split: at 32x32 inputs no variant"
+            " (epochs, lr, layer decay, label smoothing, weight averaging, mixup/CutMix, dropout, SGD, stronger"
+            " augmentation) passed 93.8 % there; 64x64 inputs reached 95.0-95.3 % (see the module docstring).",
             common.md_table(["Policy", *(f"{k} shot{'s' if k > 1 else ''}/class" for k in shots)], rows),
             f"Best at {shots[-1]} shots: {best_name}, {best:.1f} %. Goal >= 95 % at 10 shots:"
             f" **{common.verdict(goal)}**" + ("" if shots[-1] == 10 else " (10 shots not run)") + "."
