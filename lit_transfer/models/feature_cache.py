@@ -75,7 +75,6 @@ class FeatureCache:
         self.extract = extract
         self._features: dict[int, CachedFeatures] = {}  # id(dataset) -> its features
         self._datasets: dict[int, Any] = {}  # keeps each keyed dataset alive, so its id stays unique
-        self.computed_batches = 0  # batches sent through the backbone (for tests and benchmarks)
 
     def serve_training(self, trainer: pl.Trainer) -> None:
         """Replace the Trainer's train DataLoader by one over cached features (computing them the first time)."""
@@ -123,7 +122,6 @@ class FeatureCache:
                 x, y = batch[0], batch[1]
                 features.append(self.extract(x.to(device)).float())
                 labels.append(y.to(device))
-                self.computed_batches += 1
         if features:
             local_x, local_y = torch.cat(features), torch.cat(labels)
         else:  # a rank with no samples (tiny dataset, many ranks): shapes come from one sample
