@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_helpers import RECIPES
+from cli_helpers import TINY as TINY_RUN
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -18,20 +20,8 @@ from lit_transfer import LRScaling, TransferClassifier
 from lit_transfer.backbones import backbone_data_config
 from lit_transfer.cli import TransferCLI, find_last_checkpoint
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 DEFAULTS = ["--config", str(RECIPES / "defaults.yaml")]
-TINY = [
-    "--model.backbone=test_resnet",
-    "--model.pretrained=false",
-    "--data.classes=[0, 1, 2]",
-    "--data.batch_size=8",
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=2",
-    "--trainer.limit_val_batches=1",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--trainer.num_sanity_val_steps=0",
-]
+TINY = [*TINY_RUN, "--data.classes=[0, 1, 2]", "--data.batch_size=8"]
 
 
 def _cli(tmp_path: Path, *extra: str, subcommand: str | None = None) -> TransferCLI:

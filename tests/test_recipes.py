@@ -8,25 +8,14 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_helpers import RECIPES, TINY
 from lightning.pytorch.callbacks import Callback
 
 from lit_transfer import TransferClassifier
 from lit_transfer.cli import TransferCLI
 from lit_transfer.data import DigitsDataModule
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 OVERLAYS = sorted(p.name for p in RECIPES.glob("*.yaml") if p.name != "defaults.yaml")
-
-TINY = [
-    "--model.backbone=test_resnet",
-    "--model.pretrained=false",
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=2",
-    "--trainer.limit_val_batches=1",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--trainer.num_sanity_val_steps=0",
-]
 DIGITS = ["--data.class_path=DigitsDataModule", "--data.image_size=32", "--data.batch_size=8"]
 OVERRIDES: dict[str, list[str]] = {
     "multi_gpu.yaml": ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto"],
