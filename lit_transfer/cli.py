@@ -26,44 +26,52 @@ The optimizer and scheduler are ``model.optimizer`` / ``model.lr_scheduler`` (cl
 ``configure_optimizers`` is off.
 
 Defaults added to every ``fit`` unless the config already has one of the same type (so a recipe's
-``trainer.callbacks`` list cannot drop them): :class:`~lightning.pytorch.callbacks.ModelCheckpoint` (best
-``val_acc`` plus ``last.ckpt``), :class:`~lightning.pytorch.callbacks.LearningRateMonitor` (per step),
-an on-exception checkpoint, and the run report when available. Logs go to ``<default_root_dir>/lightning_logs/
-version_N/`` with TensorBoard event files and a ``metrics.csv`` side by side, next to ``checkpoints/`` and the
-resolved ``config.yaml``. ``predict`` writes ``<default_root_dir>/predictions.csv`` (see
-:class:`~lit_transfer.predict_writer.PredictionCSVWriter`).
+``trainer.callbacks`` list cannot drop them): two :class:`~lightning.pytorch.callbacks.ModelCheckpoint` (``best.ckpt``
+by ``val_acc``, and ``last.ckpt`` rewritten at the end of every epoch),
+:class:`~lightning.pytorch.callbacks.LearningRateMonitor` (per step), an
+:class:`~lit_transfer.callbacks.ExceptionCheckpoint` and the :class:`~lit_transfer.callbacks.RunReport`. Logs go
+to ``<default_root_dir>/lightning_logs/version_N/`` with TensorBoard event files and a ``metrics.csv`` side by
+side, next to ``checkpoints/`` and the resolved ``config.yaml``.
 
-Resume: ``fit --ckpt_path last`` picks the newest ``last.ckpt`` under ``<default_root_dir>/lightning_logs`` and
-continues in a new ``version_N`` directory (the earlier run's files are never overwritten). Checkpoints are
+``validate``, ``test`` and ``predict`` of a checkpoint inside a run (``.../version_N/checkpoints/*.ckpt``) write
+into that run, in ``version_N/<subcommand>/``: logs, the test report (``confusion_matrix.png``/``.csv``,
+``epochs.csv``) and ``predictions.csv`` (see :class:`~lit_transfer.predict_writer.PredictionCSVWriter`). They
+preprocess with the input size and normalisation the checkpoint was trained with.
+
+``--ckpt_path last`` and ``--ckpt_path best`` pick the newest run's ``last.ckpt`` / ``best.ckpt`` under
+``<default_root_dir>/lightning_logs``; ``fit`` then continues in a new ``version_N`` directory (the earlier
+run's files are never overwritten). A ``fit`` without ``--ckpt_path`` always starts afresh. Checkpoints are
 loaded with ``weights_only=True`` by default; the package's checkpoints hold plain values only.
+
+Exit status: 0 on success; 2 for a mistake in the command line, a config or the data (the message is the last
+thing printed; set ``LIT_TRANSFER_TRACEBACK=1`` for the traceback); 1 for any other error.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, Trainer
-from lightning.pytorch.callbacks import (
-    BasePredictionWriter,
-    Callback,
-    LearningRateMonitor,
-    ModelCheckpoint,
-    OnExceptionCheckpoint,
-)
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from lit_transfer.backbones import backbone_data_config
+from lit_transfer.callbacks import ExceptionCheckpoint, RunReport
+from lit_transfer.cli_messages import user_error_message
 from lit_transfer.models import TransferClassifier
 from lit_transfer.predict_writer import PredictionCSVWriter
 
@@ -72,102 +80,115 @@ __all__ = ["TransferCLI", "default_callbacks", "find_last_checkpoint", "main"]
 LOGS_NAME = "lightning_logs"
 _MODEL_DEFAULT_NUM_CLASSES = inspect.signature(TransferClassifier.__init__).parameters["num_classes"].default
 _PACKAGE_MODULES = ("lit_transfer.callbacks", "lit_transfer.data", "lit_transfer.freezing", "lit_transfer.models")
-_OPTIONAL_MODULES = ("lit_transfer.callbacks.run_report",)
+_EVALUATION = ("validate", "test", "predict")
+_TIPS = ("💡 Tip", "💡 Tip:")
 
 
 def _register_package_classes() -> None:
     """Import the package's modules so LightningCLI resolves short class names (``class_path: LayerFreezing``)."""
-    for name in _PACKAGE_MODULES + _OPTIONAL_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            if name in _PACKAGE_MODULES:
-                raise
+    for name in _PACKAGE_MODULES:
+        importlib.import_module(name)
 
 
-def _run_report_class() -> type[Callback] | None:
-    module = sys.modules.get("lit_transfer.callbacks.run_report")
-    return getattr(module, "RunReport", None) if module else None
+class _NoAdvertisements(logging.Filter):
+    """Drop Lightning's tips about optional cloud packages (litlogger, litmodels) from every run's output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_TIPS)
 
 
-class _LogDirExceptionCheckpoint(OnExceptionCheckpoint):
-    """:class:`OnExceptionCheckpoint` that saves ``on_exception.ckpt`` beside the run's other checkpoints."""
-
-    def __init__(self) -> None:
-        super().__init__(dirpath=".", filename="on_exception")
-
-    @override
-    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
-        checkpoint = trainer.checkpoint_callback
-        dirpath = getattr(checkpoint, "dirpath", None) if checkpoint is not None else None
-        self.dirpath = dirpath or os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints")
+def _quiet_lightning() -> None:
+    """Drop Lightning's advertisements and its own deprecation notices from what a run prints."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning's, not the user's
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdvertisements) for f in logger.filters):
+            logger.addFilter(_NoAdvertisements())
 
 
-def default_callbacks(subcommand: str | None, has_logger: bool, checkpointing: bool) -> list[Callback]:
+def default_callbacks(
+    subcommand: str | None, has_logger: bool, checkpointing: bool, output_dir: Path | None = None
+) -> list[Callback]:
     """The callbacks every run of ``subcommand`` gets unless one of the same type is already configured.
 
     Args:
         subcommand: ``"fit"``, ``"validate"``, ``"test"``, ``"predict"`` (or ``None`` outside a subcommand).
         has_logger: Whether the Trainer logs (the LR monitor needs a logger).
         checkpointing: Whether ``trainer.enable_checkpointing`` is on.
+        output_dir: Where ``predict`` writes ``predictions.csv`` (default: the Trainer's ``default_root_dir``).
 
     Returns:
         Fresh callback instances.
     """
     if subcommand == "predict":
-        return [PredictionCSVWriter()]
+        return [PredictionCSVWriter(output_dir / "predictions.csv" if output_dir is not None else None)]
+    if subcommand == "test":
+        return [RunReport()]
     if subcommand not in (None, "fit"):
         return []
     callbacks: list[Callback] = []
     if checkpointing:
-        callbacks.append(
-            ModelCheckpoint(
-                monitor="val_acc",
-                mode="max",
-                save_last=True,
-                filename="best-epoch{epoch:03d}-val_acc{val_acc:.4f}",
-                auto_insert_metric_name=False,
-            )
-        )
-        callbacks.append(_LogDirExceptionCheckpoint())
+        best = ModelCheckpoint(monitor="val_acc", mode="max", filename="best", enable_version_counter=False)
+        last = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)  # every epoch
+        callbacks += [best, last, ExceptionCheckpoint()]
     if has_logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    run_report = _run_report_class()
-    if run_report is not None:
-        callbacks.append(run_report())
+    callbacks.append(RunReport())
     return callbacks
 
 
 def _merge_callbacks(configured: list[Callback], defaults: Iterable[Callback]) -> list[Callback]:
-    """Append each default whose type (or, for prediction writers, base type) is not configured yet."""
+    """Append each default whose type (or, for prediction writers, base type) is not among ``configured``."""
     merged = list(configured)
     for callback in defaults:
         kind = BasePredictionWriter if isinstance(callback, BasePredictionWriter) else type(callback)
-        if isinstance(callback, OnExceptionCheckpoint):
-            kind = OnExceptionCheckpoint
-        if not any(isinstance(c, kind) for c in merged):
+        if not any(isinstance(c, kind) for c in configured):
             merged.append(callback)
     return merged
 
 
-def _default_loggers(root_dir: str | os.PathLike) -> list[Any]:
-    """TensorBoard and CSV loggers writing into the same ``<root>/lightning_logs/version_N`` directory."""
-    csv = CSVLogger(save_dir=str(root_dir), name=LOGS_NAME)
-    tensorboard = TensorBoardLogger(save_dir=str(root_dir), name=LOGS_NAME, version=csv.version)
+def _default_loggers(root_dir: str | os.PathLike, evaluation_dir: Path | None = None) -> list[Any]:
+    """TensorBoard and CSV loggers writing into one folder.
+
+    That folder is ``<root>/lightning_logs/version_N`` (a new N), or ``evaluation_dir`` when an evaluation writes
+    into the run it evaluates.
+    """
+    if evaluation_dir is not None:
+        save_dir, name, version = str(evaluation_dir.parent), "", evaluation_dir.name
+        csv = CSVLogger(save_dir=save_dir, name=name, version=version)
+    else:
+        csv = CSVLogger(save_dir=str(root_dir), name=LOGS_NAME)
+        save_dir, name, version = str(root_dir), LOGS_NAME, f"version_{csv.version}"
+    tensorboard = TensorBoardLogger(save_dir=save_dir, name=name, version=version)
     return [csv, tensorboard]  # CSV first: it creates the folder (it warns when it finds one already filled)
 
 
-def find_last_checkpoint(root_dir: str | os.PathLike) -> Path | None:
-    """The newest ``last.ckpt`` under ``<root_dir>/lightning_logs/version_*/checkpoints/``, if any.
+def find_last_checkpoint(root_dir: str | os.PathLike, which: str = "last") -> Path | None:
+    """The newest ``last.ckpt`` (or ``best.ckpt``) under ``<root_dir>/lightning_logs/version_*/checkpoints/``.
 
     Args:
         root_dir: The Trainer's ``default_root_dir``.
+        which: ``"last"`` (the end of a run's newest epoch) or ``"best"`` (its best ``val_acc``).
 
     Returns:
-        Path of the most recently written ``last.ckpt`` (``last-v1.ckpt`` and the like included), or ``None``.
+        Path of the most recently written such file (``last-v1.ckpt`` and the like included), or ``None``.
     """
-    candidates = list(Path(root_dir, LOGS_NAME).glob("version_*/checkpoints/last*.ckpt"))
+    candidates = list(Path(root_dir, LOGS_NAME).glob(f"version_*/checkpoints/{which}*.ckpt"))
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def _run_dir(ckpt_path: str | os.PathLike | None) -> Path | None:
+    """The run folder a checkpoint belongs to (``.../version_N`` for ``.../version_N/checkpoints/x.ckpt``)."""
+    if not ckpt_path:
+        return None
+    path = Path(ckpt_path)
+    return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
+def _saved_training_facts(ckpt_path: str) -> dict[str, Any]:
+    """The hyper-parameters and the recorded preprocessing of a checkpoint (a safe, weights-only load)."""
+    checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+    return {"hparams": checkpoint.get("hyper_parameters") or {}, "data_config": checkpoint.get("data_config")}
 
 
 def _where_set(config_files: Iterable[Any], argv: Iterable[str], key: str) -> str | None:
@@ -205,6 +226,7 @@ class TransferCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         _register_package_classes()
+        _quiet_lightning()
         kwargs.setdefault("model_class", TransferClassifier)
         kwargs.setdefault("datamodule_class", LightningDataModule)
         kwargs.setdefault("subclass_mode_model", True)
@@ -225,7 +247,7 @@ class TransferCLI(LightningCLI):
         )
         parser.link_arguments("data", "model.init_args.class_names", compute_fn=_class_names, apply_on="instantiate")
         parser.link_arguments(
-            "model.init_args.backbone", "data.init_args.data_config", compute_fn=backbone_data_config, apply_on="parse"
+            "model.init_args.backbone", "data.init_args.data_config", compute_fn=self._data_config, apply_on="parse"
         )
 
     @override
@@ -242,32 +264,102 @@ class TransferCLI(LightningCLI):
 
     @override
     def _parse_ckpt_path(self) -> None:
-        """Resolve ``--ckpt_path last`` to a file, read the model's hyper-parameters from it, skip pretrained."""
+        """Resolve ``--ckpt_path last|best``, rebuild the model from the checkpoint, preprocess as it was trained."""
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
         sub = self.config[subcommand]
-        if sub.get("ckpt_path") == "last":
-            last = find_last_checkpoint(sub.trainer.default_root_dir or ".")
-            if last is not None:
-                rank_zero_info(f"Resuming from {last}; this run logs to a new version directory.")
-                sub.ckpt_path = str(last)
+        self._resolve_named_checkpoint(sub, subcommand)
         ckpt_path = sub.get("ckpt_path")
-        if not ckpt_path or not Path(ckpt_path).is_file():
+        if not ckpt_path:
             return
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(
+                f"`--ckpt_path` {ckpt_path!r} does not exist. Pass a `.ckpt` written by `fit`, or `last` / `best` for"
+                f" the newest run under `trainer.default_root_dir` ({sub.trainer.default_root_dir!r})."
+            )
+        saved = _saved_training_facts(ckpt_path)
+        self._check_backbone(saved["hparams"], ckpt_path)
+        self._checkpoint_hparams = saved["hparams"]
+        self._trained_data_config = saved["data_config"]
         super()._parse_ckpt_path()
         model = self.config[subcommand].model
         init_args = model.get("init_args") if isinstance(model, Namespace) else None
         if init_args is not None and init_args.get("pretrained") not in (None, False):
             init_args.pretrained = False  # every weight comes from the checkpoint: no hub download, no file needed
+        self._use_trained_preprocessing(sub, saved["data_config"])
+
+    def _resolve_named_checkpoint(self, sub: Namespace, subcommand: str) -> None:
+        """Replace ``last`` / ``best`` by the newest such file under ``default_root_dir``."""
+        which = sub.get("ckpt_path")
+        if which not in ("last", "best"):
+            return
+        root = sub.trainer.default_root_dir or "."
+        found = find_last_checkpoint(root, which)
+        if found is not None:
+            rank_zero_info(
+                f"Using {found}" + ("; this run logs to a new version directory." if subcommand == "fit" else ".")
+            )
+            sub.ckpt_path = str(found)
+        elif subcommand == "fit" and which == "last":
+            rank_zero_info(f"No last.ckpt under {Path(root, LOGS_NAME)}: this fit starts a new run.")
+            sub.ckpt_path = None
+        else:
+            raise FileNotFoundError(
+                f"`--ckpt_path {which}` found no {which}.ckpt under {str(Path(root, LOGS_NAME))!r}. Pass the"
+                " checkpoint's path, or the `--trainer.default_root_dir` (or the same `--config` files) the fit used."
+            )
+
+    def _check_backbone(self, hparams: dict[str, Any], ckpt_path: str) -> None:
+        """Refuse a ``--model.backbone`` on the command line that differs from the checkpoint's backbone."""
+        saved = hparams.get("backbone")
+        for flag in ("--model.backbone", "--model.init_args.backbone"):
+            for i, arg in enumerate(self._argv):
+                given = arg.split("=", 1)[1] if arg.startswith(f"{flag}=") else None
+                if arg == flag and i + 1 < len(self._argv):
+                    given = self._argv[i + 1]
+                if given is not None and saved is not None and given != saved:
+                    raise ValueError(
+                        f"`{flag} {given}` differs from the backbone of the checkpoint {ckpt_path!r}, which is"
+                        f" {saved!r}. The checkpoint's weights only fit its own backbone: drop `{flag}`, or to start"
+                        f" a new {given} model from this checkpoint's backbone weights, `fit` without `--ckpt_path`"
+                        f" and pass `--model.pretrained {ckpt_path}` (the backbones must match)."
+                    )
+
+    def _use_trained_preprocessing(self, sub: Namespace, data_config: dict[str, Any] | None) -> None:
+        """Give the DataModule the input size and normalisation the checkpoint was trained with."""
+        data = sub.get("data")
+        init_args = data.get("init_args") if isinstance(data, Namespace) else None
+        if not data_config or init_args is None or "data_config" not in init_args:
+            return
+        init_args.data_config = dict(data_config)  # the link gives the same when it is applied again
+        _, height, width = data_config["input_size"]
+        explicit_size = any(a.startswith(("--data.image_size", "--data.init_args.image_size")) for a in self._argv)
+        if "image_size" in init_args and not explicit_size and height == width:
+            init_args.image_size = int(height)
 
     # ---------------------------------------------------------------- links
+    def _data_config(self, backbone: str) -> dict[str, Any]:
+        """The preprocessing a checkpoint was trained with (when one is given), else the backbone's timm config."""
+        trained = getattr(self, "_trained_data_config", None)
+        return dict(trained) if trained else backbone_data_config(backbone)
+
     def _num_classes(self, datamodule: Any) -> int:
         """``num_classes`` of the DataModule, checked against an explicit ``model.num_classes``."""
         num_classes = _data_attribute(datamodule, "num_classes")
         config = self.config.get(str(self.subcommand), self.config)
         given = config.model.init_args.get("num_classes") if config.get("model") else None
         where = _where_set(config.get("config"), self._argv, "num_classes")
+        saved = getattr(self, "_checkpoint_hparams", {})
+        if where is None and "num_classes" in saved and saved["num_classes"] != num_classes:
+            names = saved.get("class_names")
+            trained = f"{saved['num_classes']} classes" + (f" {list(names)}" if names else "")
+            data_names = _class_names(datamodule)
+            raise ValueError(
+                f"The checkpoint was trained on {trained}, but the data ({type(datamodule).__name__}) has"
+                f" {num_classes}" + (f" {data_names}" if data_names else "") + ". Pass the data the model was"
+                " trained on: the same `--config` files and `--data.*` options as for `fit`."
+            )
         explicit = where is not None or (given is not None and given != _MODEL_DEFAULT_NUM_CLASSES)
         if explicit and given != num_classes:
             raise ValueError(
@@ -296,17 +388,28 @@ class TransferCLI(LightningCLI):
     @override
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         requested_precision = config.get("precision")
+        evaluation_dir = self._evaluation_dir()
         if config.get("logger") in (None, True):
-            config["logger"] = _default_loggers(config.get("default_root_dir") or ".")
+            config["logger"] = _default_loggers(config.get("default_root_dir") or ".", evaluation_dir)
         has_logger = config.get("logger") not in (False, [])
         checkpointing = config.get("enable_checkpointing") is not False and not config.get("fast_dev_run")
         configured = config.get("callbacks") or []
         configured = [configured] if isinstance(configured, Callback) else list(configured)
-        defaults = default_callbacks(self.subcommand, has_logger=has_logger, checkpointing=checkpointing)
+        if self.subcommand in _EVALUATION and not any(isinstance(c, ModelCheckpoint) for c in configured):
+            config["enable_checkpointing"] = False  # an evaluation writes no checkpoint
+            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used")
+        defaults = default_callbacks(self.subcommand, has_logger, checkpointing, evaluation_dir)
         config["callbacks"] = _merge_callbacks(configured + list(callbacks), defaults)
         trainer = super()._instantiate_trainer(config, [])
         _note_precision(requested_precision, trainer)
         return trainer
+
+    def _evaluation_dir(self) -> Path | None:
+        """``<run>/<subcommand>`` when ``validate``/``test``/``predict`` evaluate a checkpoint of a run."""
+        if self.subcommand not in _EVALUATION:
+            return None
+        run = _run_dir(self.config[self.subcommand].get("ckpt_path"))
+        return run / str(self.subcommand) if run is not None else None
 
 
 def _data_attribute(datamodule: Any, name: str) -> Any:
@@ -337,14 +440,30 @@ def _note_precision(requested: Any, trainer: Trainer) -> None:
         )
 
 
-def main(args: ArgsType = None, **kwargs: Any) -> TransferCLI:
+def main(args: ArgsType = None, **kwargs: Any) -> None:
     """Entry point of the ``lit-transfer`` command and ``python -m lit_transfer``.
 
-    Args:
-        args: Arguments instead of ``sys.argv[1:]`` (a list of strings or a dict), for programmatic use.
-        **kwargs: Passed to :class:`TransferCLI` (e.g. ``run=False``).
+    Returns nothing, so the console script exits with status 0 on success. A user's mistake (a parse error, an
+    error raised by the package's own checks, a Lightning misconfiguration) ends with its message as the last
+    thing printed and exit status 2; any other error propagates with its traceback (status 1).
+    ``LIT_TRANSFER_TRACEBACK=1`` shows the traceback of a mistake too.
 
-    Returns:
-        The CLI object (``cli.trainer``, ``cli.model``, ``cli.datamodule``).
+    For programmatic use, build :class:`TransferCLI` directly: ``cli = TransferCLI(args=[...], run=False)``.
+
+    Args:
+        args: Arguments instead of ``sys.argv[1:]`` (a list of strings or a dict).
+        **kwargs: Passed to :class:`TransferCLI`.
+
+    Raises:
+        SystemExit: With status 2 after printing a user's mistake.
     """
-    return TransferCLI(args=args, **kwargs)
+    parser_kwargs = {"exit_on_error": False, **kwargs.pop("parser_kwargs", {})}
+    try:
+        TransferCLI(args=args, parser_kwargs=parser_kwargs, **kwargs)
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None or os.environ.get("LIT_TRANSFER_TRACEBACK"):
+            raise
+        sys.stderr.flush()
+        print(f"lit-transfer: error (LIT_TRANSFER_TRACEBACK=1 shows where):\n{message}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

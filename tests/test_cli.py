@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lit_transfer import LRScaling, TransferClassifier
 from lit_transfer.backbones import backbone_data_config
+from lit_transfer.callbacks import ExceptionCheckpoint
 from lit_transfer.cli import TransferCLI, find_last_checkpoint
 
 DEFAULTS = ["--config", str(RECIPES / "defaults.yaml")]
@@ -104,10 +105,12 @@ def test_defaults_survive_a_recipe_callback_list(tmp_path: Path) -> None:
     assert LRScaling in kinds
     assert any(isinstance(c, ModelCheckpoint) for c in cli.trainer.callbacks)
     assert any(isinstance(c, LearningRateMonitor) for c in cli.trainer.callbacks)
-    assert any(isinstance(c, OnExceptionCheckpoint) for c in cli.trainer.callbacks)
-    checkpoint = cli.trainer.checkpoint_callback
-    assert (checkpoint.monitor, checkpoint.mode, checkpoint.save_last) == ("val_acc", "max", True)
-    assert "/" not in checkpoint.filename
+    assert any(isinstance(c, ExceptionCheckpoint) for c in cli.trainer.callbacks)
+    # Lightning resumes every later fit from an OnExceptionCheckpoint's file by itself: the CLI must not add one
+    assert not any(isinstance(c, OnExceptionCheckpoint) for c in cli.trainer.callbacks)
+    best, last = cli.trainer.checkpoint_callbacks
+    assert (best.monitor, best.mode, best.filename, best.save_top_k) == ("val_acc", "max", "best", 1)
+    assert (last.monitor, last.filename, last.save_top_k) == (None, "last", 1)
     loggers = cli.trainer.loggers
     assert {type(lg) for lg in loggers} == {CSVLogger, TensorBoardLogger}
     assert loggers[0].log_dir == loggers[1].log_dir

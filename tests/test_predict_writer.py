@@ -78,7 +78,7 @@ def test_cli_predict_writes_default_csv(image_root: Path, tmp_path: Path) -> Non
     TransferCLI(args=["fit", *common, *fit_only])
     ckpt = find_last_checkpoint(tmp_path)
     TransferCLI(args=["predict", *common, f"--ckpt_path={ckpt}"])
-    rows = _rows(tmp_path / "predictions.csv")
+    rows = _rows(ckpt.parent.parent / "predict" / "predictions.csv")  # beside the run it evaluates
     assert len(rows) == 7
     assert all(Path(r["file"]).name.startswith("img_") for r in rows)
     assert {r["predicted"] for r in rows} <= {"3", "5", "8"}

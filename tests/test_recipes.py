@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from cli_helpers import RECIPES, TINY
 from lightning.pytorch.callbacks import Callback
@@ -93,8 +94,9 @@ def test_recipe_parses_fits_and_reloads(name: str, tmp_path: Path, image_root: P
     head = next(g for g in probe.groups if g["name"] == "head")
     assert head.get("initial_lr", head["lr"]) == pytest.approx(_recipe_lr(name))
 
-    last = Path(cli.trainer.checkpoint_callback.last_model_path)
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     assert last.is_file()
+    assert torch.load(last, weights_only=True)["global_step"] == cli.trainer.global_step  # the newest step
     reloaded = TransferClassifier.load_from_checkpoint(last)
     assert reloaded.backbone.get_classifier().out_features == datamodule.num_classes
     assert reloaded.class_names == datamodule.class_names

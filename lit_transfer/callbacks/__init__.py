@@ -1,10 +1,19 @@
 """Lightning callbacks usable in any Lightning project."""
 
 from lit_transfer.callbacks.batch_size_ramp import BatchSizeRamp
+from lit_transfer.callbacks.exception_checkpoint import ExceptionCheckpoint
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.lr_scaling import LRScaling
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.callbacks.optimizer_swap import OptimizerSwap
 from lit_transfer.callbacks.run_report import RunReport
 
-__all__ = ["BatchSizeRamp", "LRScaling", "LayerFreezing", "NonFiniteLossGuard", "OptimizerSwap", "RunReport"]
+__all__ = [
+    "BatchSizeRamp",
+    "ExceptionCheckpoint",
+    "LRScaling",
+    "LayerFreezing",
+    "NonFiniteLossGuard",
+    "OptimizerSwap",
+    "RunReport",
+]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -387,11 +388,15 @@ class RunReport(Callback):
             monitor = getattr(checkpoint, "monitor", None)
             shown = f" ({monitor}={float(score):.4g})" if score is not None and monitor else ""
             lines.append(f"  best checkpoint: {best}{shown}")
-        last = getattr(checkpoint, "last_model_path", "")
+        last = _newest_checkpoint(trainer, best)
         if last and last != best:
             lines.append(f"  last checkpoint: {last}")
         if self.epochs:
-            final = {k: v for k, v in self.epochs[-1].items() if k not in ("stage", "epoch", "step")}
+            final = {
+                k: v
+                for k, v in self.epochs[-1].items()
+                if k not in ("stage", "epoch", "step") and not k.startswith("lr-")  # LRs: schedule.png, steps.csv
+            }
             lines.append(f"  final metrics (epoch {self.epochs[-1]['epoch']}): {_format(final)}")
         lines.extend(self._locations(trainer, out))
         return "\n".join(lines)
@@ -424,6 +429,15 @@ class RunReport(Callback):
         self.epochs = [dict(r) for r in state_dict.get("epochs", [])]
         self.steps = [dict(r) for r in state_dict.get("steps", [])]
         self._last_step = self.steps[-1]["step"] if self.steps else -1
+
+
+def _newest_checkpoint(trainer: Trainer, best: str) -> str:
+    """The checkpoint written last by any ``ModelCheckpoint``: a ``save_last`` file, else the newest top-k file."""
+    paths = []
+    for callback in trainer.checkpoint_callbacks:
+        paths += [getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", "")]
+    existing = [p for p in paths if p and os.path.isfile(p)]
+    return max(existing, key=os.path.getmtime) if existing else ""
 
 
 def _format(metrics: Mapping[str, float]) -> str:

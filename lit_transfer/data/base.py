@@ -127,9 +127,18 @@ class BaseImageDataModule(LightningDataModule):
         return EpochSampler(dataset, seed=self.seed, shuffle=True, num_replicas=world, rank=rank, drop_last=False)
 
     def _require(self, dataset: Dataset | None, split: str) -> Dataset:
+        if dataset is None and self.trainer is not None:  # set up by the Trainer, and still no such split
+            raise ValueError(
+                f"{type(self).__name__} has no {split} split. {self._split_hint(split)}"
+                + (" Or evaluate on the validation split with `validate`." if split == "test" else "")
+            )
         if dataset is None:
             raise RuntimeError(f"The {split} dataset is not set up: call `setup()` first (the Trainer does this).")
         return dataset
+
+    def _split_hint(self, split: str) -> str:
+        """Where this DataModule reads the ``split`` from (overridden by the file-based modules)."""
+        return f"Set up a {split} split."
 
     def _loader(self, dataset: Dataset, sampler: EpochSampler | None, drop_last: bool = False) -> DataLoader:
         rank, _ = self._rank_world()

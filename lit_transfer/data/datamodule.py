@@ -139,6 +139,11 @@ class ImageFolderDataModule(FileImageDataModule):
             labels.extend([label] * len(found))
         return paths, labels
 
+    def _split_hint(self, split: str) -> str:
+        if split == "predict":
+            return f"Add images to {os.path.join(self.root, 'predict')!r} or pass `predict_dir`."
+        return f"Add class folders under {os.path.join(self.root, split)!r} ({split}/<class>/*.jpg)."
+
     def _predict_source(self) -> str | None:
         if self.predict_dir is not None:
             return self.predict_dir
@@ -286,6 +291,9 @@ class CSVDataModule(FileImageDataModule):
     def _labelled_files(self, split: Literal["train", "val", "test"]) -> Files | None:
         table = self._tables.get(split)
         return None if table is None else (list(table[0]), list(table[1] or []))
+
+    def _split_hint(self, split: str) -> str:
+        return "Pass `predict_csv` or `predict_dir`." if split == "predict" else f"Pass `{split}_csv`."
 
     def _predict_source(self) -> str | None:
         return self.predict_dir

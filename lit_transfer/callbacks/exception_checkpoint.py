@@ -1,0 +1,61 @@
+"""ExceptionCheckpoint: save the training state when ``fit`` stops on an exception, beside the run's checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
+
+__all__ = ["ExceptionCheckpoint"]
+
+
+class ExceptionCheckpoint(Callback):
+    """Write ``on_exception.ckpt`` when ``fit`` ends on an exception (Ctrl-C, SIGTERM, a NaN loss, a crash).
+
+    Unlike Lightning's ``OnExceptionCheckpoint``:
+
+    * the file goes into the run's own checkpoint folder (``ModelCheckpoint``'s ``dirpath``, else
+      ``<log_dir>/checkpoints``), never into the working directory;
+    * it is written only once training has taken a step: an error in ``setup`` (a bad image, a wrong argument)
+      leaves no checkpoint behind;
+    * it is never picked up by itself. Lightning resumes every later ``fit`` from an ``OnExceptionCheckpoint``'s
+      file when one exists; this callback is not one, so a run resumes only from the ``ckpt_path`` it is given.
+
+    Args:
+        filename: File name without the ``.ckpt`` suffix.
+
+    Example::
+
+        trainer = Trainer(callbacks=[ExceptionCheckpoint()])
+        trainer.fit(model, datamodule)            # interrupted: <log_dir>/checkpoints/on_exception.ckpt
+        trainer.fit(model, datamodule, ckpt_path=".../on_exception.ckpt")   # continue from there
+    """
+
+    def __init__(self, filename: str = "on_exception") -> None:
+        if not filename or os.sep in filename:
+            raise ValueError(f"`filename` must be a plain file name without folders, got {filename!r}.")
+        self.filename = filename
+        self.saved_path: Path | None = None
+
+    @staticmethod
+    def checkpoint_dir(trainer: Trainer) -> Path:
+        """The folder the run's checkpoints go to."""
+        checkpoint = trainer.checkpoint_callback
+        dirpath = getattr(checkpoint, "dirpath", None) if checkpoint is not None else None
+        return Path(dirpath or os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints"))
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if trainer.state.fn != "fit" or trainer.global_step == 0:
+            return
+        path = self.checkpoint_dir(trainer) / f"{self.filename}.ckpt"
+        trainer.save_checkpoint(path)
+        self.saved_path = path
+        rank_zero_info(
+            f"{type(exception).__name__} at epoch {trainer.current_epoch}, step {trainer.global_step}: the training"
+            f" state is saved in {path}; continue with `--ckpt_path {path}`."
+        )

@@ -1,0 +1,140 @@
+"""Short messages for a user's mistakes on the ``lit-transfer`` command line.
+
+A mistake in a config or on the command line reaches the user through jsonargparse (nested "Does not validate
+against any of the Union subtypes" reports with a ``Namespace`` dump) or as a traceback through Lightning. Both
+bury the one sentence that matters. :func:`user_error_message` recovers that sentence, and for an unknown option
+adds the nearest known names; the CLI prints it as the last thing the run says.
+
+What counts as a user's mistake: a parse error, an error raised by lit_transfer's own checks (the code that
+validates arguments, files and data), and Lightning's ``MisconfigurationException``. Anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import inspect
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["suggest_option", "user_error_message"]
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_USER_ERROR_TYPES = (ValueError, TypeError, OSError)
+_NOISE = re.compile(
+    r"^(Does not validate against any of the Union subtypes|Subtypes: |Errors:|Expected a <class 'NoneType'>"
+    r"|Given value type: |Given value: |Parser key \"\w+\":$)"
+)
+_UNKNOWN_OPTION = [
+    re.compile(
+        r"Parser key \"(?P<group>\w+)\":.*?Problem with given class_path '(?P<cls>[\w.]+)':\s*"
+        r"Option '(?P<key>[\w.]+)' is not accepted",
+        re.S,
+    ),
+    re.compile(r"unrecognized arguments: --(?P<group>\w+)\.(?:init_args\.)?(?P<key>[\w.]+)", re.I),
+    re.compile(r"does not accept option '(?P<group>\w+)\.(?P<key>[\w.]+)'"),
+]
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _raised_by_package(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is lit_transfer's own code (a deliberate check)."""
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return str(Path(tb.tb_frame.f_code.co_filename).resolve()).startswith(_PACKAGE_DIR)
+
+
+def _is_misconfiguration(err: BaseException) -> bool:
+    return type(err).__name__ == "MisconfigurationException"
+
+
+def _class_parameters(class_path: str) -> list[str]:
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name or "lit_transfer"), name)
+        return [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return []
+
+
+def suggest_option(group: str, key: str, class_path: str | None) -> str:
+    """The sentence for an unknown ``--<group>.<key>``: the nearest names, or the class that takes ``key``.
+
+    Args:
+        group: ``"model"``, ``"data"`` or ``"trainer"``.
+        key: The unknown name (``"backbon"``).
+        class_path: The configured class of ``group`` (``None`` for the Trainer).
+
+    Returns:
+        One or two sentences.
+    """
+    from lit_transfer.data import CSVDataModule, DigitsDataModule, ImageFolderDataModule
+
+    if group == "trainer":
+        from lightning.pytorch import Trainer
+
+        known = [p for p in inspect.signature(Trainer.__init__).parameters if p != "self"]
+        owner = "the Trainer"
+    else:
+        known = _class_parameters(class_path or "")
+        owner = (class_path or group).rsplit(".", 1)[-1]
+    message = f"`{group}.{key}` is not an argument of {owner}."
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    if close:
+        return message + " Did you mean " + ", ".join(f"`{group}.{name}`" for name in close) + "?"
+    if group == "data":
+        for cls in (ImageFolderDataModule, CSVDataModule, DigitsDataModule):
+            other = difflib.get_close_matches(key, list(inspect.signature(cls).parameters), n=1, cutoff=0.75)
+            if other and cls.__name__ != owner:
+                example = "path/to/images" if other[0] == "root" else "..."
+                return (
+                    message + f" `{other[0]}` is an argument of {cls.__name__}: choose that DataModule first, e.g."
+                    f" `--data {cls.__name__} --data.{other[0]} {example}`."
+                )
+    if known:
+        return message + f" Its arguments: {', '.join(known)}."
+    return message
+
+
+def _condense_parse_error(text: str) -> str:
+    for pattern in _UNKNOWN_OPTION:
+        found = pattern.search(text)
+        if found:
+            parts = found.groupdict()
+            return suggest_option(parts["group"], parts["key"], parts.get("cls"))
+    text = re.sub(r"^.*?Call to compute_fn of link '.*?' with args \(.*?\) failed: ", "", text, flags=re.S)
+    lines = [line.strip().removeprefix("- ").strip() for line in text.splitlines()]
+    kept = [line for line in lines if line and not _NOISE.match(line) and not line.startswith("Problem with given")]
+    return "\n".join(dict.fromkeys(kept))
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """The short message for a user's mistake, or ``None`` when ``err`` is not one (a bug keeps its traceback).
+
+    Args:
+        err: The exception that ended the command.
+
+    Returns:
+        The message to print, ending with the package's own sentence; ``None`` for other errors.
+    """
+    chain = list(_chain(err))
+    for cause in reversed(chain):  # the innermost deliberate check says the most
+        if (isinstance(cause, _USER_ERROR_TYPES) and _raised_by_package(cause)) or _is_misconfiguration(cause):
+            return str(cause).strip()
+    if isinstance(err, argparse.ArgumentError):
+        return _condense_parse_error(str(err))
+    return None
