@@ -53,7 +53,7 @@ class ExceptionCheckpoint(Callback):
         if trainer.state.fn != "fit" or trainer.global_step == 0:
             return
         path = self.checkpoint_dir(trainer) / f"{self.filename}.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the whole training state, to resume from
         self.saved_path = path
         rank_zero_info(
             f"{type(exception).__name__} at epoch {trainer.current_epoch}, step {trainer.global_step}: the training"

@@ -1,0 +1,204 @@
+"""A user's own photos, end to end, through the real ``lit-transfer`` command in subprocesses.
+
+fit on a folder with a truncated JPEG (refused, nothing left behind) → fit with ``on_bad_image=skip`` →
+Ctrl-C → ``fit --ckpt_path last`` (continues from the newest epoch) → ``test --ckpt_path best`` (report in the
+run's folder) → ``predict`` (CSV) → ONNX and TorchScript export as ``docs/export.md`` shows → the docs' ONNX
+script on the raw files gives the same classes as ``predict``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from photo_fixture import CLASSES, make_photo_folder
+
+REPO = Path(__file__).resolve().parents[1]
+LIT_TRANSFER = Path(sys.executable).parent / "lit-transfer"
+TINY = [
+    "--config",
+    str(REPO / "recipes" / "defaults.yaml"),
+    "--data",
+    "ImageFolderDataModule",
+    "--data.root",
+    "photos",
+    "--model.backbone",
+    "test_resnet",
+    "--data.image_size",
+    "32",
+    "--data.batch_size",
+    "16",
+    "--data.num_workers",
+    "0",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _run(cwd: Path, *args: str, timeout: int = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LIT_TRANSFER), *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _restore_sigint() -> None:
+    """In the child: SIGINT as a terminal delivers it (a background job inherits SIGINT as ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _checkpoints(cwd: Path) -> list[Path]:
+    return sorted(cwd.rglob("*.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("user")
+    make_photo_folder(cwd / "photos")
+    return cwd
+
+
+def test_bad_image_is_refused_in_a_few_lines_and_leaves_nothing(workdir: Path) -> None:
+    result = _run(workdir, "fit", *TINY, "--trainer.max_epochs", "1")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) <= 8, result.stderr
+    assert "broken.jpg" in result.stderr and "on_bad_image='skip'" in lines[-1]
+    assert "Traceback" not in result.stderr
+    assert _checkpoints(workdir) == []  # no on_exception.ckpt for an error before training: nothing to hijack
+
+
+@pytest.fixture(scope="module")
+def interrupted(workdir: Path) -> dict[str, object]:
+    """A long fit interrupted with Ctrl-C once epoch 2 has ended."""
+    log_path = workdir / "interrupted.log"
+    args = [*TINY, "--data.on_bad_image", "skip", "--trainer.max_epochs", "1000"]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(LIT_TRANSFER), "fit", *args],
+            cwd=workdir,
+            env=_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_restore_sigint,
+        )
+        deadline = time.monotonic() + 150
+        while _newest_epoch(workdir) < 2:
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "epoch 2 did not end within 150 s"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        returncode = process.wait(timeout=60)
+    [last] = workdir.glob("runs/defaults/lightning_logs/version_*/checkpoints/last.ckpt")
+    return {"returncode": returncode, "log": log_path.read_text(), "run": last.parent.parent}
+
+
+def _newest_epoch(workdir: Path) -> int:
+    for last in workdir.glob("runs/defaults/lightning_logs/version_*/checkpoints/last.ckpt"):
+        try:
+            return int(torch.load(last, weights_only=True, map_location="cpu")["epoch"])
+        except (RuntimeError, EOFError, KeyError):  # being written
+            pass
+    return -1
+
+
+def test_ctrl_c_exits_non_zero_and_keeps_the_state_in_the_run(workdir: Path, interrupted: dict) -> None:
+    assert interrupted["returncode"] != 0
+    run: Path = interrupted["run"]
+    saved = run / "checkpoints" / "on_exception.ckpt"
+    assert saved.is_file() and str(saved.relative_to(workdir)) in str(interrupted["log"])
+    assert not list(workdir.glob("*.ckpt"))  # nothing in the working directory
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    exception = torch.load(saved, weights_only=True)
+    assert exception["global_step"] >= last["global_step"]
+
+
+def test_resume_last_then_test_predict_and_export(workdir: Path, interrupted: dict) -> None:
+    run: Path = interrupted["run"]
+    newest_epoch = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+    stop = newest_epoch + 3
+    resumed = _run(
+        workdir, "fit", *TINY, "--data.on_bad_image", "skip", "--trainer.max_epochs", str(stop), "--ckpt_path", "last"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restoring states from the checkpoint path at" in resumed.stderr
+    assert f"Using {(run / 'checkpoints' / 'last.ckpt').relative_to(workdir)};" in resumed.stderr
+    second = run.parent / f"version_{int(run.name.split('_')[1]) + 1}"
+    final = torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["epoch"] == stop - 1  # continued from the newest epoch, to the new end
+    lrs = [
+        float(row["lr-AdamW/head"])
+        for row in csv.DictReader((second / "metrics.csv").open())
+        if row.get("lr-AdamW/head")
+    ]
+    assert lrs and min(lrs) > 0  # the extra epochs train
+
+    tested = _run(workdir, "test", *TINY, "--data.on_bad_image", "skip", "--ckpt_path", "best")
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    best_run = Path(re.search(r"Using (\S+)/checkpoints/best\.ckpt", tested.stderr).group(1))
+    report = workdir / best_run / "test"
+    for name in ("confusion_matrix.png", "confusion_matrix.csv", "epochs.csv"):
+        assert (report / name).is_file(), name
+    assert str(best_run / "test") in tested.stderr  # the command says where
+    assert "test_acc" in tested.stdout and "lr-" not in tested.stderr.split("Run summary (test)")[1].split("\n")[1]
+    assert not (second.parent / f"version_{int(second.name.split('_')[1]) + 1}").exists()  # no new run folder
+
+    best = workdir / best_run / "checkpoints" / "best.ckpt"
+    predicted = _run(workdir, "predict", *TINY, "--ckpt_path", str(best))
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    predictions = workdir / best_run / "predict" / "predictions.csv"
+    assert str(predictions.relative_to(workdir)) in predicted.stderr or str(predictions) in predicted.stderr
+    rows = list(csv.DictReader(predictions.open()))
+    assert len(rows) == 6 and {r["predicted"] for r in rows} <= set(CLASSES)
+
+    export = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from lit_transfer.export import export_onnx, export_torchscript;"
+            f"export_onnx({str(best)!r}, 'model.onnx'); export_torchscript({str(best)!r}, 'model.pt')",
+        ],
+        cwd=workdir,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert export.returncode == 0, export.stderr[-3000:]
+    scripted = torch.jit.load(str(workdir / "model.pt"))
+    assert scripted(torch.zeros(1, 3, 32, 32)).shape == (1, len(CLASSES))  # the trained input size
+
+    script = _docs_onnx_script()
+    (workdir / "predict_onnx.py").write_text(script)
+    files = [r["file"] for r in rows]
+    onnx_run = subprocess.run(
+        [sys.executable, "predict_onnx.py", *files],
+        cwd=workdir,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert onnx_run.returncode == 0, onnx_run.stderr[-3000:]
+    onnx_classes = dict(line.rsplit(" ", 1) for line in onnx_run.stdout.strip().splitlines())
+    assert onnx_classes == {r["file"]: r["predicted"] for r in rows}
+
+
+def _docs_onnx_script() -> str:
+    """The ONNX block of docs/export.md, exactly as a user copies it."""
+    page = (REPO / "docs" / "export.md").read_text()
+    section = page.split("## Running the ONNX file", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
