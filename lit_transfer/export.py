@@ -1,10 +1,11 @@
 """Export a fine-tuned classifier for deployment: ONNX and TorchScript, from a checkpoint or a model.
 
-The exported graph takes a float32 batch ``(N, C, H, W)`` that is already resized and normalised the way the
-backbone expects (the ``mean``/``std``/``input_size`` of :func:`lit_transfer.backbones.backbone_data_config`;
-they are stored in the exported file's metadata), and returns **logits** ``(N, num_classes)`` by default, or
-class probabilities with ``softmax=True``. The batch dimension is dynamic; height and width are fixed to
-``image_size`` (default: the backbone's input size).
+The exported graph takes a float32 batch ``(N, C, H, W)`` that is already resized and normalised the way the model
+was trained (``TransferClassifier.data_config``: the DataModule's size, mean and std recorded at ``fit`` and kept in
+the checkpoint; the backbone's timm data config for a model or checkpoint without one; stored in the exported
+file's metadata), and returns **logits** ``(N, num_classes)`` by default, or class probabilities with
+``softmax=True``. The batch dimension is dynamic; height and width are fixed to ``image_size`` (default: the
+``input_size`` of that data config).
 
 Both functions check the exported model against PyTorch on a random batch before returning (``check=True``), so a
 file that computes something else is never written silently.
@@ -83,8 +84,8 @@ def _network(model: nn.Module) -> nn.Module:
     return model.backbone if isinstance(model, TransferClassifier) else model
 
 
-def _metadata(model: nn.Module, softmax: bool) -> dict[str, str]:
-    """Plain-text facts a deployment needs: preprocessing, class names, output kind."""
+def _metadata(model: nn.Module, softmax: bool, shape: tuple[int, int, int]) -> dict[str, str]:
+    """Plain-text facts a deployment needs: preprocessing (its ``input_size`` is the graph's), class names, output."""
     meta: dict[str, str] = {"output": "probabilities" if softmax else "logits"}
     data_config = getattr(model, "data_config", None)
     if data_config is None and hasattr(_network(model), "pretrained_cfg"):
@@ -92,7 +93,7 @@ def _metadata(model: nn.Module, softmax: bool) -> dict[str, str]:
 
         data_config = backbone_data_config(_network(model))
     if isinstance(data_config, dict):
-        meta["data_config"] = json.dumps(data_config)
+        meta["data_config"] = json.dumps({**data_config, "input_size": list(shape)})
     names = getattr(model, "class_names", None)
     if isinstance(names, (list, tuple)):
         meta["class_names"] = json.dumps([str(n) for n in names])
@@ -100,6 +101,7 @@ def _metadata(model: nn.Module, softmax: bool) -> dict[str, str]:
 
 
 def _input_shape(model: nn.Module, image_size: int | tuple[int, int] | None) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the exported input: ``image_size`` if given, else the model's ``data_config['input_size']``."""
     data_config = getattr(model, "data_config", None)
     hparams = getattr(model, "hparams", {})
     if isinstance(data_config, dict) and "input_size" in data_config:
@@ -128,7 +130,7 @@ def _prepare(
     shape = _input_shape(model, image_size)
     wrapped = _Exported(_network(model), softmax).eval()
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
-    return wrapped, example, _metadata(model, softmax)
+    return wrapped, example, _metadata(model, softmax, shape)
 
 
 def _check(expected: torch.Tensor, actual: Any, what: str, path: Path, atol: float) -> None:
@@ -152,14 +154,16 @@ def export_onnx(
 ) -> Path:
     """Write the classifier as an ONNX graph with a dynamic batch axis.
 
-    Input ``input`` is ``(batch, C, H, W)`` float32, preprocessed like the backbone's data config; output ``logits``
-    (or ``probs`` with ``softmax=True``) is ``(batch, num_classes)``. The file's metadata holds ``data_config``
-    (input size, mean, std, interpolation, crop fraction) and ``class_names`` as JSON, and ``output``.
+    Input ``input`` is ``(batch, C, H, W)`` float32, preprocessed as the model was trained (its ``data_config``);
+    output ``logits`` (or ``probs`` with ``softmax=True``) is ``(batch, num_classes)``. The file's metadata holds
+    ``data_config`` (input size, which is always the graph's, mean, std, interpolation, crop fraction and mode) and
+    ``class_names`` as JSON, and ``output``.
 
     Args:
         checkpoint_or_model: A ``.ckpt`` from ``fit`` or a module (a ``TransferClassifier`` or any ``nn.Module``).
         path: The ``.onnx`` file to write (parent folders are created).
-        image_size: Height and width (an int for square); default: the backbone's ``input_size``.
+        image_size: Height and width (an int for square); default: the ``input_size`` the model was trained with
+            (recorded at ``fit``), or the backbone's for a model without a record.
         opset: ONNX opset version.
         softmax: Put a softmax at the end, so the graph returns probabilities instead of logits.
         check: Run the file with onnxruntime (when installed) and compare with PyTorch.
@@ -235,14 +239,14 @@ def export_torchscript(
     TorchScript is deprecated in recent PyTorch releases (``torch.jit.load`` warns); prefer :func:`export_onnx` for
     new deployments and use this for runtimes that still load TorchScript (LibTorch, older serving stacks).
 
-    The module takes ``(batch, C, H, W)`` float32, preprocessed like the backbone's data config, and returns logits
+    The module takes ``(batch, C, H, W)`` float32, preprocessed as the model was trained, and returns logits
     (or probabilities with ``softmax=True``). ``data_config``, ``class_names`` and ``output`` are stored as extra
     files (``torch.jit.load(path, _extra_files={"class_names": ""})`` reads them back).
 
     Args:
         checkpoint_or_model: A ``.ckpt`` from ``fit`` or a module.
         path: The file to write (``.pt`` by convention).
-        image_size: Height and width of the example input used for tracing; default: the backbone's input size.
+        image_size: Height and width of the example input used for tracing; default: the trained input size.
         softmax: Return probabilities instead of logits.
         check: Reload the file and compare its output with PyTorch's on another batch size.
         atol: Absolute tolerance of that check.

@@ -218,3 +218,36 @@ def test_channels_last_and_compile_keep_plain_checkpoint_keys(tmp_path):
 def test_bad_arguments_fail_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make(**kwargs)
+
+
+def _digits(classes, **kwargs):
+    from lit_transfer.data import DigitsDataModule
+
+    return DigitsDataModule(classes=classes, shots_per_class=2, image_size=16, batch_size=8, **kwargs)
+
+
+@pytest.mark.parametrize("stage", ["fit", "validate"])
+def test_datamodule_with_another_class_count_is_refused_at_setup(tmp_path, stage):
+    dm = _digits([0, 1, 2, 3, 4])
+    run = getattr(trainer(tmp_path, 1, limit_train_batches=1, limit_val_batches=1), stage)
+    with pytest.raises(
+        ValueError,
+        match=r"DigitsDataModule\) has 5 classes but the model was built with `num_classes=3`.*"
+        r"`num_classes=datamodule\.num_classes`",
+    ):
+        run(make(num_classes=3), datamodule=dm)
+
+
+def test_class_names_of_another_order_are_refused_and_warned_at_predict(tmp_path):
+    dm = _digits([3, 5, 7])
+    model = make(class_names=["5", "3", "7"])
+    with pytest.raises(ValueError, match=r"`class_names` \['5', '3', '7'\] differ.*\['3', '5', '7'\].*another order"):
+        trainer(tmp_path, 1, limit_train_batches=1).fit(model, datamodule=dm)
+    with pytest.warns(UserWarning, match=r"another order.*Predictions are named with the model's classes"):
+        trainer(tmp_path, 1, limit_predict_batches=1).predict(model, datamodule=dm)
+    renamed = make(class_names=["x", "y", "z"])
+    with pytest.raises(ValueError, match=r"differ from the DataModule's.*class_names=datamodule\.class_names"):
+        trainer(tmp_path, 1, limit_val_batches=1).validate(renamed, datamodule=dm)
+    matching = make(class_names=["3", "5", "7"])  # the same names in the same order train as before
+    trainer(tmp_path, 1, limit_train_batches=1, limit_val_batches=1).fit(matching, datamodule=dm)
+    assert matching.data_config["input_size"] == [3, 16, 16]

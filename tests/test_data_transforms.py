@@ -194,3 +194,36 @@ def test_yaml_pipelines_survive_jsonargparse() -> None:
     crop, one_of, *_ = dm.build_train_transform().transforms
     assert isinstance(crop, A.RandomResizedCrop) and crop.scale == (0.5, 1.0) and crop.p == 1.0
     assert [(type(t).__name__, t.p) for t in one_of.transforms] == [("HorizontalFlip", 1.0), ("VerticalFlip", 0.5)]
+
+
+def test_image_size_below_the_floor_is_refused(tmp_path: Path) -> None:
+    from lit_transfer.data import ImageFolderDataModule
+
+    match = r"`image_size` gives 4x4 px images, below the 8 px floor.*Set `image_size` to at least 8"
+    with pytest.raises(ValueError, match=match):
+        resolve_data_config(None, image_size=4)
+    with pytest.raises(ValueError, match=match):
+        DigitsDataModule(image_size=4)
+    for name in ("a", "b"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        Image.fromarray(_natural(20, 20)).save(tmp_path / "train" / name / "0.png")
+    with pytest.raises(ValueError, match=match):
+        ImageFolderDataModule(tmp_path, image_size=4, num_workers=0)
+    with pytest.raises(ValueError, match=r"`data_config\['input_size'\]` gives 3x3 px"):
+        resolve_data_config({"input_size": (3, 3, 3)})
+    assert resolve_data_config(None, image_size=8).size == (8, 8)  # the digits' native size stays valid
+
+
+def test_to_dict_is_plain_and_round_trips() -> None:
+    cfg = resolve_data_config(_timm_config("vit_base_patch16_224.augreg_in21k_ft_in1k"), image_size=32, in_chans=1)
+    plain = cfg.to_dict()
+    assert plain == {
+        "input_size": [1, 32, 32],
+        "mean": [0.5],
+        "std": [0.5],
+        "interpolation": "bicubic",
+        "crop_pct": 0.9,
+        "crop_mode": "center",
+    }
+    assert json.loads(json.dumps(plain)) == plain
+    assert resolve_data_config(plain, in_chans=1) == cfg

@@ -92,3 +92,31 @@ def test_plain_module_needs_image_size(tmp_path: Path) -> None:
 def test_missing_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope\.ckpt"):
         load_for_export(tmp_path / "nope.ckpt")
+
+
+def test_model_fit_on_digits_exports_at_its_trained_size(tmp_path: Path) -> None:
+    """Fit at 32 px on the digits (the backbone's own size is 160): the ONNX input and metadata say 32 px."""
+    from lit_transfer.data import DigitsDataModule
+
+    dm = DigitsDataModule(
+        classes=[0, 1, 2], shots_per_class=2, image_size=32, batch_size=6, data_config={"mean": [0.4]}
+    )
+    model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
+    trainer = Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=dm)
+    trainer.save_checkpoint(tmp_path / "digits.ckpt")
+    path = export_onnx(tmp_path / "digits.ckpt", tmp_path / "digits.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1:] == [3, 32, 32]
+    meta = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["data_config"])
+    assert meta["input_size"] == [3, 32, 32]
+    assert meta["mean"] == [0.4, 0.4, 0.4] and meta["std"] == list(dm.resolved_config.std)

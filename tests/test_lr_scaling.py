@@ -233,3 +233,18 @@ def test_ddp_global_batch(tmp_path) -> None:
     )
     assert torch.load(tmp_path / "two" / "lr.pt").item() == pytest.approx(0.01 * one.applied_scale)
     assert one.applied_scale == 4.0
+
+
+def test_epoch_smaller_than_the_global_batch_scales_for_the_epoch(tmp_path) -> None:
+    """85 images and a global batch of 256 is a global batch of 85: scale (and warn) for the samples a step sees."""
+    plain = TinyRegressor()
+    fit(tmp_path, plain, FixedDataModule(16, n=24), max_steps=1)
+    scaled, cb = TinyRegressor(), LRScaling(rule="linear", base_batch_size=8)
+    with pytest.warns(
+        UserWarning,
+        match=r"global batch is 64 \(`batch_size` 16 x 1 device\(s\) x `accumulate_grad_batches` 4\) but an epoch holds"
+        r" only 24 training samples.*effective global batch of 24.*Set `batch_size` below 24",
+    ):
+        fit(tmp_path, scaled, FixedDataModule(16, n=24), [cb], max_steps=1, accumulate_grad_batches=4)
+    assert cb.reference_batch == 24 and cb.applied_scale == 3.0
+    assert _first_lrs(scaled) == pytest.approx([3.0 * lr for lr in _first_lrs(plain)])

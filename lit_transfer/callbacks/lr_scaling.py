@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.optim import Optimizer
 from typing_extensions import override
 
 from lit_transfer.callbacks._schedulers import scale_trainer_learning_rates
-from lit_transfer.callbacks._trainer_utils import find_callback, global_batch_size, is_adaptive
+from lit_transfer.callbacks._trainer_utils import _first_loader, find_callback, global_batch_size, is_adaptive
 
 Rule = Literal["linear", "sqrt"]
 _RULES = ("linear", "sqrt")
@@ -22,6 +22,21 @@ def scale_factor(rule: str, global_batch: int, base_batch_size: int) -> float:
     """The LR multiplier for ``global_batch`` relative to ``base_batch_size``: ``k`` (linear) or ``sqrt(k)``."""
     ratio = global_batch / base_batch_size
     return ratio if rule == "linear" else math.sqrt(ratio)
+
+
+def samples_per_epoch(trainer: pl.Trainer) -> int | None:
+    """Training samples one epoch draws over all ranks: the train sampler's (or dataset's) length x world size.
+
+    Returns:
+        The count, or ``None`` when the train DataLoader is not built yet or has no length (an iterable dataset).
+    """
+    loader = _first_loader(trainer.train_dataloader)
+    for source in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
+        try:
+            return len(source) * trainer.world_size  # type: ignore[arg-type]
+        except TypeError:
+            continue
+    return None
 
 
 def default_rule(optimizer: Optimizer) -> Rule:
@@ -51,6 +66,11 @@ class LRScaling(Callback):
     (other ``devices``, nodes or accumulation), the LRs are rescaled by the ratio of the new to the old scale.
     Warmup multiplies the optimizer's LR only for the duration of ``optimizer.step`` (optimizer step
     pre/post hooks), so schedulers never see the warmed value.
+
+    When an epoch holds fewer training samples than the global batch (85 images, batch 256), no optimizer step
+    averages more than the epoch's samples: the scale then uses that *effective* global batch, ``min(global batch,
+    samples per epoch)``, records it as ``reference_batch``, and warns at the start of training, naming
+    ``batch_size`` and the dataset size, because the batch size was probably meant for a larger dataset.
 
     Under :class:`~lit_transfer.callbacks.BatchSizeRamp` the scale keys on the ramp's *initial* global batch:
     Smith et al.'s ramp anneals the noise scale precisely because the LR stays fixed while the batch grows.
@@ -110,6 +130,7 @@ class LRScaling(Callback):
         self._hooks: dict[int, tuple[Any, Any]] = {}
         self._saved_lrs: dict[int, list[Any]] = {}
         self._trainer: pl.Trainer | None = None
+        self._warned_small_epoch = False
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -117,6 +138,7 @@ class LRScaling(Callback):
             return
         # a fresh fit starts unscaled; a resumed one gets its state back from `load_state_dict` right after
         self.load_state_dict({})
+        self._warned_small_epoch = False
         # `Trainer.reload_dataloaders_every_n_epochs` is assigned by Lightning's data connector, not declared
         if self.follow_batch_ramp and trainer.reload_dataloaders_every_n_epochs != 1:  # type: ignore[attr-defined]
             rank_zero_info(
@@ -130,8 +152,26 @@ class LRScaling(Callback):
 
         ramp = find_callback(trainer, BatchSizeRamp)
         if ramp is not None and not self.follow_batch_ramp:
-            return ramp.initial_global_batch(trainer)
-        return global_batch_size(trainer, batch_size_attr=self.batch_size_attr)
+            return self._effective(trainer, ramp.initial_global_batch(trainer))
+        return self._effective(trainer, global_batch_size(trainer, batch_size_attr=self.batch_size_attr))
+
+    def _effective(self, trainer: pl.Trainer, global_batch: int) -> int:
+        """``min(global_batch, samples per epoch)``, warning once per fit when the epoch is the smaller."""
+        samples = samples_per_epoch(trainer)
+        if samples is None or samples <= 0 or samples >= global_batch:
+            return global_batch
+        if not self._warned_small_epoch:
+            self._warned_small_epoch = True
+            per_device = global_batch // max(1, trainer.world_size * trainer.accumulate_grad_batches)
+            rank_zero_warn(
+                f"LRScaling: the global batch is {global_batch} (`batch_size` {per_device} x {trainer.world_size}"
+                f" device(s) x `accumulate_grad_batches` {trainer.accumulate_grad_batches}) but an epoch holds only"
+                f" {samples} training samples, so no optimizer step averages more than {samples}: the LR is scaled"
+                f" for an effective global batch of {samples} (base {self.base_batch_size}), not {global_batch}."
+                f" Set `batch_size` below {samples} (e.g. {max(1, samples // 4)}) so that an epoch has several steps,"
+                " or train on more images."
+            )
+        return samples
 
     def _rescale_to(self, trainer: pl.Trainer, global_batch: int, reason: str) -> None:
         assert self.applied_rule is not None
@@ -169,7 +209,7 @@ class LRScaling(Callback):
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.follow_batch_ramp and self.applied_scale is not None:
-            global_batch = global_batch_size(trainer, batch_size_attr=self.batch_size_attr)
+            global_batch = self._effective(trainer, global_batch_size(trainer, batch_size_attr=self.batch_size_attr))
             if global_batch != self.reference_batch:
                 self._rescale_to(trainer, global_batch, f"epoch {trainer.current_epoch} follows the live batch")
 

@@ -27,6 +27,16 @@ INTERPOLATIONS: dict[str, int] = {
 
 _KNOWN_KEYS = {"input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode"}
 
+MIN_IMAGE_SIZE = 8
+"""Smallest accepted height and width, in pixels.
+
+8 px is the native resolution of the scikit-learn digits (the smallest real images the package ships), and the
+smallest size at which a typical stride-4 CNN stem (a stride-2 convolution, then a stride-2 pooling) still leaves a
+2x2 map: at 4 px the stem already reduces the image to one pixel, everything after it sees no spatial structure,
+and training-mode BatchNorm fails outright on a batch of one. A size below it is taken for a typo (``4`` for
+``48``?), never trained on silently.
+"""
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -60,6 +70,30 @@ class DataConfig:
         """Size before the evaluation center crop, ``floor(size / crop_pct)`` per side as in timm."""
         return (int(self.size[0] / self.crop_pct), int(self.size[1] / self.crop_pct))
 
+    def to_dict(self) -> dict[str, Any]:
+        """This config as a timm-style dictionary of plain values (lists, floats, strings).
+
+        The format of ``TransferClassifier.data_config`` and of the checkpoint's ``"data_config"`` entry;
+        :func:`resolve_data_config` turns it back into an equal :class:`DataConfig`.
+
+        Returns:
+            ``{"input_size": [C, H, W], "mean": [...], "std": [...], "interpolation": str, "crop_pct": float,
+            "crop_mode": str}``.
+
+        Example:
+            >>> cfg = resolve_data_config(None, image_size=32)
+            >>> cfg.to_dict()["input_size"], resolve_data_config(cfg.to_dict()) == cfg
+            ([3, 32, 32], True)
+        """
+        return {
+            "input_size": [int(self.in_chans), int(self.size[0]), int(self.size[1])],
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "interpolation": str(self.interpolation),
+            "crop_pct": float(self.crop_pct),
+            "crop_mode": str(self.crop_mode),
+        }
+
 
 def _per_channel(values: Any, in_chans: int, name: str) -> tuple[float, ...]:
     values = tuple(float(v) for v in (values if isinstance(values, (list, tuple)) else [values]))
@@ -81,11 +115,16 @@ def resolve_data_config(
         data_config: timm's dictionary (``input_size`` as ``(C, H, W)``, ``mean``, ``std``, ``interpolation``,
             ``crop_pct``, ``crop_mode``), e.g. from ``timm.data.resolve_model_data_config(model)``. Missing keys
             (or ``None``) use timm's defaults: ImageNet mean/std, 224 px, bicubic, ``DEFAULT_CROP_PCT``.
-        image_size: Square output size overriding ``input_size`` (logged when it differs).
+        image_size: Square output size overriding ``input_size`` (logged when it differs); at least
+            :data:`MIN_IMAGE_SIZE`.
         in_chans: Channels the model expects (1 or 3); 3-value statistics are averaged for ``in_chans=1``.
 
     Returns:
         The resolved :class:`DataConfig`.
+
+    Raises:
+        ValueError: A value is out of range, e.g. an ``image_size`` below :data:`MIN_IMAGE_SIZE`; the message names
+            the argument.
 
     Example:
         >>> cfg = resolve_data_config({"input_size": (3, 224, 224), "mean": (0.5,) * 3, "std": (0.5,) * 3,
@@ -109,6 +148,14 @@ def resolve_data_config(
         if (image_size, image_size) != size:
             rank_zero_info(f"Image size {image_size} overrides the backbone's input size {size[0]}x{size[1]}.")
         size = (image_size, image_size)
+    if min(size) < MIN_IMAGE_SIZE:
+        where = "`image_size`" if image_size is not None else "`data_config['input_size']`"
+        raise ValueError(
+            f"{where} gives {size[0]}x{size[1]} px images, below the {MIN_IMAGE_SIZE} px floor: a CNN stem reduces"
+            " them to a single pixel and the model would train on no spatial structure. Set `image_size` to at least"
+            f" {MIN_IMAGE_SIZE} (32-64 for small images such as the digits, the backbone's own size, e.g. 224, for"
+            " photos), or `image_size=None` to use the backbone's input size."
+        )
     interpolation = str(cfg.get("interpolation") or "bicubic")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(
@@ -129,3 +176,33 @@ def resolve_data_config(
         crop_pct=crop_pct,
         crop_mode=crop_mode,
     )
+
+
+def same_preprocessing(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two timm-style data configs give the same input size and (within 1e-6) the same mean and std.
+
+    Example:
+        >>> same_preprocessing({"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
+        ...                    {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3})
+        True
+    """
+    if [int(v) for v in a["input_size"]] != [int(v) for v in b["input_size"]]:
+        return False
+    for key in ("mean", "std"):
+        x, y = list(a.get(key) or []), list(b.get(key) or [])
+        if len(x) != len(y) or any(abs(float(u) - float(v)) > 1e-6 for u, v in zip(x, y)):
+            return False
+    return True
+
+
+def describe_preprocessing(data_config: Mapping[str, Any]) -> str:
+    """``"32x32 px, mean [...], std [...]"`` for messages.
+
+    Example:
+        >>> describe_preprocessing({"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.25] * 3})
+        '32x32 px, mean [0.5, 0.5, 0.5], std [0.25, 0.25, 0.25]'
+    """
+    _, height, width = data_config["input_size"]
+    mean = [round(float(v), 4) for v in data_config.get("mean") or []]
+    std = [round(float(v), 4) for v in data_config.get("std") or []]
+    return f"{height}x{width} px, mean {mean}, std {std}"

@@ -11,20 +11,22 @@ from typing import Any, Literal, cast
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import LRSchedulerConfigType, OptimizerLRSchedulerConfig
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torchmetrics import MetricCollection
 
 from lit_transfer.backbones import backbone_data_config, create_backbone
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
+from lit_transfer.data.data_config import DataConfig, describe_preprocessing, same_preprocessing
 from lit_transfer.errors import CheckpointMismatchError, UnsafeFileError
 from lit_transfer.freezing import FreezingPolicy, FullFineTune, resolve_policy
 from lit_transfer.layer_groups import layer_groups
 from lit_transfer.models.feature_cache import FeatureCache, check_cacheable, frozen_features
 from lit_transfer.models.metrics import classification_metrics
-from lit_transfer.optim import WarmupCosine, build_param_groups, set_group_lrs
+from lit_transfer.optim import WarmupCosineLR, build_param_groups, set_group_lrs
 
 __all__ = ["TransferClassifier"]
 
@@ -59,7 +61,10 @@ class TransferClassifier(LightningModule):
         optimizer: Callable building the optimizer from parameter groups (LightningCLI ``OptimizerCallable``);
             default ``AdamW(lr=1e-3, weight_decay=0.05)``.
         lr_scheduler: Callable building a scheduler from the optimizer; default: linear warmup over
-            ``warmup_epochs`` then cosine decay, stepped every optimizer step.
+            ``warmup_epochs`` then cosine decay to 0, stepped every optimizer step
+            (:class:`~lit_transfer.optim.WarmupCosineLR`, sized by ``trainer.estimated_stepping_batches``). A resume
+            whose run is longer or shorter than the checkpoint's (e.g. a larger ``max_epochs``) keeps the steps done
+            and follows the new run's plan from there, with a warning, instead of training at the old plan's final LR.
         scheduler_interval: When a given ``lr_scheduler`` steps: every ``"epoch"`` or every ``"step"``.
         warmup_epochs: Warmup of the default schedule.
         cache_features: With a linear probe and no training augmentation, compute the frozen backbone's features
@@ -68,6 +73,14 @@ class TransferClassifier(LightningModule):
             as without the cache. See :mod:`lit_transfer.models.feature_cache`.
         compile: Compile the backbone's forward with ``torch.compile`` (checkpoint keys stay unprefixed).
         channels_last: Use the channels-last memory format (faster convolutions on recent hardware).
+
+    Attributes:
+        data_config: The preprocessing the model expects, as a timm-style dict of plain values (``input_size``
+            ``[C, H, W]``, ``mean``, ``std``, ``interpolation``, ``crop_pct``, ``crop_mode``). At ``fit`` it is
+            recorded from the DataModule's ``resolved_config`` (any lit_transfer DataModule), saved in checkpoints
+            under the top-level key ``"data_config"`` and restored on load, so export and prediction use the size and
+            normalisation the model was trained with. Until then (plain DataLoaders, checkpoints written before this
+            was recorded) it is the backbone's timm data config, and checkpoints do not carry it.
 
     Example:
         >>> model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="linear_probe")
@@ -111,7 +124,8 @@ class TransferClassifier(LightningModule):
         self.backbone = create_backbone(backbone, num_classes, pretrained, in_chans, **timm_kwargs)
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
-        self.data_config = backbone_data_config(self.backbone)
+        self.data_config: dict[str, Any] = backbone_data_config(self.backbone)
+        self._data_config_source: Literal["backbone", "datamodule", "checkpoint"] = "backbone"
         self._optimizer_factory = optimizer
         self._scheduler_factory = lr_scheduler
         self._build_loss()
@@ -168,11 +182,27 @@ class TransferClassifier(LightningModule):
         self.eval_loss = nn.CrossEntropyLoss()
 
     def setup(self, stage: str) -> None:
-        """Turn on the feature cache for ``fit`` once the DataModule is known to feed deterministic inputs."""
+        """Check the DataModule against the model, record its preprocessing at ``fit``, set up the feature cache.
+
+        Every stage: a DataModule's ``num_classes`` must equal the model's (else ``ValueError``), and its
+        ``class_names``, when both have names, must be the model's in the same order (``ValueError``; a warning at
+        ``predict``, whose outputs are named with the model's classes). ``fit`` records the DataModule's
+        ``resolved_config`` as :attr:`data_config`; ``validate``/``test``/``predict`` warn when it differs from the
+        recorded one in size, mean or std.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self._check_classes_of(datamodule, stage)
+        resolved = getattr(datamodule, "resolved_config", None)
+        if isinstance(resolved, DataConfig):
+            if stage == "fit":
+                self.data_config, self._data_config_source = resolved.to_dict(), "datamodule"
+            elif self._data_config_source != "backbone":
+                _warn_if_preprocessing_differs(
+                    resolved.to_dict(), self.data_config, "this model was trained with", stage
+                )
         if stage != "fit" or not self.hparams["cache_features"]:
             self.feature_cache = None
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
         augment = getattr(datamodule, "train_transform", "none")
         if augment not in (None, "none"):
             raise ValueError(
@@ -192,6 +222,37 @@ class TransferClassifier(LightningModule):
         """With ``cache_features``: validate on cached features during ``fit`` (computed at the first validation)."""
         if self.feature_cache is not None and self.trainer.state.fn == "fit":
             self.feature_cache.serve_validation(self.trainer)
+
+    def _check_classes_of(self, datamodule: Any, stage: str) -> None:
+        """Refuse a DataModule with another number of classes; refuse (warn at predict) other class names."""
+        ours = self.hparams["num_classes"]
+        theirs = getattr(datamodule, "num_classes", None)
+        kind = type(datamodule).__name__
+        if isinstance(theirs, int) and not isinstance(theirs, bool) and theirs > 0 and theirs != ours:
+            raise ValueError(
+                f"The DataModule ({kind}) has {theirs} classes but the model was built with `num_classes={ours}`:"
+                f" labels >= {min(ours, theirs)} would not fit the head. Build the model with"
+                " `num_classes=datamodule.num_classes` (and `class_names=datamodule.class_names`; the CLI links both),"
+                " or use the DataModule the model was trained on."
+            )
+        names, data_names = self.hparams.get("class_names"), getattr(datamodule, "class_names", None)
+        if not names or not data_names or [str(n) for n in names] == [str(n) for n in data_names]:
+            return
+        same = sorted(map(str, names)) == sorted(map(str, data_names))
+        message = (
+            f"The model's `class_names` {list(names)} differ from the DataModule's ({kind}) {list(data_names)}"
+            + (": the same names in another order, so label i means another class to each" if same else "")
+            + ". Build the model with `class_names=datamodule.class_names`, or use the DataModule the model was"
+            " trained on (to train a checkpoint's weights on other classes, start a model with `pretrained=<.ckpt>`)."
+        )
+        if stage != "predict":  # labels index the model's classes: metrics and checkpoints would be wrong silently
+            raise ValueError(message)
+        rank_zero_warn(message + " Predictions are named with the model's classes.")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the recorded preprocessing under the top-level key ``"data_config"`` (plain values only)."""
+        if self._data_config_source != "backbone":
+            checkpoint["data_config"] = _plain(self.data_config)
 
     def on_fit_end(self) -> None:
         """Free the cached features: they are only valid for this fit."""
@@ -226,7 +287,27 @@ class TransferClassifier(LightningModule):
             raise UnsafeFileError.for_file(checkpoint_path, err) from None
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse a checkpoint of another backbone or head with an error that names both, before torch's."""
+        """Refuse a checkpoint of another backbone or head; restore the preprocessing the model was trained with.
+
+        The checkpoint's ``"data_config"`` becomes :attr:`data_config` (a checkpoint without one keeps the backbone's
+        config). Resuming ``fit`` keeps the config this run's DataModule gave at ``setup`` and warns when the two
+        differ; loading for ``validate``/``test``/``predict`` warns when the DataModule's differs from the checkpoint's.
+        """
+        self._check_checkpoint_fits(checkpoint)
+        saved = checkpoint.get("data_config")
+        if not isinstance(saved, dict):
+            return
+        trainer = self._trainer
+        stage = str(trainer.state.fn.value) if trainer is not None and trainer.state.fn is not None else None
+        if stage == "fit" and self._data_config_source == "datamodule":  # resumed: this run's DataModule rules
+            _warn_if_preprocessing_differs(self.data_config, saved, "the checkpoint was trained with", "fit")
+            return
+        self.data_config, self._data_config_source = dict(saved), "checkpoint"
+        resolved = getattr(getattr(trainer, "datamodule", None), "resolved_config", None)
+        if stage is not None and isinstance(resolved, DataConfig):
+            _warn_if_preprocessing_differs(resolved.to_dict(), saved, "the checkpoint was trained with", stage)
+
+    def _check_checkpoint_fits(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("hyper_parameters", {})
         state = checkpoint.get("state_dict", {})
         current = self.state_dict()
@@ -287,7 +368,7 @@ class TransferClassifier(LightningModule):
         if self._scheduler_factory is None:
             total = max(1, int(self.trainer.estimated_stepping_batches))
             warmup = round(self.hparams["warmup_epochs"] * total / max(1, self.trainer.max_epochs or 1))
-            schedule = LambdaLR(optimizer, WarmupCosine(total, warmup_steps=warmup))
+            schedule = WarmupCosineLR(optimizer, total, warmup_steps=warmup)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
         scheduler = self._scheduler_factory(optimizer)
         config: LRSchedulerConfigType = {"scheduler": scheduler, "interval": self.hparams["scheduler_interval"]}
@@ -341,3 +422,27 @@ class TransferClassifier(LightningModule):
         x = batch["image"] if isinstance(batch, dict) else batch[0] if isinstance(batch, (list, tuple)) else batch
         probs = self(x).softmax(dim=-1)
         return {"preds": probs.argmax(dim=-1), "probs": probs}
+
+
+def _plain(data_config: dict[str, Any]) -> dict[str, Any]:
+    """``data_config`` with tuples as lists and numbers as Python scalars (loadable with ``weights_only=True``)."""
+    plain: dict[str, Any] = {}
+    for key, value in data_config.items():
+        if isinstance(value, (list, tuple)):
+            plain[key] = [v if isinstance(v, (int, float, str)) else float(v) for v in value]
+        else:
+            plain[key] = value if isinstance(value, (int, float, str)) or value is None else str(value)
+    return plain
+
+
+def _warn_if_preprocessing_differs(data_config: dict[str, Any], trained: dict[str, Any], what: str, stage: str) -> None:
+    """Warn when ``data_config`` (the DataModule's) differs from ``trained`` in size, mean or std."""
+    if same_preprocessing(trained, data_config):
+        return
+    height = int(trained["input_size"][1])
+    rank_zero_warn(
+        f"The DataModule's preprocessing ({describe_preprocessing(data_config)}) differs from the one {what}"
+        f" ({describe_preprocessing(trained)}): the `{stage}` inputs are not what the model learned from. Build the"
+        " DataModule with that `data_config` (`model.data_config`, or"
+        f" `torch.load(checkpoint, weights_only=True)['data_config']`) and `image_size={height}` (or `None`)."
+    )
