@@ -127,7 +127,8 @@ def run_cli(name: str, args: Sequence[str], seed: int = 0, quiet: bool = False) 
         result.log_dir = trainer.log_dir
         checkpoint = trainer.checkpoint_callback
         if isinstance(checkpoint, ModelCheckpoint):
-            result.checkpoints = {"best": checkpoint.best_model_path, "last": checkpoint.last_model_path}
+            last = os.path.join(checkpoint.dirpath or "", "last.ckpt")  # the CLI's every-epoch checkpoint
+            result.checkpoints = {"best": checkpoint.best_model_path, "last": last}
     return result
 
 

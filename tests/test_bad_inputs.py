@@ -136,6 +136,24 @@ def _callbacks():
 
 DEFAULTS = str(REPO / "recipes" / "defaults.yaml")
 
+
+def _fit_on_digits(tmp: Path, num_classes: int) -> None:
+    import lightning as L
+
+    from lit_transfer.data import DigitsDataModule
+
+    data = DigitsDataModule(classes=[0, 1, 2, 3, 4], shots_per_class=2, batch_size=4, image_size=16)
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp,
+    )
+    trainer.fit(_classifier(num_classes=num_classes), datamodule=data)
+
+
 CASES = [
     # ---------------------------------------------------------------- models
     Case(
@@ -153,6 +171,14 @@ CASES = [
         lambda t: _classifier(freeze="linear_prob"),
         ValueError,
         r"Unknown freezing policy 'linear_prob'\. Did you mean 'linear_probe'",
+    ),
+    Case(
+        "Models",
+        "num-classes-vs-data",
+        "A model with another number of classes than its data (Python)",
+        lambda t: _fit_on_digits(t, num_classes=3),
+        ValueError,
+        r"has 5 classes but the model was built with `num_classes=3`",
     ),
     Case(
         "Models",
@@ -523,6 +549,14 @@ temporary paths shortened to `<tmp>`. The package's own exception classes are li
 """
 
 
+CLI_HEADER = """## On the command line
+
+The `lit-transfer` command prints a mistake in a config, on the command line or in the data as its last line and
+exits with status 2 (`LIT_TRANSFER_TRACEBACK=1` shows the traceback); a run that succeeds exits with 0. Each case
+below is the complete output of the real command (`tests/test_cli_errors.py`), with the number of lines it printed.
+"""
+
+
 def write_docs_page() -> None:  # pragma: no cover - a maintenance script, run by hand
     import tempfile
 
@@ -540,7 +574,9 @@ def write_docs_page() -> None:  # pragma: no cover - a maintenance script, run b
             f"### {case.what}\n\n`{case.id}` — `{kind}`\n\n```text\n{message}\n```\n"
         )
     body = "\n".join(f"## {area}\n\n" + "\n".join(items) for area, items in sections.items())
-    DOCS_PAGE.write_text(HEADER + "\n" + body)
+    from test_cli_errors import docs_section
+
+    DOCS_PAGE.write_text(HEADER + "\n" + body + "\n" + CLI_HEADER + "\n" + docs_section())
 
 
 if __name__ == "__main__":
