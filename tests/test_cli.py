@@ -15,11 +15,13 @@ from cli_helpers import TINY as TINY_RUN
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from photo_fixture import make_photo_folder
 
 from lit_transfer import LRScaling, TransferClassifier
 from lit_transfer.backbones import backbone_data_config
 from lit_transfer.callbacks import ExceptionCheckpoint
 from lit_transfer.cli import TransferCLI, find_last_checkpoint
+from lit_transfer.data.decode import BadImageError
 
 DEFAULTS = ["--config", str(RECIPES / "defaults.yaml")]
 TINY = [*TINY_RUN, "--data.classes=[0, 1, 2]", "--data.batch_size=8"]
@@ -171,3 +173,24 @@ def test_print_config_and_module_entry_point(tmp_path: Path) -> None:
     assert config["model"]["class_path"].endswith("TransferClassifier")
     assert config["data"]["class_path"].endswith("DigitsDataModule")
     assert config["model"]["init_args"]["backbone"] == "test_resnet"
+
+
+def test_last_checkpoint_is_the_newest_epoch_even_when_val_acc_stalls(tmp_path: Path) -> None:
+    """Lightning rewrites a monitored checkpoint's `last.ckpt` only when the score improves; ours every epoch."""
+    cli = _cli(tmp_path, "--trainer.max_epochs=3", "--model.optimizer.init_args.lr=0.0", subcommand="fit")
+    checkpoints = Path(cli.trainer.log_dir) / "checkpoints"
+    best = torch.load(checkpoints / "best.ckpt", weights_only=True)
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert best["epoch"] == 0  # LR 0: val_acc never improves after the first epoch
+    assert last["epoch"] == 2 and last["global_step"] == cli.trainer.global_step
+
+
+def test_a_failed_setup_leaves_no_checkpoint_that_a_later_fit_would_resume(tmp_path: Path) -> None:
+    """An error before training writes nothing; the next plain fit starts afresh (no `Restoring states`)."""
+    photos = make_photo_folder(tmp_path / "photos", per_class=3, val_per_class=1, test_per_class=0, predict=0)
+    data = ["--data=ImageFolderDataModule", f"--data.root={photos}", "--data.num_workers=0", "--data.image_size=32"]
+    with pytest.raises(BadImageError, match=r"broken\.jpg"):  # raised in the DataModule's setup, inside fit
+        _cli(tmp_path, *data, subcommand="fit")
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(Path.cwd().glob("on_exception.ckpt"))
+    fresh = _cli(tmp_path, *data, "--data.on_bad_image=skip", subcommand="fit")
+    assert fresh.trainer.global_step == 2 and fresh.trainer.current_epoch == 1  # one epoch of two batches, from 0
