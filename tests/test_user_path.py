@@ -44,6 +44,14 @@ TINY = [
     "false",
 ]
 
+NOISE = (
+    "💡",  # Lightning's litlogger / litmodels advertisements
+    "was called without a model",  # Lightning resuming from an on-exception checkpoint by itself
+    "there is no last checkpoint",
+    "weights_only` was not set",
+    "isinstance(treespec, LeafSpec)",
+)
+
 
 def _env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -135,6 +143,8 @@ def test_resume_last_then_test_predict_and_export(workdir: Path, interrupted: di
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restoring states from the checkpoint path at" in resumed.stderr
+    for noise in NOISE:
+        assert noise not in resumed.stderr + interrupted["log"], noise
     assert f"Using {(run / 'checkpoints' / 'last.ckpt').relative_to(workdir)};" in resumed.stderr
     second = run.parent / f"version_{int(run.name.split('_')[1]) + 1}"
     final = torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)
@@ -153,6 +163,8 @@ def test_resume_last_then_test_predict_and_export(workdir: Path, interrupted: di
     for name in ("confusion_matrix.png", "confusion_matrix.csv", "epochs.csv"):
         assert (report / name).is_file(), name
     assert str(best_run / "test") in tested.stderr  # the command says where
+    for noise in (*NOISE, "Please add the following callbacks", "The dirpath has changed"):
+        assert noise not in tested.stderr, noise
     assert "test_acc" in tested.stdout and "lr-" not in tested.stderr.split("Run summary (test)")[1].split("\n")[1]
     assert not (second.parent / f"version_{int(second.name.split('_')[1]) + 1}").exists()  # no new run folder
 
