@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from lit_transfer._compat import set_scheduler_last_lr
 from lit_transfer.layer_groups import LayerGroup
 
 __all__ = ["WarmupCosine", "WarmupCosineLR", "build_param_groups", "layer_decay_scales", "set_group_lrs"]
@@ -219,8 +220,9 @@ class WarmupCosineLR(LambdaLR):
         for fn in {id(fn): fn for fn in self.lr_lambdas}.values():  # one object shared by every group
             vars(fn).update(planned)
         new_factor = self.schedule(step)
-        self._last_lr = [base * new_factor for base in self.base_lrs]
-        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+        lrs = [base * new_factor for base in self.base_lrs]
+        set_scheduler_last_lr(self, lrs)
+        for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
         rank_zero_warn(
             f"The checkpoint's LR schedule was planned for {restored.get('total_steps')} optimizer steps"

@@ -14,18 +14,18 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, CosineAnnealingWarmRestarts, OneCycleLR
 
+from lit_transfer._compat import PER_GROUP_LR_LISTS, child_schedulers, one_cycle_phases
+
 #: Param-group keys that hold absolute learning rates and scale with ``lr``.
 LR_GROUP_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
 #: Param-group keys a scheduler writes into the groups and reads back later.
 SCHEDULER_GROUP_KEYS = ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum")
-#: Scheduler attributes that are lists with one absolute learning rate per param group.
-_PER_GROUP_LISTS = ("base_lrs", "_last_lr", "min_lrs", "max_lrs")
 
 
 def iter_schedulers(scheduler: Any) -> Iterator[Any]:
     """Yield ``scheduler`` and, recursively, the schedulers it wraps (SequentialLR, ChainedScheduler)."""
     yield scheduler
-    for child in getattr(scheduler, "_schedulers", None) or []:
+    for child in child_schedulers(scheduler):
         yield from iter_schedulers(child)
 
 
@@ -56,7 +56,7 @@ def scale_learning_rates(optimizer: Optimizer, schedulers: Sequence[Any], factor
     uniform = len(set(factors)) <= 1
     for top in schedulers:
         for sched in iter_schedulers(top):
-            for attr in _PER_GROUP_LISTS:
+            for attr in PER_GROUP_LR_LISTS:
                 values = getattr(sched, attr, None)
                 if isinstance(values, list) and len(values) == len(factors):
                     setattr(sched, attr, [v * f for v, f in zip(values, factors)])
@@ -115,7 +115,7 @@ def resize_step_scheduler(scheduler: Any, total_steps: int) -> bool:
         ``True`` when the scheduler was resized, ``False`` when its type has no horizon to fix.
     """
     if isinstance(scheduler, OneCycleLR):
-        phases = scheduler._schedule_phases
+        phases = one_cycle_phases(scheduler)
         pct_start = (phases[0]["end_step"] + 1) / scheduler.total_steps
         ends = [*[pct_start * total_steps - 1, 2 * pct_start * total_steps - 2][: len(phases) - 1], total_steps - 1]
         for phase, end in zip(phases, ends):

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from typing_extensions import override
 
+from lit_transfer._compat import ddp_finds_unused_parameters, is_accumulating
 from lit_transfer.errors import CheckpointMismatchError
 from lit_transfer.freezing import FreezingPolicy, resolve_policy
 from lit_transfer.layer_groups import LayerGroup, layer_groups, layout_fingerprint
@@ -112,7 +113,7 @@ class LayerFreezing(Callback):
                 " needs uniform `requires_grad` inside each wrapped unit and DeepSpeed owns the optimizer. Use"
                 " `strategy='ddp'` (or 'ddp_spawn'), or remove LayerFreezing / use `freeze: full_fine_tune`."
             )
-        unused = isinstance(strategy, DDPStrategy) and strategy._ddp_kwargs.get("find_unused_parameters", False)
+        unused = ddp_finds_unused_parameters(strategy)
         if isinstance(strategy, DDPStrategy) and not self.policy.is_monotone() and not unused:
             raise ValueError(
                 f"{self.policy!r} freezes groups again after they trained; under DDP this stalls the gradient"
@@ -222,7 +223,7 @@ class LayerFreezing(Callback):
     # -------------------------------------------------------------------- DDP
     @override
     def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._ddp_registered is None or trainer.fit_loop.epoch_loop._should_accumulate():
+        if self._ddp_registered is None or is_accumulating(trainer):
             return
         params = [p for p in pl_module.parameters() if p.requires_grad and id(p) not in self._ddp_registered]
         if not params:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from lit_transfer._compat import replace_loop_dataloaders
 from lit_transfer.freezing import FreezingPolicy, LinearProbe
 from lit_transfer.layer_groups import layer_groups
 
@@ -153,16 +154,19 @@ def _gather(trainer: pl.Trainer, local_x: torch.Tensor, local_y: torch.Tensor, s
 def _serve(trainer: pl.Trainer, loop: Any, cache: FeatureCache, role: str) -> None:
     """Swap ``loop``'s DataLoaders for feature loaders with the same batch samplers, then restart its iterator.
 
-    Lightning offers no public hook to replace a DataLoader in the middle of ``fit``; this reads the loop's
-    ``_combined_loader`` and ``_data_fetcher``, the objects Lightning itself iterates. ``tests/test_feature_cache.py``
-    fails if a Lightning release changes them.
+    Lightning offers no public hook to replace a DataLoader in the middle of ``fit``: see
+    :func:`lit_transfer._compat.replace_loop_dataloaders`.
     """
-    combined = getattr(loop, "_combined_loader", None)
-    if combined is None:  # no data for this loop (e.g. `limit_val_batches=0`)
-        return
-    loaders = combined.flattened
+    # A new iterator draws a seed from the global RNG; restoring it keeps every later draw (shuffling, dropout) the
+    # same as in a run without the cache.
+    with torch.random.fork_rng(devices=[]):
+        replace_loop_dataloaders(loop, lambda loaders: _feature_loaders(trainer, loaders, cache, role))
+
+
+def _feature_loaders(trainer: pl.Trainer, loaders: list[Any], cache: FeatureCache, role: str) -> list[Any] | None:
+    """Loaders over cached features with the batch samplers of ``loaders``; ``None`` when they already are."""
     if all(isinstance(loader, DataLoader) and isinstance(loader.dataset, CachedFeatures) for loader in loaders):
-        return
+        return None
     replaced = []
     for loader in loaders:
         if not isinstance(loader, DataLoader) or loader.batch_sampler is None:
@@ -175,13 +179,7 @@ def _serve(trainer: pl.Trainer, loop: Any, cache: FeatureCache, role: str) -> No
             continue
         cached = cache.features_of(trainer, loader, role)
         replaced.append(DataLoader(cached, batch_sampler=loader.batch_sampler, collate_fn=_whole_batch))
-    combined.flattened = replaced
-    fetcher = getattr(loop, "_data_fetcher", None)
-    if fetcher is not None:
-        # The fetcher's iterator was created over the old loaders. A new `iter` draws a seed from the global RNG;
-        # restoring it keeps every later draw (shuffling, dropout) the same as in a run without the cache.
-        with torch.random.fork_rng(devices=[]):
-            iter(fetcher)
+    return replaced
 
 
 def check_cacheable(policy: FreezingPolicy, backbone: nn.Module, uses_mixup: bool) -> None:

@@ -1,0 +1,101 @@
+"""Every private attribute of Lightning, LightningCLI and torch that lit_transfer relies on, in one place.
+
+Lightning and torch offer no public API for a few things the package needs (replacing a DataLoader in the middle of
+``fit``, reading DDP's ``find_unused_parameters``, a OneCycleLR's phase table). Each such access is one named
+function here, and ``tests/test_compat.py`` has one test per function against the installed releases, so an
+upgrade that renames or removes one fails that obvious test instead of a user's run.
+
+The :class:`~lit_transfer.cli.TransferCLI` overrides a few private LightningCLI methods; they are listed in
+:data:`LIGHTNING_CLI_OVERRIDES` with the parameters the override relies on, and checked the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.strategies import DDPStrategy, Strategy
+
+__all__ = [
+    "LIGHTNING_CLI_OVERRIDES",
+    "PER_GROUP_LR_LISTS",
+    "child_schedulers",
+    "ddp_finds_unused_parameters",
+    "is_accumulating",
+    "one_cycle_phases",
+    "replace_loop_dataloaders",
+    "set_scheduler_last_lr",
+]
+
+LIGHTNING_CLI_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "_prepare_subcommand_parser": ("klass", "subcommand"),
+    "_parse_ckpt_path": (),
+    "_instantiate_trainer": ("config", "callbacks"),
+    "_subcommand_method_arguments": (),
+}
+"""Private LightningCLI members :class:`~lit_transfer.cli.TransferCLI` overrides or reads, with the parameters it
+relies on (``_subcommand_method_arguments`` is a dict attribute, the others are methods)."""
+
+PER_GROUP_LR_LISTS = ("base_lrs", "_last_lr", "min_lrs", "max_lrs")
+"""torch LR-scheduler attributes that are lists with one absolute learning rate per param group (``_last_lr`` is
+what ``get_last_lr()`` returns; ``min_lrs`` belongs to ReduceLROnPlateau, ``max_lrs`` to CyclicLR)."""
+
+
+def ddp_finds_unused_parameters(strategy: Strategy) -> bool:
+    """Whether a DDP strategy was configured with ``find_unused_parameters=True`` (``False`` for other strategies).
+
+    Reads ``DDPStrategy._ddp_kwargs``: the kwargs Lightning passes to ``DistributedDataParallel``.
+    """
+    if not isinstance(strategy, DDPStrategy):
+        return False
+    return bool(strategy._ddp_kwargs.get("find_unused_parameters", False))
+
+
+def is_accumulating(trainer: Trainer) -> bool:
+    """Whether the current training batch accumulates gradients without an optimizer step.
+
+    Calls ``trainer.fit_loop.epoch_loop._should_accumulate()``, the test Lightning's own loop uses.
+    """
+    return bool(trainer.fit_loop.epoch_loop._should_accumulate())
+
+
+def replace_loop_dataloaders(loop: Any, replace: Callable[[list[Any]], list[Any] | None]) -> bool:
+    """Swap the DataLoaders an evaluation or fit loop iterates, in the middle of ``fit``, and restart its iterator.
+
+    Reads and writes ``loop._combined_loader.flattened`` and restarts ``loop._data_fetcher``: the objects
+    Lightning itself iterates. Lightning has no public hook for this.
+
+    Args:
+        loop: ``trainer.fit_loop`` or ``trainer.validate_loop`` (any loop with a combined loader).
+        replace: Given the current loaders, returns their replacements (same number), or ``None`` to keep them.
+
+    Returns:
+        ``True`` when the loaders were replaced, ``False`` when the loop has no data or ``replace`` kept them.
+    """
+    combined = getattr(loop, "_combined_loader", None)
+    if combined is None:  # no data for this loop (e.g. `limit_val_batches=0`)
+        return False
+    replaced = replace(list(combined.flattened))
+    if replaced is None:
+        return False
+    combined.flattened = replaced
+    fetcher = getattr(loop, "_data_fetcher", None)
+    if fetcher is not None:
+        iter(fetcher)  # the fetcher's iterator was created over the old loaders
+    return True
+
+
+def child_schedulers(scheduler: Any) -> Iterator[Any]:
+    """The schedulers a ``SequentialLR`` or ``ChainedScheduler`` wraps (``_schedulers``); nothing for others."""
+    yield from getattr(scheduler, "_schedulers", None) or []
+
+
+def set_scheduler_last_lr(scheduler: Any, values: Sequence[Any]) -> None:
+    """Set what ``scheduler.get_last_lr()`` returns (``_last_lr``), one value per param group."""
+    scheduler._last_lr = list(values)
+
+
+def one_cycle_phases(scheduler: Any) -> list[dict[str, Any]]:
+    """A ``OneCycleLR``'s phase table (``_schedule_phases``): dicts with ``end_step`` and the LR/momentum keys."""
+    return scheduler._schedule_phases

@@ -1,0 +1,120 @@
+"""One test per private Lightning/LightningCLI/torch access in ``lit_transfer._compat``, on the installed releases."""
+
+from __future__ import annotations
+
+import inspect
+
+import lightning as L
+import pytest
+import torch
+from freeze_helpers import PlainModule, fixed_data, loader
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+from torch.optim.lr_scheduler import ChainedScheduler, CyclicLR, LinearLR, OneCycleLR, ReduceLROnPlateau, StepLR
+
+from lit_transfer import _compat
+
+
+def _optimizer() -> torch.optim.Optimizer:
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(2))]}, {"params": [torch.nn.Parameter(torch.zeros(2))]}]
+    return torch.optim.SGD(groups, lr=0.1)
+
+
+def test_lightning_cli_members_the_cli_overrides_exist() -> None:
+    for name, params in _compat.LIGHTNING_CLI_OVERRIDES.items():
+        member = inspect.getattr_static(LightningCLI, name, None)
+        if member is None:  # an attribute set in __init__
+            assert name in inspect.getsource(LightningCLI.__init__) + inspect.getsource(LightningCLI), name
+            continue
+        assert callable(member), name
+        assert set(params) <= set(inspect.signature(member).parameters), name
+
+
+def test_ddp_finds_unused_parameters() -> None:
+    assert _compat.ddp_finds_unused_parameters(DDPStrategy(find_unused_parameters=True)) is True
+    assert _compat.ddp_finds_unused_parameters(DDPStrategy()) is False
+    assert _compat.ddp_finds_unused_parameters(SingleDeviceStrategy("cpu")) is False
+
+
+class _Probe(L.Callback):
+    """Records is_accumulating at every batch, and swaps the validation loaders once."""
+
+    def __init__(self) -> None:
+        self.accumulating: list[bool] = []
+        self.swapped = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.accumulating.append(_compat.is_accumulating(trainer))
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        def replace(loaders):
+            assert len(loaders) == 1
+            return [loader(fixed_data(n=3), batch_size=3)]
+
+        self.swapped += _compat.replace_loop_dataloaders(trainer.fit_loop.epoch_loop.val_loop, replace)
+
+
+class _Validated(PlainModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def validation_step(self, batch, batch_idx) -> None:
+        self.seen.append(len(batch[0]))
+
+
+def test_is_accumulating_and_replace_loop_dataloaders(tmp_path) -> None:
+    probe = _Probe()
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=4,
+        accumulate_grad_batches=2,
+        callbacks=[probe],
+        logger=False,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    model = _Validated()
+    trainer.fit(model, loader(fixed_data(n=8), batch_size=2), loader(fixed_data(n=8), batch_size=8))
+    seen = model.seen
+    assert probe.accumulating == [True, False, True, False]
+    assert probe.swapped == 1 and seen == [3]  # validation iterated the replacement, not the original
+    assert _compat.replace_loop_dataloaders(object(), lambda loaders: loaders) is False  # a loop without data
+
+
+def test_child_schedulers() -> None:
+    optimizer = _optimizer()
+    chained = ChainedScheduler([StepLR(optimizer, 1), LinearLR(optimizer)])
+    assert [type(s) for s in _compat.child_schedulers(chained)] == [StepLR, LinearLR]
+    assert list(_compat.child_schedulers(StepLR(optimizer, 1))) == []
+
+
+def test_set_scheduler_last_lr() -> None:
+    scheduler = StepLR(_optimizer(), 1)
+    _compat.set_scheduler_last_lr(scheduler, [0.5, 0.25])
+    assert scheduler.get_last_lr() == [0.5, 0.25]
+
+
+@pytest.mark.parametrize(
+    ("make", "names"),
+    [
+        (lambda o: StepLR(o, 1), {"base_lrs", "_last_lr"}),
+        (lambda o: ReduceLROnPlateau(o), {"min_lrs"}),
+        (lambda o: CyclicLR(o, 0.01, 0.1), {"base_lrs", "max_lrs", "_last_lr"}),
+    ],
+)
+def test_per_group_lr_lists_exist(make, names) -> None:
+    scheduler = make(_optimizer())
+    assert names <= set(_compat.PER_GROUP_LR_LISTS)
+    for name in names:
+        assert isinstance(getattr(scheduler, name), list) and len(getattr(scheduler, name)) == 2, name
+
+
+def test_one_cycle_phases() -> None:
+    scheduler = OneCycleLR(_optimizer(), max_lr=0.1, total_steps=100, pct_start=0.3)
+    phases = _compat.one_cycle_phases(scheduler)
+    assert [round(p["end_step"]) for p in phases] == [29, 99]
+    assert {"start_lr", "end_lr"} <= set(phases[0])
