@@ -63,24 +63,28 @@ import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from lit_transfer.backbones import backbone_data_config
-from lit_transfer.callbacks import ExceptionCheckpoint, RunReport
 from lit_transfer.cli_messages import user_error_message
 from lit_transfer.models import TransferClassifier
-from lit_transfer.predict_writer import PredictionCSVWriter
+from lit_transfer.run_files import (
+    EVALUATION_SUBCOMMANDS,
+    LOGS_NAME,
+    default_callbacks,
+    default_loggers,
+    evaluation_dir,
+    find_last_checkpoint,
+    merge_callbacks,
+)
 
 __all__ = ["TransferCLI", "default_callbacks", "find_last_checkpoint", "main"]
 
-LOGS_NAME = "lightning_logs"
 _MODEL_DEFAULT_NUM_CLASSES = inspect.signature(TransferClassifier.__init__).parameters["num_classes"].default
 _PACKAGE_MODULES = ("lit_transfer.callbacks", "lit_transfer.data", "lit_transfer.freezing", "lit_transfer.models")
-_EVALUATION = ("validate", "test", "predict")
 _TIPS = ("💡 Tip", "💡 Tip:")
 
 
@@ -104,85 +108,6 @@ def _quiet_lightning() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _NoAdvertisements) for f in logger.filters):
             logger.addFilter(_NoAdvertisements())
-
-
-def default_callbacks(
-    subcommand: str | None, has_logger: bool, checkpointing: bool, output_dir: Path | None = None
-) -> list[Callback]:
-    """The callbacks every run of ``subcommand`` gets unless one of the same type is already configured.
-
-    Args:
-        subcommand: ``"fit"``, ``"validate"``, ``"test"``, ``"predict"`` (or ``None`` outside a subcommand).
-        has_logger: Whether the Trainer logs (the LR monitor needs a logger).
-        checkpointing: Whether ``trainer.enable_checkpointing`` is on.
-        output_dir: Where ``predict`` writes ``predictions.csv`` (default: the Trainer's ``default_root_dir``).
-
-    Returns:
-        Fresh callback instances.
-    """
-    if subcommand == "predict":
-        return [PredictionCSVWriter(output_dir / "predictions.csv" if output_dir is not None else None)]
-    if subcommand == "test":
-        return [RunReport()]
-    if subcommand not in (None, "fit"):
-        return []
-    callbacks: list[Callback] = []
-    if checkpointing:
-        best = ModelCheckpoint(monitor="val_acc", mode="max", filename="best", enable_version_counter=False)
-        last = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)  # every epoch
-        callbacks += [best, last, ExceptionCheckpoint()]
-    if has_logger:
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
-    callbacks.append(RunReport())
-    return callbacks
-
-
-def _merge_callbacks(configured: list[Callback], defaults: Iterable[Callback]) -> list[Callback]:
-    """Append each default whose type (or, for prediction writers, base type) is not among ``configured``."""
-    merged = list(configured)
-    for callback in defaults:
-        kind = BasePredictionWriter if isinstance(callback, BasePredictionWriter) else type(callback)
-        if not any(isinstance(c, kind) for c in configured):
-            merged.append(callback)
-    return merged
-
-
-def _default_loggers(root_dir: str | os.PathLike, evaluation_dir: Path | None = None) -> list[Any]:
-    """TensorBoard and CSV loggers writing into one folder.
-
-    That folder is ``<root>/lightning_logs/version_N`` (a new N), or ``evaluation_dir`` when an evaluation writes
-    into the run it evaluates.
-    """
-    if evaluation_dir is not None:
-        save_dir, name, version = str(evaluation_dir.parent), "", evaluation_dir.name
-        csv = CSVLogger(save_dir=save_dir, name=name, version=version)
-    else:
-        csv = CSVLogger(save_dir=str(root_dir), name=LOGS_NAME)
-        save_dir, name, version = str(root_dir), LOGS_NAME, f"version_{csv.version}"
-    tensorboard = TensorBoardLogger(save_dir=save_dir, name=name, version=version)
-    return [csv, tensorboard]  # CSV first: it creates the folder (it warns when it finds one already filled)
-
-
-def find_last_checkpoint(root_dir: str | os.PathLike, which: str = "last") -> Path | None:
-    """The newest ``last.ckpt`` (or ``best.ckpt``) under ``<root_dir>/lightning_logs/version_*/checkpoints/``.
-
-    Args:
-        root_dir: The Trainer's ``default_root_dir``.
-        which: ``"last"`` (the end of a run's newest epoch) or ``"best"`` (its best ``val_acc``).
-
-    Returns:
-        Path of the most recently written such file (``last-v1.ckpt`` and the like included), or ``None``.
-    """
-    candidates = list(Path(root_dir, LOGS_NAME).glob(f"version_*/checkpoints/{which}*.ckpt"))
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
-
-
-def _run_dir(ckpt_path: str | os.PathLike | None) -> Path | None:
-    """The run folder a checkpoint belongs to (``.../version_N`` for ``.../version_N/checkpoints/x.ckpt``)."""
-    if not ckpt_path:
-        return None
-    path = Path(ckpt_path)
-    return path.parent.parent if path.parent.name == "checkpoints" else None
 
 
 def _saved_training_facts(ckpt_path: str) -> dict[str, Any]:
@@ -388,28 +313,22 @@ class TransferCLI(LightningCLI):
     @override
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         requested_precision = config.get("precision")
-        evaluation_dir = self._evaluation_dir()
+        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+        evaluation = evaluation_dir(self.subcommand, ckpt_path)
         if config.get("logger") in (None, True):
-            config["logger"] = _default_loggers(config.get("default_root_dir") or ".", evaluation_dir)
+            config["logger"] = default_loggers(config.get("default_root_dir") or ".", evaluation)
         has_logger = config.get("logger") not in (False, [])
         checkpointing = config.get("enable_checkpointing") is not False and not config.get("fast_dev_run")
         configured = config.get("callbacks") or []
         configured = [configured] if isinstance(configured, Callback) else list(configured)
-        if self.subcommand in _EVALUATION and not any(isinstance(c, ModelCheckpoint) for c in configured):
+        if self.subcommand in EVALUATION_SUBCOMMANDS and not any(isinstance(c, ModelCheckpoint) for c in configured):
             config["enable_checkpointing"] = False  # an evaluation writes no checkpoint
             warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used")
-        defaults = default_callbacks(self.subcommand, has_logger, checkpointing, evaluation_dir)
-        config["callbacks"] = _merge_callbacks(configured + list(callbacks), defaults)
+        defaults = default_callbacks(self.subcommand, has_logger, checkpointing, evaluation)
+        config["callbacks"] = merge_callbacks(configured + list(callbacks), defaults)
         trainer = super()._instantiate_trainer(config, [])
         _note_precision(requested_precision, trainer)
         return trainer
-
-    def _evaluation_dir(self) -> Path | None:
-        """``<run>/<subcommand>`` when ``validate``/``test``/``predict`` evaluate a checkpoint of a run."""
-        if self.subcommand not in _EVALUATION:
-            return None
-        run = _run_dir(self.config[self.subcommand].get("ckpt_path"))
-        return run / str(self.subcommand) if run is not None else None
 
 
 def _data_attribute(datamodule: Any, name: str) -> Any:
