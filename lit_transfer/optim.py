@@ -5,6 +5,9 @@ One optimizer holds every layer group from the first step, frozen groups include
 of groups and checkpoints have the same layout in every phase. Layer-wise decay is multiplied into each
 group's ``lr`` here, because torch and Lightning schedulers ignore timm's ``lr_scale`` key.
 
+A scheduler that sets one absolute LR for every group (``OneCycleLR(max_lr=1e-3)``, the natural YAML form) would
+drop those per-group ratios; :func:`keep_group_lr_ratios`, called right after the scheduler is built, restores them.
+
 The default schedule, :class:`WarmupCosineLR`, is re-planned when a resumed run has another length than the
 checkpoint's (e.g. a larger ``max_epochs``), so extra epochs never train at the finished schedule's LR of 0.
 """
@@ -12,18 +15,30 @@ checkpoint's (e.g. a larger ``max_epochs``), so extra epochs never train at the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from typing import Any, cast
+import warnings
+from collections.abc import Iterable
+from typing import Any, TypeVar, cast
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
 
 from lit_transfer._compat import set_scheduler_last_lr
+from lit_transfer._schedulers import iter_schedulers, scale_learning_rates
 from lit_transfer.layer_groups import LayerGroup
 
-__all__ = ["WarmupCosine", "WarmupCosineLR", "build_param_groups", "layer_decay_scales", "set_group_lrs"]
+__all__ = [
+    "WarmupCosine",
+    "WarmupCosineLR",
+    "apply_lr_scales",
+    "build_param_groups",
+    "keep_group_lr_ratios",
+    "layer_decay_scales",
+    "set_group_lrs",
+]
+
+_S = TypeVar("_S")
 
 
 def layer_decay_scales(num_groups: int, layer_decay: float | None) -> list[float]:
@@ -63,7 +78,7 @@ def build_param_groups(
     """Optimizer parameter groups, one (or two) per layer group, in stem-to-head order.
 
     Each group carries ``name`` (the layer group's name; ``<name>.no_decay`` for its biases and norm weights when
-    ``weight_decay`` is on) and ``lr_scale``. :func:`set_group_lrs` multiplies ``lr_scale`` into the ``lr`` the
+    ``weight_decay`` is on) and ``lr_scale``. :func:`apply_lr_scales` multiplies ``lr_scale`` into the ``lr`` the
     optimizer filled in.
 
     Args:
@@ -101,10 +116,75 @@ def build_param_groups(
     return param_groups
 
 
-def set_group_lrs(optimizer: torch.optim.Optimizer) -> None:
-    """Multiply each group's ``lr_scale`` into its ``lr`` (once, right after the optimizer is built)."""
+def apply_lr_scales(optimizer: torch.optim.Optimizer) -> None:
+    """Multiply each group's ``lr_scale`` into its ``lr`` (once, right after the optimizer is built).
+
+    torch and Lightning schedulers ignore timm's ``lr_scale`` key; after this call every scheduler built on the
+    optimizer starts from the decayed per-group LRs.
+
+    Example:
+        >>> opt = torch.optim.SGD([{"params": [torch.zeros(1)], "lr_scale": 0.5}, {"params": [torch.ones(1)]}], lr=0.1)
+        >>> apply_lr_scales(opt)
+        >>> [group["lr"] for group in opt.param_groups]
+        [0.05, 0.1]
+    """
     for group in optimizer.param_groups:
         group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
+
+
+def set_group_lrs(optimizer: torch.optim.Optimizer) -> None:
+    """Deprecated name of :func:`apply_lr_scales`."""
+    warnings.warn(
+        "lit_transfer.optim.set_group_lrs is deprecated: call apply_lr_scales (the same function, a name that says"
+        " it applies each group's `lr_scale`).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    apply_lr_scales(optimizer)
+
+
+def keep_group_lr_ratios(scheduler: _S) -> _S:
+    """Give each param group its ``lr_scale`` share of a OneCycleLR's single ``max_lr``; return ``scheduler``.
+
+    ``OneCycleLR(optimizer, max_lr=1e-3)`` with a scalar ``max_lr`` (the natural YAML form) sets every group's peak to
+    ``1e-3`` and overwrites each group's ``lr``, so the layer decay :func:`apply_lr_scales` put into the LRs is
+    silently dropped. After this call group ``g`` follows the same one-cycle curve scaled by its ``lr_scale``: its
+    ``max_lr`` is ``max_lr * lr_scale_g`` (the head, ``lr_scale`` 1, keeps ``max_lr``), and its start and final LRs
+    follow (``div_factor``, ``final_div_factor`` unchanged). Call it right after the scheduler is built, before the
+    first step; a resumed run then restores the scaled values from the checkpoint.
+
+    Nothing changes for other schedulers (they scale each group's own LR), for a OneCycleLR given one ``max_lr`` per
+    group (the peaks already differ), or when every group has the same ``lr_scale``.
+
+    Raises:
+        ValueError: For a OneCycleLR with one ``max_lr`` for groups of different ``lr_scale`` inside a
+            ``SequentialLR`` or ``ChainedScheduler``, whose siblings share the groups' LRs: pass ``max_lr`` there as a
+            list, one per group.
+
+    Example:
+        >>> params = [{"params": [torch.zeros(1)], "lr_scale": 0.25}, {"params": [torch.ones(1)], "lr_scale": 1.0}]
+        >>> opt = torch.optim.SGD(params, lr=0.1)
+        >>> sched = keep_group_lr_ratios(OneCycleLR(opt, max_lr=1e-3, total_steps=10))
+        >>> [group["max_lr"] for group in opt.param_groups]
+        [0.00025, 0.001]
+    """
+    for sched in iter_schedulers(scheduler):
+        if not isinstance(sched, OneCycleLR):
+            continue
+        optimizer = sched.optimizer
+        groups = optimizer.param_groups
+        scales = [float(group.get("lr_scale", 1.0)) for group in groups]
+        if len(set(scales)) <= 1 or len({group["max_lr"] for group in groups}) > 1:
+            continue
+        if sched is not scheduler:
+            raise ValueError(
+                f"A OneCycleLR inside {type(scheduler).__name__} got one `max_lr` ({groups[0]['max_lr']!r}) for param"
+                f" groups whose `lr_scale` differ ({scales}), which drops the layer decay; its sibling schedulers share"
+                " the groups' LRs, so it cannot be rescaled afterwards. Pass `max_lr` as a list, one per param group:"
+                f" `max_lr=[{groups[0]['max_lr']!r} * g.get('lr_scale', 1.0) for g in optimizer.param_groups]`."
+            )
+        scale_learning_rates(optimizer, [sched], scales)
+    return scheduler
 
 
 class WarmupCosine:
@@ -232,6 +312,3 @@ class WarmupCosineLR(LambdaLR):
             f" {new_factor:.4g} instead of the checkpoint plan's {old_factor:.4g}. To continue the old plan instead,"
             " resume with the checkpoint's `max_epochs`/`max_steps` (and the same data and batch size)."
         )
-
-
-OptimizerCallable = Callable[[Iterable[Any]], torch.optim.Optimizer]

@@ -9,7 +9,7 @@ from callback_helpers import SCHEDULERS, FixedDataModule, RankDataModule, TinyRe
 from lightning.pytorch import Callback
 
 from lit_transfer.callbacks import BatchSizeRamp, LRScaling
-from lit_transfer.callbacks.lr_scaling import default_rule, scale_factor
+from lit_transfer.batch_lr_scaling import default_rule, scale_factor
 
 
 @pytest.mark.parametrize(

@@ -51,46 +51,37 @@ def snapshot(optimizer: Optimizer) -> list[list[tuple[torch.Tensor, torch.Tensor
     ]
 
 
-def update(state: SwatsState, optimizer: Optimizer, before: list, eps: float) -> list[bool]:
-    """Fold one optimizer step into ``state``; return, per group, whether its criterion is met.
+def update(state: SwatsState, optimizer: Optimizer, before: list) -> None:
+    """Fold one optimizer step into the per-group estimates of ``state`` (each group's SGD learning rate).
 
-    Groups without a gradient in this step report ``True`` (they do not hold the switch back) only when they
-    have never had one.
+    A group without a gradient in this step, or whose step is orthogonal to its gradient, is not counted.
     """
     state.ensure(len(optimizer.param_groups))
-    met = []
     for i, (group, entries) in enumerate(zip(optimizer.param_groups, before)):
+        gamma = _gamma(entries)
+        state.gammas[i] = gamma
+        if gamma is None:
+            continue
         beta2 = float(group["betas"][1])
-        if not entries:
-            state.gammas[i] = None
-            met.append(state.steps[i] == 0)
-            continue
-        step = torch.cat([(p.detach() - old).flatten() for p, old, _ in entries]).double()
-        grad = torch.cat([g.flatten() for _, _, g in entries]).double()
-        denom = -float(step @ grad)
-        if denom == 0.0:
-            state.gammas[i] = None
-            met.append(False)
-            continue
-        gamma = float(step @ step) / denom
         state.steps[i] += 1
         state.lambdas[i] = beta2 * state.lambdas[i] + (1.0 - beta2) * gamma
-        state.gammas[i] = gamma
-        met.append(state.steps[i] > 1 and abs(state.corrected(i, beta2) - gamma) < eps)
-    return met
+
+
+def _gamma(entries: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> float | None:
+    """``p^T p / (-p^T g)`` of one step over ``entries``; ``None`` without entries or when ``p^T g = 0``."""
+    if not entries:
+        return None
+    step = torch.cat([(p.detach() - old).flatten() for p, old, _ in entries]).double()
+    grad = torch.cat([g.flatten() for _, _, g in entries]).double()
+    denom = -float(step @ grad)
+    return None if denom == 0.0 else float(step @ step) / denom
 
 
 def update_model(state: SwatsState, optimizer: Optimizer, before: list, eps: float) -> bool:
     """Fold one step into the whole-model estimate; return whether the switching criterion is met."""
-    entries = [entry for group in before for entry in group]
-    if not entries:
+    gamma = _gamma([entry for group in before for entry in group])
+    if gamma is None:
         return False
-    step = torch.cat([(p.detach() - old).flatten() for p, old, _ in entries]).double()
-    grad = torch.cat([g.flatten() for _, _, g in entries]).double()
-    denom = -float(step @ grad)
-    if denom == 0.0:
-        return False
-    gamma = float(step @ step) / denom
     beta2 = float(optimizer.param_groups[0]["betas"][1])
     state.model_steps += 1
     state.model_lambda = beta2 * state.model_lambda + (1.0 - beta2) * gamma

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
@@ -10,9 +11,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.parsing import lightning_getattr, lightning_hasattr, lightning_setattr
 from typing_extensions import override
 
+from lit_transfer._schedulers import resize_step_scheduler
+from lit_transfer.batch_lr_scaling import Rule, check_rule, follow_batch, resolve_rule
 from lit_transfer.callbacks._ramp_schedule import RampSchedule, ramp_total_steps
-from lit_transfer.callbacks._schedulers import resize_step_scheduler, scale_trainer_learning_rates
-from lit_transfer.callbacks._trainer_utils import find_callback, is_adaptive, loader_batch_size
+from lit_transfer.trainer_facts import global_batch_size, loader_batch_size, samples_per_rank, train_loader
 
 __all__ = ["BatchSizeRamp", "ramp_total_steps"]
 
@@ -48,8 +50,11 @@ class BatchSizeRamp(Callback):
         batch_size_attr: Attribute of the DataModule or LightningModule holding the per-device batch size (found
             like Lightning's ``BatchSizeFinder`` does).
         lr_coupling: ``"hold"`` keeps the LR (the paper); ``"scale"`` rescales it with the global batch by
-            ``lr_scaling_rule`` at each change, through every scheduler's base values.
-        lr_scaling_rule: ``"linear"`` or ``"sqrt"``; ``None`` picks sqrt for Adam-family optimizers.
+            ``rule`` at each change, through every scheduler's base values (the same rule and code as
+            :class:`~lit_transfer.callbacks.LRScaling`, see :mod:`lit_transfer.batch_lr_scaling`).
+        rule: The LR scaling rule of ``lr_coupling="scale"``, as LRScaling's ``rule``: ``"linear"`` or ``"sqrt"``;
+            ``None`` picks sqrt for Adam-family optimizers, else linear.
+        lr_scaling_rule: Deprecated name of ``rule``.
 
     Example::
 
@@ -65,8 +70,21 @@ class BatchSizeRamp(Callback):
         mode: Literal["batch", "accumulate", "auto"] = "batch",
         batch_size_attr: str = "batch_size",
         lr_coupling: Literal["hold", "scale"] = "hold",
-        lr_scaling_rule: Literal["linear", "sqrt"] | None = None,
+        rule: Rule | None = None,
+        lr_scaling_rule: Rule | None = None,
     ) -> None:
+        if lr_scaling_rule is not None:
+            if rule is not None:
+                raise ValueError(
+                    f"Set `rule` ({rule!r}) only; `lr_scaling_rule` ({lr_scaling_rule!r}) is its deprecated name."
+                )
+            warnings.warn(
+                "BatchSizeRamp(lr_scaling_rule=...) is deprecated: use `rule`, the name LRScaling uses for the same"
+                f" rule (`rule: {lr_scaling_rule}`).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            rule = lr_scaling_rule
         if (milestones is None) == (every_n_epochs is None):
             raise ValueError(
                 f"Set exactly one of `milestones` ({milestones!r}) or `every_n_epochs` ({every_n_epochs!r})."
@@ -86,10 +104,10 @@ class BatchSizeRamp(Callback):
         for name, choice, allowed in [
             ("mode", mode, ("batch", "accumulate", "auto")),
             ("lr_coupling", lr_coupling, ("hold", "scale")),
-            ("lr_scaling_rule", lr_scaling_rule, ("linear", "sqrt", None)),
         ]:
             if choice not in allowed:
                 raise ValueError(f"`{name}` must be one of {allowed}, got {choice!r}.")
+        check_rule(rule, "rule")
         if mode == "auto" and max_batch_size is None:
             raise ValueError("`mode='auto'` grows the batch up to `max_batch_size`; set `max_batch_size`.")
         self.schedule = RampSchedule(
@@ -100,7 +118,7 @@ class BatchSizeRamp(Callback):
             mode,
         )
         self.mode, self.batch_size_attr = mode, batch_size_attr
-        self.lr_coupling, self.lr_scaling_rule = lr_coupling, lr_scaling_rule
+        self.lr_coupling, self.rule = lr_coupling, rule
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -121,17 +139,19 @@ class BatchSizeRamp(Callback):
     def initial_global_batch(self, trainer: pl.Trainer) -> int:
         """The global batch of epoch 0: initial per-device batch x world size x initial accumulation."""
         assert self.initial_batch_size is not None and self.initial_accumulation is not None
-        return self.initial_batch_size * trainer.world_size * self.initial_accumulation
+        return global_batch_size(trainer, self.initial_batch_size, self.initial_accumulation)
 
     def total_optimizer_steps(self, trainer: pl.Trainer) -> int:
         """The true number of optimizer steps of the whole fit under this ramp (``max_steps`` respected)."""
-        loader = trainer.train_dataloader
-        if loader is None:
+        if train_loader(trainer) is None:
             trainer.fit_loop.setup_data()
-            loader = trainer.train_dataloader
-        assert loader is not None  # `setup_data` builds it
-        sampler = getattr(loader, "sampler", None)
-        samples = len(sampler) if sampler is not None and hasattr(sampler, "__len__") else len(loader.dataset)
+        samples = samples_per_rank(trainer)
+        if samples is None:
+            raise ValueError(
+                "BatchSizeRamp cannot count the optimizer steps of a train DataLoader without a length (an iterable"
+                " dataset): use interval='epoch' schedulers, or a map-style dataset."
+            )
+        loader = train_loader(trainer)
         epochs = range(max(trainer.max_epochs or 1, 1))
         steps = ramp_total_steps(
             samples,
@@ -169,14 +189,6 @@ class BatchSizeRamp(Callback):
             raise ValueError(
                 f"BatchSizeRamp milestone {last} is past the last epoch (`max_epochs={trainer.max_epochs}`): either"
                 " remove that milestone or raise `max_epochs`."
-            )
-        from lit_transfer.callbacks.lr_scaling import LRScaling
-
-        scaling = find_callback(trainer, LRScaling)
-        if self.lr_coupling == "scale" and scaling is not None and scaling.follow_batch_ramp:
-            raise ValueError(
-                "BatchSizeRamp(lr_coupling='scale') and LRScaling(follow_batch_ramp=True) would both rescale the LR:"
-                " either set lr_coupling='hold' or follow_batch_ramp=False."
             )
         # `lightning_getattr` is annotated `Optional[Any]`; a `None` value still fails in `int()` as before
         self.initial_batch_size = int(cast(Any, lightning_getattr(pl_module, self.batch_size_attr)))
@@ -216,9 +228,7 @@ class BatchSizeRamp(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loader = trainer.train_dataloader
-        sampler = getattr(loader, "sampler", None)
-        samples = len(sampler) if sampler is not None and hasattr(sampler, "__len__") else None
+        samples = samples_per_rank(trainer)
         if samples is None:
             return
         epochs = range(trainer.current_epoch, max(trainer.max_epochs or 1, 1))
@@ -234,15 +244,16 @@ class BatchSizeRamp(Callback):
         self._mid_epoch = True
         epoch = trainer.current_epoch
         expected = self.sizes_at(epoch)
-        actual = loader_batch_size(trainer.train_dataloader)
+        loader = train_loader(trainer)
+        actual = loader_batch_size(loader)
         if actual is not None and actual != expected[0]:
             rank_zero_warn(
                 f"BatchSizeRamp: epoch {epoch} runs at batch {actual}, the ramp says {expected[0]}. This happens when"
                 " resuming from a checkpoint written before the ramp's `on_train_epoch_end` (e.g. at validation end)."
             )
         batch, accumulation = actual or expected[0], trainer.accumulate_grad_batches
-        global_batch = batch * trainer.world_size * accumulation
-        dataset = getattr(trainer.train_dataloader, "dataset", None)
+        global_batch = global_batch_size(trainer, batch, accumulation)
+        dataset = getattr(loader, "dataset", None)
         pl_module.log("batch_size_ramp/batch_size", float(batch), on_step=False, on_epoch=True)
         pl_module.log("batch_size_ramp/accumulate_grad_batches", float(accumulation), on_step=False, on_epoch=True)
         pl_module.log("batch_size_ramp/global_batch", float(global_batch), on_step=False, on_epoch=True)
@@ -253,19 +264,17 @@ class BatchSizeRamp(Callback):
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._mid_epoch = False
-        old_global = self.batch_size * self.accumulate_grad_batches  # type: ignore[operator]
+        old_global = global_batch_size(trainer, self.batch_size, self.accumulate_grad_batches)
         batch, accumulation = self._apply(trainer, trainer.current_epoch + 1)
-        new_global = batch * accumulation
+        new_global = global_batch_size(trainer, batch, accumulation)
         if new_global == old_global:
             return
         rank_zero_info(
             f"BatchSizeRamp: epoch {trainer.current_epoch + 1} uses per-device batch {batch}, accumulation"
-            f" {accumulation} (global {new_global * trainer.world_size})."
+            f" {accumulation} (global {new_global})."
         )
         if self.lr_coupling == "scale":
-            rule = self.lr_scaling_rule or ("sqrt" if is_adaptive(trainer.optimizers[0]) else "linear")
-            ratio = new_global / old_global
-            scale_trainer_learning_rates(trainer, ratio if rule == "linear" else ratio**0.5)
+            follow_batch(trainer, resolve_rule(self.rule, trainer.optimizers[0]), old_global, new_global)
 
     # ----------------------------------------------------------------------------------------------- state
     @override

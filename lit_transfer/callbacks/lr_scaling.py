@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -11,37 +10,14 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from lit_transfer.callbacks._schedulers import scale_trainer_learning_rates
-from lit_transfer.callbacks._trainer_utils import _first_loader, find_callback, global_batch_size, is_adaptive
-
-Rule = Literal["linear", "sqrt"]
-_RULES = ("linear", "sqrt")
-
-
-def scale_factor(rule: str, global_batch: int, base_batch_size: int) -> float:
-    """The LR multiplier for ``global_batch`` relative to ``base_batch_size``: ``k`` (linear) or ``sqrt(k)``."""
-    ratio = global_batch / base_batch_size
-    return ratio if rule == "linear" else math.sqrt(ratio)
-
-
-def samples_per_epoch(trainer: pl.Trainer) -> int | None:
-    """Training samples one epoch draws over all ranks: the train sampler's (or dataset's) length x world size.
-
-    Returns:
-        The count, or ``None`` when the train DataLoader is not built yet or has no length (an iterable dataset).
-    """
-    loader = _first_loader(trainer.train_dataloader)
-    for source in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
-        try:
-            return len(source) * trainer.world_size  # type: ignore[arg-type]
-        except TypeError:
-            continue
-    return None
-
-
-def default_rule(optimizer: Optimizer) -> Rule:
-    """``"sqrt"`` for Adam-family (adaptive) optimizers, ``"linear"`` for SGD-like ones."""
-    return "sqrt" if is_adaptive(optimizer) else "linear"
+from lit_transfer.batch_lr_scaling import Rule, check_rule, follow_batch, resolve_rule, scale_factor
+from lit_transfer.trainer_facts import (
+    GlobalBatch,
+    batch_schedule,
+    global_batch,
+    optimizer_steps_per_epoch,
+    samples_per_epoch,
+)
 
 
 class LRScaling(Callback):
@@ -101,8 +77,7 @@ class LRScaling(Callback):
         follow_batch_ramp: bool = False,
         batch_size_attr: str = "batch_size",
     ) -> None:
-        if rule is not None and rule not in _RULES:
-            raise ValueError(f"`rule` must be one of {_RULES} or None, got {rule!r}.")
+        check_rule(rule, "rule")
         if not isinstance(base_batch_size, int) or isinstance(base_batch_size, bool) or base_batch_size <= 0:
             raise ValueError(f"`base_batch_size` must be a positive integer, got {base_batch_size!r}.")
         if warmup_epochs < 0:
@@ -139,6 +114,12 @@ class LRScaling(Callback):
         # a fresh fit starts unscaled; a resumed one gets its state back from `load_state_dict` right after
         self.load_state_dict({})
         self._warned_small_epoch = False
+        schedule = batch_schedule(trainer)
+        if self.follow_batch_ramp and schedule is not None and schedule.lr_coupling == "scale":
+            raise ValueError(
+                f"{type(schedule).__name__}(lr_coupling='scale') and LRScaling(follow_batch_ramp=True) would both"
+                " rescale the LR: either set lr_coupling='hold' or follow_batch_ramp=False."
+            )
         # `Trainer.reload_dataloaders_every_n_epochs` is assigned by Lightning's data connector, not declared
         if self.follow_batch_ramp and trainer.reload_dataloaders_every_n_epochs != 1:  # type: ignore[attr-defined]
             rank_zero_info(
@@ -148,70 +129,63 @@ class LRScaling(Callback):
 
     # ----------------------------------------------------------------------------------------------- scaling
     def _reference_global_batch(self, trainer: pl.Trainer) -> int:
-        from lit_transfer.callbacks.batch_size_ramp import BatchSizeRamp
+        schedule = batch_schedule(trainer)
+        if schedule is not None and schedule.initial_batch_size is not None and not self.follow_batch_ramp:
+            initial = global_batch(trainer, schedule.initial_batch_size, schedule.initial_accumulation)
+            return self._effective(trainer, initial)
+        return self._effective(trainer, global_batch(trainer, batch_size_attr=self.batch_size_attr))
 
-        ramp = find_callback(trainer, BatchSizeRamp)
-        if ramp is not None and not self.follow_batch_ramp:
-            return self._effective(trainer, ramp.initial_global_batch(trainer))
-        return self._effective(trainer, global_batch_size(trainer, batch_size_attr=self.batch_size_attr))
-
-    def _effective(self, trainer: pl.Trainer, global_batch: int) -> int:
-        """``min(global_batch, samples per epoch)``, warning once per fit when the epoch is the smaller."""
+    def _effective(self, trainer: pl.Trainer, batch: GlobalBatch) -> int:
+        """``min(global batch, samples per epoch)``, warning once per fit when the epoch is the smaller."""
         samples = samples_per_epoch(trainer)
-        if samples is None or samples <= 0 or samples >= global_batch:
-            return global_batch
+        if samples is None or samples <= 0 or samples >= batch.size:
+            return batch.size
         if not self._warned_small_epoch:
             self._warned_small_epoch = True
-            per_device = global_batch // max(1, trainer.world_size * trainer.accumulate_grad_batches)
             rank_zero_warn(
-                f"LRScaling: the global batch is {global_batch} (`batch_size` {per_device} x {trainer.world_size}"
-                f" device(s) x `accumulate_grad_batches` {trainer.accumulate_grad_batches}) but an epoch holds only"
+                f"LRScaling: the global batch is {batch} but an epoch holds only"
                 f" {samples} training samples, so no optimizer step averages more than {samples}: the LR is scaled"
-                f" for an effective global batch of {samples} (base {self.base_batch_size}), not {global_batch}."
+                f" for an effective global batch of {samples} (base {self.base_batch_size}), not {batch.size}."
                 f" Set `batch_size` below {samples} (e.g. {max(1, samples // 4)}) so that an epoch has several steps,"
                 " or train on more images."
             )
         return samples
 
-    def _rescale_to(self, trainer: pl.Trainer, global_batch: int, reason: str) -> None:
+    def _rescale_to(self, trainer: pl.Trainer, batch: int, reason: str) -> None:
         assert self.applied_rule is not None
-        scale = scale_factor(self.applied_rule, global_batch, self.base_batch_size)
-        previous = 1.0 if self.applied_scale is None else self.applied_scale
-        if math.isclose(scale, previous, rel_tol=1e-12) and self.applied_scale is not None:
-            return
-        scale_trainer_learning_rates(trainer, scale / previous)
-        self.applied_scale, self.reference_batch = scale, global_batch
+        previous = self.base_batch_size if self.reference_batch is None else self.reference_batch
+        follow_batch(trainer, self.applied_rule, previous, batch)
+        self.applied_scale = scale_factor(self.applied_rule, batch, self.base_batch_size)
+        self.reference_batch = batch
         rank_zero_info(
-            f"LRScaling: {reason}; global batch {global_batch} vs base {self.base_batch_size},"
-            f" {self.applied_rule} rule -> LR x{scale:.6g} in every param group."
+            f"LRScaling: {reason}; global batch {batch} vs base {self.base_batch_size},"
+            f" {self.applied_rule} rule -> LR x{self.applied_scale:.6g} in every param group."
         )
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._trainer = trainer
-        global_batch = self._reference_global_batch(trainer)
+        batch = self._reference_global_batch(trainer)
         if self.applied_scale is None:
-            chosen = self.rule or default_rule(trainer.optimizers[0])
+            self.applied_rule = resolve_rule(self.rule, trainer.optimizers[0])
             if self.rule is None:
                 rank_zero_info(
-                    f"LRScaling: rule=None -> {chosen!r} for {type(trainer.optimizers[0]).__name__}"
+                    f"LRScaling: rule=None -> {self.applied_rule!r} for {type(trainer.optimizers[0]).__name__}"
                     " (sqrt for Adam-family optimizers, linear otherwise)."
                 )
-            self.applied_rule = chosen
-            self._rescale_to(trainer, global_batch, "scaling the configured learning rates")
-        elif global_batch != self.reference_batch:
-            self._rescale_to(
-                trainer, global_batch, f"global batch changed since the checkpoint (was {self.reference_batch})"
-            )
+            self.reference_batch = None
+            self._rescale_to(trainer, batch, "scaling the configured learning rates")
+        elif batch != self.reference_batch:
+            self._rescale_to(trainer, batch, f"global batch changed since the checkpoint (was {self.reference_batch})")
         if self.warmup_total_steps is None:
             self.warmup_total_steps = self._warmup_length(trainer)
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.follow_batch_ramp and self.applied_scale is not None:
-            global_batch = self._effective(trainer, global_batch_size(trainer, batch_size_attr=self.batch_size_attr))
-            if global_batch != self.reference_batch:
-                self._rescale_to(trainer, global_batch, f"epoch {trainer.current_epoch} follows the live batch")
+            batch = self._effective(trainer, global_batch(trainer, batch_size_attr=self.batch_size_attr))
+            if batch != self.reference_batch:
+                self._rescale_to(trainer, batch, f"epoch {trainer.current_epoch} follows the live batch")
 
     # ------------------------------------------------------------------------------------------------ warmup
     def _warmup_length(self, trainer: pl.Trainer) -> int:
@@ -219,8 +193,7 @@ class LRScaling(Callback):
             return self.warmup_steps
         if not self.warmup_epochs:
             return 0
-        steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
-        return max(1, round(self.warmup_epochs * steps_per_epoch))
+        return max(1, round(self.warmup_epochs * optimizer_steps_per_epoch(trainer)))
 
     def warmup_factor(self, step: int) -> float:
         """The warmup multiplier before optimizer step ``step`` (0-based); 1 once warmup is over."""

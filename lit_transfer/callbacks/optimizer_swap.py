@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -11,8 +13,18 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.optim import Optimizer
 from typing_extensions import override
 
+from lit_transfer._schedulers import rebind_scheduler, scale_learning_rates, scheduler_configs_of
 from lit_transfer.callbacks import _swats
-from lit_transfer.callbacks._schedulers import rebind_scheduler, scale_learning_rates, scheduler_configs_of
+from lit_transfer.trainer_facts import param_group_name
+
+OptimizerCallable = Callable[[Iterable[Any]], Optimizer]
+"""Builds an optimizer from param groups: ``functools.partial(torch.optim.SGD, momentum=0.9)``, or LightningCLI's
+``OptimizerCallable`` (YAML ``{class_path: torch.optim.SGD, init_args: {momentum: 0.9}}``)."""
+
+_HOW = (
+    "pass a torch.optim.Optimizer subclass, its class path (e.g. 'torch.optim.SGD') or a callable that builds one"
+    " from param groups (e.g. functools.partial(torch.optim.SGD, momentum=0.9))"
+)
 
 
 def _resolve(optimizer: str | type) -> type[Optimizer]:
@@ -22,14 +34,21 @@ def _resolve(optimizer: str | type) -> type[Optimizer]:
         try:
             cls = getattr(importlib.import_module(module or "torch.optim"), name)
         except (ImportError, AttributeError) as err:
-            raise ValueError(f"`optimizer` names no importable class: {optimizer!r} ({err}).") from err
+            raise ValueError(f"`optimizer` names no importable class: {optimizer!r} ({err}); {_HOW}.") from err
     if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
-        raise TypeError(f"`optimizer` must be a torch.optim.Optimizer subclass or its class path, got {optimizer!r}.")
+        raise TypeError(f"`optimizer` must be a torch.optim.Optimizer subclass, got {optimizer!r}: {_HOW}.")
     return cls
 
 
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _split_partial(optimizer: Any) -> tuple[type[Optimizer], dict[str, Any]] | None:
+    """``(class, kwargs)`` of ``functools.partial(cls, **kwargs)`` over an Optimizer class, else ``None``."""
+    if isinstance(optimizer, functools.partial) and isinstance(optimizer.func, type) and not optimizer.args:
+        return _resolve(optimizer.func), dict(optimizer.keywords)
+    return None
 
 
 class OptimizerSwap(Callback):
@@ -50,9 +69,16 @@ class OptimizerSwap(Callback):
     past the trigger rebuilds the swapped optimizer in ``on_fit_start`` (before Lightning restores optimizer
     states), so the checkpointed state loads into the right class.
 
+    The new optimizer is given as a class, a class path, or a callable that builds it from param groups
+    (``functools.partial(torch.optim.SGD, momentum=0.9)``, or LightningCLI's ``OptimizerCallable``, the convention of
+    ``TransferClassifier(optimizer=...)``). A class or a ``partial`` of one is recorded in the checkpoint as class path
+    and arguments; another callable is recorded by the class it built, and a resumed run must pass the same callable.
+
     Args:
-        optimizer: The new optimizer's class, or its class path (``"torch.optim.SGD"``).
-        optimizer_kwargs: Constructor arguments for it (e.g. ``{"momentum": 0.9, "nesterov": True}``).
+        optimizer: The new optimizer's class, its class path (``"torch.optim.SGD"``), or a callable
+            ``params -> Optimizer``.
+        optimizer_kwargs: Constructor arguments for a class or class path (e.g. ``{"momentum": 0.9,
+            "nesterov": True}``); a callable carries its own.
         at_epoch: Swap at the start of this epoch.
         at_step: Swap before this optimizer step (``trainer.global_step``).
         criterion: ``"swats"`` to swap when the SWATS criterion is met (needs an Adam-family optimizer).
@@ -64,7 +90,7 @@ class OptimizerSwap(Callback):
 
     def __init__(
         self,
-        optimizer: str | type = "torch.optim.SGD",
+        optimizer: str | type[Optimizer] | OptimizerCallable = "torch.optim.SGD",
         optimizer_kwargs: dict[str, Any] | None = None,
         at_epoch: int | None = None,
         at_step: int | None = None,
@@ -72,7 +98,7 @@ class OptimizerSwap(Callback):
         lr: float | Literal["keep", "swats"] | None = None,
         swats_eps: float = 1e-9,
     ) -> None:
-        self.optimizer_class = _resolve(optimizer)
+        self._set_optimizer(optimizer, optimizer_kwargs)
         triggers = {"at_epoch": at_epoch, "at_step": at_step, "criterion": criterion}
         chosen = [name for name, value in triggers.items() if value is not None]
         if len(chosen) != 1:
@@ -90,13 +116,57 @@ class OptimizerSwap(Callback):
             raise ValueError(f"`lr` must be a positive float, 'keep' or 'swats', got {lr!r}.")
         if swats_eps <= 0:
             raise ValueError(f"`swats_eps` must be > 0, got {swats_eps!r}.")
-        self.optimizer_kwargs = dict(optimizer_kwargs or {})
         self.at_epoch, self.at_step, self.criterion = at_epoch, at_step, criterion
         self.lr, self.swats_eps = lr, swats_eps
         self._reset_state()
 
+    def _set_optimizer(self, optimizer: Any, optimizer_kwargs: dict[str, Any] | None) -> None:
+        """Record how to build the new optimizer: ``optimizer_class`` + ``optimizer_kwargs``, or ``_callable``."""
+        self._callable: OptimizerCallable | None = None
+        self._expected_class: str | None = None  # the class a resumed callable must build
+        if isinstance(optimizer, (str, type)):
+            self.optimizer_class: type[Optimizer] | None = _resolve(optimizer)
+            self.optimizer_kwargs: dict[str, Any] | None = dict(optimizer_kwargs or {})
+            return
+        if not callable(optimizer):
+            raise TypeError(f"`optimizer` must be a class, class path or callable, got {optimizer!r}: {_HOW}.")
+        if optimizer_kwargs:
+            raise ValueError(
+                f"`optimizer_kwargs` ({optimizer_kwargs!r}) is for a class or class path; the callable {optimizer!r}"
+                " carries its own arguments: put them in it (e.g. functools.partial(torch.optim.SGD, momentum=0.9))."
+            )
+        split = _split_partial(optimizer)
+        if split is not None:  # a partial over a class: as plain in the checkpoint as a class path
+            self.optimizer_class, self.optimizer_kwargs = split[0], split[1]
+        else:
+            self.optimizer_class, self.optimizer_kwargs, self._callable = None, None, optimizer
+
+    def _build(self, groups: list[dict[str, Any]]) -> Optimizer:
+        if self._callable is None:
+            assert self.optimizer_class is not None and self.optimizer_kwargs is not None
+            return self.optimizer_class(groups, **self.optimizer_kwargs)
+        new = self._callable(groups)
+        if not isinstance(new, Optimizer):
+            raise TypeError(
+                f"`optimizer` {self._callable!r} returned {type(new).__name__}, not a torch.optim.Optimizer: {_HOW}."
+            )
+        if self._expected_class is not None and _class_path(type(new)) != self._expected_class:
+            raise ValueError(
+                f"The checkpoint was swapped to {self._expected_class}, but `optimizer` {self._callable!r} builds"
+                f" {_class_path(type(new))}: resume with the optimizer the checkpoint was trained with."
+            )
+        return new
+
+    def _describe(self) -> str:
+        if self._callable is not None:
+            return repr(self._callable)
+        assert self.optimizer_class is not None
+        return f"{self.optimizer_class.__name__}({self.optimizer_kwargs})"
+
     def _reset_state(self) -> None:
+        self._expected_class = None
         self.swapped = False
+        self.swapped_class: str | None = None
         self.swap_step: int | None = None
         self.swap_lrs: list[float] | None = None
         self.swats = _swats.SwatsState()
@@ -134,7 +204,7 @@ class OptimizerSwap(Callback):
 
     def _swap(self, trainer: pl.Trainer, lrs: list[float] | None) -> None:
         old = trainer.optimizers[0]
-        new = self.optimizer_class(self._new_groups(old), **self.optimizer_kwargs)
+        new = self._build(self._new_groups(old))
         configs = scheduler_configs_of(trainer, old)
         for cfg in configs:
             rebind_scheduler(cfg.scheduler, old, new)
@@ -144,16 +214,16 @@ class OptimizerSwap(Callback):
         old.state.clear()  # nothing may keep the old optimizer's buffers alive
         trainer.strategy.optimizers = [new, *trainer.optimizers[1:]]
         self.swapped = True
+        self.swapped_class = _class_path(type(new))
 
     def _do_swap(self, trainer: pl.Trainer, pl_module: pl.LightningModule, reason: str) -> None:
         old = trainer.optimizers[0]
         lrs = self._target_lrs(old)
         self._swap(trainer, lrs)
         self.swap_step, self.swap_lrs = trainer.global_step, lrs
-        names = [g.get("name", f"group{i}") for i, g in enumerate(old.param_groups)]
+        names = [param_group_name(g, i) for i, g in enumerate(old.param_groups)]
         rank_zero_info(
-            f"OptimizerSwap: {reason}: {type(old).__name__} -> {self.optimizer_class.__name__}"
-            f"({self.optimizer_kwargs}) at step {trainer.global_step}, LRs "
+            f"OptimizerSwap: {reason}: {type(old).__name__} -> {self._describe()} at step {trainer.global_step}, LRs "
             + ", ".join(f"{n}={lr:.4g}" for n, lr in zip(names, lrs))
         )
 
@@ -166,7 +236,9 @@ class OptimizerSwap(Callback):
             )
         if self.swapped:  # restored: rebuild the target class; Lightning loads its state right after this hook
             self._swap(trainer, None)
-            rank_zero_info(f"OptimizerSwap: resumed after the swap; optimizer is {self.optimizer_class.__name__}.")
+            rank_zero_info(
+                f"OptimizerSwap: resumed after the swap; optimizer is {type(trainer.optimizers[0]).__name__}."
+            )
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -202,14 +274,14 @@ class OptimizerSwap(Callback):
         if self._before is None:
             return
         optimizer, before, self._before = trainer.optimizers[0], self._before, None
-        _swats.update(self.swats, optimizer, before, self.swats_eps)  # per-group estimates: the SGD LRs
+        _swats.update(self.swats, optimizer, before)  # per-group estimates: the SGD LRs
         met = _swats.update_model(self.swats, optimizer, before, self.swats_eps)
         met = bool(trainer.strategy.broadcast(met, src=0))
         self._pending = met
         for i, group in enumerate(optimizer.param_groups):
             gamma = self.swats.gammas[i]
             if gamma is not None:
-                name = group.get("name", f"group{i}")
+                name = param_group_name(group, i)
                 pl_module.log(f"optimizer_swap/gamma/{name}", gamma, on_step=True, on_epoch=False)
                 estimate = self.swats.corrected(i, float(group["betas"][1]))
                 pl_module.log(f"optimizer_swap/lambda/{name}", estimate, on_step=True, on_epoch=False)
@@ -221,8 +293,9 @@ class OptimizerSwap(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {
             "swapped": self.swapped,
-            "optimizer": _class_path(self.optimizer_class),
-            "optimizer_kwargs": dict(self.optimizer_kwargs),
+            # the class swapped to (or to swap to); kwargs `None`: built by a callable, which a resume must pass again
+            "optimizer": self.swapped_class or (_class_path(self.optimizer_class) if self.optimizer_class else None),
+            "optimizer_kwargs": None if self.optimizer_kwargs is None else dict(self.optimizer_kwargs),
             "swap_step": self.swap_step,
             "swap_lrs": self.swap_lrs,
             "pending": self._pending,
@@ -235,8 +308,17 @@ class OptimizerSwap(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.swapped = bool(state_dict["swapped"])
         if self.swapped:  # the checkpoint's optimizer state belongs to the class it was swapped to
-            self.optimizer_class = _resolve(state_dict["optimizer"])
-            self.optimizer_kwargs = dict(state_dict["optimizer_kwargs"])
+            self.swapped_class = state_dict["optimizer"]
+            if state_dict["optimizer_kwargs"] is not None:
+                self._set_optimizer(_resolve(state_dict["optimizer"]), dict(state_dict["optimizer_kwargs"]))
+            elif self._callable is None:
+                raise ValueError(
+                    f"The checkpoint was swapped to {state_dict['optimizer']} by a callable `optimizer`, but this"
+                    f" OptimizerSwap builds {self._describe()}: resume with the callable the checkpoint was trained"
+                    " with."
+                )
+            else:
+                self._expected_class = state_dict["optimizer"]
         self.swap_step, self.swap_lrs = state_dict.get("swap_step"), state_dict.get("swap_lrs")
         self._pending = bool(state_dict.get("pending", False))
         lambdas, steps = state_dict.get("swats_lambdas", []), state_dict.get("swats_steps", [])

@@ -1,0 +1,140 @@
+"""The package's import graph, read from the source with ``ast`` (imports inside functions included).
+
+(a) No cycle: a function-level import hides a cycle from the interpreter, not from the design.
+(b) One owner per concept: a callbacks module that defines a Callback never imports another such module; what two
+    callbacks share lives in a non-callback module (e.g. ``lit_transfer.batch_lr_scaling``,
+    ``lit_transfer.trainer_facts``).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+from pathlib import Path
+
+from lightning.pytorch import Callback
+
+import lit_transfer
+
+PACKAGE = Path(lit_transfer.__file__).parent
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = ["lit_transfer", *path.relative_to(PACKAGE).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _target(name: str, modules: dict[str, Path]) -> str | None:
+    """The package module an import of ``name`` executes last: ``name`` or its nearest enclosing package module."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _imports(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """Package modules ``module`` imports anywhere in its source (parents a dotted import runs are not counted)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(filter(None, (_target(alias.name, modules) for alias in node.names)))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the module's package upwards
+                package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    package = package.rpartition(".")[0]
+                base = f"{package}.{base}" if base else package
+            for alias in node.names:
+                found.update(filter(None, [_target(f"{base}.{alias.name}", modules) or _target(base, modules)]))
+    found.discard(module)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {module: _imports(module, path, modules) for module, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` as ``[a, b, ..., a]``, or ``None``."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def callback_modules() -> set[str]:
+    """Modules under ``lit_transfer/callbacks/`` that define a Lightning Callback class."""
+    found = set()
+    for module in _modules():
+        if not module.startswith("lit_transfer.callbacks."):
+            continue
+        members = vars(importlib.import_module(module)).values()
+        if any(
+            inspect.isclass(m) and issubclass(m, Callback) and m.__module__ == module and m is not Callback
+            for m in members
+        ):
+            found.add(module)
+    return found
+
+
+def test_the_parser_sees_function_level_and_relative_imports(tmp_path: Path) -> None:
+    source = "import os\nfrom . import sibling\n\ndef f():\n    from lit_transfer.pkg.mod import thing\n"
+    (tmp_path / "user.py").write_text(source)
+    modules = {m: Path(m) for m in ("lit_transfer.pkg", "lit_transfer.pkg.mod", "lit_transfer.pkg.sibling")}
+    found = _imports("lit_transfer.pkg.user", tmp_path / "user.py", modules)
+    assert found == {"lit_transfer.pkg.mod", "lit_transfer.pkg.sibling"}
+
+
+def test_cycle_finder_finds_the_old_callback_cycle() -> None:
+    """The negative control: the graph of the first release (lr_scaling <-> batch_size_ramp) has a cycle."""
+    graph = {
+        "lit_transfer.callbacks.lr_scaling": {"lit_transfer.callbacks.batch_size_ramp"},
+        "lit_transfer.callbacks.batch_size_ramp": {"lit_transfer.callbacks.lr_scaling", "lit_transfer.optim"},
+        "lit_transfer.optim": set(),
+    }
+    assert find_cycle(graph) == [
+        "lit_transfer.callbacks.batch_size_ramp",
+        "lit_transfer.callbacks.lr_scaling",
+        "lit_transfer.callbacks.batch_size_ramp",
+    ]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_package_import_graph_has_no_cycle() -> None:
+    graph = import_graph()
+    assert "lit_transfer.callbacks.lr_scaling" in graph and len(graph) > 20
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph) or [])}"
+
+
+def test_no_callback_module_imports_another() -> None:
+    graph, callbacks = import_graph(), callback_modules()
+    assert {"lit_transfer.callbacks.lr_scaling", "lit_transfer.callbacks.batch_size_ramp"} <= callbacks
+    assert "lit_transfer.callbacks._ramp_schedule" not in callbacks
+    offending = sorted((m, other) for m in callbacks for other in graph[m] & callbacks)
+    assert not offending, (
+        f"callback modules importing other callback modules: {offending}. Move what they share into a non-callback"
+        " module (the Trainer facts are in lit_transfer.trainer_facts, the LR scaling rule in"
+        " lit_transfer.batch_lr_scaling) or find the other callback through a protocol."
+    )
