@@ -12,7 +12,7 @@ from callback_helpers import (
 )
 from lightning.pytorch import Callback
 
-from lit_transfer.callbacks import BatchSizeRamp
+from lit_transfer.callbacks import BatchSizeRamp, LRScaling
 from lit_transfer.callbacks.batch_size_ramp import ramp_total_steps
 
 RELOAD = {"reload_dataloaders_every_n_epochs": 1}
@@ -54,6 +54,8 @@ class EpochLog(Callback):
         ({"every_n_epochs": 1, "max_batch_size": 0}, "`max_batch_size`.*0"),
         ({"every_n_epochs": 1, "mode": "both"}, "`mode`.*'both'"),
         ({"every_n_epochs": 1, "lr_coupling": "x"}, "`lr_coupling`.*'x'"),
+        ({"every_n_epochs": 1, "rule": "cubic"}, "`rule` must be one of .*'cubic'"),
+        ({"every_n_epochs": 1, "rule": "sqrt", "lr_scaling_rule": "sqrt"}, "Set `rule`.*deprecated name"),
         ({"every_n_epochs": 1, "mode": "auto"}, "max_batch_size"),
     ],
 )
@@ -146,6 +148,43 @@ def test_lr_coupling_scale(tmp_path) -> None:
     # epoch 0: 16 steps at 0.01 * 0.95**t; epoch 1 continues the LambdaLR curve at 4x (linear rule for SGD)
     assert model.used_lrs[15][0] == pytest.approx(0.01 * 0.95**15)
     assert model.used_lrs[16][0] == pytest.approx(0.04 * 0.95**16)
+
+
+def test_lr_coupling_uses_the_rule_lrscaling_uses(tmp_path) -> None:
+    """`rule="sqrt"` on SGD: a 4x batch doubles the LR, as `LRScaling(rule="sqrt")` would."""
+    model = TinyRegressor(lr=0.01, scheduler="lambda")
+    ramp = BatchSizeRamp({0: 1, 1: 4}, lr_coupling="scale", rule="sqrt")
+    fit(tmp_path, model, FixedDataModule(2), [ramp], max_epochs=2, **RELOAD)
+    assert model.used_lrs[15][0] == pytest.approx(0.01 * 0.95**15)
+    assert model.used_lrs[16][0] == pytest.approx(0.02 * 0.95**16)
+
+
+def test_lr_scaling_rule_is_a_deprecated_name_of_rule(tmp_path) -> None:
+    """Old YAML with `lr_scaling_rule:` still parses and runs with the same rule, with a DeprecationWarning."""
+    from cli_helpers import RECIPES, TINY
+
+    from lit_transfer.cli import TransferCLI
+
+    overlay = tmp_path / "old.yaml"
+    overlay.write_text(
+        "trainer:\n  reload_dataloaders_every_n_epochs: 1\n  callbacks:\n    - class_path: BatchSizeRamp\n"
+        "      init_args:\n        every_n_epochs: 1\n        lr_coupling: scale\n        lr_scaling_rule: sqrt\n"
+    )
+    args = ["--config", str(RECIPES / "defaults.yaml"), "--config", str(overlay), *TINY]
+    with pytest.warns(DeprecationWarning, match=r"lr_scaling_rule=\.\.\.\) is deprecated: use `rule`"):
+        cli = TransferCLI(args=[*args, f"--trainer.default_root_dir={tmp_path}"], run=False)
+    ramp = next(cb for cb in cli.trainer.callbacks if isinstance(cb, BatchSizeRamp))
+    assert (ramp.rule, ramp.lr_coupling) == ("sqrt", "scale")
+
+
+def test_noise_scale_uses_the_lr_of_the_step(tmp_path) -> None:
+    """Under LRScaling's warmup the logged noise scale is the warmed LR x N / B, the LR the first step uses."""
+    model = TinyRegressor(lr=0.01)
+    scaling = LRScaling("linear", base_batch_size=1, warmup_steps=8)
+    trainer = fit(tmp_path, model, FixedDataModule(2), [scaling, BatchSizeRamp({0: 1})], max_epochs=1, **RELOAD)
+    noise = float(trainer.callback_metrics["batch_size_ramp/noise_scale"])
+    assert noise == pytest.approx(model.used_lrs[0][0] * 32 / 2)
+    assert model.used_lrs[0][0] == pytest.approx(0.01)  # warmup starts at the unscaled LR (scale 2)
 
 
 @pytest.mark.parametrize("mode", ["batch", "accumulate"])

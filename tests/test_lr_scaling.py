@@ -8,8 +8,8 @@ import torch
 from callback_helpers import SCHEDULERS, FixedDataModule, RankDataModule, TinyRegressor, every_epoch_checkpoint, fit
 from lightning.pytorch import Callback
 
-from lit_transfer.callbacks import BatchSizeRamp, LRScaling
 from lit_transfer.batch_lr_scaling import default_rule, scale_factor
+from lit_transfer.callbacks import BatchSizeRamp, LRScaling
 
 
 @pytest.mark.parametrize(
@@ -199,6 +199,22 @@ def test_follow_batch_ramp(tmp_path) -> None:
     fit(tmp_path, model, FixedDataModule(2), [cb, ramp], max_epochs=2, reload_dataloaders_every_n_epochs=1)
     assert model.used_lrs[0][0] == pytest.approx(0.01)
     assert model.used_lrs[-1][0] == pytest.approx(0.02)
+
+
+def test_follow_batch_ramp_refuses_a_ramp_that_scales_too(tmp_path) -> None:
+    callbacks = [LRScaling(follow_batch_ramp=True), BatchSizeRamp({0: 1, 1: 2}, lr_coupling="scale")]
+    with pytest.raises(
+        ValueError, match=r"BatchSizeRamp\(lr_coupling='scale'\) and LRScaling\(follow_batch_ramp=True\)"
+    ):
+        fit(tmp_path, TinyRegressor(), FixedDataModule(2), callbacks, max_epochs=2, reload_dataloaders_every_n_epochs=1)
+
+
+def test_composes_with_a_ramp_that_scales(tmp_path) -> None:
+    """LRScaling scales base -> initial batch, the ramp initial -> live batch: one rule, applied by one module."""
+    model = TinyRegressor(lr=0.01)
+    callbacks = [LRScaling(rule="linear", base_batch_size=1), BatchSizeRamp({0: 1, 1: 2}, lr_coupling="scale")]
+    fit(tmp_path, model, FixedDataModule(2), callbacks, max_epochs=2, reload_dataloaders_every_n_epochs=1)
+    assert [lrs[0] for lrs in model.used_lrs] == pytest.approx([0.02] * 16 + [0.04] * 8)
 
 
 class _CaptureLR(Callback):

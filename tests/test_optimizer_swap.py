@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from callback_helpers import (
@@ -17,6 +19,34 @@ from lit_transfer.callbacks import OptimizerSwap
 SGD_KWARGS = {"momentum": 0.9, "nesterov": True}
 
 
+def make_sgd(params) -> torch.optim.SGD:
+    """A plain function ``params -> Optimizer`` (picklable, opaque to OptimizerSwap)."""
+    return torch.optim.SGD(params, **SGD_KWARGS)
+
+
+def make_adam(params) -> torch.optim.Adam:
+    return torch.optim.Adam(params)
+
+
+def cli_sgd():
+    """SGD as LightningCLI builds an ``OptimizerCallable`` from ``{class_path, init_args}`` in YAML."""
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.cli import OptimizerCallable
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--optimizer", type=OptimizerCallable)
+    config = parser.parse_object({"optimizer": {"class_path": "torch.optim.SGD", "init_args": SGD_KWARGS}})
+    return parser.instantiate(config).optimizer
+
+
+SGD_FORMS = {
+    "class_path": lambda: {"optimizer": "torch.optim.SGD", "optimizer_kwargs": SGD_KWARGS},
+    "partial": lambda: {"optimizer": functools.partial(torch.optim.SGD, **SGD_KWARGS)},
+    "cli_callable": lambda: {"optimizer": cli_sgd()},
+    "function": lambda: {"optimizer": make_sgd},
+}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -30,6 +60,9 @@ SGD_KWARGS = {"momentum": 0.9, "nesterov": True}
         ({"criterion": "gradnorm"}, ValueError, "`criterion`.*'gradnorm'"),
         ({"at_epoch": 1, "lr": "swats"}, ValueError, "lr='swats'"),
         ({"at_epoch": 1, "lr": -0.1}, ValueError, "`lr`.*-0.1"),
+        ({"optimizer": 3, "at_epoch": 1}, TypeError, "`optimizer` must be a class, class path or callable, got 3"),
+        ({"optimizer": functools.partial(torch.nn.Linear), "at_epoch": 1}, TypeError, "Optimizer subclass.*Linear"),
+        ({"optimizer": make_sgd, "optimizer_kwargs": {"lr": 1}, "at_epoch": 1}, ValueError, "`optimizer_kwargs`.*own"),
     ],
 )
 def test_bad_arguments(kwargs: dict, error: type, match: str) -> None:
@@ -82,12 +115,17 @@ def _state_summary(opt: torch.optim.Optimizer) -> list:
     return [sorted(opt.state[p].keys()) for g in opt.param_groups for p in g["params"]]
 
 
+@pytest.mark.parametrize("form", sorted(SGD_FORMS))
 @pytest.mark.parametrize("resume_after", [0, 1, 2])  # checkpoints at k-1, k, k+1 for a swap at epoch k = 1... 2
-def test_resume_around_the_swap_is_exact(tmp_path, resume_after: int) -> None:
-    """D4/D5: resume before, at and after the swap: class, hyper-parameters, state keys, LRs and weights equal."""
+def test_resume_around_the_swap_is_exact(tmp_path, resume_after: int, form: str) -> None:
+    """D4/D5: resume before, at and after the swap: class, hyper-parameters, state keys, LRs and weights equal.
+
+    For every way of naming the new optimizer: class path + kwargs, ``functools.partial``, LightningCLI's
+    ``OptimizerCallable``, a plain function.
+    """
 
     def callbacks() -> list:
-        return [OptimizerSwap("torch.optim.SGD", SGD_KWARGS, at_epoch=2, lr=0.05), OptimizerLog()]
+        return [OptimizerSwap(**SGD_FORMS[form](), at_epoch=2, lr=0.05), OptimizerLog()]
 
     full_cbs, full = callbacks(), TinyRegressor(optimizer="adam", lr=0.01, scheduler="lambda")
     full_trainer = fit(tmp_path / "a", full, FixedDataModule(4), full_cbs, max_epochs=4)
@@ -203,3 +241,64 @@ def test_ddp_swats_swaps_on_both_ranks(tmp_path) -> None:
     (step0, swapped0), (step1, swapped1) = out["info"].tolist()
     assert swapped0 == swapped1 == 1.0 and step0 == step1 > 1
     torch.testing.assert_close(out["params"][0], out["params"][1])
+
+
+def _swap_and_checkpoint(tmp_path, optimizer) -> tuple[TinyRegressor, dict]:
+    model = TinyRegressor(optimizer="adam", lr=0.01)
+    swap = OptimizerSwap(optimizer, at_epoch=1)
+    fit(tmp_path, model, FixedDataModule(4), [swap, every_epoch_checkpoint(tmp_path / "ckpt")], max_epochs=2)
+    return model, torch.load(tmp_path / "ckpt" / "epoch=1.ckpt", weights_only=True)  # plain values only
+
+
+def test_every_form_swaps_to_the_same_optimizer(tmp_path) -> None:
+    reference = None
+    for form, kwargs in sorted(SGD_FORMS.items()):
+        model = TinyRegressor(optimizer="adam", lr=0.01)
+        trainer = fit(tmp_path / form, model, FixedDataModule(4), [OptimizerSwap(**kwargs(), at_epoch=1)], max_epochs=2)
+        opt = trainer.optimizers[0]
+        assert type(opt) is torch.optim.SGD and opt.defaults["momentum"] == 0.9 and opt.defaults["nesterov"], form
+        assert [g["name"] for g in opt.param_groups] == ["body", "head"], form
+        weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+        if reference is None:
+            reference = weights
+        torch.testing.assert_close(weights, reference, rtol=0, atol=0, msg=form)
+
+
+def test_checkpoint_records_a_partial_as_class_and_arguments(tmp_path) -> None:
+    _, ckpt = _swap_and_checkpoint(tmp_path, functools.partial(torch.optim.SGD, momentum=0.5))
+    (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("OptimizerSwap")]
+    assert state["swapped"] and state["optimizer"] == "torch.optim.sgd.SGD"
+    assert state["optimizer_kwargs"] == {"momentum": 0.5}
+
+
+def test_a_callable_checkpoint_resumes_only_with_a_callable_of_its_class(tmp_path) -> None:
+    _, ckpt = _swap_and_checkpoint(tmp_path, make_sgd)
+    (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("OptimizerSwap")]
+    assert state["optimizer"] == "torch.optim.sgd.SGD" and state["optimizer_kwargs"] is None
+    path = tmp_path / "ckpt" / "epoch=1.ckpt"
+    with pytest.raises(ValueError, match=r"swapped to torch.optim.sgd.SGD, but `optimizer` .*make_adam.* builds"):
+        fit(
+            tmp_path,
+            TinyRegressor("adam"),
+            FixedDataModule(4),
+            [OptimizerSwap(make_adam, at_epoch=1)],
+            max_epochs=3,
+            ckpt_path=path,
+        )
+    with pytest.raises(
+        ValueError, match=r"swapped to torch.optim.sgd.SGD by a callable `optimizer`, but this OptimizerSwap builds SGD"
+    ):
+        fit(
+            tmp_path,
+            TinyRegressor("adam"),
+            FixedDataModule(4),
+            [OptimizerSwap("torch.optim.SGD", at_epoch=1)],
+            max_epochs=3,
+            ckpt_path=path,
+        )
+
+
+def test_a_callable_that_builds_no_optimizer_is_named(tmp_path) -> None:
+    swap = OptimizerSwap(lambda params: list(params), at_step=1)
+    with pytest.raises(TypeError, match=r"`optimizer` <function .*> returned list, not a torch.optim.Optimizer"):
+        fit(tmp_path, TinyRegressor("adam"), FixedDataModule(4), [swap], max_steps=3)

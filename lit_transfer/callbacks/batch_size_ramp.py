@@ -14,7 +14,13 @@ from typing_extensions import override
 from lit_transfer._schedulers import resize_step_scheduler
 from lit_transfer.batch_lr_scaling import Rule, check_rule, follow_batch, resolve_rule
 from lit_transfer.callbacks._ramp_schedule import RampSchedule, ramp_total_steps
-from lit_transfer.trainer_facts import global_batch_size, loader_batch_size, samples_per_rank, train_loader
+from lit_transfer.trainer_facts import (
+    global_batch_size,
+    loader_batch_size,
+    samples_per_rank,
+    step_lr_factor,
+    train_loader,
+)
 
 __all__ = ["BatchSizeRamp", "ramp_total_steps"]
 
@@ -258,7 +264,7 @@ class BatchSizeRamp(Callback):
         pl_module.log("batch_size_ramp/accumulate_grad_batches", float(accumulation), on_step=False, on_epoch=True)
         pl_module.log("batch_size_ramp/global_batch", float(global_batch), on_step=False, on_epoch=True)
         if dataset is not None and hasattr(dataset, "__len__") and trainer.optimizers:
-            lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+            lr = float(trainer.optimizers[0].param_groups[0]["lr"]) * step_lr_factor(trainer)  # warmup included
             pl_module.log("batch_size_ramp/noise_scale", lr * len(dataset) / global_batch, on_epoch=True)
 
     @override
