@@ -244,7 +244,12 @@ def batch_schedule(trainer: pl.Trainer) -> BatchSchedule | None:
 
 
 def step_lr_factor(trainer: pl.Trainer) -> float:
-    """The multiplier the coming optimizer step applies to every LR on top of ``group["lr"]`` (warmup), else 1."""
+    """The multiplier the coming optimizer step applies on top of ``group["lr"]`` (e.g. warmup), else 1.
+
+    Read it *outside* ``optimizer.step`` (e.g. in ``on_train_batch_start``): such a factor is applied by an optimizer
+    step pre-hook, which runs before Lightning's closure, so inside the step (``on_before_optimizer_step``,
+    ``on_after_backward``) ``group["lr"]`` already includes it and is the LR the step uses.
+    """
     factor = 1.0
     for callback in getattr(trainer, "callbacks", None) or []:
         if isinstance(callback, StepLRFactor):
