@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import difflib
 import itertools
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "GradualUnfreeze",
     "LinearProbe",
     "Milestones",
+    "UnfreezeAtEpochs",
     "resolve_policy",
 ]
 
@@ -186,59 +188,83 @@ class GradualUnfreeze(FreezingPolicy):
         }
 
 
-class Milestones(FreezingPolicy):
+class UnfreezeAtEpochs(FreezingPolicy):
     """Explicit schedule: ``{epoch: number of trainable groups from the head}``.
 
-    A value of ``-1`` (or any value at least the number of groups) means every group. Before the first
-    milestone only the head trains.
+    A value of ``-1`` (or any value at least the number of groups) means every group. Before the first listed epoch
+    only the head trains. Formerly ``Milestones`` (policy name ``milestones``), a name that clashed with
+    ``BatchSizeRamp(milestones=)`` and ``MultiStepLR(milestones=)``, which schedule other things; the old names still
+    work, with a ``DeprecationWarning``.
 
     Args:
-        milestones: Mapping from epoch to the number of trainable groups from that epoch on.
+        schedule: Mapping from epoch to the number of trainable groups from that epoch on.
         train_bn: See :class:`FreezingPolicy`.
 
     Example:
-        >>> policy = Milestones({0: 1, 2: 3, 5: -1})
+        >>> policy = UnfreezeAtEpochs({0: 1, 2: 3, 5: -1})
         >>> [policy.trainable_groups(e, num_groups=6) for e in (0, 1, 2, 4, 5)]
         [1, 1, 3, 3, 6]
     """
 
-    name = "milestones"
+    name = "unfreeze_at_epochs"
 
-    def __init__(self, milestones: dict[int, int], train_bn: bool = False) -> None:
+    def __init__(self, schedule: dict[int, int], train_bn: bool = False) -> None:
         super().__init__(train_bn)
-        if not isinstance(milestones, dict) or not milestones:
-            raise ValueError(
-                f"`milestones` must be a non-empty mapping {{epoch: trainable groups}}, got {milestones!r}."
-            )
-        parsed: dict[int, int] = {}
-        for epoch, count in milestones.items():
-            epoch_int = _check_epoch("milestones", int(epoch))
-            if isinstance(count, bool) or not isinstance(count, int) or (count < 1 and count != -1):
-                raise ValueError(
-                    f"`milestones[{epoch!r}]` must be a positive number of groups or -1 (all), got {count!r}."
-                )
-            parsed[epoch_int] = count
-        self.milestones = dict(sorted(parsed.items()))
-        self._epochs = list(self.milestones)
+        self.schedule = _parse_schedule(schedule, "schedule")
+        self._epochs = list(self.schedule)
 
     def trainable_groups(self, epoch: int, num_groups: int) -> int:  # noqa: D102
         index = bisect.bisect_right(self._epochs, epoch) - 1
         if index < 0:
             return 1
-        count = self.milestones[self._epochs[index]]
+        count = self.schedule[self._epochs[index]]
         return num_groups if count == -1 else min(count, num_groups)
 
     def is_monotone(self) -> bool:  # noqa: D102
-        counts = [float("inf") if c == -1 else c for c in self.milestones.values()]
+        counts = [float("inf") if c == -1 else c for c in self.schedule.values()]
         return all(a <= b for a, b in itertools.pairwise(counts))
 
     def _args(self) -> dict[str, Any]:
-        return {"milestones": dict(self.milestones)}
+        return {"schedule": dict(self.schedule)}
+
+
+def _parse_schedule(schedule: dict[int, int], argument: str) -> dict[int, int]:
+    if not isinstance(schedule, dict) or not schedule:
+        raise ValueError(f"`{argument}` must be a non-empty mapping {{epoch: trainable groups}}, got {schedule!r}.")
+    parsed: dict[int, int] = {}
+    for epoch, count in schedule.items():
+        epoch_int = _check_epoch(argument, int(epoch))
+        if isinstance(count, bool) or not isinstance(count, int) or (count < 1 and count != -1):
+            raise ValueError(f"`{argument}[{epoch!r}]` must be a positive number of groups or -1 (all), got {count!r}.")
+        parsed[epoch_int] = count
+    return dict(sorted(parsed.items()))
+
+
+_MILESTONES_DEPRECATED = (
+    "The freezing policy `Milestones` (name `milestones`) is deprecated: use `UnfreezeAtEpochs` (name"
+    " `unfreeze_at_epochs`) with the same mapping as `schedule`, e.g. `UnfreezeAtEpochs({{0: 1, 2: -1}})` or"
+    " `freeze: {{policy: unfreeze_at_epochs, schedule: {{0: 1, 2: -1}}}}`. Got {got}."
+)
+
+
+class Milestones(UnfreezeAtEpochs):
+    """Deprecated name of :class:`UnfreezeAtEpochs` (warns with a ``DeprecationWarning``).
+
+    Args:
+        milestones: Mapping from epoch to the number of trainable groups from that epoch on.
+        train_bn: See :class:`FreezingPolicy`.
+    """
+
+    def __init__(self, milestones: dict[int, int], train_bn: bool = False) -> None:
+        message = _MILESTONES_DEPRECATED.format(got=f"Milestones({milestones!r})")
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        super().__init__(_parse_schedule(milestones, "milestones"), train_bn=train_bn)
 
 
 POLICIES: dict[str, type[FreezingPolicy]] = {
-    cls.name: cls for cls in (FullFineTune, LinearProbe, FreezeUnfreeze, GradualUnfreeze, Milestones)
+    cls.name: cls for cls in (FullFineTune, LinearProbe, FreezeUnfreeze, GradualUnfreeze, UnfreezeAtEpochs)
 }
+"""The policies by name (the names :func:`resolve_policy` accepts, besides the deprecated ``milestones``)."""
 
 
 def resolve_policy(
@@ -249,7 +275,9 @@ def resolve_policy(
     Args:
         policy: A :class:`FreezingPolicy`, a name from :data:`POLICIES` (``"linear_probe"``), a config dict as
             written by :meth:`FreezingPolicy.to_config` (``{"policy": "freeze_unfreeze", "unfreeze_at_epoch": 3}``),
-            or ``None`` for :class:`FullFineTune`.
+            or ``None`` for :class:`FullFineTune`. The deprecated name ``"milestones"`` (and configs written with
+            it, ``{"policy": "milestones", "milestones": {...}}``, as in older checkpoints) gives an
+            :class:`UnfreezeAtEpochs` with a ``DeprecationWarning``.
         train_bn: If given, overrides the policy's ``train_bn``.
 
     Returns:
@@ -273,6 +301,11 @@ def resolve_policy(
         name = args.pop("policy", None)
         if not isinstance(name, str):
             raise ValueError(f"A freezing-policy config needs a `policy` name, got {policy!r}.")
+        if _is_deprecated_milestones(name):
+            warnings.warn(_MILESTONES_DEPRECATED.format(got=repr(policy)), DeprecationWarning, stacklevel=2)
+            if "milestones" in args:
+                args["schedule"] = _parse_schedule(args.pop("milestones"), "milestones")
+            name = UnfreezeAtEpochs.name
         resolved = _policy_class(name)(**args)
     else:
         raise ValueError(
@@ -283,8 +316,15 @@ def resolve_policy(
     return resolved
 
 
+def _is_deprecated_milestones(name: str) -> bool:
+    return name.strip().lower() == "milestones"
+
+
 def _policy_class(name: str) -> type[FreezingPolicy]:
     key = name.strip().lower().replace("-", "_")
+    if key == "milestones":
+        warnings.warn(_MILESTONES_DEPRECATED.format(got=repr(name)), DeprecationWarning, stacklevel=3)
+        key = UnfreezeAtEpochs.name
     if key not in POLICIES:
         close = difflib.get_close_matches(key, POLICIES, n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""

@@ -1,13 +1,18 @@
+import json
 import math
+import re
+import warnings
 from functools import partial
+from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from freeze_helpers import Recorder, fixed_data, loader, trainer
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 
-from lit_transfer import FreezeUnfreeze, TransferClassifier
+from lit_transfer import FreezeUnfreeze, TransferClassifier, UnfreezeAtEpochs
 from lit_transfer.errors import CheckpointMismatchError
 
 
@@ -251,3 +256,95 @@ def test_class_names_of_another_order_are_refused_and_warned_at_predict(tmp_path
     matching = make(class_names=["3", "5", "7"])  # the same names in the same order train as before
     trainer(tmp_path, 1, limit_train_batches=1, limit_val_batches=1).fit(matching, datamodule=dm)
     assert matching.data_config["input_size"] == [3, 16, 16]
+
+
+# -------------------------------------------------------------------------------- data checks and records
+class _DeclaredData(L.LightningDataModule):
+    """A DataModule that says whether it augments through `augments_training`, whatever its `train_transform`."""
+
+    def __init__(self, augments: bool, train_transform: str | None = None) -> None:
+        super().__init__()
+        self.augments_training = augments
+        if train_transform is not None:
+            self.train_transform = train_transform
+
+    def train_dataloader(self):
+        return loader(fixed_data())
+
+
+def _probe():
+    return make(freeze="linear_probe", cache_features=True)
+
+
+def test_cache_features_asks_the_datamodule_whether_it_augments(tmp_path):
+    with pytest.raises(ValueError, match=r"\(_DeclaredData\) augments .*\(`augments_training` is True\)"):
+        trainer(tmp_path, 1).fit(_probe(), datamodule=_DeclaredData(True))
+    # the DataModule's own answer wins over a `train_transform` that means something else to it
+    trainer(tmp_path, 1, limit_train_batches=1).fit(_probe(), datamodule=_DeclaredData(False, "custom"))
+    with pytest.raises(ValueError, match=r"`train_transform: 'custom'`.*`train_transform: none`"):
+        trainer(tmp_path, 1).fit(_probe(), datamodule=_DeclaredData(True, "custom"))
+
+
+def test_checkpoint_keeps_its_format_plus_the_reseeding_seed(tmp_path):
+    dm = _digits([3, 5, 7])
+    model = make(class_names=["3", "5", "7"])
+    t = trainer(tmp_path, 1, limit_train_batches=1, limit_val_batches=1)
+    t.fit(model, datamodule=dm)
+    t.save_checkpoint(tmp_path / "m.ckpt")
+    payload = torch.load(tmp_path / "m.ckpt", weights_only=True)
+    assert payload["data_config"] == model.data_config and payload["data_config"]["input_size"] == [3, 16, 16]
+    assert type(payload["rng_seed"]) is int
+    loaded = TransferClassifier.load_from_checkpoint(tmp_path / "m.ckpt")
+    assert loaded.data_config == model.data_config and loaded.preprocessing.source == "checkpoint"
+
+
+def test_checkpoint_of_the_deprecated_milestones_policy_still_loads(tmp_path):
+    model = make(freeze=UnfreezeAtEpochs({0: 1, 1: -1}))
+    t = trainer(tmp_path, 1, limit_train_batches=1)
+    t.fit(model, loader(fixed_data()))
+    t.save_checkpoint(tmp_path / "new.ckpt")
+    payload = torch.load(tmp_path / "new.ckpt", weights_only=True)
+    assert payload["hyper_parameters"]["freeze"] == {
+        "policy": "unfreeze_at_epochs",
+        "schedule": {0: 1, 1: -1},
+        "train_bn": False,
+    }
+    payload["hyper_parameters"]["freeze"] = {"policy": "milestones", "milestones": {0: 1, 1: -1}, "train_bn": False}
+    torch.save(payload, tmp_path / "old.ckpt")  # as written before the rename
+    with pytest.warns(DeprecationWarning, match="unfreeze_at_epochs"):
+        loaded = TransferClassifier.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert loaded.policy == UnfreezeAtEpochs({0: 1, 1: -1})
+
+
+# -------------------------------------------------------------------------------------------------- DDP
+class CatchWarnings(Callback):
+    """Records every warning of a (spawned) rank from `setup` to `teardown` into `<out>.<rank>.json`."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self._catcher: warnings.catch_warnings | None = None
+        self._caught: list = []
+
+    def setup(self, trainer, pl_module, stage):
+        self._catcher = warnings.catch_warnings(record=True)
+        self._caught = self._catcher.__enter__()
+        warnings.simplefilter("always")
+
+    def teardown(self, trainer, pl_module, stage):
+        messages = [str(w.message) for w in self._caught]
+        self._catcher.__exit__(None, None, None)
+        Path(f"{self.out}.{trainer.global_rank}.json").write_text(json.dumps(messages))
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_fit_and_test_log_without_sync_dist_warnings(tmp_path):
+    model = make(freeze="full_fine_tune", num_classes=6)  # no LayerFreezing: only the classifier's own logs
+    data = fixed_data(n=32, classes=6)
+    out = str(tmp_path / "warnings")
+    t = trainer(tmp_path, 2, [CatchWarnings(out)], devices=2, strategy="ddp_spawn", limit_train_batches=2)
+    t.fit(model, loader(data, batch_size=4), loader(data, batch_size=4))
+    messages = [m for rank in (0, 1) for m in json.loads(Path(f"{out}.{rank}.json").read_text())]
+    assert messages, "the warnings of the spawned ranks were not recorded"
+    unsynced = re.findall(r"self\.log\('([^']+)', \.\.\., sync_dist=True\)", "\n".join(messages))
+    assert unsynced == [], unsynced

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -11,27 +11,25 @@ from typing import Any, Literal, cast
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
-from lightning.pytorch.utilities.types import LRSchedulerConfigType, OptimizerLRSchedulerConfig
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
-from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torchmetrics import MetricCollection
 
 from lit_transfer.backbones import backbone_data_config, create_backbone
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
-from lit_transfer.data.data_config import DataConfig, describe_preprocessing, same_preprocessing
-from lit_transfer.errors import CheckpointMismatchError, UnsafeFileError
+from lit_transfer.errors import UnsafeFileError
 from lit_transfer.freezing import FreezingPolicy, FullFineTune, resolve_policy
-from lit_transfer.layer_groups import layer_groups
+from lit_transfer.layer_groups import LayerGroup
+from lit_transfer.layer_groups import layer_groups as group_layers
+from lit_transfer.models.checks import check_arguments, check_checkpoint_fits, check_classes, check_unaugmented
 from lit_transfer.models.feature_cache import FeatureCache, check_cacheable, frozen_features
 from lit_transfer.models.metrics import classification_metrics
-from lit_transfer.optim import WarmupCosineLR, build_param_groups, set_group_lrs
+from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable, configure_optimization
+from lit_transfer.models.reseeding import BatchReseeding
+from lit_transfer.models.trained_preprocessing import TrainedPreprocessing
 
 __all__ = ["TransferClassifier"]
-
-OptimizerCallable = Callable[[Iterable[Any]], torch.optim.Optimizer]
-LRSchedulerCallable = Callable[[torch.optim.Optimizer], LRScheduler | ReduceLROnPlateau]
 
 
 class TransferClassifier(LightningModule):
@@ -49,7 +47,7 @@ class TransferClassifier(LightningModule):
         in_chans: Input channels (pretrained stems are adapted).
         class_names: Names of the classes, stored in checkpoints for prediction.
         freeze: Freezing policy, as an object, a config dict or a name (``"freeze_unfreeze"``, ``"linear_probe"``,
-            ``"gradual_unfreeze"``, ``"milestones"``, ``"full_fine_tune"``).
+            ``"gradual_unfreeze"``, ``"unfreeze_at_epochs"``, ``"full_fine_tune"``).
         train_bn: Keep BatchNorm in frozen groups training (overrides the policy's setting).
         layer_decay: Layer-wise LR decay in ``(0, 1]``: group ``i`` from the head trains at ``lr * layer_decay**i``.
         frozen_lr_mult: LR factor for the groups frozen in the first epoch (applied once they unfreeze).
@@ -59,7 +57,9 @@ class TransferClassifier(LightningModule):
         mixup_alpha: timm ``Mixup`` alpha (0 disables mixup).
         cutmix_alpha: timm ``Mixup`` CutMix alpha (0 disables CutMix).
         optimizer: Callable building the optimizer from parameter groups (LightningCLI ``OptimizerCallable``);
-            default ``AdamW(lr=1e-3, weight_decay=0.05)``.
+            default ``AdamW(lr=1e-3, weight_decay=0.05)`` in torch's fastest implementation for the parameters'
+            device (fused on CPU and CUDA; see :mod:`lit_transfer.models.optimization`). A given optimizer must hold
+            every parameter it is handed, frozen ones included.
         lr_scheduler: Callable building a scheduler from the optimizer; default: linear warmup over
             ``warmup_epochs`` then cosine decay to 0, stepped every optimizer step
             (:class:`~lit_transfer.optim.WarmupCosineLR`, sized by ``trainer.estimated_stepping_batches``). A resume
@@ -74,6 +74,10 @@ class TransferClassifier(LightningModule):
         compile: Compile the backbone's forward with ``torch.compile`` (checkpoint keys stay unprefixed).
         channels_last: Use the channels-last memory format (faster convolutions on recent hardware).
 
+    Resuming ``fit`` from a checkpoint draws the same dropout, drop-path and mixup numbers as the uninterrupted run:
+    the global generators are reseeded before every training batch from a seed saved in the checkpoint (see
+    :mod:`lit_transfer.models.reseeding`, which also says where the claim stops).
+
     Attributes:
         data_config: The preprocessing the model expects, as a timm-style dict of plain values (``input_size``
             ``[C, H, W]``, ``mean``, ``std``, ``interpolation``, ``crop_pct``, ``crop_mode``). At ``fit`` it is
@@ -81,6 +85,8 @@ class TransferClassifier(LightningModule):
             under the top-level key ``"data_config"`` and restored on load, so export and prediction use the size and
             normalisation the model was trained with. Until then (plain DataLoaders, checkpoints written before this
             was recorded) it is the backbone's timm data config, and checkpoints do not carry it.
+        layer_groups: The backbone's layer groups, stem first (see :mod:`lit_transfer.layer_groups`), computed once:
+            the optimizer's param groups, the freezing callback and the feature cache all use this list.
 
     Example:
         >>> model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="linear_probe")
@@ -113,7 +119,9 @@ class TransferClassifier(LightningModule):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        self._validate(num_classes, class_names, layer_decay, label_smoothing, mixup_alpha, cutmix_alpha, warmup_epochs)
+        check_arguments(
+            num_classes, class_names, layer_decay, label_smoothing, mixup_alpha, cutmix_alpha, warmup_epochs
+        )
         self.policy = resolve_policy(freeze, train_bn=train_bn)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.hparams["freeze"] = self.policy.to_config()  # plain values: checkpoints load with weights_only=True
@@ -124,44 +132,18 @@ class TransferClassifier(LightningModule):
         self.backbone = create_backbone(backbone, num_classes, pretrained, in_chans, **timm_kwargs)
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
-        self.data_config: dict[str, Any] = backbone_data_config(self.backbone)
-        self._data_config_source: Literal["backbone", "datamodule", "checkpoint"] = "backbone"
+        self.preprocessing = TrainedPreprocessing(backbone_data_config(self.backbone))
         self._optimizer_factory = optimizer
         self._scheduler_factory = lr_scheduler
         self._build_loss()
         self.feature_cache: FeatureCache | None = None
         self._train_metrics_logged = False
+        self.reseeding = BatchReseeding()
         if cache_features:
             check_cacheable(self.policy, self.backbone, uses_mixup=self.mixup is not None)
         self.train_metrics = classification_metrics(num_classes, "train_")
         self.val_metrics = classification_metrics(num_classes, "val_")
         self.test_metrics = classification_metrics(num_classes, "test_")
-
-    @staticmethod
-    def _validate(
-        num_classes: int,
-        class_names: list[str] | None,
-        layer_decay: float | None,
-        label_smoothing: float,
-        mixup_alpha: float,
-        cutmix_alpha: float,
-        warmup_epochs: float,
-    ) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(
-                f"`class_names` has {len(class_names)} names but `num_classes` is {num_classes}; they must agree"
-                " (the CLI links both from the DataModule)."
-            )
-        if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
-            raise ValueError(f"`layer_decay` must be in (0, 1] (e.g. 0.65-0.9), got {layer_decay!r}.")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}.")
-        if mixup_alpha < 0 or cutmix_alpha < 0:
-            raise ValueError(f"`mixup_alpha` and `cutmix_alpha` must be >= 0, got {mixup_alpha!r}, {cutmix_alpha!r}.")
-        if warmup_epochs < 0:
-            raise ValueError(f"`warmup_epochs` must be >= 0, got {warmup_epochs!r}.")
 
     def _build_loss(self) -> None:
         hp = self.hparams
@@ -181,6 +163,16 @@ class TransferClassifier(LightningModule):
             self.train_loss = nn.CrossEntropyLoss(label_smoothing=hp["label_smoothing"])
         self.eval_loss = nn.CrossEntropyLoss()
 
+    # ------------------------------------------------------------------ data
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """The preprocessing the model expects (see the class's Attributes)."""
+        return self.preprocessing.config
+
+    @data_config.setter
+    def data_config(self, value: dict[str, Any]) -> None:
+        self.preprocessing.config = value
+
     def setup(self, stage: str) -> None:
         """Check the DataModule against the model, record its preprocessing at ``fit``, set up the feature cache.
 
@@ -188,29 +180,25 @@ class TransferClassifier(LightningModule):
         ``class_names``, when both have names, must be the model's in the same order (``ValueError``; a warning at
         ``predict``, whose outputs are named with the model's classes). ``fit`` records the DataModule's
         ``resolved_config`` as :attr:`data_config`; ``validate``/``test``/``predict`` warn when it differs from the
-        recorded one in size, mean or std.
+        recorded one in size, mean or std. With ``cache_features``, ``fit`` refuses a DataModule that augments.
         """
         datamodule = getattr(self.trainer, "datamodule", None)
-        self._check_classes_of(datamodule, stage)
-        resolved = getattr(datamodule, "resolved_config", None)
-        if isinstance(resolved, DataConfig):
-            if stage == "fit":
-                self.data_config, self._data_config_source = resolved.to_dict(), "datamodule"
-            elif self._data_config_source != "backbone":
-                _warn_if_preprocessing_differs(
-                    resolved.to_dict(), self.data_config, "this model was trained with", stage
-                )
+        check_classes(self.hparams["num_classes"], self.hparams.get("class_names"), datamodule, stage)
+        self.preprocessing.record(datamodule, stage)
         if stage != "fit" or not self.hparams["cache_features"]:
             self.feature_cache = None
             return
-        augment = getattr(datamodule, "train_transform", "none")
-        if augment not in (None, "none"):
-            raise ValueError(
-                f"`cache_features=True` needs the same input for a sample every epoch, but the DataModule augments"
-                f" its training images (`train_transform: {augment!r}`). Set the DataModule's"
-                " `train_transform: none`, or set `cache_features: false`."
-            )
+        check_unaugmented(datamodule)
         self.feature_cache = FeatureCache(partial(frozen_features, self.backbone))
+
+    # ------------------------------------------------------------- fit hooks
+    def on_fit_start(self) -> None:
+        """Draw this fit's seed of the per-batch reseeding (a resume keeps its checkpoint's), the same on all ranks."""
+        self.reseeding.start(self.trainer)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Reseed the global generators from ``(seed, epoch, batch, rank)``: the batch draws what it drew before."""
+        self.reseeding.before_batch(self.current_epoch, batch_idx, self.global_rank)
 
     def on_train_epoch_start(self) -> None:
         """Log the epoch's training metrics at its first step; with ``cache_features``, train on cached features."""
@@ -223,48 +211,15 @@ class TransferClassifier(LightningModule):
         if self.feature_cache is not None and self.trainer.state.fn == "fit":
             self.feature_cache.serve_validation(self.trainer)
 
-    def _check_classes_of(self, datamodule: Any, stage: str) -> None:
-        """Refuse a DataModule with another number of classes; refuse (warn at predict) other class names."""
-        ours = self.hparams["num_classes"]
-        theirs = getattr(datamodule, "num_classes", None)
-        kind = type(datamodule).__name__
-        if isinstance(theirs, int) and not isinstance(theirs, bool) and theirs > 0 and theirs != ours:
-            raise ValueError(
-                f"The DataModule ({kind}) has {theirs} classes but the model was built with `num_classes={ours}`:"
-                f" labels >= {min(ours, theirs)} would not fit the head. Build the model with"
-                " `num_classes=datamodule.num_classes` (and `class_names=datamodule.class_names`; the CLI links both),"
-                " or use the DataModule the model was trained on."
-            )
-        names, data_names = self.hparams.get("class_names"), getattr(datamodule, "class_names", None)
-        if not names or not data_names or [str(n) for n in names] == [str(n) for n in data_names]:
-            return
-        same = sorted(map(str, names)) == sorted(map(str, data_names))
-        message = (
-            f"The model's `class_names` {list(names)} differ from the DataModule's ({kind}) {list(data_names)}"
-            + (": the same names in another order, so label i means another class to each" if same else "")
-            + ". Build the model with `class_names=datamodule.class_names`, or use the DataModule the model was"
-            " trained on (to train a checkpoint's weights on other classes, start a model with `pretrained=<.ckpt>`)."
-        )
-        if stage != "predict":  # labels index the model's classes: metrics and checkpoints would be wrong silently
-            raise ValueError(message)
-        rank_zero_warn(message + " Predictions are named with the model's classes.")
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the recorded preprocessing under the top-level key ``"data_config"`` (plain values only)."""
-        if self._data_config_source != "backbone":
-            checkpoint["data_config"] = _plain(self.data_config)
-
     def on_fit_end(self) -> None:
         """Free the cached features: they are only valid for this fit."""
         self.feature_cache = None
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of images, or of cached features (2-D, from :class:`FeatureCache`'s loaders) during ``fit``."""
-        if self.feature_cache is None or x.ndim != 2:
-            return self(x)
-        features = nn.functional.dropout(x, p=self.hparams["drop_rate"], training=self.training)
-        get_classifier = cast("Callable[[], nn.Module]", self.backbone.get_classifier)  # timm API, not on `nn.Module`
-        return get_classifier()(features)
+    # ------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the recorded preprocessing (``"data_config"``) and the reseeding seed (``"rng_seed"``)."""
+        self.preprocessing.save(checkpoint)
+        self.reseeding.save(checkpoint)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> TransferClassifier:  # type: ignore[override]
@@ -287,40 +242,15 @@ class TransferClassifier(LightningModule):
             raise UnsafeFileError.for_file(checkpoint_path, err) from None
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse a checkpoint of another backbone or head; restore the preprocessing the model was trained with.
+        """Refuse a checkpoint of another backbone or head; restore the preprocessing and the reseeding seed.
 
         The checkpoint's ``"data_config"`` becomes :attr:`data_config` (a checkpoint without one keeps the backbone's
         config). Resuming ``fit`` keeps the config this run's DataModule gave at ``setup`` and warns when the two
         differ; loading for ``validate``/``test``/``predict`` warns when the DataModule's differs from the checkpoint's.
         """
-        self._check_checkpoint_fits(checkpoint)
-        saved = checkpoint.get("data_config")
-        if not isinstance(saved, dict):
-            return
-        trainer = self._trainer
-        stage = str(trainer.state.fn.value) if trainer is not None and trainer.state.fn is not None else None
-        if stage == "fit" and self._data_config_source == "datamodule":  # resumed: this run's DataModule rules
-            _warn_if_preprocessing_differs(self.data_config, saved, "the checkpoint was trained with", "fit")
-            return
-        self.data_config, self._data_config_source = dict(saved), "checkpoint"
-        resolved = getattr(getattr(trainer, "datamodule", None), "resolved_config", None)
-        if stage is not None and isinstance(resolved, DataConfig):
-            _warn_if_preprocessing_differs(resolved.to_dict(), saved, "the checkpoint was trained with", stage)
-
-    def _check_checkpoint_fits(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("hyper_parameters", {})
-        state = checkpoint.get("state_dict", {})
-        current = self.state_dict()
-        wrong = [k for k in current if k not in state or state[k].shape != current[k].shape]
-        if wrong:
-            shown = ", ".join(wrong[:6]) + (f", ... ({len(wrong)} in all)" if len(wrong) > 6 else "")
-            raise CheckpointMismatchError(
-                f"The checkpoint (a {saved.get('backbone', 'different')!r} model) does not fit this run's"
-                f" {self.hparams['backbone']!r} with {self.hparams['num_classes']} classes: tensors missing or of"
-                f" another shape: {shown}. Resume with the"
-                " checkpoint's own `backbone`/`num_classes`, or start a new run that loads only its backbone weights"
-                " (`pretrained: <checkpoint.ckpt>`)."
-            )
+        check_checkpoint_fits(self.state_dict(), checkpoint, self.hparams)
+        self.preprocessing.restore(checkpoint, self._trainer)
+        self.reseeding.restore(checkpoint)
 
     # ----------------------------------------------------------------- model
     @property
@@ -328,6 +258,15 @@ class TransferClassifier(LightningModule):
         """Class names (``"0"``, ``"1"``, ... when none were given)."""
         names = self.hparams.get("class_names")
         return list(names) if names else [str(i) for i in range(self.hparams["num_classes"])]
+
+    @property
+    def layer_groups(self) -> list[LayerGroup]:
+        """The backbone's layer groups, computed once (again only if its parameters were replaced)."""
+        key = tuple(id(p) for p in self.parameters())
+        cached = self.__dict__.get("_layer_groups_cache")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_layer_groups_cache"] = (key, group_layers(self.backbone))
+        return cast("list[LayerGroup]", cached[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of images ``(N, C, H, W)``."""
@@ -340,6 +279,14 @@ class TransferClassifier(LightningModule):
             return compiled(x)
         return self.backbone(x)
 
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of images, or of cached features (2-D, from :class:`FeatureCache`'s loaders) during ``fit``."""
+        if self.feature_cache is None or x.ndim != 2:
+            return self(x)
+        features = nn.functional.dropout(x, p=self.hparams["drop_rate"], training=self.training)
+        get_classifier = cast("Callable[[], nn.Module]", self.backbone.get_classifier)  # timm API, not on `nn.Module`
+        return get_classifier()(features)
+
     def configure_callbacks(self) -> list[Callback]:
         """A guard against NaN/inf losses, and the LayerFreezing callback that applies ``freeze``."""
         callbacks: list[Callback] = [NonFiniteLossGuard()]
@@ -347,34 +294,17 @@ class TransferClassifier(LightningModule):
             callbacks.append(LayerFreezing(self.policy))
         return callbacks
 
-    # ------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """One optimizer over named layer groups (frozen ones included) and its LR schedule."""
-        groups = layer_groups(self.backbone)
-        no_wd: set[str] = getattr(self.backbone, "no_weight_decay", lambda: set())()
-        frozen = len(groups) - self.policy.trainable_groups(0, len(groups))
-        param_groups = build_param_groups(
-            groups,
-            layer_decay=self.hparams["layer_decay"],
-            no_weight_decay_names=no_wd,
-            frozen_at_start=frozen,
-            frozen_lr_mult=self.hparams["frozen_lr_mult"],
+        return configure_optimization(
+            self.layer_groups,
+            self.backbone,
+            self.policy,
+            self.hparams,
+            self.trainer,
+            optimizer=self._optimizer_factory,
+            lr_scheduler=self._scheduler_factory,
         )
-        if self._optimizer_factory is None:
-            optimizer: torch.optim.Optimizer = torch.optim.AdamW(param_groups, lr=1e-3, weight_decay=0.05)
-        else:
-            optimizer = self._optimizer_factory(param_groups)
-        set_group_lrs(optimizer)
-        if self._scheduler_factory is None:
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            warmup = round(self.hparams["warmup_epochs"] * total / max(1, self.trainer.max_epochs or 1))
-            schedule = WarmupCosineLR(optimizer, total, warmup_steps=warmup)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-        scheduler = self._scheduler_factory(optimizer)
-        config: LRSchedulerConfigType = {"scheduler": scheduler, "interval": self.hparams["scheduler_interval"]}
-        if isinstance(scheduler, ReduceLROnPlateau):
-            config["monitor"] = "val_loss"
-        return {"optimizer": optimizer, "lr_scheduler": config}
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -397,7 +327,8 @@ class TransferClassifier(LightningModule):
                     # per epoch is enough, and saves Lightning's per-call logging cost on every other step.
                     self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
                     self._train_metrics_logged = True
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
+        # a mean over ranks: synced (one scalar all-reduce per step under DDP, nothing on one device)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
         return loss
 
     def _evaluate(self, batch: Any, metrics: MetricCollection, prefix: str) -> torch.Tensor:
@@ -406,7 +337,7 @@ class TransferClassifier(LightningModule):
         loss = self.eval_loss(logits, y)
         metrics.update(logits, y)
         self.log(f"{prefix}loss", loss, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
-        self.log_dict(metrics, on_epoch=True, prog_bar=prefix == "val_")
+        self.log_dict(metrics, on_epoch=True, prog_bar=prefix == "val_")  # torchmetrics objects sync themselves
         return logits
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -422,27 +353,3 @@ class TransferClassifier(LightningModule):
         x = batch["image"] if isinstance(batch, dict) else batch[0] if isinstance(batch, (list, tuple)) else batch
         probs = self(x).softmax(dim=-1)
         return {"preds": probs.argmax(dim=-1), "probs": probs}
-
-
-def _plain(data_config: dict[str, Any]) -> dict[str, Any]:
-    """``data_config`` with tuples as lists and numbers as Python scalars (loadable with ``weights_only=True``)."""
-    plain: dict[str, Any] = {}
-    for key, value in data_config.items():
-        if isinstance(value, (list, tuple)):
-            plain[key] = [v if isinstance(v, (int, float, str)) else float(v) for v in value]
-        else:
-            plain[key] = value if isinstance(value, (int, float, str)) or value is None else str(value)
-    return plain
-
-
-def _warn_if_preprocessing_differs(data_config: dict[str, Any], trained: dict[str, Any], what: str, stage: str) -> None:
-    """Warn when ``data_config`` (the DataModule's) differs from ``trained`` in size, mean or std."""
-    if same_preprocessing(trained, data_config):
-        return
-    height = int(trained["input_size"][1])
-    rank_zero_warn(
-        f"The DataModule's preprocessing ({describe_preprocessing(data_config)}) differs from the one {what}"
-        f" ({describe_preprocessing(trained)}): the `{stage}` inputs are not what the model learned from. Build the"
-        " DataModule with that `data_config` (`model.data_config`, or"
-        f" `torch.load(checkpoint, weights_only=True)['data_config']`) and `image_size={height}` (or `None`)."
-    )
