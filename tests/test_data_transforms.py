@@ -16,7 +16,7 @@ from albumentations.pytorch import ToTensorV2
 from PIL import Image
 
 from lit_transfer.data import PRESETS, DigitsDataModule, build_eval_transform, build_train_transform
-from lit_transfer.data.data_config import INTERPOLATIONS, resolve_data_config
+from lit_transfer.data.preprocessing import INTERPOLATIONS, resolve_preprocessing
 
 TAGS = ["resnet18", "vit_base_patch16_224.augreg_in21k_ft_in1k", "convnext_tiny"]
 
@@ -71,20 +71,20 @@ def test_model_data_config_from_tiny_timm_model() -> None:
 
 
 def test_defaults_come_from_timm_constants() -> None:
-    cfg = resolve_data_config(None)
+    cfg = resolve_preprocessing(None)
     assert cfg.mean == tuple(timm.data.IMAGENET_DEFAULT_MEAN) and cfg.std == tuple(timm.data.IMAGENET_DEFAULT_STD)
     assert cfg.crop_pct == timm.data.DEFAULT_CROP_PCT and cfg.size == (224, 224)
 
 
 def test_image_size_override_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("INFO"):
-        cfg = resolve_data_config(_timm_config("resnet18"), image_size=64)
+        cfg = resolve_preprocessing(_timm_config("resnet18"), image_size=64)
     assert cfg.size == (64, 64)
     assert "Image size 64 overrides the backbone's input size 224x224" in caplog.text
 
 
 def test_single_channel_statistics() -> None:
-    cfg = resolve_data_config(_timm_config("resnet18"), in_chans=1)
+    cfg = resolve_preprocessing(_timm_config("resnet18"), in_chans=1)
     assert cfg.mean == pytest.approx((np.mean(timm.data.IMAGENET_DEFAULT_MEAN),))
     out = build_eval_transform(cfg)(image=_natural()[..., :1])["image"]
     assert out.shape == (1, 224, 224)
@@ -201,7 +201,7 @@ def test_image_size_below_the_floor_is_refused(tmp_path: Path) -> None:
 
     match = r"`image_size` gives 4x4 px images, below the 8 px floor.*Set `image_size` to at least 8"
     with pytest.raises(ValueError, match=match):
-        resolve_data_config(None, image_size=4)
+        resolve_preprocessing(None, image_size=4)
     with pytest.raises(ValueError, match=match):
         DigitsDataModule(image_size=4)
     for name in ("a", "b"):
@@ -210,12 +210,12 @@ def test_image_size_below_the_floor_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=match):
         ImageFolderDataModule(tmp_path, image_size=4, num_workers=0)
     with pytest.raises(ValueError, match=r"`data_config\['input_size'\]` gives 3x3 px"):
-        resolve_data_config({"input_size": (3, 3, 3)})
-    assert resolve_data_config(None, image_size=8).size == (8, 8)  # the digits' native size stays valid
+        resolve_preprocessing({"input_size": (3, 3, 3)})
+    assert resolve_preprocessing(None, image_size=8).size == (8, 8)  # the digits' native size stays valid
 
 
 def test_to_dict_is_plain_and_round_trips() -> None:
-    cfg = resolve_data_config(_timm_config("vit_base_patch16_224.augreg_in21k_ft_in1k"), image_size=32, in_chans=1)
+    cfg = resolve_preprocessing(_timm_config("vit_base_patch16_224.augreg_in21k_ft_in1k"), image_size=32, in_chans=1)
     plain = cfg.to_dict()
     assert plain == {
         "input_size": [1, 32, 32],
@@ -226,4 +226,4 @@ def test_to_dict_is_plain_and_round_trips() -> None:
         "crop_mode": "center",
     }
     assert json.loads(json.dumps(plain)) == plain
-    assert resolve_data_config(plain, in_chans=1) == cfg
+    assert resolve_preprocessing(plain, in_chans=1) == cfg

@@ -6,13 +6,15 @@ import os as _os
 _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from lit_transfer.data.base import BaseImageDataModule
-from lit_transfer.data.data_config import DataConfig, resolve_data_config
-from lit_transfer.data.datamodule import CSVDataModule, ImageFolderDataModule
+from lit_transfer.data.csv_table import CSVDataModule
+from lit_transfer.data.data_config import resolve_data_config as resolve_data_config  # deprecated alias
 from lit_transfer.data.dataset import ArrayDataset, ImageDataset
 from lit_transfer.data.decode import BadImageError, load_image, scan_images
 from lit_transfer.data.digits import DigitsDataModule
-from lit_transfer.data.files import FileImageDataModule
+from lit_transfer.data.file_base import FileImageDataModule
+from lit_transfer.data.image_folder import ImageFolderDataModule
 from lit_transfer.data.pipeline import finalize_pipeline, load_pipeline
+from lit_transfer.data.preprocessing import DataConfig, resolve_preprocessing
 from lit_transfer.data.samplers import BalancedSampler, EpochSampler
 from lit_transfer.data.transforms import PRESETS, build_eval_transform, build_train_transform
 from lit_transfer.data.workers import seed_worker
@@ -35,7 +37,7 @@ __all__ = [
     "finalize_pipeline",
     "load_image",
     "load_pipeline",
-    "resolve_data_config",
+    "resolve_preprocessing",
     "scan_images",
     "seed_worker",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -12,8 +13,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from lit_transfer.data.data_config import DataConfig, resolve_data_config
 from lit_transfer.data.pipeline import TransformArg
+from lit_transfer.data.preprocessing import DataConfig, resolve_preprocessing
 from lit_transfer.data.samplers import BalancedSampler, EpochSampler
 from lit_transfer.data.transforms import build_eval_transform, build_train_transform, validate_train_transform
 from lit_transfer.data.workers import seed_worker
@@ -27,12 +28,17 @@ def default_num_workers() -> int:
 class BaseImageDataModule(LightningDataModule):
     """Loaders, transforms and sampling shared by every lit_transfer DataModule.
 
-    Subclasses fill ``class_names`` in ``__init__`` and the ``*_dataset`` attributes in ``setup``.
+    Subclasses fill ``class_names`` in ``__init__`` and the ``*_dataset`` attributes in ``setup``. They declare
+    only their own arguments and pass the others on with ``**kwargs``, so each argument below is declared and
+    documented here once. The command line still lists every argument: LightningCLI (jsonargparse) follows
+    ``super().__init__(**kwargs)`` to the parent's parameters, and ``inspect.signature(SubClass)`` gives the whole
+    list too (the subclass's own parameters, then the ones ``**kwargs`` reaches, keyword-only).
 
     Args:
         batch_size: Samples per batch and device. A public attribute: a batch-size schedule may change it between
             epochs (with ``Trainer(reload_dataloaders_every_n_epochs=1)``); it is saved in :meth:`state_dict`.
-        num_workers: DataLoader worker processes; ``None`` picks the subclass default.
+        num_workers: DataLoader worker processes; ``None`` picks the subclass default: ``min(4, os.cpu_count())``
+            for the file-based modules, 0 for the in-memory digits.
         seed: Seed of the training order, the augmentations and (where applicable) the splits.
         train_transform: A preset (``none | light | medium | heavy``), a pipeline (list of ``class_path`` entries,
             ``A.to_dict`` mapping, Albumentations object) or a path to a YAML/JSON file holding one.
@@ -47,6 +53,11 @@ class BaseImageDataModule(LightningDataModule):
     """
 
     _default_workers: int | None = None  # None → default_num_workers()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # `inspect.signature(cls)` reads `__signature__` first: the full argument list, `**kwargs` expanded
+        setattr(cls, "__signature__", _expanded_signature(cls))  # noqa: B010 (mypy: not a declared attribute)
 
     def __init__(
         self,
@@ -81,7 +92,7 @@ class BaseImageDataModule(LightningDataModule):
         self.persistent_workers = bool(persistent_workers)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.drop_last = bool(drop_last)
-        self.resolved_config: DataConfig = resolve_data_config(self.data_config, image_size, in_chans)
+        self.resolved_config: DataConfig = resolve_preprocessing(self.data_config, image_size, in_chans)
         self.class_names: list[str] = []
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
@@ -95,6 +106,19 @@ class BaseImageDataModule(LightningDataModule):
     def num_classes(self) -> int:
         """Number of classes, available right after ``__init__``."""
         return len(self.class_names)
+
+    @property
+    def augments_training(self) -> bool:
+        """Whether training images are augmented: ``train_transform`` is neither ``None`` nor ``"none"``.
+
+        A model that caches features of its training images needs the same input every epoch, i.e. ``False`` here.
+
+        Example:
+            >>> from lit_transfer.data import DigitsDataModule
+            >>> DigitsDataModule().augments_training, DigitsDataModule(train_transform="light").augments_training
+            (False, True)
+        """
+        return self.train_transform not in (None, "none")
 
     def build_train_transform(self) -> A.Compose:
         """A fresh training pipeline for this module's data config (``A.Compose``)."""
@@ -185,3 +209,24 @@ class BaseImageDataModule(LightningDataModule):
         """Restore ``batch_size`` from :meth:`state_dict`."""
         if "batch_size" in state_dict:
             self.batch_size = int(state_dict["batch_size"])
+
+
+def _expanded_signature(cls: type) -> inspect.Signature:
+    """The signature of ``cls(...)``, a ``**kwargs`` of ``__init__`` replaced by the parent's parameters.
+
+    ``__init__`` passes ``**kwargs`` on to the parent's ``__init__``: the parent's parameters follow the ones ``cls``
+    declares itself, keyword-only, in the parent's order.
+    """
+    owner = next(klass for klass in cls.__mro__ if "__init__" in vars(klass))
+    own = list(inspect.signature(vars(owner)["__init__"]).parameters.values())[1:]  # without `self`
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own):
+        return inspect.Signature(own)
+    parent = next(klass for klass in owner.__mro__[1:] if issubclass(klass, BaseImageDataModule))
+    names = {p.name for p in own}
+    inherited = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(parent).parameters.values()
+        if p.name not in names and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]
+    explicit = [p for p in own if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    return inspect.Signature(explicit + inherited)

@@ -16,7 +16,7 @@ Splits:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -53,16 +53,10 @@ class DigitsDataModule(BaseImageDataModule):
         test_fraction: Stratified fraction of all scans held out for testing.
         split_seed: Seed of the test and validation splits (fixed by default).
         image_size: Square size the 8x8 scans are upsampled to (default 32); overrides the data config size.
-        batch_size: See :class:`~lit_transfer.data.base.BaseImageDataModule` (same for the arguments below).
-        num_workers: Default 0.
-        seed: Seed of the few-shot draw, the order and the augmentations.
         train_transform: Preset or pipeline; default ``"none"`` (``light`` flips, which changes some digits).
-        data_config: The backbone's timm data config (mean/std, interpolation, crop_pct).
-        in_chans: 3 (grayscale replicated) or 1.
-        balanced_sampling: Class-balanced training draws.
-        persistent_workers: Keep workers between epochs.
-        pin_memory: ``None`` pins when CUDA is available.
-        drop_last: Drop the last incomplete training batch.
+        **kwargs: The other arguments of :class:`~lit_transfer.data.base.BaseImageDataModule` (``batch_size``,
+            ``num_workers`` (default 0 here), ``seed`` (also of the few-shot draw), ``data_config`` (mean/std,
+            interpolation, crop_pct), ``in_chans`` (3: grayscale replicated, or 1), ...).
 
     Example:
         >>> dm = DigitsDataModule(classes=[5, 6, 7, 8, 9], shots_per_class=5, batch_size=8)
@@ -86,30 +80,10 @@ class DigitsDataModule(BaseImageDataModule):
         test_fraction: float = 0.25,
         split_seed: int = 0,
         image_size: int | None = 32,
-        batch_size: int = 32,
-        num_workers: int | None = None,
-        seed: int = 42,
         train_transform: TransformArg | None = "none",
-        data_config: Mapping[str, Any] | None = None,
-        in_chans: int = 3,
-        balanced_sampling: bool = False,
-        persistent_workers: bool = True,
-        pin_memory: bool | None = None,
-        drop_last: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            train_transform=train_transform,
-            data_config=data_config,
-            image_size=image_size,
-            in_chans=in_chans,
-            balanced_sampling=balanced_sampling,
-            persistent_workers=persistent_workers,
-            pin_memory=pin_memory,
-            drop_last=drop_last,
-        )
+        super().__init__(image_size=image_size, train_transform=train_transform, **kwargs)
         classes = [int(c) for c in classes]
         if len(classes) < 2 or len(set(classes)) != len(classes) or not set(classes) <= set(ALL_DIGITS):
             raise ValueError(f"`classes` must be at least 2 distinct digits in 0-9, got {classes!r}.")
@@ -159,7 +133,7 @@ class DigitsDataModule(BaseImageDataModule):
         """Write the current splits as PNG files: ``path/{train,val,test}/<digit>/<index>.png``.
 
         Images are written at ``image_size`` as 8-bit grayscale, upsampled exactly as in memory, so an
-        :class:`~lit_transfer.data.datamodule.ImageFolderDataModule` on ``path`` sees the same pixels. File names
+        :class:`~lit_transfer.data.image_folder.ImageFolderDataModule` on ``path`` sees the same pixels. File names
         are the scans' indices in ``load_digits()``.
 
         Args:

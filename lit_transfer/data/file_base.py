@@ -1,4 +1,10 @@
-"""Base for DataModules reading image files: split assembly, the bad-file scan, predict paths."""
+"""``FileImageDataModule``: the base of the DataModules that read image files from disk.
+
+It assembles the splits (holding out a stratified validation fraction when there is no validation split), scans
+the files for unreadable ones, builds the datasets and lists the predict paths; a subclass only says which files
+belong to which split (:class:`~lit_transfer.data.image_folder.ImageFolderDataModule`,
+:class:`~lit_transfer.data.csv_table.CSVDataModule`).
+"""
 
 from __future__ import annotations
 
@@ -36,7 +42,9 @@ class FileImageDataModule(BaseImageDataModule):
             the count.
         scan: Check every file at ``setup()`` (Pillow ``verify()`` and a draft-mode decode; cached per file
             between calls). With ``False``, an unreadable file raises from the worker, naming the file.
-        **kwargs: :class:`BaseImageDataModule` arguments.
+        **kwargs: The arguments of :class:`~lit_transfer.data.base.BaseImageDataModule` (``batch_size``,
+            ``num_workers``, ``seed``, ``train_transform``, ``data_config``, ``image_size``, ``in_chans``, ...);
+            ``num_workers`` defaults to ``min(4, os.cpu_count())`` here.
     """
 
     def __init__(
@@ -146,6 +154,14 @@ def _drop(paths: list[str], labels: list[int] | None, bad: dict[str, str]) -> Fi
 
 def _summary(files: dict[Split, Files]) -> str:
     return ", ".join(f"{split} {len(paths)}" for split, (paths, _) in files.items())
+
+
+def check_classes(class_names: list[str], where: str, hint: str) -> None:
+    """Raise ``ValueError`` naming ``where`` unless there are at least two classes."""
+    if len(class_names) < 2:
+        raise ValueError(
+            f"{where} has {len(class_names)} class(es) {class_names}; classification needs at least 2. {hint}"
+        )
 
 
 def check_dir(path: str | os.PathLike, argument: str, hint: str) -> str:

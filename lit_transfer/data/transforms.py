@@ -19,8 +19,8 @@ from typing import Any, Literal, TypeGuard
 
 import albumentations as A
 
-from lit_transfer.data.data_config import DataConfig, resolve_data_config
 from lit_transfer.data.pipeline import PipelineSpec, check_tail, finalize_pipeline, load_pipeline
+from lit_transfer.data.preprocessing import DataConfig, resolve_preprocessing
 
 Preset = Literal["none", "light", "medium", "heavy"]
 PRESETS: tuple[str, ...] = ("none", "light", "medium", "heavy")
@@ -108,7 +108,9 @@ def build_train_transform(
         >>> tuple(out.shape), out.dtype
         ((3, 32, 32), torch.float32)
     """
-    cfg = data_config if isinstance(data_config, DataConfig) else resolve_data_config(data_config, image_size, in_chans)
+    cfg = (
+        data_config if isinstance(data_config, DataConfig) else resolve_preprocessing(data_config, image_size, in_chans)
+    )
     steps = _preset_steps(spec or "none", cfg) if spec is None or _is_preset_name(spec) else load_pipeline(spec)
     return finalize_pipeline(steps, mean=cfg.mean, std=cfg.std)
 
@@ -134,5 +136,7 @@ def build_eval_transform(
         >>> [type(t).__name__ for t in pipeline.transforms]
         ['SmallestMaxSize', 'CenterCrop', 'Normalize', 'ToTensorV2']
     """
-    cfg = data_config if isinstance(data_config, DataConfig) else resolve_data_config(data_config, image_size, in_chans)
+    cfg = (
+        data_config if isinstance(data_config, DataConfig) else resolve_preprocessing(data_config, image_size, in_chans)
+    )
     return finalize_pipeline(_eval_geometry(cfg), mean=cfg.mean, std=cfg.std)
