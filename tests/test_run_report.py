@@ -176,3 +176,28 @@ def test_ddp_confusion_matrix_sums_ranks(tmp_path: Path) -> None:
     assert [sum(int(v) for k, v in row.items() if k != "true/predicted") for row in rows] == [4, 4, 4]
     assert int(_rows(tmp_path / "report" / "steps.csv")[0]["batch_size"]) == 4  # 2 per device x 2 devices
     assert (tmp_path / "report" / "confusion_matrix.png").is_file()
+
+
+class _IndexModule(_PlainModule):
+    """A module whose test_step returns class indices (not logits) and that states its class count."""
+
+    num_classes = 4
+
+    def test_step(self, batch, batch_idx):
+        return self.net(batch[0]).argmax(-1)
+
+
+def test_confusion_matrix_from_class_indices(tmp_path: Path) -> None:
+    model = _IndexModule()
+    loader = _loader(n=10, batch_size=4, seed=5)
+    report = RunReport(output_dir=tmp_path / "report", summary=False, plots=False)
+    _trainer(tmp_path, report, logger=False, callbacks=[report]).test(model, loader)
+    expected = torch.zeros(4, 4, dtype=torch.long)  # num_classes=4: the unused class 3 has its row and column
+    with torch.no_grad():
+        for x, y in loader:
+            for t, p in zip(y, model.net(x).argmax(-1)):
+                expected[t, p] += 1
+    assert torch.equal(report.confusion, expected)
+    assert model.calls == 0  # the indices were used; the module was not run again
+    rows = _rows(tmp_path / "report" / "confusion_matrix.csv")
+    assert [r["true/predicted"] for r in rows] == ["0", "1", "2", "3"]

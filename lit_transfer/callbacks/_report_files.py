@@ -1,0 +1,82 @@
+"""The files of :class:`~lit_transfer.callbacks.RunReport`: CSV tables and the plots of :mod:`lit_transfer.plots`.
+
+``epochs.csv`` (a row per epoch, then a ``test`` row), ``steps.csv`` (a row per optimizer step),
+``confusion_matrix.csv`` (counts; a row per true class, a column per predicted class), and the PNGs
+``learning_curves.png``, ``schedule.png``, ``confusion_matrix.png``. The names leave ``metrics.csv`` to
+Lightning's ``CSVLogger``, which writes into the same folder.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lit_transfer import plots
+
+__all__ = ["confusion_rows", "write_csv", "write_fit_files", "write_test_files"]
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write ``rows`` with a header of every key in first-seen order (missing cells empty); return ``path``.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> path = write_csv(pathlib.Path(tempfile.mkdtemp()) / "t.csv", [{"a": 1}, {"a": 2, "b": 3}])
+        >>> path.read_text().splitlines()
+        ['a,b', '1,', '2,3']
+    """
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def confusion_rows(counts: Sequence[Sequence[int]], names: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of ``confusion_matrix.csv``: ``true/predicted`` (the true class), then a column per predicted class.
+
+    Example:
+        >>> confusion_rows([[5, 1], [2, 4]], ["cat", "dog"])
+        [{'true/predicted': 'cat', 'cat': 5, 'dog': 1}, {'true/predicted': 'dog', 'cat': 2, 'dog': 4}]
+    """
+    return [{"true/predicted": name, **dict(zip(names, row))} for name, row in zip(names, counts)]
+
+
+def write_fit_files(
+    out: Path, metric_rows: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]], with_plots: bool
+) -> list[Path]:
+    """``epochs.csv``, ``steps.csv`` (when there are steps) and, with ``with_plots``, their plots; return the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [write_csv(out / "epochs.csv", metric_rows)]
+    if steps:
+        written.append(write_csv(out / "steps.csv", steps))
+    if with_plots:
+        epochs = [row for row in metric_rows if row.get("stage") != "test"]
+        if any(k.startswith(("train_", "val_")) for row in epochs for k in row):
+            written.append(plots.plot_learning_curves(epochs, out / "learning_curves.png"))
+        if steps:
+            written.append(plots.plot_schedule(list(steps), out / "schedule.png"))
+    return written
+
+
+def write_test_files(
+    out: Path,
+    metric_rows: Sequence[dict[str, Any]],
+    counts: Sequence[Sequence[int]] | None,
+    names: Sequence[str],
+    with_plots: bool,
+) -> list[Path]:
+    """``epochs.csv`` with its ``test`` row, ``confusion_matrix.csv`` and ``.png``; return the paths.
+
+    The confusion matrix files are written when there are ``counts``, the PNG only ``with_plots``.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    written = [write_csv(out / "epochs.csv", metric_rows)]
+    if counts is not None:
+        written.append(write_csv(out / "confusion_matrix.csv", confusion_rows(counts, names)))
+        if with_plots:
+            written.append(plots.plot_confusion_matrix(counts, list(names), out / "confusion_matrix.png"))
+    return written
