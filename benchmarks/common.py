@@ -191,7 +191,7 @@ def source_weights(
 ) -> tuple[Path, dict[str, Any]]:
     """The quick start's source model: ``resnet10t`` trained on digits 0-4, saved as safetensors without its head.
 
-    The run is :func:`lit_transfer.quickstart.source_args` (random init, all training scans, AdamW 3e-3, label
+    The run is :func:`lit_transfer.source_model.source_args` (random init, all training scans, AdamW 3e-3, label
     smoothing 0.1, digit-safe augmentation; 30 epochs and seed 42 unless given) on the CPU without logger or
     checkpoints. The file holds the backbone without its classifier, so a target model loads it with a fresh head.
     It is trained once and cached under ``runs/benchmarks/``, keyed by its settings, with a JSON of how it was made.
@@ -207,29 +207,29 @@ def source_weights(
     import hashlib
     import tempfile
 
-    from lit_transfer import quickstart
+    from lit_transfer import source_model
 
-    epochs = quickstart.SOURCE_EPOCHS if epochs is None else epochs
-    seed = quickstart.SOURCE_SEED if seed is None else seed
-    recipe = quickstart.source_args(Path("<run dir>"), epochs, seed=seed, image_size=image_size)
-    recipe = [arg.replace(str(quickstart.RECIPES), "recipes") for arg in recipe]
+    epochs = source_model.SOURCE_EPOCHS if epochs is None else epochs
+    seed = source_model.SOURCE_SEED if seed is None else seed
+    recipe = source_model.source_args(Path("<run dir>"), epochs, seed=seed, image_size=image_size)
+    recipe = [arg.replace(str(source_model.RECIPES), "recipes") for arg in recipe]
     digest = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:8]
     path = CACHE_DIR / f"source_{BACKBONE}_{image_size}px_{epochs}ep_seed{seed}_{digest}.safetensors"
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
         return path, json.loads(meta_path.read_text())
     with tempfile.TemporaryDirectory() as run_dir:
-        args = quickstart.source_args(Path(run_dir), epochs, seed=seed, image_size=image_size)
-        args += ["--trainer.accelerator=cpu", *quickstart.QUIET_ARGS]
-        result, backbone = quickstart.train_source(args)
-    quickstart.save_backbone(backbone, path, head=False)
+        args = source_model.source_args(Path(run_dir), epochs, seed=seed, image_size=image_size)
+        args += ["--trainer.accelerator=cpu", *source_model.QUIET_ARGS]
+        result, backbone = source_model.train_source(args)
+    source_model.save_backbone(backbone, path, head=False)
     meta = {
         "backbone": BACKBONE,
         "classes": list(SOURCE_CLASSES),
         "image_size": image_size,
         "epochs": epochs,
         "seed": seed,
-        "recipe": "lit_transfer.quickstart.source_args",
+        "recipe": "lit_transfer.source_model.source_args",
         "args": recipe,
         "source_test_acc": 100.0 * result.metrics["test_acc"],
         "train_seconds": result.seconds,

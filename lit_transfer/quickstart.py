@@ -4,9 +4,10 @@
 (:class:`~lit_transfer.cli.TransferCLI` with ``recipes/defaults.yaml`` and ``recipes/quickstart.yaml``):
 
 1. **Source task.** A ``resnet10t`` from random init trained for 30 epochs on every training image of digits
-   0-4 (32x32, 3 channels; AdamW 3e-3, label smoothing 0.1, the digit-safe augmentation of :data:`DIGIT_AUGMENT`:
-   small shifts, scale, rotation and shear, no flips), tested on their held-out images; the backbone is saved
-   as ``backbone.safetensors``.
+   0-4 (32x32, 3 channels; AdamW 3e-3, label smoothing 0.1, the digit-safe augmentation of
+   :data:`~lit_transfer.source_model.DIGIT_AUGMENT`: small shifts, scale, rotation and shear, no flips), tested on
+   their held-out images; the backbone is saved as ``backbone.safetensors``. The recipe is
+   :mod:`lit_transfer.source_model`'s, which the benchmark suite's transfer table uses too.
 2. **Target task.** ``recipes/quickstart.yaml`` on digits 5-9 with 10 labelled images per class, the backbone
    loaded through ``pretrained: <path>.safetensors``: LP-FT (head only for 5 epochs, then everything) with
    layer-wise LR decay 0.8, AdamW 3e-3, the same digit-safe augmentation, 30 epochs.
@@ -21,7 +22,8 @@
 
 Everything lands under ``runs/quickstart/`` (``--out``): checkpoints, the resolved ``config.yaml``, TensorBoard
 and CSV logs and the plots of each run's ``lightning_logs/version_N``. ``--fast`` shrinks every run to a few
-batches (a smoke test, seconds). ``--seeds 0 1 2`` repeats the target runs over few-shot draws and seeds.
+batches (a smoke test, seconds). ``--seeds 0 1 2`` repeats the target runs over few-shot draws and seeds and
+adds a table of mean ± std per run over the seeds.
 
 Accuracy figures are not kept here: single-seed results differ between machines (CPU kernels differ) and, with
 ten shots per class, between seeds by a few points. Compare settings over seeds (``--seeds 0 1 2`` prints mean ±
@@ -33,11 +35,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
+import statistics
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the quick start never needs the network
@@ -45,38 +48,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the quick start never needs the 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lit_transfer.cli import TransferCLI
+from lit_transfer.source_model import (
+    FAST_ARGS,
+    QUIET_ARGS,
+    RECIPES,
+    SOURCE_EPOCHS,
+    RunResult,
+    fit_and_test,
+    save_backbone,
+    source_args,
+    train_source,
+)
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-SOURCE_CLASSES = "[0, 1, 2, 3, 4]"
 TARGET_CLASSES = "[5, 6, 7, 8, 9]"
-QUIET_ARGS = (
-    "--trainer.logger=false",
-    "--trainer.enable_checkpointing=false",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-)
-"""No logger, checkpoints, progress bar or model summary (the baselines and the benchmarks' source run)."""
-DIGIT_AUGMENT = (
-    '[{"class_path": "albumentations.Affine", "init_args": {"scale": [0.9, 1.1], "translate_percent": [-0.08, 0.08],'
-    ' "rotate": [-10, 10], "shear": [-5, 5], "p": 0.8}}]'
-)
-"""Digit-safe training augmentation (no flips) of the source run; ``recipes/quickstart.yaml`` uses the same."""
-_FAST = ("--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=2")
-
-
-@dataclass
-class RunResult:
-    """Outcome of one fit + test run."""
-
-    name: str
-    seed: int
-    metrics: dict[str, float]
-    seconds: float
-    log_dir: str | None = None
-    checkpoints: dict[str, str] = field(default_factory=dict)
-
-
 RECIPE_NAME = "recipe: LP-FT + LLRD + augmentation"
 
 
@@ -96,81 +80,15 @@ def run_cli(name: str, args: Sequence[str], seed: int = 0, quiet: bool = False) 
     Returns:
         Test metrics and where the run's files are.
     """
-    start = time.perf_counter()
-    cli = TransferCLI(args=[*args, *(QUIET_ARGS if quiet else ())], run=False)
-    trainer = cli.trainer
-    trainer.fit(cli.model, datamodule=cli.datamodule)
-    metrics = trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-    result = RunResult(name, seed, {k: float(v) for k, v in metrics.items()}, time.perf_counter() - start)
-    if not quiet:
-        result.log_dir = trainer.log_dir
-        checkpoint = trainer.checkpoint_callback
-        if isinstance(checkpoint, ModelCheckpoint):
-            last = os.path.join(checkpoint.dirpath or "", "last.ckpt")  # the CLI's every-epoch checkpoint
-            result.checkpoints = {"best": checkpoint.best_model_path, "last": last}
+    result, cli = fit_and_test(name, [*args, *(QUIET_ARGS if quiet else ())], seed)
+    if quiet:
+        result.log_dir = None
+        return result
+    checkpoint = cli.trainer.checkpoint_callback
+    if isinstance(checkpoint, ModelCheckpoint):
+        last = os.path.join(checkpoint.dirpath or "", "last.ckpt")  # the CLI's every-epoch checkpoint
+        result.checkpoints = {"best": checkpoint.best_model_path, "last": last}
     return result
-
-
-SOURCE_EPOCHS = 30
-SOURCE_SEED = 42
-"""Seed of the source run: ``seed_everything`` of ``recipes/defaults.yaml`` and the DigitsDataModule default."""
-
-
-def source_args(
-    root_dir: Path,
-    epochs: int = SOURCE_EPOCHS,
-    *,
-    seed: int = SOURCE_SEED,
-    image_size: int = 32,
-    fast: bool = False,
-) -> list[str]:
-    """CLI arguments of the source run: ``resnet10t`` from random init on every training image of digits 0-4.
-
-    AdamW 3e-3 with warmup + cosine, label smoothing 0.1, the digit-safe augmentation of :data:`DIGIT_AUGMENT`,
-    batch 32, everything trainable. The quick start and the benchmarks' source model both come from here.
-    """
-    return [
-        "--config",
-        str(RECIPES / "defaults.yaml"),
-        f"--trainer.default_root_dir={root_dir}",
-        f"--trainer.max_epochs={epochs}",
-        f"--seed_everything={seed}",
-        f"--data.seed={seed}",
-        f"--data.image_size={image_size}",
-        f"--data.classes={SOURCE_CLASSES}",
-        "--model.backbone=resnet10t",
-        "--model.pretrained=false",
-        "--model.freeze=full_fine_tune",
-        "--model.optimizer.init_args.lr=0.003",
-        "--model.label_smoothing=0.1",
-        f"--data.train_transform={DIGIT_AUGMENT}",
-        *(_FAST if fast else ()),
-    ]
-
-
-def train_source(args: Sequence[str]) -> tuple[RunResult, torch.nn.Module]:
-    """Fit and test the source run of :func:`source_args` (plus any overrides); return it and the trained backbone."""
-    cli = TransferCLI(args=list(args), run=False)
-    start = time.perf_counter()
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-    result = RunResult("source: scratch on digits 0-4", 0, {k: float(v) for k, v in metrics.items()}, 0.0)
-    result.seconds = time.perf_counter() - start
-    result.log_dir = cli.trainer.log_dir
-    return result, cli.model.backbone
-
-
-def save_backbone(backbone: torch.nn.Module, path: Path, head: bool = True) -> Path:
-    """Save ``backbone``'s weights as safetensors; ``head=False`` leaves out its classifier (a fresh head on load)."""
-    from safetensors.torch import save_file
-
-    state = backbone.state_dict()
-    if not head:
-        classifier = getattr(backbone, "pretrained_cfg", {}).get("classifier") or "fc"
-        state = {k: v for k, v in state.items() if not k.startswith(f"{classifier}.")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
-    return path
 
 
 def pretrain_source(out: Path, epochs: int, fast: bool) -> tuple[RunResult, Path]:
@@ -190,7 +108,7 @@ def target_args(out: Path, weights: Path, seed: int, epochs: int, fast: bool) ->
         f"--data.classes={TARGET_CLASSES}",
         f"--data.seed={seed}",
         f"--seed_everything={seed}",
-        *(_FAST if fast else ()),
+        *(FAST_ARGS if fast else ()),
     ]
 
 
@@ -221,6 +139,31 @@ def format_table(rows: Sequence[RunResult]) -> str:
         acc = row.metrics.get("test_acc", float("nan"))
         f1 = row.metrics.get("test_f1", float("nan"))
         lines.append(f"{row.name:<36} {row.seed:>4} {acc:>9.2%} {f1:>8.3f} {row.seconds:>6.0f}s")
+    return "\n".join(lines)
+
+
+def format_seed_summary(rows: Sequence[RunResult]) -> str:
+    """Mean ± standard deviation of test accuracy and F1 for every run name with results for two or more seeds.
+
+    Example:
+        >>> runs = [RunResult("recipe", seed, {"test_acc": a, "test_f1": a}, 1.0) for seed, a in enumerate([0.8, 0.9])]
+        >>> print(format_seed_summary(runs).splitlines()[-1])
+        recipe                                   2   85.00% ± 7.07%   0.850 ± 0.071
+    """
+    by_name: dict[str, list[RunResult]] = {}
+    for row in rows:
+        by_name.setdefault(row.name, []).append(row)
+    header = f"{'run':<36} {'seeds':>5} {'test acc':>16} {'test F1':>15}"
+    lines = ["Mean ± std over seeds (held-out test images, final weights)", header, "-" * len(header)]
+    for name, runs in by_name.items():
+        if len({run.seed for run in runs}) < 2:
+            continue
+        acc = [run.metrics.get("test_acc", math.nan) for run in runs]
+        f1 = [run.metrics.get("test_f1", math.nan) for run in runs]
+        lines.append(
+            f"{name:<36} {len(runs):>5} {statistics.fmean(acc):>7.2%} ± {statistics.stdev(acc):.2%}"
+            f" {statistics.fmean(f1):>7.3f} ± {statistics.stdev(f1):.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -311,6 +254,9 @@ def _run(options: argparse.Namespace) -> list[RunResult]:
                 rows.append(run_cli(name, [*args, *overrides], seed, quiet=True))
     print()
     print(format_table(rows))
+    if len(set(options.seeds)) > 1:
+        print()
+        print(format_seed_summary(rows))
     print()
     print(_where(source, weights, recipe_runs))
     print(f"\nQuick start finished in {time.perf_counter() - started:.0f} s.")

@@ -1,4 +1,5 @@
-"""Smoke tests of the benchmark suite: helpers, the CLI, and the smallest real benchmark in quick mode."""
+"""The benchmark suite: helpers, the CLI, and the smallest real benchmark in quick mode, whose verdicts must be the
+comparisons of its own figures with its targets."""
 
 from __future__ import annotations
 
@@ -54,46 +55,58 @@ def test_unknown_benchmark_is_refused() -> None:
         run.main(["--only", "nope"])
 
 
-def test_quick_smith_writes_results_and_keeps_the_others(tmp_path, capsys) -> None:
-    earlier = {"markdown": "### Earlier overhead section", "targets": {"t": True}, "seconds": 1.0}
+def test_quick_smith_verdicts_follow_its_numbers_and_the_others_are_kept(tmp_path, capsys) -> None:
+    earlier = {"markdown": "### Earlier overhead section", "targets": {"t": False}, "seconds": 1.0}
     (tmp_path / "results.json").write_text(json.dumps({"quick": True, "results": {"overhead": earlier}}))
     assert run.main(["--quick", "--only", "smith", "--out", str(tmp_path)]) == 0
-    text = (tmp_path / "results.md").read_text()
-    assert "Smith et al." in text and ("PASS" in text or "MISS" in text)
-    assert text.index("Earlier overhead section") < text.index("Smith et al.")
-    assert (tmp_path / "smith_schedules.png").stat().st_size > 0
     payload = json.loads((tmp_path / "results.json").read_text())
     result = payload["results"]["smith"]
     assert "error" not in result, result.get("error")
-    assert set(result["steps"].values()) and all(v > 0 for v in result["steps"].values())
+    # the verdicts are the comparisons of the written figures with the stated targets
+    [decay] = [name for name in result["acc"] if name.startswith("step decay")]
+    [ramp] = [name for name in result["acc"] if name.startswith("batch ramp")]
+    assert all(len(v) == 1 and 0 <= v[0] <= 100 for v in result["acc"].values())  # quick mode: one seed, in %
+    gap = common.mean_std(result["acc"][ramp])[0] - common.mean_std(result["acc"][decay])[0]
+    fewer = result["steps"][decay] / result["steps"][ramp]
+    assert result["steps"][decay] > 0 and result["steps"][ramp] > 0
+    expected = {"ramp within 0.5 point of step decay": gap >= -0.5, ">= 2x fewer optimizer steps": fewer >= 2.0}
+    assert result["targets"] == expected
+    text = (tmp_path / "results.md").read_text()
+    for target, ok in {**expected, "t": False}.items():
+        assert f"| {target} | {common.verdict(ok)} |" in text, target
+    match, saving = (common.verdict(ok) for ok in expected.values())
+    assert f"{gap:+.2f} point (target: within 0.5 point: **{match}**)" in text
+    assert f"{fewer:.2f}x fewer optimizer steps (target >= 2x: **{saving}**)" in text
+    assert text.index("Earlier overhead section") < text.index("Smith et al.")
+    assert (tmp_path / "smith_schedules.png").stat().st_size > 0
     assert "wrote" in capsys.readouterr().out
 
 
-def test_source_weights_come_from_the_quick_start_recipe_and_are_cached(tmp_path, monkeypatch) -> None:
+def test_source_weights_come_from_the_shared_source_recipe_and_are_cached(tmp_path, monkeypatch) -> None:
     from safetensors.torch import load_file
 
-    from lit_transfer import quickstart
+    from lit_transfer import source_model
 
     monkeypatch.setattr(common, "CACHE_DIR", tmp_path)
     common.set_threads(1)
     path, meta = common.source_weights(32, epochs=1)
     assert path.parent == tmp_path and path.is_file() and "_1ep_seed42_" in path.name
-    assert meta["epochs"] == 1 and meta["seed"] == quickstart.SOURCE_SEED and 0 <= meta["source_test_acc"] <= 100
+    assert meta["epochs"] == 1 and meta["seed"] == source_model.SOURCE_SEED and 0 <= meta["source_test_acc"] <= 100
     for arg in ("--model.label_smoothing=0.1", "--model.optimizer.init_args.lr=0.003"):
         assert arg in meta["args"]
-    assert f"--data.train_transform={quickstart.DIGIT_AUGMENT}" in meta["args"]
+    assert f"--data.train_transform={source_model.DIGIT_AUGMENT}" in meta["args"]
     assert not [key for key in load_file(str(path)) if key.startswith("fc.")]  # a fresh head on load
 
     def no_training(*args: object) -> None:
         raise AssertionError("the cached weights should be reused")
 
-    monkeypatch.setattr(quickstart, "train_source", no_training)
+    monkeypatch.setattr(source_model, "train_source", no_training)
     assert common.source_weights(32, epochs=1) == (path, meta)
 
 
 def test_transfer_table_rows_differ_only_in_freezing_and_layer_decay() -> None:
     from benchmarks import transfer_table
-    from lit_transfer.quickstart import DIGIT_AUGMENT
+    from lit_transfer.source_model import DIGIT_AUGMENT
 
     table = transfer_table.policies(transfer_table.EPOCHS)
     assert len(table) == 8 and "scratch" in table and "linear_probe" in table
