@@ -156,16 +156,3 @@ def test_step_lr_factor_is_the_warmup_the_step_applies(tmp_path: Path) -> None:
     fit(tmp_path, TinyRegressor(), FixedDataModule(4), [LRScaling("linear", 1, warmup_steps=4), used], max_steps=6)
     assert used.predicted == pytest.approx(used.used)
     assert used.used[0] < used.used[3] < used.used[4] == used.used[5]
-
-
-def test_the_old_module_keeps_its_names_for_modules_not_yet_moved() -> None:
-    """``callbacks._trainer_utils`` re-exports the facts; its ``all_param_group_lrs`` keeps the old ``group{i}``."""
-    from lit_transfer.callbacks import _trainer_utils as old
-
-    assert old.find_callback is facts.find_callback and old.loader_batch_size is facts.loader_batch_size
-    assert old.global_batch_size is facts.global_batch_size
-
-    class One:
-        optimizers = [torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)]
-
-    assert list(old.all_param_group_lrs(One())) == [("group0", 0.1)]
