@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import time
+import threading
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lit_transfer.data import BadImageError, ImageFolderDataModule, load_image, scan_images
+from lit_transfer.data import BadImageError, ImageFolderDataModule, decode, load_image, scan_images
 from lit_transfer.data.decode import check_image
 
 
@@ -194,22 +195,59 @@ def test_scan_is_cached_per_file(tmp_path: Path) -> None:
     assert dm._scan_cache[str(root / "train" / "a" / "0.png")] is None
 
 
-def test_scan_speed_thousands_of_small_files(tmp_path: Path) -> None:
-    """1,000 small JPEG/PNG files scan in well under the time of one training epoch."""
-    src = tmp_path / "src"
-    src.mkdir()
-    Image.fromarray(_gradient(64, 64)).save(src / "x.jpg", quality=90)
-    Image.fromarray(_gradient(64, 64)).save(src / "x.png")
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Counts the files the bad-file scan decodes (``check_image`` calls), from any thread."""
+    counts: Counter[str] = Counter()
+    lock = threading.Lock()
+    real = decode.check_image
+
+    def counting(path: str | os.PathLike) -> str | None:
+        with lock:
+            counts[os.fspath(path)] += 1
+        return real(path)
+
+    monkeypatch.setattr(decode, "check_image", counting)
+    return counts
+
+
+def test_threaded_scan_decodes_each_file_once_and_finds_the_bad_ones(tmp_path: Path, decodes: Counter[str]) -> None:
+    """Enough files for the thread pool (64 or more): the same findings as one thread, each file decoded once."""
+    Image.fromarray(_gradient(32, 32)).save(tmp_path / "x.jpg", quality=90)
+    Image.fromarray(_gradient(32, 32)).save(tmp_path / "x.png")
     paths = []
-    for i in range(1000):
+    for i in range(200):
         ext = ".jpg" if i % 2 else ".png"
-        dst = tmp_path / f"{i}{ext}"
-        shutil.copyfile(src / f"x{ext}", dst)
-        paths.append(dst)
-    start = time.perf_counter()
-    assert scan_images(paths, num_threads=2) == {}
-    elapsed = time.perf_counter() - start
-    assert elapsed < 10.0, f"scanning 1000 files took {elapsed:.2f} s"  # ~0.2 s on an idle core
+        shutil.copyfile(tmp_path / f"x{ext}", tmp_path / f"{i:03d}{ext}")
+        paths.append(tmp_path / f"{i:03d}{ext}")
+    bad = _write_bad(tmp_path / "bad")
+    paths[50:50] = bad
+    found = scan_images(paths, num_threads=2)
+    assert list(found) == [str(p) for p in bad]  # in input order
+    assert decodes == Counter({str(p): 1 for p in paths})
+    decodes.clear()
+    assert scan_images(paths, num_threads=1) == found
+
+
+def test_setup_decodes_each_file_once_over_stages_and_calls(tmp_path: Path, decodes: Counter[str]) -> None:
+    """The scan cache: a second `setup` decodes nothing again; a new stage or a new file decodes only what is new."""
+    root = _folder(tmp_path / "ds")
+    (root / "test" / "a").mkdir(parents=True)
+    Image.fromarray(_gradient()).save(root / "test" / "a" / "t.png")
+    train = {str(p) for p in (root / "train").rglob("*.png")}
+    dm = ImageFolderDataModule(root, num_workers=0, image_size=16, val_fraction=0)
+    dm.setup("fit")
+    assert decodes == Counter(dict.fromkeys(train, 1))
+    dm.setup("fit")
+    dm.setup("validate")
+    assert decodes == Counter(dict.fromkeys(train, 1))  # cached: no file decoded twice
+    dm.setup("test")
+    assert decodes == Counter({**dict.fromkeys(train, 1), str(root / "test" / "a" / "t.png"): 1})
+    added = root / "train" / "b" / "new.png"
+    Image.fromarray(_gradient()).save(added)
+    dm.setup("fit")
+    assert decodes[str(added)] == 1 and sum(decodes.values()) == len(train) + 2
+    assert len(dm.train_dataset) == len(train) + 1
 
 
 def test_loader_tensors_are_float32_chw_normalised(tmp_path: Path) -> None:

@@ -1,9 +1,15 @@
-"""A real SIGTERM to a real `lit-transfer fit` process leaves a checkpoint that `fit --ckpt_path` resumes."""
+"""A real SIGTERM to a real `lit-transfer fit` process leaves a checkpoint that `fit --ckpt_path` resumes.
+
+The test reads the child's output as it comes and signals it on the line that announces the unfreeze: no polling and
+no sleeps, so a slow machine only makes it wait longer, never signal at the wrong moment."""
 
 import os
+import queue
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -48,29 +54,67 @@ def _terminal_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+_ALL_GROUPS_TRAIN = re.compile(r"LayerFreezing: (\d+)/\1 groups train")  # the unfreeze at epoch 1: every group trains
+
+
+def _read_until(lines: queue.Queue[str | None], seen: list[str], pattern: re.Pattern[str], timeout: float) -> None:
+    """Block on the child's output, line by line, until a line matches ``pattern`` (no polling, no sleeps)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(
+                f"no line matching {pattern.pattern!r} within {timeout:.0f} s:\n{''.join(seen)[-3000:]}"
+            ) from None
+        if line is None:
+            raise AssertionError(f"the fit ended before a line matching {pattern.pattern!r}:\n{''.join(seen)[-3000:]}")
+        seen.append(line)
+        if pattern.search(line):
+            return
+
+
 def _interrupt_after_unfreeze(tmp_path: Path, root: Path, sig: int) -> dict:
-    """Start a 40-epoch fit, send ``sig`` once epoch 1 has unfrozen the backbone; return the on-exception state."""
-    log_path = tmp_path / "first.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            _fit_command(root, "--trainer.max_epochs", "40"),
-            cwd=tmp_path,
-            env=_env(),
-            stdout=log,
-            stderr=log,
-            preexec_fn=_terminal_signals,
-        )
-        deadline = time.monotonic() + 240
-        # the unfreeze at the start of epoch 1 (announced by LayerFreezing), after epoch 0's checkpoint
-        while "groups train" not in log_path.read_text() or not list(root.rglob("last.ckpt")):
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "no unfreeze within 240 s"
-            time.sleep(0.2)
-        time.sleep(0.5)
+    """Start a 40-epoch fit, send ``sig`` once epoch 1 has unfrozen the backbone; return the on-exception state.
+
+    LayerFreezing announces the unfreeze at the start of epoch 1, after epoch 0's checkpoint. Lightning turns a
+    SIGTERM into an exception after the batch in progress, so its checkpoint holds that step's optimizer state too.
+    """
+    process = subprocess.Popen(
+        _fit_command(root, "--trainer.max_epochs", "40"),
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        preexec_fn=_terminal_signals,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:  # drains the pipe, so the child never blocks on a full one
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    seen: list[str] = []
+    try:
+        _read_until(lines, seen, _ALL_GROUPS_TRAIN, timeout=240)
         process.send_signal(sig)
         process.wait(timeout=120)
-    [saved] = list(root.rglob("on_exception.ckpt"))
-    return {"path": saved, **torch.load(saved, weights_only=True)}
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    reader.join(timeout=30)
+    saved = list(root.rglob("on_exception.ckpt"))
+    while not lines.empty():
+        seen.append(lines.get() or "")
+    assert len(saved) == 1, "".join(seen)[-3000:]
+    return {"path": saved[0], **torch.load(saved[0], weights_only=True)}
 
 
 def test_sigterm_mid_epoch_then_resume(tmp_path):
