@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_transfer.data.data_config import DataConfig, describe_preprocessing, same_preprocessing
+from lit_transfer.data.preprocessing import DataConfig, describe_preprocessing, same_preprocessing
 
 __all__ = ["TrainedPreprocessing", "plain_data_config", "warn_if_preprocessing_differs"]
 
