@@ -23,6 +23,7 @@ from benchmarks import common
 BENCHMARKS = (
     "overhead",
     "frozen",
+    "ddp_unfreeze",
     "feature_cache",
     "data_loading",
     "memory",

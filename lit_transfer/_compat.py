@@ -16,6 +16,7 @@ from typing import Any
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.strategies import DDPStrategy, Strategy
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
     "LIGHTNING_CLI_OVERRIDES",
@@ -25,6 +26,7 @@ __all__ = [
     "is_accumulating",
     "one_cycle_phases",
     "replace_loop_dataloaders",
+    "rewrap_ddp",
     "set_scheduler_last_lr",
 ]
 
@@ -50,6 +52,31 @@ def ddp_finds_unused_parameters(strategy: Strategy) -> bool:
     if not isinstance(strategy, DDPStrategy):
         return False
     return bool(strategy._ddp_kwargs.get("find_unused_parameters", False))
+
+
+def rewrap_ddp(strategy: Strategy) -> bool:
+    """Wrap a DDP strategy's module in a new ``DistributedDataParallel``, which registers the parameters trainable now.
+
+    DDP builds its gradient buckets once, from the parameters that require grad when it wraps the module; a
+    parameter unfrozen later would never be averaged across processes. The new wrapper is built by the strategy's
+    own public ``configure_ddp`` (its ``ddp_kwargs`` and communication hooks included), after the old one's reducer
+    has had its autograd hooks removed (``DistributedDataParallel._remove_autograd_hooks``). Lightning's flag for
+    the first static-graph iteration of manual optimization (``DDPStrategy._pl_static_graph_delay_done``) is reset,
+    since the new wrapper starts its first iteration again. Call it on every process at the same point, between
+    optimizer steps: building the wrapper broadcasts rank 0's parameters and buffers.
+
+    Returns:
+        ``True`` when the module was wrapped again, ``False`` when the strategy's model is not wrapped in DDP.
+    """
+    model = strategy.model
+    if not isinstance(strategy, DDPStrategy) or not isinstance(model, DistributedDataParallel):
+        return False
+    model._remove_autograd_hooks()
+    strategy.model = model.module
+    strategy.configure_ddp()
+    if hasattr(strategy, "_pl_static_graph_delay_done"):
+        strategy._pl_static_graph_delay_done = False
+    return True
 
 
 def is_accumulating(trainer: Trainer) -> bool:

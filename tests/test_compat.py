@@ -118,3 +118,57 @@ def test_one_cycle_phases() -> None:
     phases = _compat.one_cycle_phases(scheduler)
     assert [round(p["end_step"]) for p in phases] == [29, 99]
     assert {"start_lr", "end_lr"} <= set(phases[0])
+
+
+class _FrozenBackbone(PlainModule):
+    """The backbone is frozen in `setup`, before DDP wraps the module."""
+
+    def setup(self, stage: str) -> None:
+        self.backbone.requires_grad_(False)
+
+
+class _Rewrap(L.Callback):
+    """At epoch 1: unfreezes the backbone, wraps the module in DDP again, records both wrappers' registrations."""
+
+    def __init__(self) -> None:
+        self.registered: list[int] = []
+        self.same_module = False
+        self.rewrapped = False
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch != 1:
+            return
+        old = trainer.strategy.model
+        pl_module.backbone.requires_grad_(True)
+        self.rewrapped = _compat.rewrap_ddp(trainer.strategy)
+        new = trainer.strategy.model
+        self.same_module = new is not old and new.module is pl_module
+        self.registered = [w._get_ddp_logging_data()["num_parameter_tensors"] for w in (old, new)]
+
+
+def test_rewrap_ddp(tmp_path) -> None:
+    assert hasattr(DDPStrategy(), "_pl_static_graph_delay_done")
+    assert callable(torch.nn.parallel.DistributedDataParallel._remove_autograd_hooks)
+    assert _compat.rewrap_ddp(SingleDeviceStrategy("cpu")) is False
+    model, probe = _FrozenBackbone(), _Rewrap()
+    frozen = model.backbone[0].weight.detach().clone()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        strategy="ddp",  # one process: a real DDP wrapper over a gloo group of one
+        max_epochs=2,
+        callbacks=[probe],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    try:
+        trainer.fit(model, loader(fixed_data(n=8), batch_size=4))
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    assert probe.rewrapped and probe.same_module
+    assert probe.registered == [2, 8]  # the head's weight and bias; then the backbone's 6 tensors too
+    assert not torch.equal(frozen, model.backbone[0].weight)  # the unfrozen backbone trained after the re-wrap

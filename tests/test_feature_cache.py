@@ -8,10 +8,13 @@ import pytest
 import torch
 from freeze_helpers import fixed_data, loader, trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 from lit_transfer import TransferClassifier
 from lit_transfer.callbacks import BatchSizeRamp
+from lit_transfer.callbacks.feature_cache import FeatureCache
+from lit_transfer.models import feature_cache as model_side
 from lit_transfer.models.feature_cache import CachedFeatures
 
 
@@ -90,7 +93,7 @@ def test_cached_probe_trains_exactly_like_the_uncached_one_and_runs_the_backbone
 
 def test_cache_is_not_used_outside_fit(tmp_path):
     model, _ = _fit(tmp_path, cache=True, epochs=1)
-    assert model.feature_cache is None  # freed at the end of `fit`
+    assert getattr(model, "feature_cache", None) is None  # freed at the end of `fit`
     data = ShuffledData()
     results = trainer(tmp_path, 1).validate(model, dataloaders=data.val_dataloader(), verbose=False)
     assert 0.0 <= results[0]["val_acc"] <= 1.0
@@ -210,6 +213,61 @@ def test_cache_with_the_digits_datamodule_matches_the_uncached_probe(tmp_path):
     with pytest.raises(ValueError, match="train_transform"):
         augmented = DigitsDataModule(classes=[0, 1, 2], shots_per_class=8, train_transform="light")
         trainer(tmp_path, 1).fit(probe(True), datamodule=augmented)
+
+
+class FeatureProbe(L.LightningModule):
+    """Not a TransferClassifier: a frozen torch backbone, a linear head, the cache added by `configure_callbacks`."""
+
+    def __init__(self, cache: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.backbone.requires_grad_(False)
+        self.head = nn.Linear(4, 3)
+        self.cache = cache
+        self.backbone_calls = 0
+        self.backbone.register_forward_hook(self._count)
+
+    def _count(self, *args) -> None:
+        self.backbone_calls += 1
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x if x.ndim == 2 else self.features(x))  # cached features are 2-D, images 4-D
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", nn.functional.cross_entropy(self(batch[0]), batch[1]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.head.parameters(), lr=0.1)
+
+    def configure_callbacks(self):
+        return [FeatureCache(self.features)] if self.cache else []
+
+
+def test_the_cache_callback_serves_any_module_that_adds_it(tmp_path):
+    assert model_side.FeatureCache is FeatureCache and model_side.CachedFeatures is CachedFeatures  # re-exported
+    runs = {}
+    for cache in (False, True):
+        model = FeatureProbe(cache)
+        torch.manual_seed(1)
+        fit = trainer(tmp_path / str(cache), 3)
+        fit.fit(model, datamodule=ShuffledData())
+        runs[cache] = model, fit
+    (plain, _), (cached, fit) = runs[False], runs[True]
+    assert torch.equal(plain.head.weight, cached.head.weight) and torch.equal(plain.head.bias, cached.head.bias)
+    assert cached.backbone_calls == 5 + 3  # each train and validation sample once (batches of 8 and of 5)
+    assert plain.backbone_calls == 3 * (5 + 3)
+    (callback,) = [c for c in fit.callbacks if isinstance(c, FeatureCache)]
+    assert not callback._features  # freed at the end of `fit`
+    fit.validate(cached, dataloaders=ShuffledData().val_dataloader(), verbose=False)
+    assert cached.backbone_calls == 5 + 3 + 3  # outside `fit`: images again
 
 
 # ------------------------------------------------------------------------------------------------------ DDP

@@ -5,13 +5,12 @@ import pytest
 import torch
 from freeze_helpers import GatherParams, PlainModule, Recorder, fixed_data, loader, trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.strategies import DDPStrategy
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lit_transfer import TransferClassifier
 from lit_transfer.callbacks import LayerFreezing
 from lit_transfer.errors import CheckpointMismatchError
-from lit_transfer.freezing import FreezeUnfreeze, GradualUnfreeze, LinearProbe, Milestones
+from lit_transfer.freezing import FreezeUnfreeze, FreezingPolicy, GradualUnfreeze, LinearProbe, UnfreezeAtEpochs
 from lit_transfer.layer_groups import layer_groups
 
 
@@ -38,7 +37,7 @@ def test_frozen_means_frozen_after_training(tmp_path, optimizer):
         "sgd": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-2),
         "adamw": lambda params: torch.optim.AdamW(params, lr=1e-2, weight_decay=1e-2),
     }[optimizer]
-    model = classifier(Milestones({0: -1, 1: 1}), optimizer=factory)
+    model = classifier(UnfreezeAtEpochs({0: -1, 1: 1}), optimizer=factory)
     snapshots = {}
 
     class Snapshot(Recorder):
@@ -138,7 +137,7 @@ POLICIES = {
     "unfreeze_at_resume": FreezeUnfreeze(unfreeze_at_epoch=2),
     "unfreeze_after_resume": FreezeUnfreeze(unfreeze_at_epoch=3),
     "gradual": GradualUnfreeze(every_n_epochs=1),
-    "milestones": Milestones({1: 2, 3: -1}),
+    "unfreeze_at_epochs": UnfreezeAtEpochs({1: 2, 3: -1}),
 }
 
 
@@ -189,39 +188,73 @@ def test_unsupported_strategies_fail_in_setup(tmp_path, strategy):
         callback._check_strategy(fake)
 
 
-def test_refreezing_policy_under_ddp_needs_unused_parameter_detection():
-    callback = LayerFreezing(Milestones({0: -1, 2: 1}))
+class MissingFrozen(PlainModule):
+    """The classic mistake: an optimizer built from the parameters that require grad when it is built."""
 
-    class FakeTrainer:
-        strategy = DDPStrategy()
+    def configure_optimizers(self):
+        return torch.optim.SGD(filter(lambda p: p.requires_grad, self.parameters()), lr=0.1)
 
-    with pytest.raises(ValueError, match="find_unused_parameters=True"):
-        callback._check_strategy(FakeTrainer())
-    FakeTrainer.strategy = DDPStrategy(find_unused_parameters=True)
-    callback._check_strategy(FakeTrainer())
+
+def test_an_optimizer_without_the_frozen_parameters_is_refused_at_fit_start(tmp_path):
+    class NoStep(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            raise AssertionError("the check must come before the first step")
+
+    with pytest.raises(ValueError, match=r"every parameter.*backbone\.0\.weight.*filter\(lambda p: p\.requires_grad"):
+        trainer(tmp_path, 2, [LayerFreezing(FreezeUnfreeze(1)), NoStep()]).fit(MissingFrozen(), loader(fixed_data()))
+    # the same module with an optimizer over every parameter trains through the unfreeze
+    model = PlainModule()
+    before = model.backbone[0].weight.detach().clone()
+    trainer(tmp_path, 2, [LayerFreezing(FreezeUnfreeze(1))]).fit(model, loader(fixed_data()))
+    assert not torch.equal(before, model.backbone[0].weight)
 
 
 class NoSync(LayerFreezing):
-    """LayerFreezing with the cross-rank gradient averaging switched off (the negative control)."""
+    """LayerFreezing that leaves DDP's registration as it was at the wrap (the negative control)."""
 
-    def on_after_backward(self, trainer, pl_module):
+    def _follow_in_ddp(self, trainer, pl_module):
         return None
 
 
-def _ddp_run(tmp_path: Path, callback_cls=LayerFreezing, accumulate: int = 1) -> dict:
+class Refreeze(FreezingPolicy):
+    """Every group at epoch 0, the head alone at epoch 1, every group again from epoch 2."""
+
+    name = "refreeze"
+
+    def trainable_groups(self, epoch: int, num_groups: int) -> int:
+        return 1 if epoch == 1 else num_groups
+
+    def is_monotone(self) -> bool:
+        return False
+
+
+def _ddp_run(
+    tmp_path: Path,
+    callback_cls=LayerFreezing,
+    accumulate: int = 1,
+    policy: FreezingPolicy | None = None,
+    epochs: int = 3,
+    ckpt_path: Path | None = None,
+    every_epoch: bool = False,
+) -> dict:
     torch.manual_seed(0)
     model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
+    tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / "diff.json"
     data = fixed_data(n=32)
+    callbacks = [callback_cls(policy or FreezeUnfreeze(unfreeze_at_epoch=1)), GatherParams(str(out))]
+    if every_epoch:
+        callbacks.append(ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}"))
     t = trainer(
         tmp_path,
-        3,
-        [callback_cls(FreezeUnfreeze(unfreeze_at_epoch=1)), GatherParams(str(out))],
+        epochs,
+        callbacks,
         devices=2,
         strategy="ddp_spawn",
         accumulate_grad_batches=accumulate,
+        enable_checkpointing=every_epoch,
     )
-    t.fit(model, loader(data, batch_size=4))
+    t.fit(model, loader(data, batch_size=4), ckpt_path=ckpt_path, weights_only=ckpt_path and True)
     return json.loads(out.read_text())
 
 
@@ -235,7 +268,28 @@ def test_ddp_replicas_identical_after_unfreeze(tmp_path, accumulate):
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_ddp_without_sync_drifts(tmp_path):
-    """The negative control: the same run without the gradient sync leaves the replicas apart."""
+    """The negative control: the same run without DDP following the unfreeze leaves the replicas apart."""
     result = _ddp_run(tmp_path, callback_cls=NoSync)
     assert result["max"] > 1e-4
     assert result["per_param"]["backbone.fc.weight"] == 0.0  # the head was registered with DDP from the start
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+@pytest.mark.parametrize("callback_cls", [LayerFreezing, NoSync])
+def test_ddp_resume_into_the_unfrozen_phase(tmp_path, callback_cls):
+    """Resumed after the unfreeze, DDP was wrapped around the phase-0 set: the restored phase must reach it."""
+    _ddp_run(tmp_path / "a", epochs=2, every_epoch=True)
+    result = _ddp_run(tmp_path / "b", callback_cls, epochs=3, ckpt_path=tmp_path / "a" / "epoch=1.ckpt")
+    if callback_cls is LayerFreezing:
+        assert result["max"] == 0.0, {k: v for k, v in result["per_param"].items() if v}
+    else:  # the negative control: the restored phase trains, but DDP averages only the head
+        assert result["max"] > 1e-4
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_refreezing_policy_needs_no_unused_parameter_detection(tmp_path):
+    """Trainable set all -> head -> all under plain `strategy="ddp_spawn"`: no reducer stall, replicas equal."""
+    result = _ddp_run(tmp_path, policy=Refreeze())
+    assert result["max"] == 0.0, {k: v for k, v in result["per_param"].items() if v}

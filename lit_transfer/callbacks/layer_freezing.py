@@ -10,17 +10,18 @@ How it stays correct across phase changes:
 * **Resume is exact.** The phase lives in ``state_dict`` and is re-applied in ``on_fit_start``, after the
   checkpoint's callback state is loaded and before the optimizer state is restored; each epoch asks the policy
   for *its* phase (never ``epoch == k``), so a resume past an unfreeze does not re-freeze.
-* **DDP replicas stay identical.** Phase 0 is frozen in ``setup``, before Lightning wraps the model, so DDP
-  registers only the parameters that train from the start and frozen groups cost no backward and no
-  communication. Gradients of groups unfrozen later are averaged across ranks in ``on_after_backward``, once
-  per optimizer step, before mixed precision's per-rank inf check.
+* **DDP replicas stay identical, and DDP owns every gradient exchange.** DDP all-reduces only the parameters
+  that required grad when it wrapped the model. Phase 0 is frozen in ``setup``, before Lightning wraps the model,
+  so frozen groups cost no backward and no communication; at every later change of the trainable set (an unfreeze,
+  a re-freeze, a resume into a later phase) the module is wrapped again, so DDP's bucketed reducer averages exactly
+  the parameters that train, overlapping communication with backward (before mixed precision's inf check), as in
+  a plain DDP fine-tune. A policy that freezes groups again therefore needs no ``find_unused_parameters``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy
@@ -29,10 +30,15 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from typing_extensions import override
 
-from lit_transfer._compat import ddp_finds_unused_parameters, is_accumulating
+from lit_transfer._compat import rewrap_ddp
 from lit_transfer.errors import CheckpointMismatchError
 from lit_transfer.freezing import FreezingPolicy, resolve_policy
-from lit_transfer.layer_groups import LayerGroup, layer_groups, layout_fingerprint
+from lit_transfer.layer_groups import (
+    LayerGroup,
+    check_optimizers_hold_every_parameter,
+    layout_fingerprint,
+    module_layer_groups,
+)
 
 __all__ = ["LayerFreezing"]
 
@@ -40,17 +46,22 @@ __all__ = ["LayerFreezing"]
 class LayerFreezing(Callback):
     """Freeze and unfreeze a module's layer groups by a :class:`~lit_transfer.freezing.FreezingPolicy`.
 
-    Works on any LightningModule with a backbone attribute. Layer groups come from the backbone's timm
-    ``group_matcher`` (or its top-level children); parameters of the module outside the backbone form a final
-    ``head`` group, which always trains. The optimizer must hold every parameter from the start (the
-    package's :class:`~lit_transfer.TransferClassifier` builds it so; a plain ``Adam(self.parameters())`` does too).
+    Works on any LightningModule with a backbone attribute. A module that has its own ``layer_groups`` (as
+    :class:`~lit_transfer.TransferClassifier` does: the groups its optimizer was built from) is frozen by those;
+    any other by its backbone's timm ``group_matcher`` groups (or its top-level children), with the module's
+    parameters outside the backbone as a final ``head`` group, which always trains (see
+    :func:`~lit_transfer.layer_groups.module_layer_groups`). The optimizer must hold every parameter from the start,
+    frozen ones included (the package's :class:`~lit_transfer.TransferClassifier` builds it so; a plain
+    ``Adam(self.parameters())`` does too); ``fit`` refuses one that does not, before the first step.
 
     Args:
         policy: A policy object or name (``"linear_probe"``, ``"freeze_unfreeze"``, ``"gradual_unfreeze"``,
-            ``"milestones"``, ``"full_fine_tune"``).
+            ``"unfreeze_at_epochs"``, ``"full_fine_tune"``).
         train_bn: Override the policy's ``train_bn``.
         backbone_attr: Attribute of the LightningModule that holds the backbone.
-        coarse: Use timm's coarse layer groups (one per stage) rather than fine ones (one per block).
+        coarse: ``None`` takes the module's own ``layer_groups`` when it has them, else timm's coarse groups (one per
+            stage). ``True``/``False`` ask for coarse or fine groups (one per block); for a module with its own
+            ``layer_groups`` they must give the same groups.
 
     Example:
         >>> from lit_transfer.freezing import FreezeUnfreeze
@@ -63,7 +74,7 @@ class LayerFreezing(Callback):
         policy: FreezingPolicy | str = "freeze_unfreeze",
         train_bn: bool | None = None,
         backbone_attr: str = "backbone",
-        coarse: bool = True,
+        coarse: bool | None = None,
     ) -> None:
         self.policy = resolve_policy(policy, train_bn=train_bn)
         if not isinstance(backbone_attr, str) or not backbone_attr:
@@ -94,15 +105,7 @@ class LayerFreezing(Callback):
         self._apply(self.policy.trainable_groups(0, len(self.groups)), pl_module, announce=False)
 
     def _compute_groups(self, pl_module: LightningModule) -> list[LayerGroup]:
-        backbone = getattr(pl_module, self.backbone_attr, None)
-        if not isinstance(backbone, nn.Module):
-            raise AttributeError(
-                f"LayerFreezing needs the backbone at `{type(pl_module).__name__}.{self.backbone_attr}`, found"
-                f" {type(backbone).__name__}. Set `backbone_attr` to the attribute that holds it."
-            )
-        inside = {id(p) for p in backbone.parameters()}
-        extra = [(n, p) for n, p in pl_module.named_parameters() if id(p) not in inside]
-        return layer_groups(backbone, extra=extra, coarse=self.coarse)
+        return module_layer_groups(pl_module, self.backbone_attr, self.coarse)
 
     def _check_strategy(self, trainer: Trainer) -> None:
         strategy = trainer.strategy
@@ -112,13 +115,6 @@ class LayerFreezing(Callback):
                 f"LayerFreezing supports single-device and DDP strategies, not {type(strategy).__name__}: FSDP"
                 " needs uniform `requires_grad` inside each wrapped unit and DeepSpeed owns the optimizer. Use"
                 " `strategy='ddp'` (or 'ddp_spawn'), or remove LayerFreezing / use `freeze: full_fine_tune`."
-            )
-        unused = ddp_finds_unused_parameters(strategy)
-        if isinstance(strategy, DDPStrategy) and not self.policy.is_monotone() and not unused:
-            raise ValueError(
-                f"{self.policy!r} freezes groups again after they trained; under DDP this stalls the gradient"
-                " reducer. Either use a policy whose trainable set only grows, or set"
-                " `strategy=DDPStrategy(find_unused_parameters=True)`."
             )
 
     # ----------------------------------------------------------------- resume
@@ -148,14 +144,16 @@ class LayerFreezing(Callback):
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.world_size > 1:
-            self._ddp_registered = {id(p) for p in pl_module.parameters() if p.requires_grad}
+        check_optimizers_hold_every_parameter(trainer.optimizers, pl_module)
+        # Lightning has just wrapped the module: DDP registered the parameters trainable now (phase 0).
+        self._ddp_registered = _trainable_ids(pl_module) if isinstance(trainer.strategy, DDPStrategy) else None
         if self._restored is not None:
             self._check_layout(self._restored)
             count = self._restored.get("trainable_groups")
             if count is not None:
                 self._apply(int(count), pl_module, announce=False)
             self._restored = None
+        self._follow_in_ddp(trainer, pl_module)
 
     # ----------------------------------------------------------------- phases
     @override
@@ -163,6 +161,7 @@ class LayerFreezing(Callback):
         count = self.policy.trainable_groups(trainer.current_epoch, len(self.groups))
         if count != self.trainable_groups:
             self._apply(count, pl_module, announce=True)
+            self._follow_in_ddp(trainer, pl_module)
         self._set_modes(pl_module)
         pl_module.log("trainable_groups", float(self.trainable_groups or 0), on_step=False, on_epoch=True)
 
@@ -221,22 +220,19 @@ class LayerFreezing(Callback):
             module.training = training
 
     # -------------------------------------------------------------------- DDP
-    @override
-    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._ddp_registered is None or is_accumulating(trainer):
+    def _follow_in_ddp(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Wrap the module in DDP again when the trainable set differs from the one DDP registered.
+
+        Called on every rank at the same point (fit start, a phase change at an epoch start), between optimizer
+        steps. The new wrapper broadcasts rank 0's parameters and buffers (already equal on every rank) and builds
+        its gradient buckets for exactly the parameters that train from now on.
+        """
+        if self._ddp_registered is None:
             return
-        params = [p for p in pl_module.parameters() if p.requires_grad and id(p) not in self._ddp_registered]
-        if not params:
-            return
-        grads: list[torch.Tensor] = []
-        for param in params:
-            if param.grad is None:  # trainable but unused on this rank: contribute zeros
-                param.grad = torch.zeros_like(param)
-            grads.append(param.grad)
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        flat = trainer.strategy.reduce(flat, reduce_op="mean")
-        offset = 0
-        for param, grad in zip(params, grads):
-            numel = param.numel()
-            grad.copy_(flat[offset : offset + numel].view_as(grad))
-            offset += numel
+        trainable = _trainable_ids(pl_module)
+        if trainable != self._ddp_registered and rewrap_ddp(trainer.strategy):
+            self._ddp_registered = trainable
+
+
+def _trainable_ids(module: nn.Module) -> set[int]:
+    return {id(p) for p in module.parameters() if p.requires_grad}
