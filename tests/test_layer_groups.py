@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from lit_transfer.layer_groups import layer_groups, layout_fingerprint
-from lit_transfer.optim import build_param_groups, layer_decay_scales, set_group_lrs
+from lit_transfer.optim import apply_lr_scales, build_param_groups, layer_decay_scales
 
 FAMILIES = ["test_resnet", "test_vit", "test_convnext", "test_efficientnet", "resnet10t"]
 
@@ -56,7 +56,7 @@ def test_layer_decay_is_baked_into_each_group_lr():
     model = timm.create_model("test_resnet", num_classes=3)
     groups = layer_groups(model)
     optimizer = torch.optim.SGD(build_param_groups(groups, layer_decay=0.5), lr=0.1)
-    set_group_lrs(optimizer)
+    apply_lr_scales(optimizer)
     lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
     scales = layer_decay_scales(len(groups), 0.5)
     for group, scale in zip(groups, scales):

@@ -260,12 +260,16 @@ class BatchSizeRamp(Callback):
         batch, accumulation = actual or expected[0], trainer.accumulate_grad_batches
         global_batch = global_batch_size(trainer, batch, accumulation)
         dataset = getattr(loader, "dataset", None)
-        pl_module.log("batch_size_ramp/batch_size", float(batch), on_step=False, on_epoch=True)
-        pl_module.log("batch_size_ramp/accumulate_grad_batches", float(accumulation), on_step=False, on_epoch=True)
-        pl_module.log("batch_size_ramp/global_batch", float(global_batch), on_step=False, on_epoch=True)
+        pl_module.log("batch_size_ramp/batch_size", float(batch), on_step=False, on_epoch=True, sync_dist=True)
+        pl_module.log(
+            "batch_size_ramp/accumulate_grad_batches", float(accumulation), on_step=False, on_epoch=True, sync_dist=True
+        )
+        pl_module.log("batch_size_ramp/global_batch", float(global_batch), on_step=False, on_epoch=True, sync_dist=True)
         if dataset is not None and hasattr(dataset, "__len__") and trainer.optimizers:
             lr = float(trainer.optimizers[0].param_groups[0]["lr"]) * step_lr_factor(trainer)  # warmup included
-            pl_module.log("batch_size_ramp/noise_scale", lr * len(dataset) / global_batch, on_epoch=True)
+            pl_module.log(
+                "batch_size_ramp/noise_scale", lr * len(dataset) / global_batch, on_epoch=True, sync_dist=True
+            )
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -251,7 +251,7 @@ class LRScaling(Callback):
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.applied_scale is not None:
-            pl_module.log("lr_scaling/scale", self.applied_scale, on_epoch=True)
+            pl_module.log("lr_scaling/scale", self.applied_scale, on_epoch=True, sync_dist=True)
 
     # ------------------------------------------------------------------------------------------------- state
     @override

@@ -7,6 +7,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from lit_transfer.trainer_facts import named_param_groups
+
 __all__ = ["NonFiniteLossGuard"]
 
 
@@ -30,11 +32,7 @@ class NonFiniteLossGuard(Callback):
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
         if torch.isfinite(loss).all():
             return
-        lrs = ", ".join(
-            f"{group.get('name', f'pg{i}')}={group['lr']:.3g}"
-            for optimizer in trainer.optimizers
-            for i, group in enumerate(optimizer.param_groups)
-        )
+        lrs = ", ".join(f"{name}={group['lr']:.3g}" for name, group in named_param_groups(trainer))
         raise FloatingPointError(
             f"The training loss is {loss.item()} at global step {trainer.global_step} (epoch {trainer.current_epoch},"
             f" precision {trainer.precision!r}); the step was not applied. Learning rates: {lrs}. Lower the learning"

@@ -28,7 +28,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from lit_transfer.freezing import FreezingPolicy
 from lit_transfer.layer_groups import LayerGroup
-from lit_transfer.optim import WarmupCosineLR, build_param_groups, set_group_lrs
+from lit_transfer.optim import WarmupCosineLR, apply_lr_scales, build_param_groups, keep_group_lr_ratios
 
 __all__ = [
     "ADAMW_TOLERANCE",
@@ -147,13 +147,13 @@ def configure_optimization(
         built: torch.optim.Optimizer = default_optimizer(param_groups, grad_scaler=scaler)
     else:
         built = optimizer(param_groups)
-    set_group_lrs(built)
+    apply_lr_scales(built)
     if lr_scheduler is None:
         total = max(1, int(trainer.estimated_stepping_batches))
         warmup = round(hparams["warmup_epochs"] * total / max(1, trainer.max_epochs or 1))
         schedule = WarmupCosineLR(built, total, warmup_steps=warmup)
         return {"optimizer": built, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-    scheduler = lr_scheduler(built)
+    scheduler = keep_group_lr_ratios(lr_scheduler(built))  # a scalar OneCycleLR max_lr keeps the layer decay
     config: LRSchedulerConfigType = {"scheduler": scheduler, "interval": hparams["scheduler_interval"]}
     if isinstance(scheduler, ReduceLROnPlateau):
         config["monitor"] = "val_loss"
