@@ -163,7 +163,8 @@ class LayerFreezing(Callback):
             self._apply(count, pl_module, announce=True)
             self._follow_in_ddp(trainer, pl_module)
         self._set_modes(pl_module)
-        pl_module.log("trainable_groups", float(self.trainable_groups or 0), on_step=False, on_epoch=True)
+        trainable = float(self.trainable_groups or 0)
+        pl_module.log("trainable_groups", trainable, on_step=False, on_epoch=True, sync_dist=True)
 
     def _apply(self, count: int, pl_module: LightningModule, announce: bool) -> None:
         count = max(1, min(count, len(self.groups)))
