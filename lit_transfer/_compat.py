@@ -22,7 +22,6 @@ __all__ = [
     "LIGHTNING_CLI_OVERRIDES",
     "PER_GROUP_LR_LISTS",
     "child_schedulers",
-    "ddp_finds_unused_parameters",
     "is_accumulating",
     "one_cycle_phases",
     "replace_loop_dataloaders",
@@ -42,16 +41,6 @@ relies on (``_subcommand_method_arguments`` is a dict attribute, the others are 
 PER_GROUP_LR_LISTS = ("base_lrs", "_last_lr", "min_lrs", "max_lrs")
 """torch LR-scheduler attributes that are lists with one absolute learning rate per param group (``_last_lr`` is
 what ``get_last_lr()`` returns; ``min_lrs`` belongs to ReduceLROnPlateau, ``max_lrs`` to CyclicLR)."""
-
-
-def ddp_finds_unused_parameters(strategy: Strategy) -> bool:
-    """Whether a DDP strategy was configured with ``find_unused_parameters=True`` (``False`` for other strategies).
-
-    Reads ``DDPStrategy._ddp_kwargs``: the kwargs Lightning passes to ``DistributedDataParallel``.
-    """
-    if not isinstance(strategy, DDPStrategy):
-        return False
-    return bool(strategy._ddp_kwargs.get("find_unused_parameters", False))
 
 
 def rewrap_ddp(strategy: Strategy) -> bool:

@@ -128,6 +128,13 @@ class _BatchModule(PlainModule):
     batch_size = 4
 
 
+class _FilteredOptimizer(PlainModule):
+    """The usual optimizer line of projects written for Lightning's BackboneFinetuning."""
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(filter(lambda p: p.requires_grad, self.parameters()), lr=0.1)
+
+
 def _callbacks():
     from lit_transfer import callbacks
 
@@ -451,17 +458,11 @@ CASES = [
     ),
     Case(
         "Callbacks and Trainer settings",
-        "refreeze-under-ddp",
-        "A policy that freezes again, under DDP",
-        lambda t: (
-            _callbacks()
-            .LayerFreezing(__import__("lit_transfer").Milestones({0: -1, 2: 1}))
-            ._check_strategy(
-                type("T", (), {"strategy": __import__("lightning.pytorch.strategies", fromlist=["x"]).DDPStrategy()})()
-            )
-        ),
+        "optimizer-leaves-out-frozen",
+        "An optimizer over the trainable parameters only (`filter(lambda p: p.requires_grad, ...)`)",
+        lambda t: _fit(t, [_callbacks().LayerFreezing("freeze_unfreeze")], model=_FilteredOptimizer()),
         ValueError,
-        r"find_unused_parameters=True",
+        r"optimizer",
     ),
     Case(
         "Callbacks and Trainer settings",

@@ -191,13 +191,6 @@ def test_checkpoint_as_backbone_weights_for_a_new_task(tmp_path):
     assert new.backbone.fc.out_features == 7
 
 
-def test_mixup_and_label_smoothing_train(tmp_path):
-    model = make(mixup_alpha=0.2, cutmix_alpha=1.0, label_smoothing=0.1)
-    t = trainer(tmp_path, 1)
-    t.fit(model, loader(fixed_data()))
-    assert torch.isfinite(t.callback_metrics["train_loss"])
-
-
 def test_channels_last_and_compile_keep_plain_checkpoint_keys(tmp_path):
     model = make(channels_last=True)
     assert model.backbone.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)

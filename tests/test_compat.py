@@ -30,12 +30,6 @@ def test_lightning_cli_members_the_cli_overrides_exist() -> None:
         assert set(params) <= set(inspect.signature(member).parameters), name
 
 
-def test_ddp_finds_unused_parameters() -> None:
-    assert _compat.ddp_finds_unused_parameters(DDPStrategy(find_unused_parameters=True)) is True
-    assert _compat.ddp_finds_unused_parameters(DDPStrategy()) is False
-    assert _compat.ddp_finds_unused_parameters(SingleDeviceStrategy("cpu")) is False
-
-
 class _Probe(L.Callback):
     """Records is_accumulating at every batch, and swaps the validation loaders once."""
 

@@ -116,18 +116,20 @@ def test_warmup_values_and_composition(tmp_path, scheduler: str) -> None:
 
 
 def test_warmup_factor_reaches_the_logger_on_its_logging_steps(tmp_path) -> None:
+    """The logged factor is the closed form 0.25 + 0.75 * step / 6, and the factor training actually used."""
     from lightning.pytorch.loggers import CSVLogger
 
     cb = LRScaling(rule="linear", base_batch_size=1, warmup_steps=6)
     logger = CSVLogger(tmp_path, name="log")
-    fit(tmp_path, TinyRegressor(lr=0.01), FixedDataModule(4), [cb], max_epochs=1, logger=logger, log_every_n_steps=2)
+    model = TinyRegressor(lr=0.01)
+    fit(tmp_path, model, FixedDataModule(4), [cb], max_epochs=1, logger=logger, log_every_n_steps=2)
     rows = (Path(logger.log_dir) / "metrics.csv").read_text().splitlines()
     column = rows[0].split(",").index("lr_scaling/warmup_factor")
     step_column = rows[0].split(",").index("step")
     logged = {int(r.split(",")[step_column]): float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]}
-    assert {step: logged[step] for step in (1, 3, 5)} == {
-        step: pytest.approx(cb.warmup_factor(step)) for step in (1, 3, 5)
-    }
+    expected = {1: 0.375, 3: 0.625, 5: 0.875}
+    assert {step: logged[step] for step in expected} == pytest.approx(expected)
+    assert {s: model.used_lrs[s][0] / (4 * 0.01) for s in expected} == pytest.approx(expected)
 
 
 def test_warmup_epochs_converts_to_steps(tmp_path) -> None:

@@ -134,7 +134,7 @@ def test_any_module_without_validation_and_logger(tmp_path: Path) -> None:
     trainer.fit(model, _loader())
     assert (tmp_path / "learning_curves.png").is_file() and (tmp_path / "schedule.png").is_file()
     steps = _rows(tmp_path / "steps.csv")
-    assert list(steps[0])[:3] == ["step", "epoch", "lr/group0"]
+    assert list(steps[0])[:3] == ["step", "epoch", "lr/pg1"]
     model.calls = 0
     trainer.test(model, _loader(n=6))
     assert model.calls == 2  # recomputed once per test batch, as test_step never called forward

@@ -18,7 +18,7 @@ from PIL import Image
 
 from lit_transfer.backbones import backbone_data_config
 from lit_transfer.data import ImageFolderDataModule
-from lit_transfer.data.data_config import resolve_data_config
+from lit_transfer.data.preprocessing import resolve_preprocessing
 from lit_transfer.data.decode import load_image
 from lit_transfer.data.transforms import build_eval_transform
 from lit_transfer.export import export_onnx
@@ -157,7 +157,7 @@ def test_docs_onnx_snippet_predicts_like_pytorch(trained, tmp_path: Path, monkey
     assert onnx_classes == torch_classes and len(torch_classes) == 6, (onnx_classes, torch_classes)
 
     # and the snippet's input is the evaluation transform's, value for value
-    eval_transform = build_eval_transform(resolve_data_config(config))
+    eval_transform = build_eval_transform(resolve_preprocessing(config))
     session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
     for path in files:
         x = namespace["preprocess"](path, config)

@@ -16,7 +16,7 @@ from lit_transfer.callbacks._report_confusion import split_batch
 from lit_transfer.trainer_facts import (
     global_batch_size,
     loader_batch_size,
-    step_lr_factor,
+    named_param_groups,
     train_loader,
     trainable_group_count,
 )
@@ -51,27 +51,23 @@ def logged_metrics(trainer: Trainer) -> dict[str, float]:
 
 
 def learning_rates(trainer: Trainer) -> dict[str, float]:
-    """``lr/<group name>`` of every param group as the coming step uses it.
+    """``lr/<group name>`` of every param group as the step being taken uses it.
 
-    Groups are named by their ``name`` key, else ``group<i>`` (``opt<k>/`` in front with several optimizers). The
-    LR includes the warmup factor a callback such as :class:`~lit_transfer.callbacks.LRScaling` applies only inside
-    ``optimizer.step`` (:func:`~lit_transfer.trainer_facts.step_lr_factor`); a ``<name>.no_decay`` group at the
-    same LR as ``<name>`` is folded into it.
+    Read inside ``optimizer.step`` (``on_before_optimizer_step``), where ``group["lr"]`` already includes a warmup
+    factor such as :class:`~lit_transfer.callbacks.LRScaling`'s (applied by an optimizer-step pre-hook). Groups are
+    named as :func:`~lit_transfer.trainer_facts.named_param_groups` names them (their ``name`` key, else Lightning's
+    ``pg<i+1>``); a ``<name>.no_decay`` group at the same LR as ``<name>`` is folded into it.
     """
-    factor = step_lr_factor(trainer)
     lrs: dict[str, float] = {}
-    for k, optimizer in enumerate(trainer.optimizers):
-        prefix = "" if len(trainer.optimizers) == 1 else f"opt{k}/"
-        for i, group in enumerate(optimizer.param_groups):
-            name = f"{prefix}{group.get('name', f'group{i}')}"
-            lr = float(group["lr"]) * factor
-            base = name.removesuffix(".no_decay")
-            if base != name and math.isclose(lrs.get(f"lr/{base}", math.nan), lr):
-                continue
-            key = f"lr/{name}"
-            while key in lrs:
-                key += "'"
-            lrs[key] = lr
+    for name, group in named_param_groups(trainer):
+        lr = float(group["lr"])
+        base = name.removesuffix(".no_decay")
+        if base != name and math.isclose(lrs.get(f"lr/{base}", math.nan), lr):
+            continue
+        key = f"lr/{name}"
+        while key in lrs:
+            key += "'"
+        lrs[key] = lr
     return lrs
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from lit_transfer.backbones import backbone_data_config, create_backbone
+from lit_transfer.callbacks.feature_cache import FeatureCache
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.errors import UnsafeFileError
@@ -23,7 +24,7 @@ from lit_transfer.freezing import FreezingPolicy, FullFineTune, resolve_policy
 from lit_transfer.layer_groups import LayerGroup
 from lit_transfer.layer_groups import layer_groups as group_layers
 from lit_transfer.models.checks import check_arguments, check_checkpoint_fits, check_classes, check_unaugmented
-from lit_transfer.models.feature_cache import FeatureCache, check_cacheable, frozen_features
+from lit_transfer.models.feature_cache import check_cacheable, frozen_features
 from lit_transfer.models.metrics import classification_metrics
 from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable, configure_optimization
 from lit_transfer.models.reseeding import BatchReseeding
@@ -136,7 +137,6 @@ class TransferClassifier(LightningModule):
         self._optimizer_factory = optimizer
         self._scheduler_factory = lr_scheduler
         self._build_loss()
-        self.feature_cache: FeatureCache | None = None
         self._train_metrics_logged = False
         self.reseeding = BatchReseeding()
         if cache_features:
@@ -185,11 +185,8 @@ class TransferClassifier(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         check_classes(self.hparams["num_classes"], self.hparams.get("class_names"), datamodule, stage)
         self.preprocessing.record(datamodule, stage)
-        if stage != "fit" or not self.hparams["cache_features"]:
-            self.feature_cache = None
-            return
-        check_unaugmented(datamodule)
-        self.feature_cache = FeatureCache(partial(frozen_features, self.backbone))
+        if stage == "fit" and self.hparams["cache_features"]:
+            check_unaugmented(datamodule)
 
     # ------------------------------------------------------------- fit hooks
     def on_fit_start(self) -> None:
@@ -201,19 +198,8 @@ class TransferClassifier(LightningModule):
         self.reseeding.before_batch(self.current_epoch, batch_idx, self.global_rank)
 
     def on_train_epoch_start(self) -> None:
-        """Log the epoch's training metrics at its first step; with ``cache_features``, train on cached features."""
+        """Log the epoch's training metrics at its first step."""
         self._train_metrics_logged = False
-        if self.feature_cache is not None:
-            self.feature_cache.serve_training(self.trainer)
-
-    def on_validation_start(self) -> None:
-        """With ``cache_features``: validate on cached features during ``fit`` (computed at the first validation)."""
-        if self.feature_cache is not None and self.trainer.state.fn == "fit":
-            self.feature_cache.serve_validation(self.trainer)
-
-    def on_fit_end(self) -> None:
-        """Free the cached features: they are only valid for this fit."""
-        self.feature_cache = None
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -281,17 +267,19 @@ class TransferClassifier(LightningModule):
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of images, or of cached features (2-D, from :class:`FeatureCache`'s loaders) during ``fit``."""
-        if self.feature_cache is None or x.ndim != 2:
+        if not self.hparams["cache_features"] or x.ndim != 2:
             return self(x)
         features = nn.functional.dropout(x, p=self.hparams["drop_rate"], training=self.training)
         get_classifier = cast("Callable[[], nn.Module]", self.backbone.get_classifier)  # timm API, not on `nn.Module`
         return get_classifier()(features)
 
     def configure_callbacks(self) -> list[Callback]:
-        """A guard against NaN/inf losses, and the LayerFreezing callback that applies ``freeze``."""
+        """A guard against NaN/inf losses, the LayerFreezing callback that applies ``freeze``, the feature cache."""
         callbacks: list[Callback] = [NonFiniteLossGuard()]
         if not isinstance(self.policy, FullFineTune) or self.policy.train_bn:
             callbacks.append(LayerFreezing(self.policy))
+        if self.hparams["cache_features"]:
+            callbacks.append(FeatureCache(partial(frozen_features, self.backbone)))
         return callbacks
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
