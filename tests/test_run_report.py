@@ -201,3 +201,20 @@ def test_confusion_matrix_from_class_indices(tmp_path: Path) -> None:
     assert model.calls == 0  # the indices were used; the module was not run again
     rows = _rows(tmp_path / "report" / "confusion_matrix.csv")
     assert [r["true/predicted"] for r in rows] == ["0", "1", "2", "3"]
+
+
+def test_logged_learning_rates_are_the_ones_the_steps_used_during_warmup(tmp_path: Path) -> None:
+    """With LRScaling's warmup the report records each step's real LR (the warmup factor counted once)."""
+    from callback_helpers import FixedDataModule, TinyRegressor, fit
+
+    from lit_transfer import LRScaling
+
+    report = RunReport(output_dir=tmp_path / "report", plots=False, summary=False)
+    model = TinyRegressor(lr=0.01)
+    warmup = LRScaling(rule="linear", base_batch_size=1, warmup_steps=6)
+    fit(tmp_path, model, FixedDataModule(4), [warmup, report], max_epochs=1)
+    rows = _rows(tmp_path / "report" / "steps.csv")
+    logged = [[float(row["lr/body"]), float(row["lr/head"])] for row in rows]
+    assert len(logged) == len(model.used_lrs) >= 6
+    assert logged == [pytest.approx(used) for used in model.used_lrs]
+    assert logged[0][0] < logged[6][0]  # the warmup shows
