@@ -2,6 +2,7 @@
 
 from lit_transfer.callbacks.batch_size_ramp import BatchSizeRamp
 from lit_transfer.callbacks.exception_checkpoint import ExceptionCheckpoint
+from lit_transfer.callbacks.feature_cache import FeatureCache
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.lr_scaling import LRScaling
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
@@ -11,6 +12,7 @@ from lit_transfer.callbacks.run_report import RunReport
 __all__ = [
     "BatchSizeRamp",
     "ExceptionCheckpoint",
+    "FeatureCache",
     "LRScaling",
     "LayerFreezing",
     "NonFiniteLossGuard",
