@@ -18,8 +18,8 @@ from PIL import Image
 
 from lit_transfer.backbones import backbone_data_config
 from lit_transfer.data import ImageFolderDataModule
-from lit_transfer.data.preprocessing import resolve_preprocessing
 from lit_transfer.data.decode import load_image
+from lit_transfer.data.preprocessing import resolve_preprocessing
 from lit_transfer.data.transforms import build_eval_transform
 from lit_transfer.export import export_onnx
 from lit_transfer.models import TransferClassifier
