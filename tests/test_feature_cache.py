@@ -6,6 +6,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from callback_helpers import StopAfter
 from freeze_helpers import fixed_data, loader, trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
@@ -97,16 +98,6 @@ def test_cache_is_not_used_outside_fit(tmp_path):
     data = ShuffledData()
     results = trainer(tmp_path, 1).validate(model, dataloaders=data.val_dataloader(), verbose=False)
     assert 0.0 <= results[0]["val_acc"] <= 1.0
-
-
-class StopAfter(L.Callback):
-    """Ends ``fit`` after ``epochs`` epochs (an interruption that keeps the schedule of the full run)."""
-
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        trainer.should_stop = trainer.current_epoch + 1 >= self.epochs
 
 
 def test_cached_probe_resumes_to_the_same_weights(tmp_path):

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from callback_helpers import StopAfter
 from freeze_helpers import GatherParams, PlainModule, Recorder, fixed_data, loader, trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -107,17 +108,6 @@ def test_missing_backbone_attribute_is_a_clear_error(tmp_path):
         trainer(tmp_path, 1, [LayerFreezing("linear_probe", backbone_attr="encoder")]).fit(
             PlainModule(), loader(fixed_data())
         )
-
-
-class StopAfter(Callback):
-    """Ends the fit after `epochs` epochs, as an interruption would, without changing `max_epochs`."""
-
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.current_epoch + 1 >= self.epochs:
-            trainer.should_stop = True
 
 
 def _run(tmp_path, policy, epochs, ckpt_path=None, every_epoch=False, stop_after=None):

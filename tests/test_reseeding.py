@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from callback_helpers import StopAfter
 from freeze_helpers import fixed_data, loader, trainer
 from lightning.pytorch.callbacks import Callback
 
@@ -29,17 +30,6 @@ CASES = {
 def _model(**kwargs) -> TransferClassifier:
     torch.manual_seed(0)
     return TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze=FreezeUnfreeze(1), **kwargs)
-
-
-class StopAfter(Callback):
-    """Ends the fit after `epochs` epochs, as an interruption would, without changing `max_epochs` (the LR plan)."""
-
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.current_epoch + 1 >= self.epochs:
-            trainer.should_stop = True
 
 
 def _fit(tmp_path, case: str, epochs: int, ckpt_path=None, model=None, stop_after: int | None = None):
