@@ -116,12 +116,26 @@ def _saved_training_facts(ckpt_path: str) -> dict[str, Any]:
     return {"hparams": checkpoint.get("hyper_parameters") or {}, "data_config": checkpoint.get("data_config")}
 
 
-def _where_set(config_files: Iterable[Any], argv: Iterable[str], key: str) -> str | None:
+def _command_line_value(argv: list[str], group: str, key: str) -> tuple[str, str | None] | None:
+    """The flag ``--<group>.<key>`` (or ``--<group>.init_args.<key>``) given in ``argv`` and its value, if any.
+
+    Returns:
+        ``(flag, value)`` for the first such flag (``value`` is ``None`` when nothing follows it), else ``None``.
+    """
+    for flag in (f"--{group}.{key}", f"--{group}.init_args.{key}"):
+        for i, arg in enumerate(argv):
+            if arg.startswith(f"{flag}="):
+                return flag, arg.split("=", 1)[1]
+            if arg == flag:
+                return flag, argv[i + 1] if i + 1 < len(argv) else None
+    return None
+
+
+def _where_set(config_files: Iterable[Any], argv: list[str], key: str) -> str | None:
     """Describe where ``model.<key>`` was written: the config file and key, or the command-line flag."""
-    for arg in argv:
-        for flag in (f"--model.{key}", f"--model.init_args.{key}"):
-            if arg == flag or arg.startswith(f"{flag}="):
-                return f"command line `{flag}`"
+    given = _command_line_value(argv, "model", key)
+    if given is not None:
+        return f"command line `{given[0]}`"
     for path in reversed(list(config_files or [])):
         try:
             content = yaml.safe_load(Path(str(path)).read_text())
@@ -238,18 +252,14 @@ class TransferCLI(LightningCLI):
     def _check_backbone(self, hparams: dict[str, Any], ckpt_path: str) -> None:
         """Refuse a ``--model.backbone`` on the command line that differs from the checkpoint's backbone."""
         saved = hparams.get("backbone")
-        for flag in ("--model.backbone", "--model.init_args.backbone"):
-            for i, arg in enumerate(self._argv):
-                given = arg.split("=", 1)[1] if arg.startswith(f"{flag}=") else None
-                if arg == flag and i + 1 < len(self._argv):
-                    given = self._argv[i + 1]
-                if given is not None and saved is not None and given != saved:
-                    raise ValueError(
-                        f"`{flag} {given}` differs from the backbone of the checkpoint {ckpt_path!r}, which is"
-                        f" {saved!r}. The checkpoint's weights only fit its own backbone: drop `{flag}`, or to start"
-                        f" a new {given} model from this checkpoint's backbone weights, `fit` without `--ckpt_path`"
-                        f" and pass `--model.pretrained {ckpt_path}` (the backbones must match)."
-                    )
+        flag, given = _command_line_value(self._argv, "model", "backbone") or (None, None)
+        if given is not None and saved is not None and given != saved:
+            raise ValueError(
+                f"`{flag} {given}` differs from the backbone of the checkpoint {ckpt_path!r}, which is"
+                f" {saved!r}. The checkpoint's weights only fit its own backbone: drop `{flag}`, or to start"
+                f" a new {given} model from this checkpoint's backbone weights, `fit` without `--ckpt_path`"
+                f" and pass `--model.pretrained {ckpt_path}` (the backbones must match)."
+            )
 
     def _use_trained_preprocessing(self, sub: Namespace, data_config: dict[str, Any] | None) -> None:
         """Give the DataModule the input size and normalisation the checkpoint was trained with."""
@@ -259,7 +269,7 @@ class TransferCLI(LightningCLI):
             return
         init_args.data_config = dict(data_config)  # the link gives the same when it is applied again
         _, height, width = data_config["input_size"]
-        explicit_size = any(a.startswith(("--data.image_size", "--data.init_args.image_size")) for a in self._argv)
+        explicit_size = _command_line_value(self._argv, "data", "image_size") is not None
         if "image_size" in init_args and not explicit_size and height == width:
             init_args.image_size = int(height)
 
