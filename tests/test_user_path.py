@@ -58,9 +58,17 @@ def _env() -> dict[str, str]:
 
 
 def _run(cwd: Path, *args: str, timeout: int = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(LIT_TRANSFER), *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
-    )
+    """The real ``lit-transfer`` command."""
+    return _subprocess(cwd, [str(LIT_TRANSFER), *args], timeout)
+
+
+def _python(cwd: Path, *args: str, timeout: int = 180) -> subprocess.CompletedProcess[str]:
+    """``python`` with the suite's interpreter, as a user runs a script or ``python -c``."""
+    return _subprocess(cwd, [sys.executable, *args], timeout)
+
+
+def _subprocess(cwd: Path, command: list[str], timeout: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def _restore_sigint() -> None:
@@ -176,18 +184,11 @@ def test_resume_last_then_test_predict_and_export(workdir: Path, interrupted: di
     rows = list(csv.DictReader(predictions.open()))
     assert len(rows) == 6 and {r["predicted"] for r in rows} <= set(CLASSES)
 
-    export = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from lit_transfer.export import export_onnx, export_torchscript;"
-            f"export_onnx({str(best)!r}, 'model.onnx'); export_torchscript({str(best)!r}, 'model.pt')",
-        ],
-        cwd=workdir,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
+    export = _python(
+        workdir,
+        "-c",
+        "from lit_transfer.export import export_onnx, export_torchscript;"
+        f"export_onnx({str(best)!r}, 'model.onnx'); export_torchscript({str(best)!r}, 'model.pt')",
     )
     assert export.returncode == 0, export.stderr[-3000:]
     scripted = torch.jit.load(str(workdir / "model.pt"))
@@ -196,14 +197,7 @@ def test_resume_last_then_test_predict_and_export(workdir: Path, interrupted: di
     script = _docs_onnx_script()
     (workdir / "predict_onnx.py").write_text(script)
     files = [r["file"] for r in rows]
-    onnx_run = subprocess.run(
-        [sys.executable, "predict_onnx.py", *files],
-        cwd=workdir,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    onnx_run = _python(workdir, "predict_onnx.py", *files, timeout=120)
     assert onnx_run.returncode == 0, onnx_run.stderr[-3000:]
     onnx_classes = dict(line.rsplit(" ", 1) for line in onnx_run.stdout.strip().splitlines())
     assert onnx_classes == {r["file"]: r["predicted"] for r in rows}
