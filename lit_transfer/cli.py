@@ -69,7 +69,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from lit_transfer.backbones import backbone_data_config
-from lit_transfer.cli_messages import user_error_message
+from lit_transfer.cli_messages import import_class, user_error_message
 from lit_transfer.models import TransferClassifier
 from lit_transfer.run_files import (
     EVALUATION_SUBCOMMANDS,
@@ -311,7 +311,7 @@ class TransferCLI(LightningCLI):
         class_path = data.get("class_path") if isinstance(data, Namespace) else None
         if class_path is None:
             raise ValueError("No DataModule configured: set `data.class_path` (e.g. `DigitsDataModule`) in a config.")
-        data_class = _import_class(class_path)
+        data_class = import_class(class_path)
         if "data_config" not in inspect.signature(data_class).parameters:
             raise ValueError(
                 f"The DataModule {class_path} has no `data_config` argument: the CLI links the backbone's input size,"
@@ -353,11 +353,6 @@ def _data_attribute(datamodule: Any, name: str) -> Any:
 def _class_names(datamodule: Any) -> list[str] | None:
     names = getattr(datamodule, "class_names", None)
     return [str(n) for n in names] if names is not None else None
-
-
-def _import_class(class_path: str) -> type:
-    module_name, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module_name), name)
 
 
 def _note_precision(requested: Any, trainer: Trainer) -> None:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["suggest_option", "user_error_message"]
+__all__ = ["import_class", "suggest_option", "user_error_message"]
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 _USER_ERROR_TYPES = (ValueError, TypeError, OSError)
@@ -62,11 +62,17 @@ def _is_misconfiguration(err: BaseException) -> bool:
     return type(err).__name__ == "MisconfigurationException"
 
 
-def _class_parameters(class_path: str) -> list[str]:
+def import_class(class_path: str) -> type:
+    """The class a dotted ``module.Name`` path names (a bare ``Name`` is looked up in ``lit_transfer``)."""
     module_name, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module_name or "lit_transfer"), name)
+
+
+def _class_parameters(class_path: str) -> list[str]:
     try:
-        cls = getattr(importlib.import_module(module_name or "lit_transfer"), name)
-        return [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+        return [
+            p for p in inspect.signature(import_class(class_path)).parameters if p not in ("self", "args", "kwargs")
+        ]
     except (ImportError, AttributeError, ValueError, TypeError):
         return []
 
