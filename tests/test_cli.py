@@ -194,3 +194,9 @@ def test_a_failed_setup_leaves_no_checkpoint_that_a_later_fit_would_resume(tmp_p
     assert not list(tmp_path.rglob("*.ckpt")) and not list(Path.cwd().glob("on_exception.ckpt"))
     fresh = _cli(tmp_path, *data, "--data.on_bad_image=skip", subcommand="fit")
     assert fresh.trainer.global_step == 2 and fresh.trainer.current_epoch == 1  # one epoch of two batches, from 0
+
+
+def test_exception_checkpoint_refuses_a_file_name_with_folders() -> None:
+    with pytest.raises(ValueError, match=r"`filename` must be a plain file name.*'runs/x'"):
+        ExceptionCheckpoint(filename="runs/x")
+    assert ExceptionCheckpoint().filename == "on_exception"
