@@ -122,3 +122,66 @@ def make_photo_csv(root: Path, per_class: int = 12, seed: int = 1) -> Path:
         writer.writerow(["path", "label"])
         writer.writerows(rows)
     return csv_path
+
+
+SHAPES = ("circle", "square", "triangle", "stripe")
+"""The labels of :func:`make_multilabel_csv`: the shapes a photo shows, each in its own quarter."""
+
+
+def _shapes_photo(shapes: tuple[str, ...], index: int, rng: np.random.Generator, level: float = 120.0) -> Image.Image:
+    """A noisy grey photo of brightness ``level`` showing each of ``shapes`` in its own quarter of the frame."""
+    width, height = _SIZES[index % len(_SIZES)]
+    pixels = np.full((height, width, 3), level, dtype=np.float32) + rng.normal(0, 25, size=(height, width, 3))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(image)
+    for shape in shapes:
+        q = SHAPES.index(shape)
+        x0, y0 = (q % 2) * width // 2, (q // 2) * height // 2
+        box = (x0 + width // 10, y0 + height // 10, x0 + 2 * width // 5, y0 + 2 * height // 5)
+        if shape == "circle":
+            draw.ellipse(box, fill=(250, 40, 40))
+        elif shape == "square":
+            draw.rectangle(box, fill=(20, 20, 220))
+        elif shape == "triangle":
+            draw.polygon([(box[0], box[3]), ((box[0] + box[2]) // 2, box[1]), (box[2], box[3])], fill=(30, 200, 30))
+        else:
+            draw.line([(box[0], box[1]), (box[2], box[3])], fill=(250, 250, 250), width=max(3, width // 12))
+    return image
+
+
+def make_multilabel_csv(root: Path, count: int = 40, seed: int = 2, delimiter: str = "|") -> Path:
+    """Write photos showing 1-3 of :data:`SHAPES` and ``root/multilabel.csv`` (``path,shapes``; the shapes joined by
+    ``delimiter``); return the CSV."""
+    rng = np.random.default_rng(seed)
+    images = root / "shapes"
+    images.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        chosen = set(rng.choice(SHAPES, size=int(rng.integers(1, 4)), replace=False).tolist())
+        shown = tuple(s for s in SHAPES if s in chosen)
+        path = _save(_shapes_photo(shown, i, rng), images, f"shapes_{i:03d}", i)
+        rows.append((path.relative_to(root).as_posix(), delimiter.join(shown)))
+    return _write_rows(root / "multilabel.csv", ["path", "shapes"], rows)
+
+
+def make_regression_csv(root: Path, count: int = 40, seed: int = 3) -> Path:
+    """Write photos and ``root/regression.csv`` (``path,brightness,shapes``: the background level in 0-255 and the
+    number of shapes shown); return the CSV."""
+    rng = np.random.default_rng(seed)
+    images = root / "levels"
+    images.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        level = float(rng.uniform(40, 215))
+        shown = SHAPES[: int(rng.integers(0, 4))]
+        path = _save(_shapes_photo(shown, i, rng, level), images, f"level_{i:03d}", i)
+        rows.append((path.relative_to(root).as_posix(), f"{level:.1f}", str(len(shown))))
+    return _write_rows(root / "regression.csv", ["path", "brightness", "shapes"], rows)
+
+
+def _write_rows(path: Path, header: list[str], rows: list[tuple[str, ...]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

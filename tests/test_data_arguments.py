@@ -24,7 +24,10 @@ BASE = [p for p in inspect.signature(BaseImageDataModule.__init__).parameters if
 FILE_OWN = ["val_fraction", "on_bad_image", "scan"]
 OWN = {
     ImageFolderDataModule: ["root", "predict_dir"],
-    CSVDataModule: ["train_csv", "val_csv", "test_csv", "predict_csv", "predict_dir", "path_column", "label_column"],
+    CSVDataModule: [
+        *("train_csv", "val_csv", "test_csv", "predict_csv", "predict_dir", "path_column", "label_column"),
+        *("label_delimiter", "label_columns", "target_columns", "standardize_targets", "allow_empty_labels"),
+    ],
 }
 
 

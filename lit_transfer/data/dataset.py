@@ -1,13 +1,15 @@
 """Map-style datasets: decoded image → Albumentations pipeline → ``(tensor, target)``.
 
-``target`` is the class index for labelled data and the sample index for unlabelled (predict) data, so a
-prediction writer can look the file up in ``DataModule.predict_paths``.
+``target`` is the class index for labelled data (a ``float32`` row of values for multi-label and regression
+targets) and the sample index for unlabelled (predict) data, so a prediction writer can look the file up in
+``DataModule.predict_paths``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import albumentations as A
 import cv2
@@ -22,9 +24,9 @@ from lit_transfer.data.samplers import epoch_seed
 class _AugmentedDataset(Dataset):
     """Shared seeding of the pipeline: per (seed, epoch, rank) in the main process, per worker in workers."""
 
-    def __init__(self, transform: A.Compose | None, labels: Sequence[int] | None, seed: int) -> None:
+    def __init__(self, transform: A.Compose | None, labels: Sequence[Any] | None, seed: int) -> None:
         self.transform = transform
-        self.labels = None if labels is None else [int(label) for label in labels]
+        self.labels = None if labels is None else _targets(labels)
         self.seed = int(seed)
         self.epoch = 0
         self.seed_transform(epoch_seed(self.seed, 0, 0))
@@ -39,11 +41,18 @@ class _AugmentedDataset(Dataset):
         self.epoch = int(epoch)
         self.seed_transform(epoch_seed(self.seed, self.epoch, rank))
 
-    def _apply(self, image: np.ndarray, index: int) -> tuple[torch.Tensor | np.ndarray, int]:
+    def _apply(self, image: np.ndarray, index: int) -> tuple[torch.Tensor | np.ndarray, Any]:
         if self.transform is not None:
             image = self.transform(image=image)["image"]
         target = index if self.labels is None else self.labels[index]
         return image, target
+
+
+def _targets(labels: Sequence[Any]) -> list[int] | np.ndarray:
+    """Class indices as a list of ``int``; rows of target values (multi-label, regression) as ``float32`` ``(N, K)``."""
+    if len(labels) and np.ndim(labels[0]) > 0:
+        return np.asarray(labels, dtype=np.float32).reshape(len(labels), -1)
+    return [int(label) for label in labels]
 
 
 class ImageDataset(_AugmentedDataset):
@@ -51,7 +60,8 @@ class ImageDataset(_AugmentedDataset):
 
     Args:
         paths: Image files.
-        labels: Class index per file, or ``None`` for unlabelled data (the target is then the index).
+        labels: Class index per file, a row of target values per file (multi-hot labels, regression targets: the
+            target is then a ``float32`` array), or ``None`` for unlabelled data (the target is then the index).
         transform: Pipeline applied to the ``uint8`` HWC image.
         in_chans: Channels to decode to (1 or 3).
         seed: Base augmentation seed.
@@ -63,7 +73,7 @@ class ImageDataset(_AugmentedDataset):
     def __init__(
         self,
         paths: Sequence[str | os.PathLike],
-        labels: Sequence[int] | None = None,
+        labels: Sequence[Any] | None = None,
         transform: A.Compose | None = None,
         in_chans: int = 3,
         seed: int = 0,
@@ -77,7 +87,7 @@ class ImageDataset(_AugmentedDataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor | np.ndarray, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | np.ndarray, Any]:
         return self._apply(load_image(self.paths[index], self.in_chans), index)
 
 

@@ -9,6 +9,7 @@ belong to which split (:class:`~lit_transfer.data.image_folder.ImageFolderDataMo
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch.distributed as dist
@@ -20,7 +21,8 @@ from lit_transfer.data.decode import BadImageError, format_bad_files, list_image
 from lit_transfer.data.splits import stratified_split
 
 Split = Literal["train", "val", "test", "predict"]
-Files = tuple[list[str], list[int] | None]
+Files = tuple[list[str], list[Any] | None]
+"""A split's paths and targets (class indices, or the rows of a multi-label or regression target array)."""
 
 _STAGE_SPLITS: dict[str | None, tuple[Split, ...]] = {
     "fit": ("train", "val"),
@@ -84,6 +86,14 @@ class FileImageDataModule(BaseImageDataModule):
             raise FileNotFoundError(f"The predict folder {source!r} contains no image files.")
         return paths
 
+    def _hold_out(self, labels: Sequence[Any]) -> tuple[list[int], list[int]]:
+        """``(kept, held)`` training indices when validation is held out of ``train``: stratified by class."""
+        return stratified_split(labels, self.val_fraction, self.seed)
+
+    def _targets_summary(self) -> str:
+        """What the targets are, for the line ``setup`` logs (``"4 classes"``)."""
+        return f"{self.num_classes} classes"
+
     # Assembly --------------------------------------------------------------------------------------
     def _collect(self, splits: tuple[Split, ...]) -> dict[Split, Files]:
         files: dict[Split, Files] = {}
@@ -92,7 +102,7 @@ class FileImageDataModule(BaseImageDataModule):
             val = self._labelled_files("val")
             if val is None and train is not None and self.val_fraction > 0:
                 paths, labels = train
-                kept, held = stratified_split(labels or [], self.val_fraction, self.seed)
+                kept, held = self._hold_out(labels or [])
                 train = ([paths[i] for i in kept], [labels[i] for i in kept])  # type: ignore[index]
                 val = ([paths[i] for i in held], [labels[i] for i in held])  # type: ignore[index]
             if "train" in splits and train is not None:
@@ -144,10 +154,10 @@ class FileImageDataModule(BaseImageDataModule):
             if split == "predict":
                 self.predict_paths = list(paths)
         if "train" in files:
-            rank_zero_info(f"{type(self).__name__}: {_summary(files)}, {self.num_classes} classes.")
+            rank_zero_info(f"{type(self).__name__}: {_summary(files)}, {self._targets_summary()}.")
 
 
-def _drop(paths: list[str], labels: list[int] | None, bad: dict[str, str]) -> Files:
+def _drop(paths: list[str], labels: list[Any] | None, bad: dict[str, str]) -> Files:
     keep = [i for i, p in enumerate(paths) if p not in bad]
     return [paths[i] for i in keep], None if labels is None else [labels[i] for i in keep]
 
