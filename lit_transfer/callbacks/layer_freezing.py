@@ -16,10 +16,19 @@ How it stays correct across phase changes:
   a re-freeze, a resume into a later phase) the module is wrapped again, so DDP's bucketed reducer averages exactly
   the parameters that train, overlapping communication with backward (before mixed precision's inf check), as in
   a plain DDP fine-tune. A policy that freezes groups again therefore needs no ``find_unused_parameters``.
+* **Any trainable set.** The phase is a mask over the groups (:meth:`~lit_transfer.freezing.FreezingPolicy.
+  trainable_mask`), so a policy may train groups in the middle of the network (:class:`~lit_transfer.freezing.
+  SurgicalFineTune`). Checkpoints store the mask (and, for compatibility, the count of trainable groups; older
+  checkpoints with the count alone still load).
+* **Decided policies.** :class:`~lit_transfer.freezing.AutoFreeze` is decided once, at the start of its first
+  fine-tuning epoch, by a measurement on rank 0 that is broadcast to every rank (:mod:`lit_transfer.auto_freeze`);
+  its learning-rate multipliers go into the optimizer and its schedulers then, and its plan into this callback's
+  state, so a resume follows the plan without measuring or multiplying again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
@@ -31,8 +40,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from typing_extensions import override
 
 from lit_transfer._compat import rewrap_ddp
+from lit_transfer.auto_freeze import apply_lr_multipliers, plan_auto_freeze
 from lit_transfer.errors import CheckpointMismatchError
-from lit_transfer.freezing import FreezingPolicy, resolve_policy
+from lit_transfer.freezing import AutoFreeze, FreezingPolicy, resolve_policy
 from lit_transfer.layer_groups import (
     LayerGroup,
     check_optimizers_hold_every_parameter,
@@ -56,7 +66,7 @@ class LayerFreezing(Callback):
 
     Args:
         policy: A policy object or name (``"linear_probe"``, ``"freeze_unfreeze"``, ``"gradual_unfreeze"``,
-            ``"unfreeze_at_epochs"``, ``"full_fine_tune"``).
+            ``"unfreeze_at_epochs"``, ``"full_fine_tune"``, ``"surgical"``, ``"auto"``).
         train_bn: Override the policy's ``train_bn``.
         backbone_attr: Attribute of the LightningModule that holds the backbone.
         coarse: ``None`` takes the module's own ``layer_groups`` when it has them, else timm's coarse groups (one per
@@ -83,6 +93,7 @@ class LayerFreezing(Callback):
         self.coarse = coarse
         self.groups: list[LayerGroup] = []
         self.trainable_groups: int | None = None
+        self.trainable_mask: list[bool] | None = None
         self._restored: dict[str, Any] | None = None
         self._ddp_registered: set[int] | None = None
         self._module: LightningModule | None = None
@@ -102,7 +113,8 @@ class LayerFreezing(Callback):
         self._check_strategy(trainer)
         self._module = pl_module
         self.groups = self._compute_groups(pl_module)
-        self._apply(self.policy.trainable_groups(0, len(self.groups)), pl_module, announce=False)
+        self.policy.bind([g.name for g in self.groups], trainer.max_epochs)
+        self._apply(self.policy.trainable_mask(0, len(self.groups)), pl_module, announce=False)
 
     def _compute_groups(self, pl_module: LightningModule) -> list[LayerGroup]:
         return module_layer_groups(pl_module, self.backbone_attr, self.coarse)
@@ -122,8 +134,10 @@ class LayerFreezing(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {
             "trainable_groups": self.trainable_groups,
+            "trainable_mask": self.trainable_mask,
             "layout": [list(item) for item in layout_fingerprint(self.groups)],
             "policy": self.policy.to_config(),
+            "policy_state": self.policy.state_dict(),
         }
 
     @override
@@ -149,8 +163,12 @@ class LayerFreezing(Callback):
         self._ddp_registered = _trainable_ids(pl_module) if isinstance(trainer.strategy, DDPStrategy) else None
         if self._restored is not None:
             self._check_layout(self._restored)
+            self.policy.load_state_dict(self._restored.get("policy_state") or {})
+            mask = self._restored.get("trainable_mask")
             count = self._restored.get("trainable_groups")
-            if count is not None:
+            if mask is not None:
+                self._apply([bool(flag) for flag in mask], pl_module, announce=False)
+            elif count is not None:  # a checkpoint written before masks: the last `count` groups
                 self._apply(int(count), pl_module, announce=False)
             self._restored = None
         self._follow_in_ddp(trainer, pl_module)
@@ -158,34 +176,44 @@ class LayerFreezing(Callback):
     # ----------------------------------------------------------------- phases
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        count = self.policy.trainable_groups(trainer.current_epoch, len(self.groups))
-        if count != self.trainable_groups:
-            self._apply(count, pl_module, announce=True)
+        policy = self.policy
+        if isinstance(policy, AutoFreeze) and policy.awaits_plan(trainer.current_epoch):
+            plan = plan_auto_freeze(trainer, pl_module, self.groups, policy)
+            apply_lr_multipliers(trainer, self.groups, plan.lr_mults)
+        mask = policy.trainable_mask(trainer.current_epoch, len(self.groups))
+        if mask != self.trainable_mask:
+            self._apply(mask, pl_module, announce=True)
             self._follow_in_ddp(trainer, pl_module)
         self._set_modes(pl_module)
         trainable = float(self.trainable_groups or 0)
         pl_module.log("trainable_groups", trainable, on_step=False, on_epoch=True, sync_dist=True)
 
-    def _apply(self, count: int, pl_module: LightningModule, announce: bool) -> None:
-        count = max(1, min(count, len(self.groups)))
-        first_trainable = len(self.groups) - count
-        for index, group in enumerate(self.groups):
-            trainable = index >= first_trainable
+    def _apply(self, trainable: int | Sequence[bool], pl_module: LightningModule, announce: bool) -> None:
+        """Set ``requires_grad`` by a mask over the groups (or a count of groups from the head)."""
+        n = len(self.groups)
+        if isinstance(trainable, int):
+            count = max(1, min(trainable, n))
+            mask = [index >= n - count for index in range(n)]
+        else:
+            mask = list(trainable)
+            if len(mask) != n:
+                raise ValueError(f"A trainable mask needs one entry per layer group ({n}), got {len(mask)}.")
+        for flag, group in zip(mask, self.groups):
             for param in group.params:
-                param.requires_grad_(trainable)
-                if not trainable:
+                param.requires_grad_(flag)
+                if not flag:
                     param.grad = None
-        self.trainable_groups = count
+        self.trainable_mask = mask
+        self.trainable_groups = sum(mask)
         if self.policy.train_bn:
             for module in self._frozen_batchnorms(pl_module):
                 for param in module.parameters(recurse=False):
                     param.requires_grad_(True)
         if announce:
-            names = [g.name for g in self.groups[first_trainable:]]
-            trainable_params = sum(g.numel for g in self.groups[first_trainable:])
-            rank_zero_info(
-                f"LayerFreezing: {count}/{len(self.groups)} groups train ({trainable_params:,} params): {names}"
-            )
+            chosen = [g for g, flag in zip(self.groups, mask) if flag]
+            trainable_params = sum(g.numel for g in chosen)
+            names = [g.name for g in chosen]
+            rank_zero_info(f"LayerFreezing: {len(chosen)}/{n} groups train ({trainable_params:,} params): {names}")
 
     def _frozen_batchnorms(self, pl_module: LightningModule) -> list[nn.Module]:
         frozen = self._frozen_ids()
@@ -196,8 +224,8 @@ class LayerFreezing(Callback):
         ]
 
     def _frozen_ids(self) -> set[int]:
-        count = self.trainable_groups or len(self.groups)
-        return {id(p) for g in self.groups[: len(self.groups) - count] for p in g.params}
+        mask = self.trainable_mask or [True] * len(self.groups)
+        return {id(p) for g, flag in zip(self.groups, mask) if not flag for p in g.params}
 
     def _set_modes(self, pl_module: LightningModule) -> None:
         """Eval mode for frozen sub-trees (BN, dropout, drop-path inside them); train mode elsewhere.
