@@ -2,11 +2,13 @@
 
 from lit_transfer.callbacks import BatchSizeRamp, LayerFreezing, LRScaling, OptimizerSwap
 from lit_transfer.freezing import (
+    AutoFreeze,
     FreezeUnfreeze,
     FullFineTune,
     GradualUnfreeze,
     LinearProbe,
     Milestones,
+    SurgicalFineTune,
     UnfreezeAtEpochs,
 )
 from lit_transfer.models import TransferClassifier
@@ -14,6 +16,7 @@ from lit_transfer.models import TransferClassifier
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoFreeze",
     "BatchSizeRamp",
     "FreezeUnfreeze",
     "FullFineTune",
@@ -23,6 +26,7 @@ __all__ = [
     "LinearProbe",
     "Milestones",
     "OptimizerSwap",
+    "SurgicalFineTune",
     "TransferClassifier",
     "UnfreezeAtEpochs",
     "__version__",
