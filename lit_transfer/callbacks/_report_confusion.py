@@ -15,6 +15,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from lit_transfer.task_facts import thresholds_of
+
 __all__ = ["TestConfusion", "class_names_for", "split_batch"]
 
 _LABEL_KEYS = ("label", "labels", "target", "targets", "y")
@@ -75,7 +77,8 @@ class TestConfusion:
     The predictions are the logits the module already computes: the ``test_step`` output (a tensor, or a dict with
     ``logits``/``preds``/``probs``), else the output of the module's own forward call during the step (captured by a
     forward hook), else, for a module that does neither, one more forward call on the batch's inputs. Class-index
-    predictions (1-D integer tensors) are accepted when the module or its DataModule states ``num_classes``.
+    predictions (1-D integer tensors) are accepted when the module or its DataModule states ``num_classes``. A
+    binary model's single logit counts as class 1 when its sigmoid reaches the model's threshold (``thresholds``).
     """
 
     def __init__(self) -> None:
@@ -117,8 +120,11 @@ class TestConfusion:
             with torch.no_grad():
                 predictions = pl_module(x)
             self._captured = None  # the hook saw this extra call
-        if predictions.ndim == 2:
-            num_classes: int | None = int(predictions.shape[-1])
+        if predictions.ndim == 2 and predictions.shape[-1] == 1:  # a binary model's one logit: P(class 1)
+            predictions = (predictions[:, 0].float().sigmoid() >= _binary_threshold(pl_module)).long()
+            num_classes: int | None = 2
+        elif predictions.ndim == 2:
+            num_classes = int(predictions.shape[-1])
         else:
             num_classes = self.metric.num_classes if self.metric is not None else None
             num_classes = num_classes or _declared_class_count(pl_module, trainer)
@@ -152,6 +158,12 @@ class TestConfusion:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*compute.*before.*update.*")
             return self.metric.compute().long().cpu()
+
+
+def _binary_threshold(pl_module: LightningModule) -> float:
+    """The decision threshold of a binary model (its first ``thresholds`` entry), else 0.5."""
+    thresholds = thresholds_of(pl_module)
+    return float(thresholds[0]) if thresholds else 0.5
 
 
 def _logits(outputs: Any, captured: torch.Tensor | None, n: int) -> torch.Tensor | None:

@@ -1,8 +1,10 @@
 """The files of :class:`~lit_transfer.callbacks.RunReport`: CSV tables and the plots of :mod:`lit_transfer.plots`.
 
 ``epochs.csv`` (a row per epoch, then a ``test`` row), ``steps.csv`` (a row per optimizer step),
-``confusion_matrix.csv`` (counts; a row per true class, a column per predicted class), and the PNGs
-``learning_curves.png``, ``schedule.png``, ``confusion_matrix.png``. The names leave ``metrics.csv`` to
+``confusion_matrix.csv`` (counts; a row per true class, a column per predicted class), ``label_ap.csv`` (a
+multi-label model's average precision per label), ``regression.csv`` (a regression model's MAE, RMSE and R² per
+target), and the PNGs ``learning_curves.png``, ``schedule.png``, ``confusion_matrix.png``,
+``predicted_vs_true.png``. The names leave ``metrics.csv`` to
 Lightning's ``CSVLogger``, which writes into the same folder.
 """
 
@@ -15,7 +17,15 @@ from typing import Any
 
 from lit_transfer import plots
 
-__all__ = ["confusion_rows", "write_csv", "write_fit_files", "write_test_files"]
+__all__ = [
+    "confusion_rows",
+    "label_ap_rows",
+    "write_csv",
+    "write_fit_files",
+    "write_label_ap",
+    "write_regression",
+    "write_test_files",
+]
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
@@ -79,4 +89,37 @@ def write_test_files(
         written.append(write_csv(out / "confusion_matrix.csv", confusion_rows(counts, names)))
         if with_plots:
             written.append(plots.plot_confusion_matrix(counts, list(names), out / "confusion_matrix.png"))
+    return written
+
+
+def label_ap_rows(ap: Sequence[float], positives: Sequence[int], names: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of ``label_ap.csv``: ``label``, ``average_precision`` (empty without positives), ``positives``.
+
+    Example:
+        >>> [list(row.values()) for row in label_ap_rows([0.9, float("nan")], [4, 0], ["cat", "dog"])]
+        [['cat', 0.9, 4], ['dog', '', 0]]
+    """
+    return [
+        {"label": name, "average_precision": value if value == value else "", "positives": count}
+        for name, value, count in zip(names, ap, positives)
+    ]
+
+
+def write_label_ap(out: Path, ap: Sequence[float], positives: Sequence[int], names: Sequence[str]) -> list[Path]:
+    """``label_ap.csv``; return its path in a list."""
+    out.mkdir(parents=True, exist_ok=True)
+    return [write_csv(out / "label_ap.csv", label_ap_rows(ap, positives, names))]
+
+
+def write_regression(
+    out: Path, rows: Sequence[dict[str, Any]], predicted: Any, true: Any, with_plots: bool
+) -> list[Path]:
+    """``regression.csv`` (the ``rows``: MAE, RMSE, R² per target) and, ``with_plots``, ``predicted_vs_true.png``."""
+    from lit_transfer.callbacks._report_tasks import plot_predicted_vs_true
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = [write_csv(out / "regression.csv", rows)]
+    if with_plots and len(true):
+        names = [str(row["target"]) for row in rows]
+        written.append(plot_predicted_vs_true(predicted, true, names, out / "predicted_vs_true.png"))
     return written

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 from lightning.pytorch import Trainer
 
-__all__ = ["fit_summary", "format_metrics", "test_summary"]
+__all__ = ["fit_summary", "format_metrics", "task_lines", "test_summary"]
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:
@@ -66,15 +67,21 @@ def fit_summary(trainer: Trainer, out: Path, epochs: Sequence[Mapping[str, Any]]
 
 
 def test_summary(
-    trainer: Trainer, out: Path, test_metrics: Mapping[str, float], samples: int | None, written: Sequence[Path]
+    trainer: Trainer,
+    out: Path,
+    test_metrics: Mapping[str, float],
+    samples: int | None,
+    written: Sequence[Path],
+    extra: Sequence[str] = (),
 ) -> str:
-    """The end-of-``test`` text: test metrics, test samples, where the logs and the report are.
+    """The end-of-``test`` text: test metrics, test samples, ``extra`` lines, where the logs and the report are.
 
     ``samples`` (the number counted in the confusion matrix) is left out when ``None``.
     """
     lines = ["Run summary (test)", f"  test metrics: {format_metrics(test_metrics)}"]
     if samples is not None:
         lines.append(f"  test samples: {samples}")
+    lines.extend(extra)
     lines.extend(_locations(trainer, out, written))
     return "\n".join(lines)
 
@@ -97,3 +104,26 @@ def _newest_checkpoint(trainer: Trainer) -> str:
         paths += [getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", "")]
     existing = [p for p in paths if p and os.path.isfile(p)]
     return max(existing, key=os.path.getmtime) if existing else ""
+
+
+def task_lines(label_ap: Mapping[str, float] | None, regression: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    """The summary lines of a multi-label test (AP per label, macro mAP) or a regression test (MAE, RMSE, R²).
+
+    Example:
+        >>> task_lines({"cat": 0.9, "dog": 0.7}, None)
+        ['  average precision per label (macro mAP 0.8): cat=0.9, dog=0.7']
+        >>> task_lines(None, [{"target": "age", "mae": 1.5, "rmse": 2.0, "r2": 0.75, "samples": 8}])
+        ['  age: MAE=1.5, RMSE=2, R²=0.75 (8 samples)']
+    """
+    lines = []
+    if label_ap:
+        present = [v for v in label_ap.values() if not math.isnan(v)]
+        macro = sum(present) / len(present) if present else math.nan
+        per_label = ", ".join(f"{name}={value:.4g}" for name, value in label_ap.items())
+        lines.append(f"  average precision per label (macro mAP {macro:.4g}): {per_label}")
+    for row in regression or []:
+        lines.append(
+            f"  {row['target']}: MAE={float(row['mae']):.4g}, RMSE={float(row['rmse']):.4g},"
+            f" R²={float(row['r2']):.4g} ({row['samples']} samples)"
+        )
+    return lines

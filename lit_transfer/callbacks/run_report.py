@@ -7,7 +7,9 @@ The callback records its own data, so it works with any logger (or none) and any
   loader's batch size x accumulation x world size; the samples seen when the loader has no batch size), the
   number of trainable parameters and layer groups, and the optimizer's class;
 * per epoch: every scalar in ``trainer.callback_metrics`` (validation values only in epochs that validated);
-* on ``test``: a confusion matrix of the model's predictions, from the logits the module computed itself (the
+* on ``test``: a confusion matrix of a classifier's predictions (the per-label average precision of a multi-label
+  model; the predicted against the true values of a regression model, with MAE, RMSE and R² per target, in the
+  targets' original units), from the outputs the module computed itself (the
   ``test_step`` output, else the output of its own forward call, captured by a forward hook), so nothing is
   computed twice. A module whose ``test_step`` neither returns logits nor calls ``self(x)`` is run once more
   on ``x``. Test batches are ``(x, y, ...)`` tuples or dicts with ``image`` and ``label``/``target`` keys. The
@@ -16,11 +18,13 @@ The callback records its own data, so it works with any logger (or none) and any
 At the end of ``fit`` rank zero writes ``learning_curves.png``, ``schedule.png``, ``epochs.csv`` (one row per
 epoch) and ``steps.csv`` (one row per step); at the end of ``test`` it adds ``confusion_matrix.png``,
 ``confusion_matrix.csv`` (counts; a row per true class, a column per predicted class) and a ``test`` row to
-``epochs.csv``. (The names leave ``metrics.csv`` to Lightning's ``CSVLogger``, which writes into the same folder.)
-History is kept in the checkpoint, so a resumed run plots the whole run.
+``epochs.csv``; for a multi-label model ``label_ap.csv`` instead of the confusion matrix, for a regression model
+``regression.csv`` and ``predicted_vs_true.png``. (The names leave ``metrics.csv`` to Lightning's ``CSVLogger``,
+which writes into the same folder.) History is kept in the checkpoint, so a resumed run plots the whole run.
 
 The parts live in private modules, one concern each: ``_report_history`` (the rows), ``_report_confusion`` (the
-test confusion matrix), ``_report_files`` (CSVs and plots), ``_report_summary`` (the printed text).
+test confusion matrix), ``_report_tasks`` (the multi-label and regression test reports), ``_report_files`` (CSVs
+and plots), ``_report_summary`` (the printed text).
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ from typing_extensions import override
 
 from lit_transfer.callbacks import _report_summary
 from lit_transfer.callbacks._report_confusion import TestConfusion, class_names_for
-from lit_transfer.callbacks._report_files import write_fit_files, write_test_files
+from lit_transfer.callbacks._report_files import write_fit_files, write_label_ap, write_regression, write_test_files
 from lit_transfer.callbacks._report_history import RunHistory
+from lit_transfer.callbacks._report_tasks import TestLabelAP, TestRegression, regression_rows
+from lit_transfer.task_facts import class_names_of, target_names_of, task_of
 
 __all__ = ["RunReport"]
 
@@ -52,13 +58,18 @@ class RunReport(Callback):
         plots: Write the PNG plots (learning curves, schedule, confusion matrix).
         summary: Print a run summary at the end of ``fit`` and ``test``: best checkpoint and score, final
             metrics, where the logs and the report are.
-        confusion_matrix: Collect predictions during ``test`` for the confusion matrix.
+        confusion_matrix: Collect predictions during ``test`` for the confusion matrix (the per-label AP of a
+            multi-label model, the predicted-vs-true values of a regression model).
         class_names: Names for the confusion matrix; default: the module's ``class_names`` attribute (as
             :class:`~lit_transfer.TransferClassifier` has), else the DataModule's ``class_names``/``classes``,
             else class indices.
 
     Attributes:
         confusion: The counts of the last ``test`` (rows true, columns predicted classes), or ``None``.
+        label_ap: A multi-label model's last ``test``: ``{label: average precision}`` (NaN for a label without
+            positives), or ``None``.
+        regression: A regression model's last ``test``: one dict per target (``target``, ``mae``, ``rmse``,
+            ``r2``, ``samples``), or ``None``.
         written: The files written at the end of the last ``fit`` or ``test``.
 
     Example:
@@ -85,8 +96,11 @@ class RunReport(Callback):
         self.class_names = list(class_names) if class_names is not None else None
         self.history = RunHistory()
         self.confusion: torch.Tensor | None = None
+        self.label_ap: dict[str, float] | None = None
+        self.regression: list[dict[str, Any]] | None = None
         self.written: list[Path] = []
         self._test_confusion = TestConfusion()
+        self._test_result: Any = None
 
     def __repr__(self) -> str:
         out = None if self.output_dir is None else str(self.output_dir)
@@ -144,8 +158,13 @@ class RunReport(Callback):
     # -------------------------------------------------------------------------------------------- test
     @override
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.confusion = None
+        self.confusion, self.label_ap, self.regression, self._test_result = None, None, None, None
         self.history.test_metrics = {}
+        task = task_of(pl_module)
+        collector = {"multilabel": TestLabelAP, "regression": TestRegression}.get(task, TestConfusion)
+        if type(self._test_confusion) is not collector:
+            self._test_confusion.stop()
+            self._test_confusion = collector()
         if self.confusion_matrix:
             self._test_confusion.start(pl_module)
 
@@ -164,8 +183,13 @@ class RunReport(Callback):
 
     @override
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.confusion_matrix:  # every process: torchmetrics sums the counts across a DDP run here
-            self.confusion = self._test_confusion.compute(trainer, pl_module.device)
+        if not self.confusion_matrix:  # every process below: torchmetrics sums the counts across a DDP run here
+            return
+        result = self._test_confusion.compute(trainer, pl_module.device)
+        if isinstance(self._test_confusion, (TestLabelAP, TestRegression)):
+            self._test_result = result
+        else:
+            self.confusion = result
 
     @override
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -177,8 +201,24 @@ class RunReport(Callback):
         counts = self.confusion.tolist() if self.confusion is not None else None
         names = self._class_names(trainer, pl_module, len(counts)) if counts is not None else []
         self.written = write_test_files(out, self.history.metric_rows(), counts, names, self.plots)
+        self.written += self._write_task_files(out, pl_module)
         if self.summary:
             rank_zero_info(self.test_summary(trainer, out))
+
+    def _write_task_files(self, out: Path, pl_module: LightningModule) -> list[Path]:
+        """``label_ap.csv`` of a multi-label model, ``regression.csv`` and its plot of a regression model."""
+        if self._test_result is None:
+            return []
+        if isinstance(self._test_confusion, TestLabelAP):
+            ap, positives = self._test_result
+            names = class_names_of(pl_module, len(ap))
+            self.label_ap = dict(zip(names, ap))
+            return write_label_ap(out, ap, positives, names)
+        predicted, true = self._test_result
+        names = target_names_of(pl_module)
+        names = names if len(names) == true.shape[1] else [f"value_{i}" for i in range(true.shape[1])]
+        self.regression = regression_rows(predicted, true, names)
+        return write_regression(out, self.regression, predicted, true, self.plots)
 
     # -------------------------------------------------------------------------------------------- helpers
     def _resolve_dir(self, trainer: Trainer) -> Path:
@@ -204,7 +244,8 @@ class RunReport(Callback):
     def test_summary(self, trainer: Trainer, out: Path) -> str:
         """The text printed at the end of ``test``: test metrics, where logs and report are."""
         samples = int(self.confusion.sum()) if self.confusion is not None else None
-        return _report_summary.test_summary(trainer, out, self.history.test_metrics, samples, self.written)
+        extra = _report_summary.task_lines(self.label_ap, self.regression)
+        return _report_summary.test_summary(trainer, out, self.history.test_metrics, samples, self.written, extra)
 
     # -------------------------------------------------------------------------------------------- resume
     @override
