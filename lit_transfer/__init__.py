@@ -11,6 +11,7 @@ from lit_transfer.freezing import (
     SurgicalFineTune,
     UnfreezeAtEpochs,
 )
+from lit_transfer.lr_finder import GroupLRFinder, LRFinderResult, find_lr
 from lit_transfer.models import TransferClassifier
 
 __version__ = "0.1.0"
@@ -21,6 +22,8 @@ __all__ = [
     "FreezeUnfreeze",
     "FullFineTune",
     "GradualUnfreeze",
+    "GroupLRFinder",
+    "LRFinderResult",
     "LRScaling",
     "LayerFreezing",
     "LinearProbe",
@@ -30,4 +33,5 @@ __all__ = [
     "TransferClassifier",
     "UnfreezeAtEpochs",
     "__version__",
+    "find_lr",
 ]

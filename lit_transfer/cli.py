@@ -11,13 +11,18 @@ so a recipe is a small overlay on ``recipes/defaults.yaml``::
 Both ``model`` and ``data`` are in subclass mode: a config names the class (``class_path:
 TransferClassifier``, short names resolve for every class the package defines) and its ``init_args``. Once a
 file has named the class, later files and the command line may omit ``init_args``: ``model: {freeze:
-linear_probe}`` or ``--model.freeze linear_probe``. ``model`` defaults to :class:`TransferClassifier`.
+linear_probe}`` or ``--model.freeze linear_probe``. ``model`` defaults to :class:`TransferClassifier`;
+``--model TransferRegressor`` regresses numbers.
 
 Links, so a recipe never repeats what the data or the backbone already know:
 
 * ``data.num_classes`` → ``model.num_classes`` and ``data.class_names`` → ``model.class_names``, read from the
   DataModule right after its ``__init__``. A ``model.num_classes`` written in a file or on the command line that
   disagrees with the data is an error naming both values and where it was set.
+* for a :class:`~lit_transfer.TransferRegressor`: ``data.num_outputs``, ``data.target_names`` and
+  ``data.target_stats`` → the model's arguments of the same names.
+* ``data.task`` is checked against the model: regression data needs a regressor, multi-label data
+  ``--model.task multilabel``; a mismatch is an error naming the option to set.
 * ``model.backbone`` → ``data.data_config``: input size, mean/std, interpolation and crop fraction from timm's
   pretrained config of that backbone (no download).
 
@@ -27,7 +32,8 @@ The optimizer and scheduler are ``model.optimizer`` / ``model.lr_scheduler`` (cl
 
 Defaults added to every ``fit`` unless the config already has one of the same type (so a recipe's
 ``trainer.callbacks`` list cannot drop them): two :class:`~lightning.pytorch.callbacks.ModelCheckpoint` (``best.ckpt``
-by ``val_acc``, and ``last.ckpt`` rewritten at the end of every epoch),
+by ``val_acc``, ``val_map`` for multi-label and ``val_mae`` for regression, and ``last.ckpt`` rewritten at the end
+of every epoch),
 :class:`~lightning.pytorch.callbacks.LearningRateMonitor` (per step), an
 :class:`~lit_transfer.callbacks.ExceptionCheckpoint` and the :class:`~lit_transfer.callbacks.RunReport`. Logs go
 to ``<default_root_dir>/lightning_logs/version_N/`` with TensorBoard event files and a ``metrics.csv`` side by
@@ -69,8 +75,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from lit_transfer.backbones import backbone_data_config
+from lit_transfer.cli_lr_find import LR_FIND, LRFindCommand, normalise_subcommand, run_lr_find
 from lit_transfer.cli_messages import import_class, user_error_message
 from lit_transfer.models import TransferClassifier
+from lit_transfer.models.base import TransferModule
 from lit_transfer.run_files import (
     EVALUATION_SUBCOMMANDS,
     LOGS_NAME,
@@ -80,6 +88,7 @@ from lit_transfer.run_files import (
     find_last_checkpoint,
     merge_callbacks,
 )
+from lit_transfer.task_facts import task_of
 
 __all__ = ["TransferCLI", "default_callbacks", "find_last_checkpoint", "main"]
 
@@ -152,11 +161,12 @@ def _where_set(config_files: Iterable[Any], argv: list[str], key: str) -> str | 
 
 
 class TransferCLI(LightningCLI):
-    """LightningCLI for :class:`TransferClassifier` and the package's DataModules, callbacks and policies.
+    """LightningCLI for the package's models, DataModules, callbacks and policies.
 
     See the module docstring for the links, defaults and resume semantics. Every argument of
     :class:`~lightning.pytorch.cli.LightningCLI` is accepted; the defaults differ: ``model_class`` is
-    :class:`TransferClassifier` in subclass mode, ``datamodule_class`` any DataModule in subclass mode,
+    :class:`~lit_transfer.models.base.TransferModule` in subclass mode (:class:`TransferClassifier` by default),
+    ``datamodule_class`` any DataModule in subclass mode,
     ``auto_configure_optimizers=False`` and ``save_config_kwargs={"overwrite": True}``.
 
     Example:
@@ -166,7 +176,7 @@ class TransferCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         _register_package_classes()
         _quiet_lightning()
-        kwargs.setdefault("model_class", TransferClassifier)
+        kwargs.setdefault("model_class", TransferModule)  # TransferClassifier (the default) or TransferRegressor
         kwargs.setdefault("datamodule_class", LightningDataModule)
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
@@ -185,9 +195,41 @@ class TransferCLI(LightningCLI):
             "data", "model.init_args.num_classes", compute_fn=self._num_classes, apply_on="instantiate"
         )
         parser.link_arguments("data", "model.init_args.class_names", compute_fn=_class_names, apply_on="instantiate")
+        for key, link in (
+            ("num_outputs", self._num_outputs),
+            ("target_names", self._target_names),
+            ("target_stats", self._target_stats),
+        ):  # regressors only: jsonargparse drops a link into an argument the chosen model class does not have
+            parser.link_arguments("data", f"model.init_args.{key}", compute_fn=link, apply_on="instantiate")
         parser.link_arguments(
             "model.init_args.backbone", "data.init_args.data_config", compute_fn=self._data_config, apply_on="parse"
         )
+
+    @staticmethod
+    @override
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's subcommands (Trainer methods) and ``lr_find`` (:mod:`lit_transfer.cli_lr_find`)."""
+        return {**LightningCLI.subcommands(), LR_FIND: {"model", "datamodule"}}
+
+    @override
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        self._subcommand_parsers: dict[str, LightningArgumentParser] = {}
+        subcommands = parser.add_subcommands()
+        for subcommand in self.subcommands():
+            klass = LRFindCommand if subcommand == LR_FIND else self.trainer_class
+            description = (inspect.getdoc(getattr(klass, subcommand)) or "").split("\n")[0]
+            subparser_kwargs = {"description": description, **kwargs.get(subcommand, {})}
+            subparser = self._prepare_subcommand_parser(klass, subcommand, **subparser_kwargs)  # type: ignore[arg-type]
+            self._subcommand_parsers[subcommand] = subparser
+            subcommands.add_subcommand(subcommand, subparser, help=description)
+
+    @override
+    def _run_subcommand(self, subcommand: str) -> None:
+        if subcommand != LR_FIND:
+            return super()._run_subcommand(subcommand)
+        model_config = self.config[subcommand].get("model")
+        run_lr_find(self.trainer, model_config, **self._prepare_subcommand_kwargs(subcommand))
+        return None
 
     @override
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
@@ -198,7 +240,13 @@ class TransferCLI(LightningCLI):
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        self._argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else sys.argv[1:]
+        argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else sys.argv[1:]
+        self._argv = normalise_subcommand(argv)  # `lr-find` is `lr_find`
+        if self._argv != argv:
+            if isinstance(args, (list, tuple)):
+                args = self._argv
+            else:
+                sys.argv[1:] = self._argv
         super().parse_arguments(parser, args)
 
     @override
@@ -281,6 +329,8 @@ class TransferCLI(LightningCLI):
 
     def _num_classes(self, datamodule: Any) -> int:
         """``num_classes`` of the DataModule, checked against an explicit ``model.num_classes``."""
+        if self._check_task(datamodule) == "regression":
+            return 0  # a regressor has no `num_classes`: jsonargparse drops the link
         num_classes = _data_attribute(datamodule, "num_classes")
         config = self.config.get(str(self.subcommand), self.config)
         given = config.model.init_args.get("num_classes") if config.get("model") else None
@@ -303,6 +353,57 @@ class TransferCLI(LightningCLI):
                 " config: it is linked from the data."
             )
         return num_classes
+
+    def _model_config(self) -> tuple[type | None, Namespace]:
+        """The configured model class (``None`` when unset) and its ``init_args``."""
+        config = self.config.get(str(self.subcommand), self.config)
+        model = config.get("model")
+        class_path = model.get("class_path") if isinstance(model, Namespace) else None
+        init_args = model.get("init_args") if isinstance(model, Namespace) else None
+        return (import_class(class_path) if class_path else None), init_args or Namespace()
+
+    def _check_task(self, datamodule: Any) -> str:
+        """The data's task (``"multiclass"``, ``"multilabel"``, ``"regression"``), refused when the model's differs."""
+        data_task = str(getattr(datamodule, "task", "multiclass"))
+        model_class, init_args = self._model_config()
+        if model_class is None:
+            return data_task
+        num_classes = getattr(datamodule, "num_classes", None)
+        check_task(data_task, type(datamodule).__name__, num_classes, model_class, init_args)
+        return data_task
+
+    def _num_outputs(self, datamodule: Any) -> int | None:
+        """A regressor's ``num_outputs``: the DataModule's, checked against the checkpoint's."""
+        if self._check_task(datamodule) != "regression":
+            return None
+        num_outputs = _data_attribute(datamodule, "num_outputs")
+        saved = getattr(self, "_checkpoint_hparams", {}).get("num_outputs")
+        if saved is not None and saved != num_outputs:
+            raise ValueError(
+                f"The checkpoint was trained on {saved} regression target(s), but the data"
+                f" ({type(datamodule).__name__}) has {num_outputs}. Pass the data the model was trained on: the same"
+                " `--config` files and `--data.*` options as for `fit`."
+            )
+        return int(num_outputs)
+
+    def _target_names(self, datamodule: Any) -> list[str] | None:
+        names = getattr(datamodule, "target_names", None) if self._check_task(datamodule) == "regression" else None
+        return [str(n) for n in names] if names is not None else None
+
+    def _target_stats(self, datamodule: Any) -> dict[str, list[float]] | None:
+        """A regressor's ``target_stats``: the DataModule's, which must be the checkpoint's (else ``ValueError``)."""
+        if self._check_task(datamodule) != "regression":
+            return None
+        stats = getattr(datamodule, "target_stats", None)
+        saved = getattr(self, "_checkpoint_hparams", {})
+        if "target_stats" in saved and not _same_stats(saved["target_stats"], stats):
+            raise ValueError(
+                f"The checkpoint was trained with the target statistics {saved['target_stats']}, but the data"
+                f" ({type(datamodule).__name__}) gives {stats}: its predictions would be scaled back wrongly. Pass"
+                " the training table and `standardize_targets` the model was trained with (the same `--config` files"
+                " and `--data.*` options as for `fit`)."
+            )
+        return stats
 
     @override
     def before_instantiate_classes(self) -> None:
@@ -334,11 +435,70 @@ class TransferCLI(LightningCLI):
         if self.subcommand in EVALUATION_SUBCOMMANDS and not any(isinstance(c, ModelCheckpoint) for c in configured):
             config["enable_checkpointing"] = False  # an evaluation writes no checkpoint
             warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used")
-        defaults = default_callbacks(self.subcommand, has_logger, checkpointing, evaluation)
+        task = task_of(self.model) if isinstance(getattr(self, "model", None), TransferModule) else "multiclass"
+        defaults = default_callbacks(self.subcommand, has_logger, checkpointing, evaluation, task)
         config["callbacks"] = merge_callbacks(configured + list(callbacks), defaults)
         trainer = super()._instantiate_trainer(config, [])
         _note_precision(requested_precision, trainer)
         return trainer
+
+
+def check_task(data_task: str, data_name: str, num_classes: Any, model_class: type, init_args: Namespace) -> None:
+    """Refuse a model whose task differs from the data's, naming the option that fixes it.
+
+    Args:
+        data_task: The DataModule's ``task``.
+        data_name: The DataModule's class name, for the message.
+        num_classes: The DataModule's class count (a binary model needs 2).
+        model_class: The configured model class.
+        init_args: Its configured arguments (``task``).
+
+    Raises:
+        ValueError: Regression data with a classifier, labels with a regressor, or labels of another kind than the
+            classifier's ``task``.
+    """
+    parameters = inspect.signature(model_class).parameters
+    regressor = "num_outputs" in parameters and "num_classes" not in parameters
+    model = model_class.__name__
+    if data_task == "regression" and not regressor:
+        raise ValueError(
+            f"The data ({data_name}) holds regression targets, but the model {model} classifies. Pass"
+            " `--model TransferRegressor` (or `model: {class_path: TransferRegressor}` in a config)."
+        )
+    if data_task != "regression" and regressor:
+        task = "" if data_task == "multiclass" else f" --model.task {data_task}"
+        raise ValueError(
+            f"The data ({data_name}) holds {data_task} labels, but the model {model} regresses numbers. Pass"
+            f" `--model TransferClassifier{task}`."
+        )
+    if regressor or "task" not in parameters:
+        return
+    model_task = init_args.get("task") or parameters["task"].default
+    if data_task == "multilabel" and model_task != "multilabel":
+        raise ValueError(
+            f"The data ({data_name}) gives each image a set of labels (multi-label), but `model.task` is"
+            f" {model_task!r}. Set `--model.task multilabel` (or `task: multilabel` under the model's `init_args`)."
+        )
+    if data_task == "multiclass" and model_task == "multilabel":
+        binary = " (or `binary`: it has 2 classes)" if num_classes == 2 else ""
+        raise ValueError(
+            f"The data ({data_name}) gives each image one class, but `model.task` is 'multilabel'. Set"
+            f" `--model.task multiclass`{binary}, or give the data several labels per image (`CSVDataModule` with"
+            " `label_delimiter` or `label_columns`)."
+        )
+    if data_task == "multiclass" and model_task == "binary" and num_classes != 2:
+        raise ValueError(
+            f"`model.task` is 'binary', which needs data with exactly 2 classes, but the data ({data_name}) has"
+            f" {num_classes}. Set `--model.task multiclass`."
+        )
+
+
+def _same_stats(saved: Any, given: Any) -> bool:
+    """Whether two ``target_stats`` (or ``None``) agree to float32 precision."""
+    if not saved or not given:
+        return not saved and not given
+    pairs = [(a, b) for key in ("mean", "std") for a, b in zip(saved[key], given[key], strict=True)]
+    return all(abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(a))) for a, b in pairs)
 
 
 def _data_attribute(datamodule: Any, name: str) -> Any:
