@@ -21,6 +21,7 @@ DIGITS = ["--data.class_path=DigitsDataModule", "--data.image_size=32", "--data.
 OVERRIDES: dict[str, list[str]] = {
     "multi_gpu.yaml": ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto"],
     "large_batch.yaml": ["--data.batch_size=16"],
+    "auto.yaml": ["--trainer.max_epochs=2", "--model.freeze.probe_epochs=1"],  # reach the decision
 }
 
 
