@@ -19,6 +19,7 @@ from lit_transfer.callbacks import ExceptionCheckpoint, RunReport
 from lit_transfer.predict_writer import PredictionCSVWriter
 
 __all__ = [
+    "BEST_BY",
     "LOGS_NAME",
     "default_callbacks",
     "default_loggers",
@@ -29,11 +30,22 @@ __all__ = [
 ]
 
 LOGS_NAME = "lightning_logs"
+BEST_BY: dict[str, tuple[str, str]] = {
+    "multiclass": ("val_acc", "max"),
+    "binary": ("val_acc", "max"),
+    "multilabel": ("val_map", "max"),
+    "regression": ("val_mae", "min"),
+}
+"""The validation metric ``best.ckpt`` is chosen by, per task, and whether higher (``max``) or lower is better."""
 EVALUATION_SUBCOMMANDS = ("validate", "test", "predict")
 
 
 def default_callbacks(
-    subcommand: str | None, has_logger: bool, checkpointing: bool, output_dir: Path | None = None
+    subcommand: str | None,
+    has_logger: bool,
+    checkpointing: bool,
+    output_dir: Path | None = None,
+    task: str = "multiclass",
 ) -> list[Callback]:
     """The callbacks every run of ``subcommand`` gets unless one of the same type is already configured.
 
@@ -42,6 +54,7 @@ def default_callbacks(
         has_logger: Whether the Trainer logs (the LR monitor needs a logger).
         checkpointing: Whether ``trainer.enable_checkpointing`` is on.
         output_dir: Where ``predict`` writes ``predictions.csv`` (default: the Trainer's ``default_root_dir``).
+        task: The model's task, which picks what ``best.ckpt`` is best by (:data:`BEST_BY`).
 
     Returns:
         Fresh callback instances.
@@ -54,7 +67,8 @@ def default_callbacks(
         return []
     callbacks: list[Callback] = []
     if checkpointing:
-        best = ModelCheckpoint(monitor="val_acc", mode="max", filename="best", enable_version_counter=False)
+        monitor, mode = BEST_BY.get(task, BEST_BY["multiclass"])
+        best = ModelCheckpoint(monitor=monitor, mode=mode, filename="best", enable_version_counter=False)
         last = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)  # every epoch
         callbacks += [best, last, ExceptionCheckpoint()]
     if has_logger:
@@ -94,7 +108,7 @@ def find_last_checkpoint(root_dir: str | os.PathLike, which: str = "last") -> Pa
 
     Args:
         root_dir: The Trainer's ``default_root_dir``.
-        which: ``"last"`` (the end of a run's newest epoch) or ``"best"`` (its best ``val_acc``).
+        which: ``"last"`` (the end of a run's newest epoch) or ``"best"`` (its best ``val_acc``, or :data:`BEST_BY`).
 
     Returns:
         Path of the most recently written such file (``last-v1.ckpt`` and the like included), or ``None``.
