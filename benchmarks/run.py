@@ -32,6 +32,7 @@ BENCHMARKS = (
     "goyal",
     "smith",
     "swats",
+    "lr_finder",
 )
 
 
