@@ -187,7 +187,10 @@ def save_figure(figure: Any, out_dir: str | Path, name: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ source task
 def source_weights(
-    image_size: int = 32, epochs: int | None = None, seed: int | None = None
+    image_size: int = 32,
+    epochs: int | None = None,
+    seed: int | None = None,
+    classes: Sequence[int] = SOURCE_CLASSES,
 ) -> tuple[Path, dict[str, Any]]:
     """The quick start's source model: ``resnet10t`` trained on digits 0-4, saved as safetensors without its head.
 
@@ -200,6 +203,8 @@ def source_weights(
         image_size: Input size of the source task (and of the target task that reuses it).
         epochs: Training epochs on the source task (default: the quick start's).
         seed: Seed of the initialisation, the training order and the augmentation (default: the quick start's).
+        classes: The source task's digits (default: the quick start's 0-4; e.g. all ten for an input-level shift);
+            any other set is passed as a ``--data.classes`` override after the recipe.
 
     Returns:
         The weights file and its metadata (recipe arguments, source test accuracy, training time).
@@ -211,7 +216,9 @@ def source_weights(
 
     epochs = source_model.SOURCE_EPOCHS if epochs is None else epochs
     seed = source_model.SOURCE_SEED if seed is None else seed
-    recipe = source_model.source_args(Path("<run dir>"), epochs, seed=seed, image_size=image_size)
+    classes = [int(c) for c in classes]
+    override = [] if tuple(classes) == SOURCE_CLASSES else [f"--data.classes={classes}"]
+    recipe = source_model.source_args(Path("<run dir>"), epochs, seed=seed, image_size=image_size) + override
     recipe = [arg.replace(str(source_model.RECIPES), "recipes") for arg in recipe]
     digest = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:8]
     path = CACHE_DIR / f"source_{BACKBONE}_{image_size}px_{epochs}ep_seed{seed}_{digest}.safetensors"
@@ -219,13 +226,13 @@ def source_weights(
     if path.is_file() and meta_path.is_file():
         return path, json.loads(meta_path.read_text())
     with tempfile.TemporaryDirectory() as run_dir:
-        args = source_model.source_args(Path(run_dir), epochs, seed=seed, image_size=image_size)
+        args = source_model.source_args(Path(run_dir), epochs, seed=seed, image_size=image_size) + override
         args += ["--trainer.accelerator=cpu", *source_model.QUIET_ARGS]
         result, backbone = source_model.train_source(args)
     source_model.save_backbone(backbone, path, head=False)
     meta = {
         "backbone": BACKBONE,
-        "classes": list(SOURCE_CLASSES),
+        "classes": classes,
         "image_size": image_size,
         "epochs": epochs,
         "seed": seed,

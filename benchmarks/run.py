@@ -33,6 +33,7 @@ BENCHMARKS = (
     "smith",
     "swats",
     "lr_finder",
+    "shift",
 )
 
 

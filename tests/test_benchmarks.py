@@ -116,3 +116,53 @@ def test_transfer_table_rows_differ_only_in_freezing_and_layer_decay() -> None:
         assert "lr" not in spec or name == "linear_probe", name
     assert transfer_table.augmentation() == json.loads(DIGIT_AUGMENT)
     assert all("Flip" not in step["class_path"] for step in transfer_table.augmentation())
+
+
+def test_shift_input_task_inverts_every_scan_and_keeps_the_splits() -> None:
+    from benchmarks import shift_tasks
+
+    output, inputs = shift_tasks.TASKS
+    assert output.target_classes == common.TARGET_CLASSES and not output.inverted
+    assert inputs.source_classes == inputs.target_classes == tuple(range(10)) and inputs.inverted
+    clean = output.datamodule(5, seed=3)
+    inverted = shift_tasks.InvertedDigits(classes=output.target_classes, shots_per_class=5, seed=3)
+    (a, labels_a, splits_a), (b, labels_b, splits_b) = clean._splits(), inverted._splits()
+    assert splits_a == splits_b and (labels_a == labels_b).all() and (a.astype(int) + b == 255).all()
+    assert isinstance(inputs.datamodule(1, seed=0), shift_tasks.InvertedDigits)
+    table, missing = shift_tasks.policies(12)
+    assert len(table) + len(missing) == 8 and not set(table) & set(missing)
+    assert {"linear probe", "first group + head", "last group + head", "full fine-tune", "auto"} <= {*table, *missing}
+    assert all(set(spec) <= {"freeze", "layer_decay"} for spec in table.values())
+
+
+@pytest.mark.slow
+def test_quick_shift_verdicts_follow_its_numbers(tmp_path) -> None:
+    from benchmarks import shift
+
+    assert run.main(["--quick", "--only", "shift", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())["results"]["shift"]
+    assert "error" not in result, result.get("error")
+    runs = result["results"]
+    assert set(runs) == {"output", "input"} and set(runs["output"]) == set(runs["input"])
+    assert all(len(v["1"]) == 1 and 0 <= v["1"][0] <= 100 for task in runs.values() for v in task.values())
+    # the lr each policy ran with is the best of its validation scores (auto: one lr for both tasks)
+    for key, by_policy in result["chosen_lr"].items():
+        for policy, lr in by_policy.items():
+            tried = result["validation"][key][policy]
+            assert str(lr) in tried or repr(lr) in tried
+    targets = result["targets"]
+    if "auto" in runs["output"]:
+        means = {key: {p: common.mean_std(v["1"])[0] for p, v in task.items()} for key, task in runs.items()}
+        fixed = [p for p in means["output"] if p != "auto"]
+        near = all(means[k]["auto"] >= max(means[k][p] for p in fixed) - 1.0 for k in means)
+        full = all(means[k]["auto"] >= means[k][shift.FULL] for k in means)
+        average = {p: (means["output"][p] + means["input"][p]) / 2 for p in means["output"]}
+        ahead = all(average["auto"] > average[p] for p in fixed)
+        assert list(targets.values()) == [near, full, ahead]
+        decisions = (tmp_path / shift.DECISIONS_FILE).read_text()
+        assert decisions.count("AutoFreeze:") == 2, decisions
+    else:
+        assert not any(targets.values())
+    text = (tmp_path / "results.md").read_text()
+    assert "{#shift}" in text and "Selected on validation, never on test" in text
+    assert (tmp_path / "shift_accuracy_vs_shots.png").stat().st_size > 0
