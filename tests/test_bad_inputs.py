@@ -221,6 +221,23 @@ CASES = [
     ),
     Case(
         "Models",
+        "surgical-unknown-group",
+        "A surgical fine-tune of a group the model does not have",
+        lambda t: _fit(t, [], model=_classifier(freeze={"policy": "surgical", "groups": ["layer9"]})),
+        ValueError,
+        r"SurgicalFineTune: the model has no layer group 'layer9'\. Did you mean 'layer4'\?"
+        r" Its groups \(stem first\): 0='stem'",
+    ),
+    Case(
+        "Models",
+        "auto-probe-epochs",
+        "`freeze: auto` without a linear-probe phase",
+        lambda t: _classifier(freeze={"policy": "auto", "probe_epochs": 0}),
+        ValueError,
+        r"`probe_epochs` must be an integer >= 1 .* got 0",
+    ),
+    Case(
+        "Models",
         "cache-needs-probe",
         "Feature caching with a trainable backbone",
         lambda t: _classifier(freeze="freeze_unfreeze", cache_features=True),
