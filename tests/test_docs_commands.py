@@ -176,6 +176,18 @@ SPECS: dict[tuple[str, str], Spec] = {
         subs=(("runs/digits/lightning_logs/version_0", RUN),),
         files=("curves_f1.png",),
     ),
+    ("docs/lr-finder.md", "lit-transfer lr-find --config recipes/defaults.yaml"): Spec(
+        output=("LR range test: suggested lr", "--model.optimizer.init_args.lr="),
+        files=(
+            "runs/defaults/lightning_logs/version_1/lr_find/loss_vs_lr.png",
+            "runs/defaults/lightning_logs/version_1/lr_find/loss_vs_lr.csv",
+        ),
+    ),
+    ("docs/lr-finder.md", "find_lr(model, data"): Spec(files=("lr_find/loss_vs_lr.png", "my_curve.png")),
+    ("docs/lr-finder.md", "GroupLRFinder(num_steps=40"): Spec(output=("LR range test: suggested lr",)),
+    ("docs/lr-finder.md", "lit-transfer lr_find"): Spec(
+        files=("runs/fine_tune/lightning_logs/version_0/lr_find/loss_vs_lr.png",)
+    ),
     ("docs/export.md", 'export_torchscript("runs/defaults'): Spec(files=("model.onnx", "model.pt")),
     ("docs/export.md", 'python -c "from lit_transfer.export import export_onnx'): Spec(files=("model.onnx",)),
     ("docs/export.md", "session.run(None"): Spec(prelude=_ONNX_FILE, output=("cat.jpg ",)),
