@@ -406,6 +406,11 @@ class TransferCLI(LightningCLI):
         return stats
 
     @override
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        _drop_foreign_links(self.model)
+
+    @override
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
         data = config.get("data")
@@ -491,6 +496,21 @@ def check_task(data_task: str, data_name: str, num_classes: Any, model_class: ty
             f"`model.task` is 'binary', which needs data with exactly 2 classes, but the data ({data_name}) has"
             f" {num_classes}. Set `--model.task multiclass`."
         )
+
+
+_LINKED = ("num_classes", "class_names", "num_outputs", "target_names", "target_stats")
+
+
+def _drop_foreign_links(model: Any) -> None:
+    """Remove the linked values the model's class has no argument for from its hyper-parameters.
+
+    jsonargparse skips a link into an argument the chosen class lacks (a regressor's ``num_classes``), but Lightning
+    still records the value in ``hparams``: it would be saved in checkpoints as if the model had it.
+    """
+    accepted = inspect.signature(type(model)).parameters
+    for store in (getattr(model, "hparams", None), getattr(model, "_hparams_initial", None)):
+        for key in [k for k in _LINKED if store is not None and k in store and k not in accepted]:
+            del store[key]
 
 
 def _same_stats(saved: Any, given: Any) -> bool:

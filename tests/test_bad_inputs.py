@@ -55,6 +55,25 @@ def _folder(root: Path, classes=("cat", "dog"), per_class: int = 3) -> Path:
     return root
 
 
+def _table(tmp: Path, rows: str, name: str = "train.csv", **options):
+    """A CSVDataModule on ``rows`` (a CSV body under a ``path,tags`` header) of three tiny images."""
+    from lit_transfer.data import CSVDataModule
+
+    for i in range(3):
+        _png(tmp / f"{i}.png", 60 * i)
+    (tmp / name).write_text("path,tags\n" + rows)
+    if name != "train.csv":
+        options[name.replace(".csv", "_csv")] = tmp / name
+        (tmp / "train.csv").write_text("path,tags\n0.png,cat\n1.png,cat|dog\n2.png,dog\n")
+    return CSVDataModule(tmp / "train.csv", label_column="tags", **options)
+
+
+def _canvas_cli(tmp: Path, *args: str):
+    tables = __import__("lit_transfer.data.canvases").data.canvases.write_canvases(tmp, 6, 2, 2, cell=16)
+    data = ["--data", "CSVDataModule", "--data.train_csv", str(tables["train"]), "--data.image_size", "32"]
+    return _cli("--config", DEFAULTS, *data, *args)
+
+
 def _weights_of(name: str, path: Path) -> Path:
     import timm
     from safetensors.torch import save_file
@@ -345,6 +364,46 @@ CASES = [
     ),
     Case(
         "Data",
+        "csv-label-unseen",
+        "A validation label that training never had (multi-label)",
+        lambda t: _table(t, "0.png,cat|bird\n", name="val.csv", label_delimiter="|"),
+        ValueError,
+        r"`val_csv` '.*val\.csv', row 1 \(line 2\), column 'tags': label 'bird' does not occur in `train_csv`",
+    ),
+    Case(
+        "Data",
+        "csv-empty-label-set",
+        "A row without labels (multi-label)",
+        lambda t: _table(t, "0.png,cat\n1.png,\n", label_delimiter="|"),
+        ValueError,
+        r"row 2 \(line 3\), column 'tags': the row has no label\..*`allow_empty_labels=True`",
+    ),
+    Case(
+        "Data",
+        "csv-not-a-number",
+        "A regression target that is not a number",
+        lambda t: _table(t, "0.png,1.5\n1.png,about 3\n", target_columns=["tags"]),
+        ValueError,
+        r"row 2 \(line 3\), column 'tags': 'about 3' is not a number",
+    ),
+    Case(
+        "Data",
+        "csv-nan-target",
+        "A missing (NaN) regression target",
+        lambda t: _table(t, "0.png,1.5\n1.png,NaN\n", target_columns=["tags"]),
+        ValueError,
+        r"row 2 \(line 3\), column 'tags': 'NaN' is not a finite number",
+    ),
+    Case(
+        "Data",
+        "csv-two-target-kinds",
+        "Both label sets and regression targets",
+        lambda t: _table(t, "0.png,1\n", label_delimiter="|", target_columns=["tags"]),
+        ValueError,
+        r"Pass only one of `label_delimiter`.*got `label_delimiter` and `target_columns`",
+    ),
+    Case(
+        "Data",
         "csv-missing-column",
         "A CSV without the label column",
         lambda t: (
@@ -513,6 +572,22 @@ CASES = [
         lambda t: _cli("--config", DEFAULTS, "--data", "FolderOfDreams"),
         Exception,
         r"FolderOfDreams",
+    ),
+    Case(
+        "Command line and recipes",
+        "cli-task-multilabel",
+        "Multi-label data with a multiclass model",
+        lambda t: _canvas_cli(t, "--data.label_column", "digits", "--data.label_delimiter", "|"),
+        ValueError,
+        r"a set of labels \(multi-label\), but `model\.task` is 'multiclass'\. Set `--model\.task multilabel`",
+    ),
+    Case(
+        "Command line and recipes",
+        "cli-task-regression",
+        "Regression targets with a classifier",
+        lambda t: _canvas_cli(t, "--data.target_columns", "[sum]"),
+        ValueError,
+        r"holds regression targets, but the model TransferClassifier classifies\. Pass `--model TransferRegressor`",
     ),
     Case(
         "Command line and recipes",
