@@ -219,3 +219,92 @@ def test_cli_lr_find_bad_input_exits_2_with_the_message(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].startswith("`num_steps` must be an integer of at least 5")
     assert "Traceback" not in result.stderr
+
+
+class _Interleaved(L.LightningDataModule):
+    """Fixed data, unshuffled: global batch k holds the same samples on 1 process and on 2 (interleaved) ranks."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        gen = torch.Generator().manual_seed(3)
+        self.dataset = torch.utils.data.TensorDataset(
+            torch.randn(48, 3, 32, 32, generator=gen), torch.randint(0, 3, (48,), generator=gen)
+        )
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        world = self.trainer.world_size
+        sampler = (
+            torch.utils.data.DistributedSampler(self.dataset, world, self.trainer.global_rank, shuffle=False)
+            if world > 1
+            else None
+        )
+        return torch.utils.data.DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, shuffle=False)
+
+
+class _Outcome(L.Callback):
+    """Rank 0 saves the finder's curve, the head's LR and the final weights; every epoch checks replica spread."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.spreads: list[float] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        flat = torch.cat([p.detach().reshape(-1) for p in pl_module.parameters()])
+        gathered = trainer.strategy.all_gather(flat)
+        spread = float((gathered.max(0).values - gathered.min(0).values).abs().max()) if gathered.ndim == 2 else 0.0
+        self.spreads.append(spread)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        finder = next(c for c in trainer.callbacks if isinstance(c, GroupLRFinder))  # type: ignore[attr-defined]
+        assert finder.result is not None
+        head = next(g for g in trainer.optimizers[0].param_groups if g["name"] == "head")
+        if trainer.is_global_zero:
+            torch.save(
+                {
+                    "losses": finder.result.losses,
+                    "suggestion": finder.result.suggestion,
+                    "head_initial_lr": head["initial_lr"],
+                    "spreads": self.spreads,
+                    "weights": {k: v.detach().clone() for k, v in pl_module.state_dict().items()},
+                },
+                self.out,
+            )
+
+
+def _ddp_run(tmp_path: Path, devices: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = TransferClassifier(
+        "test_convnext",  # LayerNorm: no per-rank batch statistics
+        num_classes=3,
+        pretrained=False,
+        freeze=FreezeUnfreeze(unfreeze_at_epoch=1),
+        layer_decay=0.8,
+        optimizer=_adamw(1e-3),
+    )
+    out = tmp_path / f"outcome{devices}.pt"
+    trainer = _trainer(
+        callbacks=[
+            GroupLRFinder(num_steps=12, min_lr=1e-4, max_lr=1.0, out_dir=tmp_path / f"lr{devices}"),
+            _Outcome(out),
+        ],
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        use_distributed_sampler=False,
+        limit_val_batches=0,
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(model, datamodule=_Interleaved(batch_size=8 // devices))
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.ddp
+def test_callback_under_ddp_matches_one_process(tmp_path: Path) -> None:
+    """Two ranks record the same curve as one process (losses averaged over ranks), suggest the same LR, stay equal."""
+    single, double = _ddp_run(tmp_path, 1), _ddp_run(tmp_path, 2)
+    assert double["losses"] == pytest.approx(single["losses"], rel=1e-4)
+    assert double["suggestion"] == single["suggestion"] is not None
+    assert double["head_initial_lr"] == pytest.approx(single["suggestion"])
+    assert all(s == 0.0 for s in double["spreads"]), double["spreads"]
+    for name, value in single["weights"].items():
+        assert torch.allclose(value, double["weights"][name], atol=1e-5, rtol=1e-4), name
