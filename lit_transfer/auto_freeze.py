@@ -86,17 +86,26 @@ def measurement_batches(trainer: Trainer, count: int, seed: int) -> list[Any]:
             f" `__len__` and `__getitem__`); the train DataLoader has {type(dataset).__name__}. Use another `freeze`"
             " policy with an iterable dataset."
         )
+    dataset = _private_copy(dataset, seed)
+    batch_size = loader_batch_size(loader) or 32
+    permutation = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    order = permutation[: count * batch_size].tolist()
+    collate = getattr(loader, "collate_fn", None) or default_collate
+    return [collate([dataset[i] for i in order[s : s + batch_size]]) for s in range(0, len(order), batch_size)]
+
+
+def _private_copy(dataset: Any, seed: int) -> Any:
+    """A shallow copy of ``dataset`` (and of the datasets it wraps) with its own, reseeded augmentation pipeline."""
     dataset = copy.copy(dataset)
     if hasattr(dataset, "transform"):
         dataset.transform = copy.deepcopy(dataset.transform)
+    inner = getattr(dataset, "dataset", None)
+    if inner is not None and hasattr(inner, "__getitem__"):  # torch's Subset and similar wrappers
+        dataset.dataset = _private_copy(inner, seed)
     reseed = getattr(dataset, "seed_transform", None)
     if callable(reseed):
         reseed(seed)
-    batch_size = loader_batch_size(loader) or 32
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    order = order[: count * batch_size].tolist()
-    collate = getattr(loader, "collate_fn", None) or default_collate
-    return [collate([dataset[i] for i in order[s : s + batch_size]]) for s in range(0, len(order), batch_size)]
+    return dataset
 
 
 def samples_per_class(trainer: Trainer, pl_module: LightningModule) -> float:

@@ -15,6 +15,7 @@ import torch
 from callback_helpers import StopAfter
 from freeze_helpers import GatherParams, PlainModule, Recorder, fixed_data, loader, trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch.utils.data import DataLoader, Subset
 
 from lit_transfer import AutoFreeze, LayerFreezing, TransferClassifier
 from lit_transfer.auto_freeze import forked_rng, measurement_batches, relative_gradient_norms
@@ -98,11 +99,14 @@ def _rng_states():
     return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
 
 
-def test_the_measurement_leaves_generators_modes_flags_and_augmentations_as_they_were():
+@pytest.mark.parametrize("wrapped", [False, True], ids=["dataset", "subset"])
+def test_the_measurement_leaves_generators_modes_flags_and_augmentations_as_they_were(wrapped):
     data = DigitsDataModule(classes=[0, 1, 2], image_size=16, batch_size=8, train_transform="light", seed=3)
     data.setup("fit")
     loader_ = data.train_dataloader()
     dataset = loader_.dataset
+    if wrapped:  # a user's loader over torch's Subset of the augmented dataset
+        loader_ = DataLoader(Subset(dataset, range(len(dataset))), batch_size=8)
     model = classifier("auto")
     groups = model.layer_groups
     model.train()
