@@ -298,6 +298,7 @@ def _ddp_run(tmp_path: Path, devices: int) -> dict[str, Any]:
     return torch.load(out, weights_only=True)
 
 
+@pytest.mark.slow
 @pytest.mark.ddp
 def test_callback_under_ddp_matches_one_process(tmp_path: Path) -> None:
     """Two ranks record the same curve as one process (losses averaged over ranks), suggest the same LR, stay equal."""
