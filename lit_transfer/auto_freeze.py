@@ -38,8 +38,6 @@ from lit_transfer.layer_groups import LayerGroup
 from lit_transfer.trainer_facts import loader_batch_size, train_loader
 
 __all__ = [
-    "AutoFreeze",
-    "AutoFreezePlan",
     "apply_lr_multipliers",
     "forked_rng",
     "measurement_batches",
