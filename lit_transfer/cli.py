@@ -509,7 +509,9 @@ def _drop_foreign_links(model: Any) -> None:
     """
     accepted = inspect.signature(type(model)).parameters
     for store in (getattr(model, "hparams", None), getattr(model, "_hparams_initial", None)):
-        for key in [k for k in _LINKED if store is not None and k in store and k not in accepted]:
+        if store is None:
+            continue
+        for key in [k for k in _LINKED if k in store and k not in accepted]:
             del store[key]
 
 

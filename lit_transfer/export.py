@@ -1,11 +1,18 @@
-"""Export a fine-tuned classifier for deployment: ONNX and TorchScript, from a checkpoint or a model.
+"""Export a fine-tuned model for deployment: ONNX and TorchScript, from a checkpoint or a model.
 
 The exported graph takes a float32 batch ``(N, C, H, W)`` that is already resized and normalised the way the model
-was trained (``TransferClassifier.data_config``: the DataModule's size, mean and std recorded at ``fit`` and kept in
-the checkpoint; the backbone's timm data config for a model or checkpoint without one; stored in the exported
-file's metadata), and returns **logits** ``(N, num_classes)`` by default, or class probabilities with
-``softmax=True``. The batch dimension is dynamic; height and width are fixed to ``image_size`` (default: the
-``input_size`` of that data config).
+was trained (``model.data_config``: the DataModule's size, mean and std recorded at ``fit`` and kept in the
+checkpoint; the backbone's timm data config for a model or checkpoint without one; stored in the exported file's
+metadata). What it returns follows the model's task (``task`` in the metadata):
+
+* multiclass: **logits** ``(N, num_classes)`` by default, or class probabilities (softmax) with ``softmax=True``;
+* binary and multi-label: logits ``(N, 1)`` / ``(N, L)``, or probabilities (sigmoid) with ``softmax=True``; the
+  decision thresholds the model uses are in the metadata (``thresholds``);
+* regression: **values** ``(N, K)`` in the targets' original units: the standardisation the model was trained with
+  is undone inside the graph (the statistics are in the metadata as ``target_stats``, for reference only).
+
+The batch dimension is dynamic; height and width are fixed to ``image_size`` (default: the ``input_size`` of that
+data config).
 
 Both functions check the exported model against PyTorch on a random batch before returning (``check=True``), so a
 file that computes something else is never written silently.
@@ -22,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import json
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,28 +37,59 @@ from typing import Any
 import torch
 from torch import nn
 
+from lit_transfer.errors import UnsafeFileError
+from lit_transfer.task_facts import target_names_of, target_stats_of, task_of, thresholds_of
+
 __all__ = ["export_onnx", "export_torchscript", "load_for_export"]
 
 
 class _Exported(nn.Module):
-    """The network alone, in eval mode, with an optional softmax on top."""
+    """The network alone, in eval mode, with what the task puts on top of its raw outputs.
 
-    def __init__(self, net: nn.Module, softmax: bool) -> None:
+    Classifiers: logits, or probabilities with ``probabilities`` (softmax for multiclass, sigmoid for binary and
+    multi-label). Regression: values in the targets' original units (the standardisation undone) always.
+    """
+
+    def __init__(
+        self, net: nn.Module, task: str, probabilities: bool, target_stats: dict[str, list[float]] | None
+    ) -> None:
         super().__init__()
         self.net = net
-        self.softmax = softmax
+        self.task = task
+        self.probabilities = probabilities
+        self.unstandardize = task == "regression" and target_stats is not None
+        stats = target_stats or {"mean": [0.0], "std": [1.0]}
+        self.register_buffer("mean", torch.tensor(stats["mean"], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(stats["std"], dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)
-        return out.softmax(dim=-1) if self.softmax else out
+        if self.task == "regression":
+            return out * self.std + self.mean if self.unstandardize else out
+        if not self.probabilities:
+            return out
+        return out.sigmoid() if self.task in ("binary", "multilabel") else out.softmax(dim=-1)
+
+
+def _model_class(hparams: dict[str, Any]) -> type[nn.Module]:
+    """The lit_transfer model class a checkpoint's hyper-parameters belong to (never a class from elsewhere)."""
+    from lit_transfer.models import TransferClassifier, TransferRegressor
+
+    class_path = str(hparams.get("_class_path") or "")
+    if class_path.rpartition(".")[2] == "TransferRegressor":
+        return TransferRegressor
+    if not class_path and "num_outputs" in hparams and "num_classes" not in hparams:
+        return TransferRegressor
+    return TransferClassifier
 
 
 def load_for_export(checkpoint_or_model: str | Path | nn.Module) -> nn.Module:
-    """The model to export: a :class:`~lit_transfer.TransferClassifier` loaded from a checkpoint, or the module given.
+    """The model to export: a lit_transfer model loaded from a checkpoint, or the module given.
 
     Args:
-        checkpoint_or_model: A Lightning ``.ckpt`` written by ``fit`` (loaded with ``weights_only=True``, no
-            pretrained download), or a module.
+        checkpoint_or_model: A Lightning ``.ckpt`` written by ``fit`` (a :class:`~lit_transfer.TransferClassifier`
+            or :class:`~lit_transfer.TransferRegressor`; loaded with ``weights_only=True``, no pretrained download),
+            or a module.
 
     Returns:
         The module on CPU in eval mode.
@@ -67,26 +106,35 @@ def load_for_export(checkpoint_or_model: str | Path | nn.Module) -> nn.Module:
                 f"Checkpoint {str(path)!r} does not exist. Pass the `.ckpt` written by `fit` (e.g. the best checkpoint"
                 " the run summary names) or a model object."
             )
-        from lit_transfer.models import TransferClassifier
-
-        model = TransferClassifier.load_from_checkpoint(path, map_location="cpu")
+        try:
+            hparams = torch.load(path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
+        except pickle.UnpicklingError as err:
+            raise UnsafeFileError.for_file(path, err) from None
+        model = _model_class(hparams).load_from_checkpoint(path, map_location="cpu")  # type: ignore[attr-defined]
     return model.cpu().float().eval()
 
 
 def _network(model: nn.Module) -> nn.Module:
-    """The plain network behind a classifier: its timm backbone (whose forward gives the logits) when it has one.
+    """The plain network behind a lit_transfer model: its timm backbone (whose forward gives the raw outputs).
 
-    ``TransferClassifier.forward`` is the backbone plus optional ``torch.compile`` and channels-last, neither of which
-    belongs in an exported graph.
+    ``forward`` of a lit_transfer model is the backbone plus optional ``torch.compile`` and channels-last, neither of
+    which belongs in an exported graph.
     """
-    from lit_transfer.models import TransferClassifier
+    from lit_transfer.models.base import TransferModule
 
-    return model.backbone if isinstance(model, TransferClassifier) else model
+    return model.backbone if isinstance(model, TransferModule) else model
 
 
-def _metadata(model: nn.Module, softmax: bool, shape: tuple[int, int, int]) -> dict[str, str]:
-    """Plain-text facts a deployment needs: preprocessing (its ``input_size`` is the graph's), class names, output."""
-    meta: dict[str, str] = {"output": "probabilities" if softmax else "logits"}
+def _output(task: str, probabilities: bool) -> tuple[str, str]:
+    """The graph output's name and its description in the metadata."""
+    if task == "regression":
+        return "values", "values"
+    return ("probs", "probabilities") if probabilities else ("logits", "logits")
+
+
+def _metadata(model: nn.Module, task: str, probabilities: bool, shape: tuple[int, int, int]) -> dict[str, str]:
+    """Plain-text facts a deployment needs: preprocessing (its ``input_size`` is the graph's), task, names, output."""
+    meta: dict[str, str] = {"output": _output(task, probabilities)[1], "task": task}
     data_config = getattr(model, "data_config", None)
     if data_config is None and hasattr(_network(model), "pretrained_cfg"):
         from lit_transfer.backbones import backbone_data_config
@@ -94,9 +142,18 @@ def _metadata(model: nn.Module, softmax: bool, shape: tuple[int, int, int]) -> d
         data_config = backbone_data_config(_network(model))
     if isinstance(data_config, dict):
         meta["data_config"] = json.dumps({**data_config, "input_size": list(shape)})
+    if task == "regression":
+        meta["target_names"] = json.dumps(target_names_of(model))
+        stats = target_stats_of(model)
+        if stats is not None:
+            meta["target_stats"] = json.dumps(stats)
+        return meta
     names = getattr(model, "class_names", None)
     if isinstance(names, (list, tuple)):
         meta["class_names"] = json.dumps([str(n) for n in names])
+    thresholds = thresholds_of(model) if task in ("binary", "multilabel") else None
+    if thresholds is not None:
+        meta["thresholds"] = json.dumps(thresholds)
     return meta
 
 
@@ -128,9 +185,10 @@ def _prepare(
 ) -> tuple[_Exported, torch.Tensor, dict[str, str]]:
     model = load_for_export(checkpoint_or_model)
     shape = _input_shape(model, image_size)
-    wrapped = _Exported(_network(model), softmax).eval()
+    task = task_of(model)
+    wrapped = _Exported(_network(model), task, softmax, target_stats_of(model)).eval()
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
-    return wrapped, example, _metadata(model, softmax, shape)
+    return wrapped, example, _metadata(model, task, softmax, shape)
 
 
 def _check(expected: torch.Tensor, actual: Any, what: str, path: Path, atol: float) -> None:
@@ -152,12 +210,13 @@ def export_onnx(
     check: bool = True,
     atol: float = 1e-4,
 ) -> Path:
-    """Write the classifier as an ONNX graph with a dynamic batch axis.
+    """Write the model as an ONNX graph with a dynamic batch axis.
 
     Input ``input`` is ``(batch, C, H, W)`` float32, preprocessed as the model was trained (its ``data_config``);
-    output ``logits`` (or ``probs`` with ``softmax=True``) is ``(batch, num_classes)``. The file's metadata holds
-    ``data_config`` (input size, which is always the graph's, mean, std, interpolation, crop fraction and mode) and
-    ``class_names`` as JSON, and ``output``.
+    output ``logits`` (or ``probs`` with ``softmax=True``) is ``(batch, outputs)``, and ``values`` for a regression
+    model (see the module docstring). The file's metadata holds ``task``, ``output``, ``data_config`` (input size,
+    which is always the graph's, mean, std, interpolation, crop fraction and mode) and as JSON ``class_names`` and
+    ``thresholds`` (binary, multi-label) or ``target_names`` and ``target_stats`` (regression).
 
     Args:
         checkpoint_or_model: A ``.ckpt`` from ``fit`` or a module (a ``TransferClassifier`` or any ``nn.Module``).
@@ -165,7 +224,8 @@ def export_onnx(
         image_size: Height and width (an int for square); default: the ``input_size`` the model was trained with
             (recorded at ``fit``), or the backbone's for a model without a record.
         opset: ONNX opset version.
-        softmax: Put a softmax at the end, so the graph returns probabilities instead of logits.
+        softmax: Return probabilities instead of logits (a softmax; a sigmoid for binary and multi-label models).
+            No effect on a regression model.
         check: Run the file with onnxruntime (when installed) and compare with PyTorch.
         atol: Absolute tolerance of that check.
 
@@ -186,7 +246,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapped, example, meta = _prepare(checkpoint_or_model, image_size, softmax)
-    output_name = "probs" if softmax else "logits"
+    output_name = _output(wrapped.task, softmax)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
         torch.onnx.export(
@@ -234,20 +294,20 @@ def export_torchscript(
     check: bool = True,
     atol: float = 1e-4,
 ) -> Path:
-    """Write the classifier as a traced TorchScript module (``torch.jit.load`` runs it without lit_transfer or timm).
+    """Write the model as a traced TorchScript module (``torch.jit.load`` runs it without lit_transfer or timm).
 
     TorchScript is deprecated in recent PyTorch releases (``torch.jit.load`` warns); prefer :func:`export_onnx` for
     new deployments and use this for runtimes that still load TorchScript (LibTorch, older serving stacks).
 
     The module takes ``(batch, C, H, W)`` float32, preprocessed as the model was trained, and returns logits
-    (or probabilities with ``softmax=True``). ``data_config``, ``class_names`` and ``output`` are stored as extra
-    files (``torch.jit.load(path, _extra_files={"class_names": ""})`` reads them back).
+    (or probabilities with ``softmax=True``; values for a regression model). The metadata of :func:`export_onnx` is
+    stored as extra files (``torch.jit.load(path, _extra_files={"class_names": ""})`` reads them back).
 
     Args:
         checkpoint_or_model: A ``.ckpt`` from ``fit`` or a module.
         path: The file to write (``.pt`` by convention).
         image_size: Height and width of the example input used for tracing; default: the trained input size.
-        softmax: Return probabilities instead of logits.
+        softmax: Return probabilities instead of logits (a sigmoid for binary and multi-label models).
         check: Reload the file and compare its output with PyTorch's on another batch size.
         atol: Absolute tolerance of that check.
 

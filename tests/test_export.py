@@ -120,3 +120,72 @@ def test_model_fit_on_digits_exports_at_its_trained_size(tmp_path: Path) -> None
     meta = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["data_config"])
     assert meta["input_size"] == [3, 32, 32]
     assert meta["mean"] == [0.4, 0.4, 0.4] and meta["std"] == list(dm.resolved_config.std)
+
+
+def _fit_once(model: torch.nn.Module, targets: torch.Tensor, root: Path) -> Path:
+    trainer = Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
+    trainer.fit(model, DataLoader(TensorDataset(torch.randn(len(targets), 3, 32, 32), targets), batch_size=4))
+    trainer.save_checkpoint(root / "model.ckpt")
+    return root / "model.ckpt"
+
+
+def test_multilabel_export_gives_sigmoid_probabilities_and_carries_thresholds(tmp_path: Path) -> None:
+    model = TransferClassifier(
+        "test_resnet", num_classes=3, pretrained=False, task="multilabel", class_names=["x", "y", "z"], threshold=0.3
+    )
+    ckpt = _fit_once(model, torch.tensor([[1.0, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]]), tmp_path)
+    onnx_path = export_onnx(ckpt, tmp_path / "ml.onnx", image_size=32, softmax=True)
+    pt_path = export_torchscript(ckpt, tmp_path / "ml.pt", image_size=32)
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert meta["task"] == "multilabel" and meta["output"] == "probabilities"
+    assert json.loads(meta["class_names"]) == ["x", "y", "z"] and json.loads(meta["thresholds"]) == [0.3] * 3
+    reloaded = load_for_export(ckpt)
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        expected = reloaded.predict_step((x,), 0)
+    (probs,) = ort.InferenceSession(str(onnx_path)).run(["probs"], {"input": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(probs), expected["probs"], atol=1e-5, rtol=1e-4)
+    assert torch.equal((torch.from_numpy(probs) >= 0.3).long(), expected["preds"].long())
+    extra = {"task": "", "thresholds": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        logits = torch.jit.load(str(pt_path), _extra_files=extra)(x)
+    torch.testing.assert_close(logits.sigmoid(), expected["probs"], atol=1e-5, rtol=1e-4)
+    assert extra["task"] == b"multilabel" and json.loads(extra["thresholds"]) == [0.3] * 3
+
+
+def test_regression_export_returns_values_in_original_units(tmp_path: Path) -> None:
+    from lit_transfer.models import TransferRegressor
+
+    stats = {"mean": [100.0, -2.0], "std": [15.0, 0.5]}
+    model = TransferRegressor(
+        "test_resnet", num_outputs=2, pretrained=False, target_names=["age", "score"], target_stats=stats
+    )
+    ckpt = _fit_once(model, torch.randn(4, 2), tmp_path)
+    assert isinstance(load_for_export(ckpt), TransferRegressor)
+    onnx_path = export_onnx(
+        ckpt, tmp_path / "reg.onnx", image_size=32, softmax=True
+    )  # `softmax` has no effect on values
+    pt_path = export_torchscript(ckpt, tmp_path / "reg.pt", image_size=32)
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert meta["task"] == "regression" and meta["output"] == "values"
+    assert json.loads(meta["target_names"]) == ["age", "score"] and json.loads(meta["target_stats"]) == stats
+    reloaded = load_for_export(ckpt)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = reloaded.predict_step((x,), 0)["values"]
+        raw = reloaded(x)
+    torch.testing.assert_close(expected, raw * torch.tensor(stats["std"]) + torch.tensor(stats["mean"]))
+    (values,) = ort.InferenceSession(str(onnx_path)).run(["values"], {"input": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(values), expected, atol=1e-3, rtol=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.testing.assert_close(torch.jit.load(str(pt_path))(x), expected, atol=1e-3, rtol=1e-4)

@@ -44,11 +44,11 @@ class TestLabelAP(TestConfusion):
             with torch.no_grad():
                 logits = pl_module(x)
             self._captured = None
-        if self.ap is None:
+        if self.ap is None or self.positives is None:
             self.ap = MultilabelAveragePrecision(num_labels=targets.shape[1], average=None).to(logits.device)
             self.positives = torch.zeros(targets.shape[1], dtype=torch.long, device=logits.device)
         self.ap.update(logits.float(), targets.long().to(logits.device))
-        self.positives += targets.long().to(logits.device).sum(dim=0)
+        self.positives = self.positives + targets.long().to(logits.device).sum(dim=0)
 
     def compute(self, trainer: Trainer, device: torch.device) -> tuple[list[float], list[int]] | None:  # type: ignore[override]
         """AP and positive count per label (NaN AP for a label without positives), or ``None``; every rank calls."""
