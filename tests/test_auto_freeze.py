@@ -239,3 +239,27 @@ def test_ddp_ranks_follow_one_plan_and_stay_identical(tmp_path):
     plans = [json.loads((tmp_path / f"plan{rank}.json").read_text()) for rank in (0, 1)]
     assert plans[0] == plans[1]
     assert plans[0]["plan"]["mask"].count(True) >= 2
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_resume_after_the_decision_keeps_the_plan_and_the_replicas_identical(tmp_path):
+    """Resumed past the decision, DDP wraps the probe's set: the restored plan must reach it, without a new measure."""
+
+    def run(root: Path, epochs: int, ckpt_path: Path | None = None) -> dict:
+        torch.manual_seed(0)
+        model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
+        root.mkdir(parents=True, exist_ok=True)
+        every_epoch = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+        callbacks = [LayerFreezing(AutoFreeze()), GatherParams(str(root / "diff.json")), WritePlan(root), every_epoch]
+        t = trainer(root, epochs, callbacks, devices=2, strategy="ddp_spawn")
+        t.fit(
+            model, loader(fixed_data(n=32), batch_size=4), ckpt_path=ckpt_path, weights_only=True if ckpt_path else None
+        )
+        return json.loads((root / "diff.json").read_text())
+
+    run(tmp_path / "a", 2)
+    result = run(tmp_path / "b", 3, ckpt_path=tmp_path / "a" / "epoch=1.ckpt")
+    assert result["max"] == 0.0, {k: v for k, v in result["per_param"].items() if v}
+    first, resumed = (json.loads((tmp_path / d / "plan0.json").read_text()) for d in ("a", "b"))
+    assert resumed["plan"] == first["plan"]
