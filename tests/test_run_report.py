@@ -218,3 +218,84 @@ def test_logged_learning_rates_are_the_ones_the_steps_used_during_warmup(tmp_pat
     assert len(logged) == len(model.used_lrs) >= 6
     assert logged == [pytest.approx(used) for used in model.used_lrs]
     assert logged[0][0] < logged[6][0]  # the warmup shows
+
+
+class _TaskModule(LightningModule):
+    """A module of another task: its test step calls ``self(x)``, whose raw outputs the report reads."""
+
+    def __init__(self, task: str, outputs: int, **facts) -> None:
+        super().__init__()
+        self.task = task
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, outputs))
+        for name, value in facts.items():
+            setattr(self, name, value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def test_step(self, batch, batch_idx):
+        self.log("test_out", self(batch[0]).mean())
+
+
+def _task_loader(targets: torch.Tensor) -> DataLoader:
+    x = torch.randn(len(targets), 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    return DataLoader(TensorDataset(x, targets), batch_size=5)
+
+
+def test_multilabel_test_reports_average_precision_per_label(tmp_path: Path) -> None:
+    from sklearn.metrics import average_precision_score
+
+    targets = (torch.rand(20, 3, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    targets[:, 2] = 0  # a label without positives in the test split: no AP, not a crash
+    model = _TaskModule("multilabel", 3, class_names=["cat", "dog", "owl"]).eval()
+    loader = _task_loader(targets)
+    report = RunReport(output_dir=tmp_path, summary=True)
+    _trainer(tmp_path, report, logger=False, callbacks=[report]).test(model, loader)
+    with torch.no_grad():
+        scores = torch.cat([model(x) for x, _ in loader]).sigmoid()
+    for j, name in enumerate(["cat", "dog"]):
+        expected = average_precision_score(targets[:, j].numpy(), scores[:, j].numpy())
+        assert report.label_ap[name] == pytest.approx(expected, abs=1e-6)
+    assert report.label_ap["owl"] != report.label_ap["owl"]  # NaN
+    rows = _rows(tmp_path / "label_ap.csv")
+    assert [r["label"] for r in rows] == ["cat", "dog", "owl"] and rows[2]["average_precision"] == ""
+    assert [int(r["positives"]) for r in rows] == targets.sum(0).long().tolist()
+    assert report.confusion is None and not (tmp_path / "confusion_matrix.csv").exists()
+
+
+def test_regression_test_reports_errors_in_original_units(tmp_path: Path) -> None:
+    stats = {"mean": [50.0], "std": [10.0]}
+    targets = torch.randn(15, 1, generator=torch.Generator().manual_seed(2))  # standardised, as the data gives them
+    model = _TaskModule("regression", 1, target_stats=stats, target_names=["age"]).eval()
+    loader = _task_loader(targets)
+    report = RunReport(output_dir=tmp_path, summary=False)
+    _trainer(tmp_path, report, logger=False, callbacks=[report]).test(model, loader)
+    with torch.no_grad():
+        predicted = torch.cat([model(x) for x, _ in loader])[:, 0].double() * 10 + 50
+    true = targets[:, 0].double() * 10 + 50
+    [row] = report.regression
+    assert row["target"] == "age" and row["samples"] == 15
+    assert row["mae"] == pytest.approx(float((predicted - true).abs().mean()), rel=1e-5)
+    assert row["rmse"] == pytest.approx(float((predicted - true).pow(2).mean().sqrt()), rel=1e-5)
+    r2 = 1 - float((predicted - true).pow(2).sum() / (true - true.mean()).pow(2).sum())
+    assert row["r2"] == pytest.approx(r2, rel=1e-5)
+    assert _rows(tmp_path / "regression.csv")[0]["target"] == "age"
+    assert (tmp_path / "predicted_vs_true.png").stat().st_size > 0
+
+
+def test_binary_confusion_matrix_uses_the_model_threshold(tmp_path: Path) -> None:
+    targets = torch.arange(20) % 2
+    model = _TaskModule("binary", 1, thresholds=[0.7], class_names=["no", "yes"]).eval()
+    nn.init.constant_(model.net[1].bias, 0.4)  # probabilities around 0.6: the threshold decides many
+    loader = _task_loader(targets)
+    report = RunReport(output_dir=tmp_path, summary=False)
+    _trainer(tmp_path, report, logger=False, callbacks=[report]).test(model, loader)
+    with torch.no_grad():
+        probs = torch.cat([model(x) for x, _ in loader])[:, 0].sigmoid()
+    predicted = (probs >= 0.7).long()
+    assert not torch.equal(predicted, (probs >= 0.5).long())
+    expected = torch.zeros(2, 2, dtype=torch.long)
+    for t, p in zip(targets, predicted):
+        expected[t, p] += 1
+    assert torch.equal(report.confusion, expected)
+    assert _rows(tmp_path / "confusion_matrix.csv")[1]["true/predicted"] == "yes"
