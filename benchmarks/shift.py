@@ -25,21 +25,22 @@ told which task it is on. The chosen learning rate is then used at every shot co
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from benchmarks import common
-from benchmarks.shift_tasks import IMAGE_SIZE, LAYER_DECAY, TASKS, ShiftTask, fine_tune, policies
+from benchmarks.shift_tasks import IMAGE_SIZE, LAYER_DECAY, TASKS, ShiftTask, fine_tune_all, policies
 
 SOURCE_EPOCHS = 30
-EPOCHS = 12
+EPOCHS = 8
 SHOTS = (1, 5, 10)
 SEEDS = (0, 1, 2, 3, 4)
 SELECT_SHOTS = 10
-SELECT_SEEDS = (100, 101)
+SELECT_SEEDS = (100,)
 LR_GRID = (1e-3, 3e-3, 1e-2)
 LINEAR_PROBE_GRID = (3e-3, 1e-2, 3e-2)
+WORKERS = 3
+"""Processes of one thread each for the runs of the full benchmark (``--quick`` runs them in-process)."""
 QUICK: dict[str, Any] = {
     "source_epochs": 2,
     "epochs": 2,
@@ -69,6 +70,7 @@ def select_lrs(
     weights: dict[str, str],
     seeds: tuple[int, ...],
     quick: bool,
+    workers: int = 1,
     **settings: Any,
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[float, list[float]]]]]:
     """Validation accuracy of every (task, policy, lr) at :data:`SELECT_SHOTS` shots; the chosen lr per task/policy.
@@ -79,18 +81,17 @@ def select_lrs(
         ``chosen[task][policy]`` and ``scores[task][policy][lr]`` (validation accuracies over ``seeds``, %).
     """
     shots = 1 if quick else SELECT_SHOTS
-    scores: dict[str, dict[str, dict[float, list[float]]]] = {}
-    for task in TASKS:
-        scores[task.key] = {}
-        for name, spec in table.items():
-            print(f"[shift] choosing the lr of {name} on the {task.key} shift", file=sys.stderr, flush=True)
-            scores[task.key][name] = {
-                lr: [
-                    fine_tune(task, spec, weights[task.key], shots=shots, seed=s, lr=lr, split="val", **settings)[0]
-                    for s in seeds
-                ]
-                for lr in lr_grid(name, quick)
-            }
+    keys = [(task, name, lr) for task in TASKS for name in table for lr in lr_grid(name, quick)]
+    jobs = [
+        {"task": task, "spec": table[name], "weights": weights[task.key], "shots": shots, "seed": seed, "lr": lr}
+        | {"split": "val", **settings}
+        for task, name, lr in keys
+        for seed in seeds
+    ]
+    accuracies = iter(acc for acc, _ in fine_tune_all(jobs, workers, "choosing learning rates"))
+    scores: dict[str, dict[str, dict[float, list[float]]]] = {t.key: {name: {} for name in table} for t in TASKS}
+    for task, name, lr in keys:
+        scores[task.key][name][lr] = [next(accuracies) for _ in seeds]
     chosen: dict[str, dict[str, float]] = {task.key: {} for task in TASKS}
     for name in table:
         if name == AUTO:  # one setting for both tasks: the best mean over the tasks
@@ -216,41 +217,31 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     weights = {key: str(path) for key, (path, _) in sources.items()}
     table, missing = policies(epochs)
     settings: dict[str, Any] = {"epochs": epochs, "limit_eval_batches": QUICK["eval_batches"] if quick else None}
-    chosen, val_scores = select_lrs(table, weights, select_seeds, quick, **settings)
+    workers = 1 if quick else WORKERS
+    chosen, val_scores = select_lrs(table, weights, select_seeds, quick, workers, **settings)
 
     results: dict[str, dict[str, dict[int, list[float]]]] = {
         t.key: {p: {k: [] for k in shots} for p in table} for t in TASKS
     }
     decisions: dict[str, dict[int, str]] = {t.key: {} for t in TASKS}
-    for task in TASKS:
-        for seed in seeds:
-            print(f"[shift] {task.key} shift, seed {seed}", file=sys.stderr, flush=True)
-            for k in shots:
-                for name, spec in table.items():
-                    lr = chosen[task.key][name]
-                    acc, lines = fine_tune(
-                        task, spec, weights[task.key], shots=k, seed=seed, lr=lr, split="test", **settings
-                    )
-                    results[task.key][name][k].append(acc)
-                    if name == AUTO and seed == seeds[0]:
-                        said = [line for line in lines if line.startswith("AutoFreeze")]
-                        decisions[task.key][k] = said[0] if said else "(no AutoFreeze decision logged)"
+    cells = [(task, seed, k, name) for task in TASKS for seed in seeds for k in shots for name in table]
+    jobs = [
+        {"task": task, "spec": table[name], "weights": weights[task.key], "shots": k, "seed": seed}
+        | {"lr": chosen[task.key][name], "split": "test", **settings}
+        for task, seed, k, name in cells
+    ]
     # is the inversion an input-level shift? the same probe on the clean scans of the same ten digits
     clean = ShiftTask("clean", "all ten digits, clean", tuple(range(10)), tuple(range(10)), False)
-    probe = table["linear probe"]
-    clean_probe = [
-        fine_tune(
-            clean,
-            probe,
-            weights["input"],
-            shots=shots[-1],
-            seed=s,
-            lr=chosen["input"]["linear probe"],
-            split="test",
-            **settings,
-        )[0]
-        for s in seeds
-    ]
+    probe = {"task": clean, "spec": table["linear probe"], "weights": weights["input"], "shots": shots[-1]}
+    probe |= {"lr": chosen["input"]["linear probe"], "split": "test", **settings}
+    jobs += [{**probe, "seed": seed} for seed in seeds]
+    outcomes = fine_tune_all(jobs, workers, "test runs")
+    for (task, seed, k, name), (acc, lines) in zip(cells, outcomes):
+        results[task.key][name][k].append(acc)
+        if name == AUTO and seed == seeds[0]:
+            said = [line for line in lines if line.startswith("AutoFreeze")]
+            decisions[task.key][k] = said[0] if said else "(no AutoFreeze decision logged)"
+    clean_probe = [acc for acc, _ in outcomes[len(cells) :]]
     k = shots[-1]
     targets, notes, averaged = goals(results, k)
     pattern = surgical_pattern(results, shots)

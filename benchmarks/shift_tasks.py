@@ -202,3 +202,41 @@ def fine_tune(
         return common.test_accuracy(trainer, model, data), lines
     scores = common.make_trainer(limit_val_batches=limit).validate(model, datamodule=data, verbose=False)
     return 100.0 * float(scores[0]["val_acc"]), lines
+
+
+def _init_worker() -> None:
+    common.set_threads(1)
+    common.quiet()
+
+
+def _fine_tune_job(job: dict[str, Any]) -> tuple[float, list[str]]:
+    return fine_tune(**job)
+
+
+def fine_tune_all(jobs: list[dict[str, Any]], workers: int = 1, label: str = "") -> list[tuple[float, list[str]]]:
+    """:func:`fine_tune` for every job (its keyword arguments), in order; ``workers > 1`` runs them in that many
+    spawned processes of one thread each (every run is seeded by its own arguments, so the results do not depend
+    on which process ran it)."""
+    import multiprocessing
+    import sys
+
+    results: list[tuple[float, list[str]]] = []
+    if workers <= 1:
+        iterator: Any = map(_fine_tune_job, jobs)
+        pool = None
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+        iterator = pool.imap(_fine_tune_job, jobs)
+    try:
+        for done, result in enumerate(iterator, 1):
+            results.append(result)
+            if done % 10 == 0 or done == len(jobs):
+                print(f"[shift] {label}: {done}/{len(jobs)} runs", file=sys.stderr, flush=True)
+    finally:
+        if pool is not None and len(results) == len(jobs):
+            pool.close()
+            pool.join()
+        elif pool is not None:  # an error or an interrupt: stop the workers now
+            pool.terminate()
+            pool.join()
+    return results
