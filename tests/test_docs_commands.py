@@ -189,6 +189,13 @@ SPECS: dict[tuple[str, str], Spec] = {
         files=("runs/fine_tune/lightning_logs/version_0/lr_find/loss_vs_lr.png",)
     ),
     ("docs/export.md", 'export_torchscript("runs/defaults'): Spec(files=("model.onnx", "model.pt")),
+    ("docs/multilabel.md", "python -m lit_transfer.data.canvases"): Spec(
+        output=("average precision per label (macro mAP",),
+        files=("data/canvases/test.csv", "digits.onnx"),
+    ),
+    ("docs/regression.md", "python -m lit_transfer.data.canvases"): Spec(
+        output=("sum: MAE=",), files=("data/canvases/test.csv", "digit_sum.onnx")
+    ),
     ("docs/export.md", 'python -c "from lit_transfer.export import export_onnx'): Spec(files=("model.onnx",)),
     ("docs/export.md", "session.run(None"): Spec(prelude=_ONNX_FILE, output=("cat.jpg ",)),
 }
@@ -289,7 +296,7 @@ def _runnable(words: list[str]) -> bool:
     if words[0] == "lit-transfer":
         return True
     if words[0] in ("python", "python3") and len(words) > 2:
-        return words[1] == "-c" or (words[1] == "-m" and words[2] == "lit_transfer")
+        return words[1] == "-c" or (words[1] == "-m" and words[2].split(".")[0] == "lit_transfer")
     return False
 
 
@@ -335,19 +342,20 @@ def _run_command(words: list[str], cwd: Path, runs: SharedRuns | None = None) ->
     words = [_fill_placeholders(w, PHOTO_RUN if _on_photos(words) else RUN) for w in words]
     if words[0] == "lit-transfer":
         argv, cli_args = [str(LIT_TRANSFER), *words[1:]], words[1:]
-    elif words[1] == "-m":
-        argv, cli_args = [sys.executable, *words[1:]], words[3:]
+    elif words[1] == "-m":  # the CLI (`python -m lit_transfer`), or a module's own entry point
+        argv, cli_args = [sys.executable, *words[1:]], words[3:] if words[2] == "lit_transfer" else []
     else:
         argv, cli_args = [sys.executable, *words[1:]], []
     if cli_args:
         _check_backbone_names(cli_args)
         argv += _tiny_cli(cli_args)
-    before = {name: _files(cwd, f"runs/**/{name}") for name in _PROMISES}
+    promises = _promises(cli_args)
+    before = {name: _files(cwd, f"runs/**/{name}") for name in promises}
     result = subprocess.run(argv, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"exit {result.returncode}: {shlex.join(words)}\n{output[-6000:]}"
     subcommand = cli_args[0] if cli_args else ""
-    for name, by in _PROMISES.items():
+    for name, by in promises.items():
         if subcommand != by:
             continue
         written = [p for p, t in _files(cwd, f"runs/**/{name}").items() if before[name].get(p) != t]
@@ -371,6 +379,21 @@ _PROMISES = {
     "confusion_matrix.csv": "test",
     "predictions.csv": "predict",
 }
+_TEST_REPORTS = {  # what `test` writes instead of the confusion matrix, for a recipe of another task
+    "multilabel.yaml": ("label_ap.csv",),
+    "regression.yaml": ("regression.csv", "predicted_vs_true.png"),
+}
+
+
+def _promises(args: list[str]) -> dict[str, str]:
+    """The files each subcommand promises (:data:`_PROMISES`), with the test report of the recipe's task."""
+    recipe = next((r for r in _TEST_REPORTS if any(a.endswith(f"recipes/{r}") for a in args)), None)
+    if recipe is None:
+        return _PROMISES
+    kept = {name: by for name, by in _PROMISES.items() if by != "test"}
+    return {**kept, **dict.fromkeys(_TEST_REPORTS[recipe], "test")}
+
+
 _FIT_FILES = (
     "config.yaml",
     "metrics.csv",
