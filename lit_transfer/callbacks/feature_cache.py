@@ -155,8 +155,9 @@ class FeatureCache(Callback):
         if features:
             local_x, local_y = torch.cat(features), torch.cat(labels)
         else:  # a rank with no samples (tiny dataset, many ranks): shapes come from one sample
-            probe_x = self.extract(sequential.collate_fn([dataset[0]])[0].to(device)).float()
-            local_x, local_y = probe_x[:0], torch.zeros(0, dtype=torch.long, device=device)
+            probe = sequential.collate_fn([dataset[0]])
+            probe_x = self.extract(probe[0].to(device)).float()
+            local_x, local_y = probe_x[:0], probe[1][:0].to(device)
         return _gather(trainer, local_x, local_y, size)
 
 
@@ -168,11 +169,11 @@ def _gather(trainer: pl.Trainer, local_x: torch.Tensor, local_y: torch.Tensor, s
     share = -(-size // world)
     pad = share - len(local_y)
     padded_x = torch.cat([local_x, local_x.new_zeros(pad, *local_x.shape[1:])])
-    padded_y = torch.cat([local_y, local_y.new_zeros(pad)])
+    padded_y = torch.cat([local_y, local_y.new_zeros(pad, *local_y.shape[1:])])
     all_x = trainer.strategy.all_gather(padded_x).cpu()  # (world, share, D)
     all_y = trainer.strategy.all_gather(padded_y).cpu()
     features = all_x.new_empty(size, *all_x.shape[2:])
-    labels = all_y.new_empty(size)
+    labels = all_y.new_empty(size, *all_y.shape[2:])  # class indices, or multi-hot / regression targets
     for rank in range(world):
         count = len(range(rank, size, world))
         features[rank::world] = all_x[rank, :count]

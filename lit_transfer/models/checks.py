@@ -4,6 +4,10 @@
 * :func:`check_classes`: a DataModule's class count and names must be the model's.
 * :func:`check_unaugmented`: ``cache_features`` needs the same input for a sample every epoch.
 * :func:`check_checkpoint_fits`: a checkpoint must hold every tensor of the model, in its shape.
+* :func:`check_task_arguments`: a classifier's ``task`` and its options.
+* :func:`check_regressor_arguments`: a regressor's outputs, names, target statistics and loss.
+* :func:`check_task`: a DataModule's ``task`` must be the model's.
+* :func:`dense_targets`: a batch's multi-label, binary or regression targets, checked and shaped ``(N, K)``.
 
 Every DataModule attribute is read with ``getattr`` and a default, so any LightningDataModule (or none) works.
 Each error names the argument or attribute, echoes the value and says what to change.
@@ -11,6 +15,7 @@ Each error names the argument or attribute, echoes the value and says what to ch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +24,31 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_transfer.errors import CheckpointMismatchError
 
-__all__ = ["check_arguments", "check_checkpoint_fits", "check_classes", "check_unaugmented"]
+__all__ = [
+    "check_arguments",
+    "check_checkpoint_fits",
+    "check_classes",
+    "check_regressor_arguments",
+    "check_task",
+    "check_task_arguments",
+    "check_training_arguments",
+    "check_unaugmented",
+    "dense_targets",
+]
+
+_DATA_TASK = {
+    "multiclass": "multiclass",
+    "binary": "multiclass",
+    "multilabel": "multilabel",
+    "regression": "regression",
+}
+"""The DataModule ``task`` each model task trains on (a binary classifier takes a 2-class multiclass DataModule)."""
+
+_DATA_OPTIONS = {
+    "multiclass": "an image-folder DataModule, or CSVDataModule with one class per row in `label_column`",
+    "multilabel": "CSVDataModule with `label_columns`, one 0/1 column per label, or `label_delimiter`",
+    "regression": "CSVDataModule with `target_columns`",
+}
 
 
 def check_arguments(
@@ -46,14 +75,64 @@ def check_arguments(
             f"`class_names` has {len(class_names)} names but `num_classes` is {num_classes}; they must agree"
             " (the CLI links both from the DataModule)."
         )
-    if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
-        raise ValueError(f"`layer_decay` must be in (0, 1] (e.g. 0.65-0.9), got {layer_decay!r}.")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}.")
+    check_training_arguments(layer_decay, mixup_alpha, cutmix_alpha, warmup_epochs)
+
+
+def check_training_arguments(
+    layer_decay: float | None, mixup_alpha: float, cutmix_alpha: float, warmup_epochs: float
+) -> None:
+    """Refuse the training arguments every model has when out of range (``ValueError`` naming the argument)."""
+    if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
+        raise ValueError(f"`layer_decay` must be in (0, 1] (e.g. 0.65-0.9), got {layer_decay!r}.")
     if mixup_alpha < 0 or cutmix_alpha < 0:
         raise ValueError(f"`mixup_alpha` and `cutmix_alpha` must be >= 0, got {mixup_alpha!r}, {cutmix_alpha!r}.")
     if warmup_epochs < 0:
         raise ValueError(f"`warmup_epochs` must be >= 0, got {warmup_epochs!r}.")
+
+
+def check_regressor_arguments(
+    num_outputs: int,
+    target_names: list[str] | None,
+    target_stats: dict[str, list[float]] | None,
+    loss: str,
+    huber_delta: float,
+) -> None:
+    """Refuse :class:`~lit_transfer.TransferRegressor` arguments that do not fit together.
+
+    Example:
+        >>> check_regressor_arguments(2, ["age", "height"], {"mean": [30.0], "std": [5.0]}, "mse", 1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `target_stats` must be {"mean": [2 numbers], "std": [2 positive numbers]} ...
+    """
+    if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
+        raise ValueError(f"`num_outputs` must be an integer >= 1, got {num_outputs!r}.")
+    if target_names is not None and len(target_names) != num_outputs:
+        raise ValueError(
+            f"`target_names` has {len(target_names)} names but `num_outputs` is {num_outputs}; they must agree"
+            " (the CLI links both from the DataModule)."
+        )
+    if target_stats is not None:
+        mean, std = (target_stats.get(k) if isinstance(target_stats, dict) else None for k in ("mean", "std"))
+        sizes_ok = isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple))
+        if not sizes_ok or len(mean) != num_outputs or len(std) != num_outputs:  # type: ignore[arg-type]
+            sizes_ok = False
+        values_ok = sizes_ok and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in [*mean, *std]  # type: ignore[misc]
+        )
+        if not values_ok or not all(v > 0 for v in std):  # type: ignore[union-attr]
+            raise ValueError(
+                f'`target_stats` must be {{"mean": [{num_outputs} numbers], "std": [{num_outputs} positive'
+                f" numbers]}} (the DataModule's `target_stats`, computed on its training rows), got {target_stats!r}."
+            )
+    losses = ("mse", "l1", "huber")
+    if loss not in losses:
+        raise ValueError(f"`loss` must be one of {', '.join(map(repr, losses))}, got {loss!r}.")
+    if isinstance(huber_delta, bool) or not isinstance(huber_delta, (int, float)) or huber_delta <= 0:
+        raise ValueError(f"`huber_delta` must be a positive number, got {huber_delta!r}.")
 
 
 def check_classes(num_classes: int, class_names: list[str] | None, datamodule: Any, stage: str) -> None:
@@ -120,14 +199,15 @@ def check_unaugmented(datamodule: Any) -> None:
 
 
 def check_checkpoint_fits(
-    current: Mapping[str, torch.Tensor], checkpoint: dict[str, Any], hparams: Mapping[str, Any]
+    current: Mapping[str, torch.Tensor], checkpoint: dict[str, Any], hparams: Mapping[str, Any], head: str
 ) -> None:
     """Refuse a checkpoint that lacks a tensor of the model, or holds one of another shape.
 
     Args:
         current: The model's ``state_dict()``.
         checkpoint: The loaded checkpoint.
-        hparams: The model's hyper-parameters (``backbone``, ``num_classes``, named in the message).
+        hparams: The model's hyper-parameters (``backbone``, named in the message).
+        head: The model's head in words (``"3 classes"``, ``"2 outputs"``).
 
     Raises:
         CheckpointMismatchError: Listing the tensors, with the two ways out (resume with the checkpoint's own
@@ -141,8 +221,189 @@ def check_checkpoint_fits(
     shown = ", ".join(wrong[:6]) + (f", ... ({len(wrong)} in all)" if len(wrong) > 6 else "")
     raise CheckpointMismatchError(
         f"The checkpoint (a {saved.get('backbone', 'different')!r} model) does not fit this run's"
-        f" {hparams['backbone']!r} with {hparams['num_classes']} classes: tensors missing or of"
+        f" {hparams['backbone']!r} with {head}: tensors missing or of"
         f" another shape: {shown}. Resume with the"
-        " checkpoint's own `backbone`/`num_classes`, or start a new run that loads only its backbone weights"
+        " checkpoint's own `backbone` and head (`num_classes`/`num_outputs`, `task`), or start a new run that loads"
+        " only its backbone weights"
         " (`pretrained: <checkpoint.ckpt>`)."
     )
+
+
+def check_task(task: str, datamodule: Any, model: str) -> None:
+    """Refuse a DataModule whose ``task`` attribute is not the one the model's task trains on.
+
+    A binary classifier takes a multiclass DataModule with two classes; a DataModule without a ``task`` attribute
+    (or plain DataLoaders) is checked batch by batch instead (:func:`dense_targets`).
+
+    Args:
+        task: The model's task (``"multiclass"``, ``"binary"``, ``"multilabel"``, ``"regression"``).
+        datamodule: The Trainer's DataModule, or ``None``.
+        model: How to build the model, for the message (``"TransferClassifier(task='multilabel')"``).
+
+    Raises:
+        ValueError: Naming both tasks and the settings that agree.
+
+    Example:
+        >>> class Data:
+        ...     task = "multiclass"
+        >>> check_task("multilabel", Data(), "TransferClassifier(task='multilabel')")
+        Traceback (most recent call last):
+        ...
+        ValueError: The DataModule (Data) has `task='multiclass'` but the model is
+        TransferClassifier(task='multilabel'), which trains on multilabel data (CSVDataModule with ...
+    """
+    theirs = getattr(datamodule, "task", None)
+    wanted = _DATA_TASK[task]
+    if not isinstance(theirs, str) or theirs == wanted:
+        return
+    fits = {
+        "multiclass": "`TransferClassifier(task='multiclass' or 'binary')`",
+        "multilabel": "`TransferClassifier(task='multilabel')`",
+        "regression": "`TransferRegressor`",
+    }.get(theirs, f"a model for `task={theirs!r}`")
+    raise ValueError(
+        f"The DataModule ({type(datamodule).__name__}) has `task={theirs!r}` but the model is {model}, which trains"
+        f" on {wanted} data ({_DATA_OPTIONS[wanted]}). Give the DataModule that data, or build the model for"
+        f" {theirs} data ({fits})."
+    )
+
+
+def dense_targets(targets: Any, task: str, width: int, check_values: bool) -> torch.Tensor:
+    """A batch's targets as float ``(N, width)``, after checking their shape and dtype (and values when asked).
+
+    * ``"multilabel"``: multi-hot ``(N, width)`` in ``[0, 1]`` (float, int or bool).
+    * ``"binary"``: class indices 0/1 ``(N,)`` (``(N, 1)`` accepted), the 2-class multiclass targets.
+    * ``"regression"``: floating ``(N, width)``; ``(N,)`` when ``width`` is 1.
+
+    Args:
+        targets: The batch's targets.
+        task: ``"multilabel"``, ``"binary"`` or ``"regression"``.
+        width: Number of labels (multilabel), 1 (binary) or number of outputs (regression).
+        check_values: Also check the values (one device sync: done at each epoch's first batch).
+
+    Returns:
+        Float targets of shape ``(N, width)``.
+
+    Raises:
+        ValueError: Naming the shape and dtype found, what the task needs, and the DataModule option to set.
+
+    Example:
+        >>> dense_targets(torch.tensor([0, 1, 1]), "binary", 1, check_values=True).tolist()
+        [[0.0], [1.0], [1.0]]
+        >>> dense_targets(torch.tensor([0, 2, 1]), "multilabel", 3, check_values=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: TransferClassifier(task='multilabel') takes multi-hot targets of shape (N, 3) (float32, 1
+        where a label applies), got int64 of shape (3,): class indices, as a multiclass DataModule gives. ...
+    """
+    if not isinstance(targets, torch.Tensor):
+        raise ValueError(f"Targets must be a tensor, got {type(targets).__name__}.")
+    found = f"{str(targets.dtype).removeprefix('torch.')} of shape {tuple(targets.shape)}"
+    indices = not targets.is_floating_point() and targets.ndim == 1
+    if task == "multilabel":
+        if targets.ndim != 2 or targets.shape[1] != width or targets.is_complex():
+            hint = (
+                "class indices, as a multiclass DataModule gives. Give the DataModule multi-label data (CSVDataModule:"
+                " `label_columns`, one 0/1 column per label, or `label_delimiter`), or build the model with"
+                " `task: multiclass`."
+                if indices
+                else f"Build the model with `num_classes={targets.shape[-1]}` (the DataModule's `num_classes`), or"
+                " give the DataModule the model's labels."
+            )
+            raise ValueError(
+                f"TransferClassifier(task='multilabel') takes multi-hot targets of shape (N, {width}) (float32, 1"
+                f" where a label applies), got {found}: {hint}"
+            )
+        dense = targets.float()
+        if check_values and dense.numel() and not bool(((dense >= 0) & (dense <= 1)).all()):
+            raise ValueError(
+                f"Multi-label targets must be in [0, 1] (1 where a label applies), got values from"
+                f" {dense.min().item():g} to {dense.max().item():g}."
+            )
+        return dense
+    if task == "binary":
+        if targets.ndim == 2 and targets.shape[1] == 1:
+            targets = targets[:, 0]
+        if targets.ndim != 1:
+            raise ValueError(
+                f"TransferClassifier(task='binary') takes class indices 0/1 of shape (N,) (a multiclass DataModule"
+                f" with 2 classes; `class_names[1]` is the positive class), got {found}. For several labels per image"
+                " build a `task: multilabel` model on multi-label data (CSVDataModule: `label_columns` or"
+                " `label_delimiter`)."
+            )
+        dense = targets.float()
+        if check_values and dense.numel() and not bool(((dense == 0) | (dense == 1)).all()):
+            raise ValueError(
+                f"TransferClassifier(task='binary') takes targets 0 or 1, got {sorted(set(dense.unique().tolist()))}."
+                " Use a DataModule with exactly 2 classes, or `task: multiclass`."
+            )
+        return dense[:, None]
+    if targets.ndim == 1 and width == 1:
+        targets = targets[:, None]
+    if targets.ndim != 2 or targets.shape[1] != width or not targets.is_floating_point():
+        hint = (
+            "class indices, as a classification DataModule gives. Give the DataModule regression data (CSVDataModule:"
+            " `target_columns`), or use TransferClassifier."
+            if indices
+            else f"Build the model with `num_outputs={targets.shape[-1] if targets.ndim else 1}` (the DataModule's"
+            " `num_outputs`; the CLI links it)."
+        )
+        raise ValueError(
+            f"TransferRegressor(num_outputs={width}) takes float targets of shape (N, {width}), got {found}: {hint}"
+        )
+    if check_values and not bool(torch.isfinite(targets).all()):
+        raise ValueError("Regression targets must be finite; the batch holds NaN or inf (a missing value?).")
+    return targets
+
+
+def check_task_arguments(
+    task: str,
+    num_classes: int,
+    threshold: float,
+    tune_threshold: str,
+    pos_weight: str | list[float] | None,
+) -> None:
+    """Refuse a classifier ``task`` and its options that do not fit together (``ValueError`` naming the argument).
+
+    Example:
+        >>> check_task_arguments("binary", 3, threshold=0.5, tune_threshold="global", pos_weight=None)
+        Traceback (most recent call last):
+        ...
+        ValueError: `task='binary'` needs `num_classes=2` (the DataModule's two classes; `class_names[1]` is the
+        positive class), got 3. ...
+    """
+    tasks = ("multiclass", "multilabel", "binary")
+    if task not in tasks:
+        raise ValueError(f"`task` must be one of {', '.join(map(repr, tasks))}, got {task!r}.")
+    if task == "binary" and num_classes != 2:
+        raise ValueError(
+            f"`task='binary'` needs `num_classes=2` (the DataModule's two classes; `class_names[1]` is the positive"
+            f" class), got {num_classes}. For more classes use `task='multiclass'`, or `task='multilabel'` for"
+            " several labels per image."
+        )
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise ValueError(f"`threshold` must be a probability in (0, 1), got {threshold!r}.")
+    modes = ("none", "global", "per_label")
+    if tune_threshold not in modes:
+        raise ValueError(f"`tune_threshold` must be one of {', '.join(map(repr, modes))}, got {tune_threshold!r}.")
+    if pos_weight is None:
+        return
+    if task == "multiclass":
+        raise ValueError(
+            "`pos_weight` weighs the positives of a sigmoid loss: it needs `task='multilabel'` or `task='binary'`"
+            f" (got `task='multiclass'`, `pos_weight={pos_weight!r}`). Leave `pos_weight` unset."
+        )
+    width = 1 if task == "binary" else num_classes
+    if isinstance(pos_weight, str):
+        if pos_weight != "auto":
+            raise ValueError(
+                f"`pos_weight` must be 'auto', a list of {width} positive numbers or None, got {pos_weight!r}."
+            )
+        return
+    values = list(pos_weight)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)
+    if len(values) != width or not numbers:
+        raise ValueError(
+            f"`pos_weight` must hold {width} positive number{'s' if width > 1 else ''} (one per"
+            f" {'label' if task == 'multilabel' else 'positive class'}), got {pos_weight!r}; or use 'auto'."
+        )

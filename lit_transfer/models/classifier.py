@@ -1,40 +1,49 @@
-"""TransferClassifier: a timm backbone with a new head, freezing policies, layer decay and metrics."""
+"""TransferClassifier: multiclass, multi-label or binary image classification on a :class:`TransferModule`."""
 
 from __future__ import annotations
 
-import pickle
-from collections.abc import Callable
-from functools import partial
-from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningModule
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torchmetrics import MetricCollection
 
-from lit_transfer.backbones import backbone_data_config, create_backbone
-from lit_transfer.callbacks.feature_cache import FeatureCache
-from lit_transfer.callbacks.layer_freezing import LayerFreezing
-from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
-from lit_transfer.errors import UnsafeFileError
-from lit_transfer.freezing import FreezingPolicy, FullFineTune, resolve_policy
-from lit_transfer.layer_groups import LayerGroup
-from lit_transfer.layer_groups import layer_groups as group_layers
-from lit_transfer.models.checks import check_arguments, check_checkpoint_fits, check_classes, check_unaugmented
-from lit_transfer.models.feature_cache import check_cacheable, frozen_features
-from lit_transfer.models.metrics import classification_metrics
-from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable, configure_optimization
-from lit_transfer.models.reseeding import BatchReseeding
-from lit_transfer.models.trained_preprocessing import TrainedPreprocessing
+from lit_transfer.freezing import FreezingPolicy
+from lit_transfer.models.base import Split, TransferModule
+from lit_transfer.models.checks import (
+    check_arguments,
+    check_classes,
+    check_task,
+    check_task_arguments,
+    dense_targets,
+)
+from lit_transfer.models.metrics import ThresholdedMetrics, classification_metrics
+from lit_transfer.models.mixing import DenseMixup
+from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable
+from lit_transfer.models.thresholds import ThresholdTuner
 
 __all__ = ["TransferClassifier"]
 
 
-class TransferClassifier(LightningModule):
-    """Image classifier fine-tuned from a timm backbone.
+class TransferClassifier(TransferModule):
+    """Image classifier fine-tuned from a timm backbone: multiclass (default), multi-label or binary.
+
+    * ``task="multiclass"``: one class per image; softmax cross-entropy; metrics ``acc``, ``f1`` (macro),
+      ``acc_top5`` (more than 5 classes); targets are class indices ``(N,)``.
+    * ``task="multilabel"``: any number of the ``num_classes`` labels per image; one sigmoid output per label,
+      ``BCEWithLogitsLoss`` with optional ``pos_weight``; targets are float multi-hot ``(N, L)``. Metrics: ``map``
+      (macro average precision), ``f1`` (macro F1 of the decisions at :attr:`thresholds`) and, for validation and
+      test, each label's average precision logged as ``val_ap_<label>``/``test_ap_<label>``.
+    * ``task="binary"``: two classes (``num_classes=2``, the DataModule's class indices 0/1) with ONE output logit
+      whose sigmoid is the probability of ``class_names[1]``; metrics ``acc``, ``f1`` and ``auroc``.
+
+    For the two sigmoid tasks a prediction is positive when its probability is at least its threshold
+    (:attr:`thresholds`, starting at ``threshold``). With ``tune_threshold`` other than ``"none"`` the thresholds
+    are re-tuned after every validation of ``fit`` to maximise F1 on that validation split (see
+    :mod:`lit_transfer.models.thresholds`), so each checkpoint carries the thresholds tuned with its own weights,
+    and a finished ``fit`` leaves those of its last validation; they are the buffer ``decision_thresholds`` of the
+    state dict, restored by :meth:`load_from_checkpoint` and used by :meth:`predict_step`. A validation's ``f1``
+    is measured at the thresholds in force when it starts (the previous validation's).
 
     The optimizer is built once with one named parameter group per timm layer group (``stem``, ``layer1`` ...
     ``head``), frozen groups included, with layer-wise LR decay multiplied into each group's ``lr``. Freezing is
@@ -54,8 +63,9 @@ class TransferClassifier(LightningModule):
         frozen_lr_mult: LR factor for the groups frozen in the first epoch (applied once they unfreeze).
         drop_rate: Dropout before the classifier.
         drop_path_rate: Stochastic depth of the backbone (timm models that support it).
-        label_smoothing: Label smoothing of the cross-entropy loss.
-        mixup_alpha: timm ``Mixup`` alpha (0 disables mixup).
+        label_smoothing: Label smoothing of the training loss (multi-label and binary targets move towards 0.5).
+        mixup_alpha: timm ``Mixup`` alpha (0 disables mixup). Multi-label and binary targets are mixed with the
+            images' ``lam`` and pairing (:class:`~lit_transfer.models.mixing.DenseMixup`).
         cutmix_alpha: timm ``Mixup`` CutMix alpha (0 disables CutMix).
         optimizer: Callable building the optimizer from parameter groups (LightningCLI ``OptimizerCallable``);
             default ``AdamW(lr=1e-3, weight_decay=0.05)`` in torch's fastest implementation for the parameters'
@@ -74,6 +84,15 @@ class TransferClassifier(LightningModule):
             as without the cache. See :mod:`lit_transfer.models.feature_cache`.
         compile: Compile the backbone's forward with ``torch.compile`` (checkpoint keys stay unprefixed).
         channels_last: Use the channels-last memory format (faster convolutions on recent hardware).
+        task: ``"multiclass"``, ``"multilabel"`` or ``"binary"`` (linked from the DataModule's ``task`` by the CLI).
+        threshold: Starting decision threshold of the sigmoid tasks, and the one kept by labels without positives
+            in the validation data.
+        tune_threshold: ``"per_label"`` (each label its own F1-best threshold), ``"global"`` (one for all labels,
+            best macro F1) or ``"none"`` (keep ``threshold``). Binary: ``"per_label"`` and ``"global"`` agree.
+        pos_weight: Weight of the positives in the sigmoid loss (not for multiclass): a list (one per label; one
+            for binary), or ``"auto"`` for ``(1 - f) / f`` with ``f`` each label's frequency among the training
+            rows, taken from the DataModule's ``label_frequencies`` or else counted over the training DataLoader
+            once at the start of ``fit`` (summed across DDP ranks). Validation and test losses are unweighted.
 
     Resuming ``fit`` from a checkpoint draws the same dropout, drop-path and mixup numbers as the uninterrupted run:
     the global generators are reseeded before every training batch from a seed saved in the checkpoint (see
@@ -88,12 +107,17 @@ class TransferClassifier(LightningModule):
             was recorded) it is the backbone's timm data config, and checkpoints do not carry it.
         layer_groups: The backbone's layer groups, stem first (see :mod:`lit_transfer.layer_groups`), computed once:
             the optimizer's param groups, the freezing callback and the feature cache all use this list.
+        thresholds: The decision thresholds of the sigmoid tasks (one per label; one for binary; empty for
+            multiclass).
 
     Example:
         >>> model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="linear_probe")
         >>> model(torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 3])
     """
+
+    decision_thresholds: torch.Tensor
+    pos_weight: torch.Tensor | None
 
     def __init__(
         self,
@@ -118,226 +142,234 @@ class TransferClassifier(LightningModule):
         cache_features: bool = False,
         compile: bool = False,
         channels_last: bool = False,
+        task: Literal["multiclass", "multilabel", "binary"] = "multiclass",
+        threshold: float = 0.5,
+        tune_threshold: Literal["none", "global", "per_label"] = "per_label",
+        pos_weight: Literal["auto"] | list[float] | None = None,
     ) -> None:
-        super().__init__()
         check_arguments(
             num_classes, class_names, layer_decay, label_smoothing, mixup_alpha, cutmix_alpha, warmup_epochs
         )
-        self.policy = resolve_policy(freeze, train_bn=train_bn)
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        self.hparams["freeze"] = self.policy.to_config()  # plain values: checkpoints load with weights_only=True
-        self.hparams["pretrained"] = str(pretrained) if isinstance(pretrained, Path) else pretrained
-        timm_kwargs: dict[str, Any] = {"drop_rate": drop_rate}
-        if drop_path_rate is not None:
-            timm_kwargs["drop_path_rate"] = drop_path_rate
-        self.backbone = create_backbone(backbone, num_classes, pretrained, in_chans, **timm_kwargs)
-        if channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
-        self.preprocessing = TrainedPreprocessing(backbone_data_config(self.backbone))
-        self._optimizer_factory = optimizer
-        self._scheduler_factory = lr_scheduler
-        self._build_loss()
-        self._train_metrics_logged = False
-        self.reseeding = BatchReseeding()
-        if cache_features:
-            check_cacheable(self.policy, self.backbone, uses_mixup=self.mixup is not None)
-        self.train_metrics = classification_metrics(num_classes, "train_")
-        self.val_metrics = classification_metrics(num_classes, "val_")
-        self.test_metrics = classification_metrics(num_classes, "test_")
+        check_task_arguments(task, num_classes, threshold, tune_threshold, pos_weight)
+        super().__init__(
+            backbone,
+            pretrained,
+            in_chans,
+            freeze,
+            train_bn,
+            layer_decay,
+            frozen_lr_mult,
+            drop_rate,
+            drop_path_rate,
+            optimizer,
+            lr_scheduler,
+            scheduler_interval,
+            warmup_epochs,
+            cache_features,
+            compile,
+            channels_last,
+        )
 
-    def _build_loss(self) -> None:
-        hp = self.hparams
-        self.mixup: Callable[..., Any] | None = None
-        if hp["mixup_alpha"] > 0 or hp["cutmix_alpha"] > 0:
-            from timm.data import Mixup
-            from timm.loss import SoftTargetCrossEntropy
-
-            self.mixup = Mixup(
-                mixup_alpha=hp["mixup_alpha"],
-                cutmix_alpha=hp["cutmix_alpha"],
-                label_smoothing=hp["label_smoothing"],
-                num_classes=hp["num_classes"],
-            )
-            self.train_loss: nn.Module = SoftTargetCrossEntropy()
-        else:
-            self.train_loss = nn.CrossEntropyLoss(label_smoothing=hp["label_smoothing"])
-        self.eval_loss = nn.CrossEntropyLoss()
-
-    # ------------------------------------------------------------------ data
+    # ------------------------------------------------------------- task hooks
     @property
-    def data_config(self) -> dict[str, Any]:
-        """The preprocessing the model expects (see the class's Attributes)."""
-        return self.preprocessing.config
+    def task(self) -> str:
+        """``"multiclass"``, ``"multilabel"`` or ``"binary"``."""
+        return str(self.hparams.get("task", "multiclass"))
 
-    @data_config.setter
-    def data_config(self, value: dict[str, Any]) -> None:
-        self.preprocessing.config = value
+    @property
+    def sigmoid_outputs(self) -> int:
+        """Number of sigmoid outputs: labels (multilabel), 1 (binary), 0 (multiclass)."""
+        return {"multilabel": int(self.hparams["num_classes"]), "binary": 1}.get(self.task, 0)
 
-    def setup(self, stage: str) -> None:
-        """Check the DataModule against the model, record its preprocessing at ``fit``, set up the feature cache.
+    def head_size(self) -> int:
+        """``num_classes`` logits; one for binary."""
+        return 1 if self.task == "binary" else int(self.hparams["num_classes"])
 
-        Every stage: a DataModule's ``num_classes`` must equal the model's (else ``ValueError``), and its
-        ``class_names``, when both have names, must be the model's in the same order (``ValueError``; a warning at
-        ``predict``, whose outputs are named with the model's classes). ``fit`` records the DataModule's
-        ``resolved_config`` as :attr:`data_config`; ``validate``/``test``/``predict`` warn when it differs from the
-        recorded one in size, mean or std. With ``cache_features``, ``fit`` refuses a DataModule that augments.
+    def describe_head(self) -> str:
+        """``"3 classes"`` (``"3 labels"`` for multilabel)."""
+        unit = "labels" if self.task == "multilabel" else "classes"
+        return f"{self.hparams['num_classes']} {unit}" + (" (binary)" if self.task == "binary" else "")
+
+    def configure_task(self) -> None:
+        """The loss, the mixup, the metrics; for the sigmoid tasks the thresholds, ``pos_weight`` and tuner."""
+        hp = self.hparams
+        mixing = hp["mixup_alpha"] > 0 or hp["cutmix_alpha"] > 0
+        if self.task == "multiclass":
+            if mixing:
+                from timm.data import Mixup
+                from timm.loss import SoftTargetCrossEntropy
+
+                self.mixup = Mixup(
+                    mixup_alpha=hp["mixup_alpha"],
+                    cutmix_alpha=hp["cutmix_alpha"],
+                    label_smoothing=hp["label_smoothing"],
+                    num_classes=hp["num_classes"],
+                )
+                self.soft_loss: nn.Module = SoftTargetCrossEntropy()
+            self.train_metrics: nn.Module = classification_metrics(hp["num_classes"], "train_")
+            self.val_metrics: nn.Module = classification_metrics(hp["num_classes"], "val_")
+            self.test_metrics: nn.Module = classification_metrics(hp["num_classes"], "test_")
+            return
+        width = self.sigmoid_outputs
+        if mixing:
+            self.mixup = DenseMixup(hp["mixup_alpha"], hp["cutmix_alpha"], hp["label_smoothing"])
+        weights = hp.get("pos_weight")
+        fixed = torch.tensor(weights, dtype=torch.float32) if isinstance(weights, (list, tuple)) else None
+        self.register_buffer("pos_weight", fixed, persistent=False)
+        self.register_buffer("decision_thresholds", torch.full((width,), float(hp["threshold"])))
+        names = self.class_names if self.task == "multilabel" else [self.class_names[1]]
+        self.train_metrics = ThresholdedMetrics(self.task, names, "train_", ranking=False)
+        self.val_metrics = ThresholdedMetrics(self.task, names, "val_")
+        self.test_metrics = ThresholdedMetrics(self.task, names, "test_")
+        mode = hp.get("tune_threshold", "none")
+        self.tuner = ThresholdTuner(width, mode, float(hp["threshold"])) if mode != "none" else None
+
+    def check_data(self, datamodule: Any, stage: str) -> None:
+        """The DataModule's ``task`` (binary takes multiclass data), ``num_classes`` and ``class_names``.
+
+        A DataModule's ``num_classes`` must equal the model's (else ``ValueError``), and its ``class_names``, when
+        both have names, must be the model's in the same order (``ValueError``; a warning at ``predict``, whose
+        outputs are named with the model's classes).
         """
-        datamodule = getattr(self.trainer, "datamodule", None)
+        check_task(self.task, datamodule, f"TransferClassifier(task={self.task!r})")
         check_classes(self.hparams["num_classes"], self.hparams.get("class_names"), datamodule, stage)
-        self.preprocessing.record(datamodule, stage)
-        if stage == "fit" and self.hparams["cache_features"]:
-            check_unaugmented(datamodule)
 
-    # ------------------------------------------------------------- fit hooks
-    def on_fit_start(self) -> None:
-        """Draw this fit's seed of the per-batch reseeding (a resume keeps its checkpoint's), the same on all ranks."""
-        self.reseeding.start(self.trainer)
+    def targets_for_loss(self, targets: Any, batch_idx: int) -> torch.Tensor:
+        """Class indices as given (multiclass); float ``(N, L)``/``(N, 1)`` targets, checked, for the sigmoid tasks."""
+        if self.task == "multiclass":
+            return targets  # type: ignore[no-any-return]
+        return dense_targets(targets, self.task, self.sigmoid_outputs, check_values=batch_idx == 0)
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Reseed the global generators from ``(seed, epoch, batch, rank)``: the batch draws what it drew before."""
-        self.reseeding.before_batch(self.current_epoch, batch_idx, self.global_rank)
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, split: Split, mixed: bool = False) -> torch.Tensor:
+        """Cross-entropy (soft-target after mixup), or BCE with logits for the sigmoid tasks.
 
-    def on_train_epoch_start(self) -> None:
-        """Log the epoch's training metrics at its first step."""
-        self._train_metrics_logged = False
-
-    # ------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the recorded preprocessing (``"data_config"``) and the reseeding seed (``"rng_seed"``)."""
-        self.preprocessing.save(checkpoint)
-        self.reseeding.save(checkpoint)
-
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> TransferClassifier:  # type: ignore[override]
-        """Rebuild the classifier from a checkpoint alone; pretrained weights are not fetched again.
-
-        Args:
-            checkpoint_path: Lightning checkpoint written by ``fit``.
-            *args: Passed to :meth:`lightning.pytorch.LightningModule.load_from_checkpoint`.
-            **kwargs: Overrides of saved hyper-parameters; ``pretrained`` defaults to ``False`` because the
-                checkpoint already holds every weight, and ``weights_only`` to ``True`` (no arbitrary unpickling).
-
-        Returns:
-            The classifier, with the checkpoint's weights.
+        Training applies ``label_smoothing`` (already in mixed targets) and ``pos_weight``; evaluation neither.
         """
-        kwargs.setdefault("pretrained", False)
-        kwargs.setdefault("weights_only", True)
-        try:
-            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)  # type: ignore[return-value]
-        except pickle.UnpicklingError as err:
-            raise UnsafeFileError.for_file(checkpoint_path, err) from None
+        smoothing = self.hparams["label_smoothing"] if split == "train" else 0.0
+        if self.task == "multiclass":
+            if mixed:
+                return self.soft_loss(outputs, targets)  # type: ignore[no-any-return]
+            return nn.functional.cross_entropy(outputs, targets, label_smoothing=smoothing)
+        if smoothing and not mixed:
+            targets = targets * (1.0 - smoothing) + 0.5 * smoothing
+        weight = self.pos_weight if split == "train" else None
+        return nn.functional.binary_cross_entropy_with_logits(outputs.float(), targets, pos_weight=weight)
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse a checkpoint of another backbone or head; restore the preprocessing and the reseeding seed.
+    def update_metrics(self, split: Split, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Update ``<split>_metrics`` (logits for multiclass; probabilities and decisions otherwise); log them."""
+        metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[split]
+        if isinstance(metrics, MetricCollection):
+            metrics.update(outputs, targets)
+            collections = [metrics]
+        else:
+            assert isinstance(metrics, ThresholdedMetrics)
+            probs = outputs.float().sigmoid()
+            metrics.update(probs, probs >= self.decision_thresholds, targets)
+            collections = metrics.collections()
+            if split == "val" and self.tuner is not None and self._tuning():
+                self.tuner.update(probs, targets)
+        if split == "train":
+            self.log_metrics_once(*collections)
+            return
+        for collection in collections:  # torchmetrics objects sync themselves
+            decisions = collection is not getattr(metrics, "scores", None)
+            self.log_dict(collection, on_epoch=True, prog_bar=split == "val" and decisions)
 
-        The checkpoint's ``"data_config"`` becomes :attr:`data_config` (a checkpoint without one keeps the backbone's
-        config). Resuming ``fit`` keeps the config this run's DataModule gave at ``setup`` and warns when the two
-        differ; loading for ``validate``/``test``/``predict`` warns when the DataModule's differs from the checkpoint's.
+    # --------------------------------------------------------------- thresholds
+    @property
+    def thresholds(self) -> list[float]:
+        """The decision thresholds (one per label; one for binary; ``[]`` for multiclass)."""
+        buffer = getattr(self, "decision_thresholds", None)
+        return [round(float(t), 6) for t in buffer] if isinstance(buffer, torch.Tensor) else []
+
+    def _tuning(self) -> bool:
+        """Whether validation predictions tune the thresholds now: during ``fit``, not in the sanity check."""
+        trainer = self._trainer
+        return trainer is not None and trainer.state.fn == "fit" and not trainer.sanity_checking
+
+    def on_validation_epoch_start(self) -> None:
+        """Start a fresh collection of the validation predictions that tune the thresholds."""
+        if self.task != "multiclass" and self.tuner is not None:
+            self.tuner.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Log each label's AP; during ``fit``, set the thresholds that maximise F1 on this validation.
+
+        The thresholds are the same on every DDP rank (the tuner's counts are summed across ranks).
         """
-        check_checkpoint_fits(self.state_dict(), checkpoint, self.hparams)
-        self.preprocessing.restore(checkpoint, self._trainer)
-        self.reseeding.restore(checkpoint)
+        if self.task == "multiclass":
+            return
+        self._log_per_label(self.val_metrics)
+        if self.tuner is None or not self._tuning():
+            return
+        tuned = torch.tensor(self.tuner.compute(), dtype=self.decision_thresholds.dtype)
+        self.decision_thresholds.copy_(tuned.to(self.decision_thresholds.device))
+        self.tuner.reset()
+
+    def on_test_epoch_end(self) -> None:
+        """Log each label's average precision on the test split."""
+        if self.task != "multiclass":
+            self._log_per_label(self.test_metrics)
+
+    def _log_per_label(self, metrics: nn.Module) -> None:
+        assert isinstance(metrics, ThresholdedMetrics)
+        values = metrics.per_label_values()
+        if values and not (self._trainer is not None and self._trainer.sanity_checking):
+            self.log_dict(values)  # computed from every rank's predictions already
+
+    def on_train_start(self) -> None:
+        """With ``pos_weight="auto"``, set it from the training labels' frequencies (see the class's Args)."""
+        if self.task == "multiclass" or self.hparams.get("pos_weight") != "auto":
+            return
+        frequencies = label_frequencies(self, self.sigmoid_outputs)
+        ratio = (1.0 - frequencies) / frequencies
+        # a label always or never present carries no imbalance to correct: weight 1
+        self.pos_weight = torch.where((frequencies > 0) & (frequencies < 1), ratio, torch.ones_like(ratio))
 
     # ----------------------------------------------------------------- model
     @property
     def class_names(self) -> list[str]:
-        """Class names (``"0"``, ``"1"``, ... when none were given)."""
+        """Class (or label) names (``"0"``, ``"1"``, ... when none were given)."""
         names = self.hparams.get("class_names")
         return list(names) if names else [str(i) for i in range(self.hparams["num_classes"])]
 
-    @property
-    def layer_groups(self) -> list[LayerGroup]:
-        """The backbone's layer groups, computed once (again only if its parameters were replaced)."""
-        key = tuple(id(p) for p in self.parameters())
-        cached = self.__dict__.get("_layer_groups_cache")
-        if cached is None or cached[0] != key:
-            cached = self.__dict__["_layer_groups_cache"] = (key, group_layers(self.backbone))
-        return cast("list[LayerGroup]", cached[1])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits for a batch of images ``(N, C, H, W)``."""
-        if self.hparams["channels_last"]:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.hparams["compile"]:
-            compiled = self.__dict__.get("_compiled_forward")
-            if compiled is None:  # kept out of the module tree: checkpoint keys gain no `_orig_mod.`
-                compiled = self.__dict__["_compiled_forward"] = torch.compile(self.backbone.forward)
-            return compiled(x)
-        return self.backbone(x)
-
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of images, or of cached features (2-D, from :class:`FeatureCache`'s loaders) during ``fit``."""
-        if not self.hparams["cache_features"] or x.ndim != 2:
-            return self(x)
-        features = nn.functional.dropout(x, p=self.hparams["drop_rate"], training=self.training)
-        get_classifier = cast("Callable[[], nn.Module]", self.backbone.get_classifier)  # timm API, not on `nn.Module`
-        return get_classifier()(features)
-
-    def configure_callbacks(self) -> list[Callback]:
-        """A guard against NaN/inf losses, the LayerFreezing callback that applies ``freeze``, the feature cache."""
-        callbacks: list[Callback] = [NonFiniteLossGuard()]
-        if not isinstance(self.policy, FullFineTune) or self.policy.train_bn:
-            callbacks.append(LayerFreezing(self.policy))
-        if self.hparams["cache_features"]:
-            callbacks.append(FeatureCache(partial(frozen_features, self.backbone)))
-        return callbacks
-
-    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
-        """One optimizer over named layer groups (frozen ones included) and its LR schedule."""
-        return configure_optimization(
-            self.layer_groups,
-            self.backbone,
-            self.policy,
-            self.hparams,
-            self.trainer,
-            optimizer=self._optimizer_factory,
-            lr_scheduler=self._scheduler_factory,
-        )
-
-    # ------------------------------------------------------------------ steps
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """Cross-entropy (or mixup soft-target) loss of one batch."""
-        x, y = batch[0], batch[1]
-        if self.mixup is not None and len(x) % 2 == 0:
-            x, soft = self.mixup(x, y)
-            loss = self.train_loss(self(x), soft)
-        else:
-            logits = self._logits(x)
-            loss = (
-                self.train_loss(logits, y)
-                if self.mixup is None
-                else nn.functional.cross_entropy(logits, y, label_smoothing=self.hparams["label_smoothing"])
-            )
-            if self.mixup is None:
-                self.train_metrics.update(logits.detach(), y)
-                if not self._train_metrics_logged:
-                    # Metric objects are computed from their whole-epoch state at epoch end: registering them once
-                    # per epoch is enough, and saves Lightning's per-call logging cost on every other step.
-                    self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
-                    self._train_metrics_logged = True
-        # a mean over ranks: synced (one scalar all-reduce per step under DDP, nothing on one device)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
-        return loss
-
-    def _evaluate(self, batch: Any, metrics: MetricCollection, prefix: str) -> torch.Tensor:
-        x, y = batch[0], batch[1]
-        logits = self._logits(x)
-        loss = self.eval_loss(logits, y)
-        metrics.update(logits, y)
-        self.log(f"{prefix}loss", loss, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
-        self.log_dict(metrics, on_epoch=True, prog_bar=prefix == "val_")  # torchmetrics objects sync themselves
-        return logits
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Loss and metrics on a validation batch."""
-        self._evaluate(batch, self.val_metrics, "val_")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        """Loss and metrics on a test batch."""
-        self._evaluate(batch, self.test_metrics, "test_")
-
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        """Predicted class indices (``preds``) and class probabilities (``probs``)."""
-        x = batch["image"] if isinstance(batch, dict) else batch[0] if isinstance(batch, (list, tuple)) else batch
-        probs = self(x).softmax(dim=-1)
-        return {"preds": probs.argmax(dim=-1), "probs": probs}
+        """Predictions of a batch of images.
+
+        Returns:
+            multiclass: ``preds`` (class indices ``(N,)``) and ``probs`` (softmax ``(N, C)``); multilabel:
+            ``probs`` (sigmoid ``(N, L)``) and ``preds`` (0/1 ``(N, L)`` at :attr:`thresholds`); binary: ``probs``
+            (``(N,)``, of ``class_names[1]``) and ``preds`` (0/1 ``(N,)``).
+        """
+        logits = self(self.images_of(batch))
+        if self.task == "multiclass":
+            probs = logits.softmax(dim=-1)
+            return {"preds": probs.argmax(dim=-1), "probs": probs}
+        probs = logits.float().sigmoid()
+        preds = (probs >= self.decision_thresholds).long()
+        if self.task == "binary":
+            return {"preds": preds[:, 0], "probs": probs[:, 0]}
+        return {"preds": preds, "probs": probs}
+
+
+def label_frequencies(model: TransferClassifier, width: int) -> torch.Tensor:
+    """Each label's frequency among the training rows: the DataModule's ``label_frequencies``, or counted.
+
+    Counting reads the Trainer's training DataLoader once (under a forked RNG, so the run draws what it would
+    have drawn) and sums the counts across DDP ranks.
+    """
+    trainer = model.trainer
+    given = getattr(getattr(trainer, "datamodule", None), "label_frequencies", None)
+    if model.task == "multilabel" and isinstance(given, (list, tuple)) and len(given) == width:
+        return torch.tensor([float(f) for f in given], device=model.device)
+    positives = torch.zeros(width, dtype=torch.float64, device=model.device)
+    rows = torch.zeros((), dtype=torch.float64, device=model.device)
+    loader = trainer.train_dataloader
+    with torch.random.fork_rng(devices=[]):
+        for batch in loader if loader is not None else []:
+            targets = dense_targets(batch[1], model.task, width, check_values=False).to(model.device)
+            positives += targets.sum(dim=0).double()
+            rows += len(targets)
+    positives = trainer.strategy.reduce(positives, reduce_op="sum")
+    rows = trainer.strategy.reduce(rows, reduce_op="sum")
+    return (positives / rows.clamp(min=1)).float()

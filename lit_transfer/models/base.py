@@ -1,0 +1,309 @@
+"""TransferModule: what every lit_transfer model shares, whatever its task.
+
+A :class:`TransferModule` is a timm backbone with a fresh head, fine-tuned under a freezing policy: it builds the
+backbone, records the preprocessing, computes the layer groups once, builds one optimizer with a named param group
+per layer group (layer decay included), adds the :class:`~lit_transfer.callbacks.LayerFreezing`,
+:class:`~lit_transfer.callbacks.non_finite_guard.NonFiniteLossGuard` and (for linear probes)
+:class:`~lit_transfer.callbacks.feature_cache.FeatureCache` callbacks, reseeds the global generators before every
+training batch, and loads checkpoints without unpickling objects.
+
+What depends on the task is left to a subclass, through these hooks (torchgeo's ``BaseTask`` has the same shape):
+
+* :meth:`TransferModule.head_size`: the number of head outputs.
+* :meth:`TransferModule.configure_task`: build the loss, the mixup and the metric collections.
+* :meth:`TransferModule.check_data`: check a DataModule against the model at ``setup``.
+* :meth:`TransferModule.targets_for_loss`: check a batch's targets and shape them for the loss.
+* :meth:`TransferModule.loss`: the loss of raw outputs against targets (hard, or mixed by mixup).
+* :meth:`TransferModule.update_metrics`: update a split's metrics with raw outputs and targets.
+* :meth:`TransferModule.predict_step`: what prediction returns.
+
+:class:`~lit_transfer.TransferClassifier` and :class:`~lit_transfer.TransferRegressor` are the two subclasses.
+``forward`` returns raw outputs (logits, or standardised values): what export writes.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
+from torch import nn
+from typing_extensions import Self
+
+from lit_transfer.backbones import backbone_data_config, create_backbone
+from lit_transfer.callbacks.feature_cache import FeatureCache
+from lit_transfer.callbacks.layer_freezing import LayerFreezing
+from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
+from lit_transfer.errors import UnsafeFileError
+from lit_transfer.freezing import FreezingPolicy, FullFineTune, resolve_policy
+from lit_transfer.layer_groups import LayerGroup
+from lit_transfer.layer_groups import layer_groups as group_layers
+from lit_transfer.models.checks import check_checkpoint_fits, check_unaugmented
+from lit_transfer.models.feature_cache import check_cacheable, frozen_features
+from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable, configure_optimization
+from lit_transfer.models.reseeding import BatchReseeding
+from lit_transfer.models.trained_preprocessing import TrainedPreprocessing
+
+__all__ = ["Split", "TransferModule"]
+
+Split = Literal["train", "val", "test"]
+
+
+class TransferModule(LightningModule):
+    """A timm backbone with a new head, freezing policies, layer decay, reseeding and recorded preprocessing.
+
+    Subclasses call ``super().__init__`` with the shared arguments below; their own constructor arguments are saved
+    in ``hparams`` too (Lightning collects the arguments of every ``__init__`` in the chain). The arguments are
+    documented on :class:`~lit_transfer.TransferClassifier`.
+
+    Attributes:
+        mixup: The training-batch mixer (timm ``Mixup`` or a subclass) or ``None``; set by :meth:`configure_task`.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        pretrained: bool | str,
+        in_chans: int,
+        freeze: FreezingPolicy | str | dict[str, Any],
+        train_bn: bool | None,
+        layer_decay: float | None,
+        frozen_lr_mult: float,
+        drop_rate: float,
+        drop_path_rate: float | None,
+        optimizer: OptimizerCallable | None,
+        lr_scheduler: LRSchedulerCallable | None,
+        scheduler_interval: Literal["epoch", "step"],
+        warmup_epochs: float,
+        cache_features: bool,
+        compile: bool,
+        channels_last: bool,
+    ) -> None:
+        super().__init__()
+        self.policy = resolve_policy(freeze, train_bn=train_bn)
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.hparams["freeze"] = self.policy.to_config()  # plain values: checkpoints load with weights_only=True
+        self.hparams["pretrained"] = str(pretrained) if isinstance(pretrained, Path) else pretrained
+        timm_kwargs: dict[str, Any] = {"drop_rate": drop_rate}
+        if drop_path_rate is not None:
+            timm_kwargs["drop_path_rate"] = drop_path_rate
+        self.backbone = create_backbone(backbone, self.head_size(), pretrained, in_chans, **timm_kwargs)
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        self.preprocessing = TrainedPreprocessing(backbone_data_config(self.backbone))
+        self._optimizer_factory = optimizer
+        self._scheduler_factory = lr_scheduler
+        self.mixup: Callable[..., Any] | None = None
+        self.configure_task()
+        self._train_metrics_logged = False
+        self.reseeding = BatchReseeding()
+        if cache_features:
+            check_cacheable(self.policy, self.backbone, uses_mixup=self.mixup is not None)
+
+    # ------------------------------------------------------------- task hooks
+    def head_size(self) -> int:
+        """Number of outputs of the head (read from ``self.hparams``, already saved when this is called)."""
+        raise NotImplementedError
+
+    def configure_task(self) -> None:
+        """Build the loss, ``self.mixup`` and the metrics (the backbone exists when this is called)."""
+        raise NotImplementedError
+
+    def check_data(self, datamodule: Any, stage: str) -> None:
+        """Refuse a DataModule (``None`` for plain DataLoaders) that does not fit the model, with a clear error."""
+
+    def targets_for_loss(self, targets: Any, batch_idx: int) -> torch.Tensor:
+        """A batch's targets checked (shape and dtype; values at batch 0) and shaped as :meth:`loss` takes them."""
+        raise NotImplementedError
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, split: Split, mixed: bool = False) -> torch.Tensor:
+        """Loss of raw outputs against targets; ``mixed``: the targets were mixed by :attr:`mixup`."""
+        raise NotImplementedError
+
+    def update_metrics(self, split: Split, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Update and register for logging the metrics of ``split`` (``self.log_dict`` of torchmetrics objects)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ data
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """The preprocessing the model expects (see :class:`~lit_transfer.TransferClassifier`'s Attributes)."""
+        return self.preprocessing.config
+
+    @data_config.setter
+    def data_config(self, value: dict[str, Any]) -> None:
+        self.preprocessing.config = value
+
+    def setup(self, stage: str) -> None:
+        """Check the DataModule against the model, record its preprocessing at ``fit``, set up the feature cache.
+
+        Every stage: :meth:`check_data` (the subclass's checks of the task, class count and names, outputs).
+        ``fit`` records the DataModule's ``resolved_config`` as :attr:`data_config`; ``validate``/``test``/
+        ``predict`` warn when it differs from the recorded one in size, mean or std. With ``cache_features``,
+        ``fit`` refuses a DataModule that augments.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self.check_data(datamodule, stage)
+        self.preprocessing.record(datamodule, stage)
+        if stage == "fit" and self.hparams["cache_features"]:
+            check_unaugmented(datamodule)
+
+    # ------------------------------------------------------------- fit hooks
+    def on_fit_start(self) -> None:
+        """Draw this fit's seed of the per-batch reseeding (a resume keeps its checkpoint's), the same on all ranks."""
+        self.reseeding.start(self.trainer)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Reseed the global generators from ``(seed, epoch, batch, rank)``: the batch draws what it drew before."""
+        self.reseeding.before_batch(self.current_epoch, batch_idx, self.global_rank)
+
+    def on_train_epoch_start(self) -> None:
+        """Log the epoch's training metrics at its first step."""
+        self._train_metrics_logged = False
+
+    # ------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the recorded preprocessing (``"data_config"``) and the reseeding seed (``"rng_seed"``)."""
+        self.preprocessing.save(checkpoint)
+        self.reseeding.save(checkpoint)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Self:  # type: ignore[override]
+        """Rebuild the model from a checkpoint alone; pretrained weights are not fetched again.
+
+        Args:
+            checkpoint_path: Lightning checkpoint written by ``fit``.
+            *args: Passed to :meth:`lightning.pytorch.LightningModule.load_from_checkpoint`.
+            **kwargs: Overrides of saved hyper-parameters; ``pretrained`` defaults to ``False`` because the
+                checkpoint already holds every weight, and ``weights_only`` to ``True`` (no arbitrary unpickling).
+
+        Returns:
+            The model, with the checkpoint's weights.
+        """
+        kwargs.setdefault("pretrained", False)
+        kwargs.setdefault("weights_only", True)
+        try:
+            return cast("Self", super().load_from_checkpoint(checkpoint_path, *args, **kwargs))
+        except pickle.UnpicklingError as err:
+            raise UnsafeFileError.for_file(checkpoint_path, err) from None
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another backbone or head; restore the preprocessing and the reseeding seed.
+
+        The checkpoint's ``"data_config"`` becomes :attr:`data_config` (a checkpoint without one keeps the backbone's
+        config). Resuming ``fit`` keeps the config this run's DataModule gave at ``setup`` and warns when the two
+        differ; loading for ``validate``/``test``/``predict`` warns when the DataModule's differs from the checkpoint's.
+        """
+        check_checkpoint_fits(self.state_dict(), checkpoint, self.hparams, self.describe_head())
+        self.preprocessing.restore(checkpoint, self._trainer)
+        self.reseeding.restore(checkpoint)
+
+    def describe_head(self) -> str:
+        """The head in words, for error messages (e.g. ``"3 classes"``)."""
+        return f"{self.head_size()} outputs"
+
+    # ----------------------------------------------------------------- model
+    @property
+    def layer_groups(self) -> list[LayerGroup]:
+        """The backbone's layer groups, computed once (again only if its parameters were replaced)."""
+        key = tuple(id(p) for p in self.parameters())
+        cached = self.__dict__.get("_layer_groups_cache")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_layer_groups_cache"] = (key, group_layers(self.backbone))
+        return cast("list[LayerGroup]", cached[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw head outputs (logits, or standardised values) for a batch of images ``(N, C, H, W)``."""
+        if self.hparams["channels_last"]:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.hparams["compile"]:
+            compiled = self.__dict__.get("_compiled_forward")
+            if compiled is None:  # kept out of the module tree: checkpoint keys gain no `_orig_mod.`
+                compiled = self.__dict__["_compiled_forward"] = torch.compile(self.backbone.forward)
+            return cast("torch.Tensor", compiled(x))
+        return cast("torch.Tensor", self.backbone(x))
+
+    def outputs_of(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw outputs of images, or of cached features (2-D, from :class:`FeatureCache`'s loaders) during ``fit``."""
+        if not self.hparams["cache_features"] or x.ndim != 2:
+            return self(x)
+        features = nn.functional.dropout(x, p=self.hparams["drop_rate"], training=self.training)
+        get_classifier = cast("Callable[[], nn.Module]", self.backbone.get_classifier)  # timm API, not on `nn.Module`
+        return cast("torch.Tensor", get_classifier()(features))
+
+    def configure_callbacks(self) -> list[Callback]:
+        """A guard against NaN/inf losses, the LayerFreezing callback that applies ``freeze``, the feature cache."""
+        callbacks: list[Callback] = [NonFiniteLossGuard()]
+        if not isinstance(self.policy, FullFineTune) or self.policy.train_bn:
+            callbacks.append(LayerFreezing(self.policy))
+        if self.hparams["cache_features"]:
+            callbacks.append(FeatureCache(partial(frozen_features, self.backbone)))
+        return callbacks
+
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        """One optimizer over named layer groups (frozen ones included) and its LR schedule."""
+        return configure_optimization(
+            self.layer_groups,
+            self.backbone,
+            self.policy,
+            self.hparams,
+            self.trainer,
+            optimizer=self._optimizer_factory,
+            lr_scheduler=self._scheduler_factory,
+        )
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """The task's loss of one batch (on mixed images and targets when mixup is on and the batch is even)."""
+        x, y = batch[0], self.targets_for_loss(batch[1], batch_idx)
+        if self.mixup is not None and len(x) % 2 == 0:
+            x, mixed = self.mixup(x, y)
+            loss = self.loss(self(x), mixed, "train", mixed=True)
+        else:
+            outputs = self.outputs_of(x)
+            loss = self.loss(outputs, y, "train")
+            if self.mixup is None:
+                self.update_metrics("train", outputs.detach(), y)
+        # a mean over ranks: synced (one scalar all-reduce per step under DDP, nothing on one device)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
+        return loss
+
+    def log_metrics_once(self, metrics: Any) -> None:
+        """Register training metric objects for logging at the epoch's first step only.
+
+        Metric objects are computed from their whole-epoch state at epoch end: registering them once per epoch is
+        enough, and saves Lightning's per-call logging cost on every other step.
+        """
+        if not self._train_metrics_logged:
+            self.log_dict(metrics, on_step=False, on_epoch=True)
+            self._train_metrics_logged = True
+
+    def evaluate(self, batch: Any, batch_idx: int, split: Split) -> torch.Tensor:
+        """Loss and metrics of a validation or test batch; returns the raw outputs."""
+        x, y = batch[0], self.targets_for_loss(batch[1], batch_idx)
+        outputs = self.outputs_of(x)
+        loss = self.loss(outputs, y, split)
+        self.update_metrics(split, outputs, y)
+        self.log(f"{split}_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
+        return outputs
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Loss and metrics on a validation batch."""
+        self.evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """Loss and metrics on a test batch."""
+        self.evaluate(batch, batch_idx, "test")
+
+    @staticmethod
+    def images_of(batch: Any) -> torch.Tensor:
+        """The images of a prediction batch: a tensor, the first item of a tuple, or a dict's ``"image"``."""
+        if isinstance(batch, dict):
+            return cast("torch.Tensor", batch["image"])
+        return cast("torch.Tensor", batch[0] if isinstance(batch, (list, tuple)) else batch)
