@@ -12,7 +12,7 @@ from lit_transfer.freezing import (
     UnfreezeAtEpochs,
 )
 from lit_transfer.lr_finder import GroupLRFinder, LRFinderResult, find_lr
-from lit_transfer.models import TransferClassifier
+from lit_transfer.models import TransferClassifier, TransferRegressor
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,7 @@ __all__ = [
     "OptimizerSwap",
     "SurgicalFineTune",
     "TransferClassifier",
+    "TransferRegressor",
     "UnfreezeAtEpochs",
     "__version__",
     "find_lr",
