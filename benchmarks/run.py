@@ -34,6 +34,7 @@ BENCHMARKS = (
     "swats",
     "lr_finder",
     "shift",
+    "canvases",
 )
 
 
