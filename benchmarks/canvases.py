@@ -112,7 +112,7 @@ def train_target(
     trainer.fit(model, datamodule=data)
     outputs = trainer.predict(model, datamodule=data)
     data.setup("test")
-    truth = torch.as_tensor(data.test_dataset.labels)
+    truth = torch.as_tensor(getattr(data.test_dataset, "labels", None))
     return score(task, outputs, truth, data.target_stats)
 
 
@@ -142,7 +142,9 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
 
     common.set_threads(1)
     common.quiet()
-    settings = QUICK if quick else {"source_epochs": None, "epochs": EPOCHS, "train": TRAIN, "test": TEST}
+    settings: dict[str, Any] = (
+        QUICK if quick else {"source_epochs": None, "epochs": EPOCHS, "train": TRAIN, "test": TEST}
+    )
     seeds: tuple[int, ...] = QUICK["seeds"] if quick else SEEDS
     weights, meta = common.source_weights(CELL, epochs=settings["source_epochs"])
     table = policies()
