@@ -124,10 +124,17 @@ def samples_per_class(trainer: Trainer, pl_module: LightningModule) -> float:
 
 
 def _loss(pl_module: LightningModule, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The module's ``eval_loss`` when it has one, else cross-entropy for class indices, BCE for 0/1, MSE."""
+    """The module's own evaluation loss, else cross-entropy for class indices, BCE for 0/1 targets, else MSE.
+
+    The module's loss is its ``loss(outputs, targets_for_loss(targets, 0), "val")`` (lit_transfer's models: the
+    task's loss without label smoothing or ``pos_weight``), else its ``eval_loss(outputs, targets)``.
+    """
+    loss, shape_targets = getattr(pl_module, "loss", None), getattr(pl_module, "targets_for_loss", None)
+    if callable(loss) and callable(shape_targets):
+        return loss(outputs, shape_targets(targets, 0), "val")  # type: ignore[no-any-return]
     loss_fn = getattr(pl_module, "eval_loss", None)
     if callable(loss_fn):
-        return loss_fn(outputs, targets)
+        return loss_fn(outputs, targets)  # type: ignore[no-any-return]
     if not targets.is_floating_point():
         return nn.functional.cross_entropy(outputs, targets)
     targets = targets.reshape(outputs.shape).to(outputs.dtype)
@@ -141,7 +148,7 @@ def relative_gradient_norms(
 ) -> list[float]:
     """Each group's ``||g|| / ||w||`` for the mean gradient of the task loss over ``batches``, in eval mode.
 
-    Batches are ``(inputs, targets, ...)``; the loss is the module's ``eval_loss`` when it has one. Every
+    Batches are ``(inputs, targets, ...)``; the loss is the module's own when it has one (see :func:`_loss`). Every
     ``requires_grad`` flag and module mode is restored; no ``.grad`` is written.
     """
     params = [p for group in groups for p in group.params]
