@@ -49,12 +49,24 @@ __all__ = [
 
 @contextmanager
 def forked_rng(seed: int) -> Iterator[None]:
-    """Seed torch's (CPU and initialised CUDA), NumPy's and Python's generators inside, restore them on exit."""
+    """Seed torch's (CPU and initialised CUDA), NumPy's and Python's generators inside, restore them on exit.
+
+    Example:
+        >>> _ = torch.manual_seed(1)
+        >>> expected = torch.rand(1)
+        >>> _ = torch.manual_seed(1)
+        >>> with forked_rng(seed=0):
+        ...     _ = torch.rand(100)  # draws inside the fork
+        >>> torch.equal(torch.rand(1), expected)  # the outer stream continues where it was
+        True
+    """
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     states = (torch.get_rng_state(), np.random.get_state(), random.getstate())
     cuda_states = torch.cuda.get_rng_state_all() if cuda else None
     try:
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)  # not torch.manual_seed: it queues seeds for CUDA's init
+        if cuda_states is not None:
+            torch.cuda.manual_seed_all(seed)
         np.random.seed(seed % 2**32)
         random.seed(seed)
         yield
