@@ -35,7 +35,7 @@ from typing_extensions import override
 from lit_transfer._schedulers import scale_learning_rates
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.lr_range_test import RangeTestCurve, callbacks_of, check_range, reference_lr, run_range_test
-from lit_transfer.lr_suggest import DEFAULT_RULE, RULES, smooth_losses, suggest_lr
+from lit_transfer.lr_suggest import DEFAULT_RULE, DEFAULT_SMOOTHING, RULES, smooth_losses, suggest_lr
 from lit_transfer.trainer_facts import param_group_name
 
 __all__ = ["GroupLRFinder", "LRFinderResult", "find_lr"]
@@ -218,7 +218,7 @@ class GroupLRFinder(Callback):
         max_lr: float = 1.0,
         num_steps: int = 100,
         rule: str = DEFAULT_RULE,
-        smoothing: float = 0.98,
+        smoothing: float = DEFAULT_SMOOTHING,
         diverge_factor: float | None = 4.0,
         apply: bool = True,
         out_dir: str | Path | None = None,
@@ -287,7 +287,7 @@ def find_lr(
     max_lr: float = 1.0,
     num_steps: int = 100,
     rule: str = DEFAULT_RULE,
-    smoothing: float = 0.98,
+    smoothing: float = DEFAULT_SMOOTHING,
     diverge_factor: float | None = 4.0,
     out_dir: str | Path | None = None,
 ) -> LRFinderResult:

@@ -38,6 +38,7 @@ from typing_extensions import override
 
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.freezing import FreezingPolicy
+from lit_transfer.lr_suggest import DEFAULT_SMOOTHING
 
 __all__ = ["RangeTestCurve", "callbacks_of", "check_range", "reference_lr", "run_range_test"]
 
@@ -246,7 +247,7 @@ def run_range_test(
     min_lr: float,
     max_lr: float,
     num_steps: int,
-    smoothing: float = 0.98,
+    smoothing: float = DEFAULT_SMOOTHING,
     diverge_factor: float | None = 4.0,
 ) -> RangeTestCurve:
     """Run an LR range test of the module's first freezing phase from ``on_fit_start``; leave no trace.

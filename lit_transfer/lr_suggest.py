@@ -23,15 +23,19 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-__all__ = ["DEFAULT_RULE", "RULES", "Rule", "smooth_losses", "suggest_index", "suggest_lr"]
+__all__ = ["DEFAULT_RULE", "DEFAULT_SMOOTHING", "RULES", "Rule", "smooth_losses", "suggest_index", "suggest_lr"]
 
 Rule = Literal["valley", "steep", "minimum"]
 RULES: tuple[Rule, ...] = ("valley", "steep", "minimum")
 DEFAULT_RULE: Rule = "valley"
 """The rule ``find_lr`` uses unless told otherwise; chosen by ``benchmarks/lr_finder.py`` (docs/lr-finder.md)."""
+DEFAULT_SMOOTHING = 0.9
+"""The loss's smoothing factor unless told otherwise. fastai and Lightning use 0.98 for their 100-step tests, an
+average over about 50 steps that lags the curve towards larger LRs, most on a short test; ``benchmarks/lr_finder.py``
+compares both (docs/lr-finder.md)."""
 
 
-def smooth_losses(losses: Sequence[float], beta: float = 0.98) -> list[float]:
+def smooth_losses(losses: Sequence[float], beta: float = DEFAULT_SMOOTHING) -> list[float]:
     """Exponential moving average of ``losses`` with bias correction (fastai's and Lightning's smoothing).
 
     Args:
