@@ -163,7 +163,7 @@ def _callbacks():
 DEFAULTS = str(REPO / "recipes" / "defaults.yaml")
 
 
-def _fit_on_digits(tmp: Path, num_classes: int) -> None:
+def _fit_on_digits(tmp: Path, num_classes: int, model=None) -> None:
     import lightning as L
 
     from lit_transfer.data import DigitsDataModule
@@ -177,7 +177,13 @@ def _fit_on_digits(tmp: Path, num_classes: int) -> None:
         enable_model_summary=False,
         default_root_dir=tmp,
     )
-    trainer.fit(_classifier(num_classes=num_classes), datamodule=data)
+    trainer.fit(model or _classifier(num_classes=num_classes), datamodule=data)
+
+
+def _regressor(**kwargs):
+    from lit_transfer import TransferRegressor
+
+    return TransferRegressor("test_resnet", pretrained=False, **kwargs)
 
 
 CASES = [
@@ -213,6 +219,38 @@ CASES = [
         lambda t: _classifier(layer_decay=1.5),
         ValueError,
         r"`layer_decay` must be in \(0, 1\]",
+    ),
+    Case(
+        "Models",
+        "binary-num-classes",
+        "A binary classifier with other than 2 classes",
+        lambda t: _classifier(task="binary", num_classes=3),
+        ValueError,
+        r"`task='binary'` needs `num_classes=2`",
+    ),
+    Case(
+        "Models",
+        "multilabel-on-class-indices",
+        "A multi-label classifier fed class indices (a multiclass DataModule)",
+        lambda t: _fit_on_digits(t, 5, _classifier(num_classes=5, task="multilabel")),
+        ValueError,
+        r"multi-hot targets of shape \(N, 5\) .*got int64 .*`label_columns`",
+    ),
+    Case(
+        "Models",
+        "regressor-on-class-indices",
+        "A regressor fed class indices (a classification DataModule)",
+        lambda t: _fit_on_digits(t, 5, _regressor()),
+        ValueError,
+        r"float targets of shape \(N, 1\), got int64 .*`target_columns`",
+    ),
+    Case(
+        "Models",
+        "regressor-target-stats",
+        "Regression `target_stats` with a zero or missing std",
+        lambda t: _regressor(num_outputs=1, target_stats={"mean": [0.0], "std": [0.0]}),
+        ValueError,
+        r"`target_stats` must be \{\"mean\": \[1 numbers\], \"std\": \[1 positive numbers\]\}",
     ),
     Case(
         "Models",
