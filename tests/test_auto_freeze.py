@@ -5,7 +5,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from callback_helpers import StopAfter
+from cli_helpers import RECIPES, TINY
 from freeze_helpers import GatherParams, PlainModule, Recorder, fixed_data, loader, trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, Subset
@@ -263,3 +267,33 @@ def test_ddp_resume_after_the_decision_keeps_the_plan_and_the_replicas_identical
     assert result["max"] == 0.0, {k: v for k, v in result["per_param"].items() if v}
     first, resumed = (json.loads((tmp_path / d / "plan0.json").read_text()) for d in ("a", "b"))
     assert resumed["plan"] == first["plan"]
+
+
+# --------------------------------------------------------------------------------------------------------- CLI
+def _lit_transfer(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [str(Path(sys.executable).parent / "lit-transfer"), *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_the_recipe_decides_once_and_a_resume_follows_the_plan(tmp_path):
+    """`lit-transfer fit` with recipes/auto.yaml, then `--ckpt_path last` past the decision: no second measurement."""
+    args = [
+        *("--config", str(RECIPES / "defaults.yaml"), "--config", str(RECIPES / "auto.yaml")),
+        *TINY,
+        *("--data.image_size=32", "--data.batch_size=8", "--model.freeze.probe_epochs=1"),
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    first = _lit_transfer(tmp_path, "fit", *args, "--trainer.max_epochs=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    decisions = [line for line in (first.stdout + first.stderr).splitlines() if line.startswith("AutoFreeze:")]
+    assert len(decisions) == 1 and "from epoch 1 train" in decisions[0]
+    resumed = _lit_transfer(tmp_path, "fit", *args, "--trainer.max_epochs=3", "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "AutoFreeze:" not in resumed.stdout + resumed.stderr
+    plans = []
+    for version in ("version_0", "version_1"):
+        state = torch.load(tmp_path / "lightning_logs" / version / "checkpoints" / "last.ckpt", weights_only=True)
+        plans.append(next(v for k, v in state["callbacks"].items() if k.startswith("LayerFreezing"))["policy_state"])
+    assert plans[0] == plans[1] and plans[0]["plan"]["epoch"] == 1
