@@ -248,3 +248,20 @@ def _ddp(tmp_path: Path, task: str) -> dict:
 def test_ddp_replicas_stay_identical(tmp_path, task):
     result = _ddp(tmp_path, task)
     assert result["max"] == 0.0, {k: v for k, v in result["per_param"].items() if v}
+
+
+def test_a_checkpoint_without_the_task_arguments_loads_as_the_multiclass_classifier(tmp_path):
+    """Checkpoints written before `task` existed hold none of its arguments: they load as multiclass models."""
+    torch.manual_seed(0)
+    model = TransferClassifier("test_resnet", num_classes=2, pretrained=False, freeze="linear_probe")
+    trainer = fit_trainer(tmp_path, 1, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(model, datamodule=TaskData("binary"))
+    trainer.save_checkpoint(tmp_path / "new.ckpt")
+    checkpoint = torch.load(tmp_path / "new.ckpt", weights_only=True)
+    for key in ("task", "threshold", "tune_threshold", "pos_weight"):
+        del checkpoint["hyper_parameters"][key]
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    loaded = TransferClassifier.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert loaded.task == "multiclass" and loaded.thresholds == []
+    images = TaskData("binary").val_set.tensors[0][:4]
+    assert torch.equal(loaded.eval()(images), model.eval()(images))
