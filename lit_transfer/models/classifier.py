@@ -315,7 +315,7 @@ class TransferClassifier(TransferModule):
         assert isinstance(metrics, ThresholdedMetrics)
         values = metrics.per_label_values()
         if values and not (self._trainer is not None and self._trainer.sanity_checking):
-            self.log_dict(values)  # computed from every rank's predictions already
+            self.log_dict(values, sync_dist=True)  # the same on every rank already: the mean changes nothing
 
     def on_train_start(self) -> None:
         """With ``pos_weight="auto"``, set it from the training labels' frequencies (see the class's Args)."""
