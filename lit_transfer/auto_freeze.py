@@ -173,6 +173,12 @@ def relative_gradient_norms(
             p.requires_grad_(True)
         with torch.enable_grad():
             for batch in batches:
+                if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+                    raise ValueError(
+                        "AutoFreeze measures on training batches of the form (inputs, targets, ...); the train"
+                        f" DataLoader gives {type(batch).__name__}. Use another `freeze` policy, or a collate_fn"
+                        " that returns (inputs, targets)."
+                    )
                 inputs, targets = move_data_to_device((batch[0], batch[1]), pl_module.device)
                 loss = _loss(pl_module, pl_module(inputs), targets)
                 grads = torch.autograd.grad(loss, params, allow_unused=True)

@@ -19,7 +19,7 @@ from callback_helpers import StopAfter
 from cli_helpers import RECIPES, TINY
 from freeze_helpers import GatherParams, PlainModule, Recorder, fixed_data, loader, trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from lit_transfer import AutoFreeze, LayerFreezing, TransferClassifier
 from lit_transfer.auto_freeze import forked_rng, measurement_batches, relative_gradient_norms
@@ -216,6 +216,29 @@ def test_any_lightning_module_gets_the_mask_and_a_warning_about_rates(tmp_path):
     assert plan is not None and plan.mask[-1] and callback.trainable_mask == list(plan.mask)
     trainable = [any(p.requires_grad for p in g.params) for g in callback.groups]
     assert trainable == list(plan.mask)
+
+
+class DictBatches(PlainModule):
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.cross_entropy(self(batch["x"]), batch["y"])
+
+
+class Stream(IterableDataset):
+    def __iter__(self):
+        return iter(fixed_data())
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "match"),
+    [
+        (DictBatches, [{"x": x, "y": y} for x, y in fixed_data()], r"batches of the form \(inputs, targets, \.\.\.\)"),
+        (PlainModule, Stream(), r"needs a map-style dataset .* Stream"),
+    ],
+    ids=["dict-batches", "iterable-dataset"],
+)
+def test_data_it_cannot_measure_on_is_a_clear_error_at_the_decision(tmp_path, model, data, match):
+    with pytest.raises(ValueError, match=match):
+        trainer(tmp_path, 2, [LayerFreezing("auto")]).fit(model(), DataLoader(data, batch_size=8))
 
 
 # --------------------------------------------------------------------------------------------------------- DDP
