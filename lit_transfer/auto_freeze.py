@@ -39,6 +39,7 @@ from lit_transfer.trainer_facts import loader_batch_size, train_loader
 
 __all__ = [
     "apply_lr_multipliers",
+    "check_measurable",
     "forked_rng",
     "measurement_batches",
     "plan_auto_freeze",
@@ -78,6 +79,22 @@ def forked_rng(seed: int) -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
+def check_measurable(trainer: Trainer) -> Any:
+    """The training dataset, checked to be map-style (AutoFreeze draws a seeded subset of it).
+
+    Raises:
+        ValueError: Naming the dataset type and the fix.
+    """
+    dataset = getattr(train_loader(trainer), "dataset", None)
+    if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+        raise ValueError(
+            "AutoFreeze measures on a few samples of the training dataset and needs a map-style dataset (with"
+            f" `__len__` and `__getitem__`); the train DataLoader has {type(dataset).__name__}. Use another `freeze`"
+            " policy with an iterable dataset."
+        )
+    return dataset
+
+
 def measurement_batches(trainer: Trainer, count: int, seed: int) -> list[Any]:
     """``count`` batches of a seeded subset of the training dataset, collated as the train DataLoader does.
 
@@ -89,14 +106,7 @@ def measurement_batches(trainer: Trainer, count: int, seed: int) -> list[Any]:
         ValueError: When the train DataLoader has no map-style dataset to draw from.
     """
     loader = train_loader(trainer)
-    dataset = getattr(loader, "dataset", None)
-    if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-        raise ValueError(
-            "AutoFreeze measures on a few samples of the training dataset and needs a map-style dataset (with"
-            f" `__len__` and `__getitem__`); the train DataLoader has {type(dataset).__name__}. Use another `freeze`"
-            " policy with an iterable dataset."
-        )
-    dataset = _private_copy(dataset, seed)
+    dataset = _private_copy(check_measurable(trainer), seed)
     batch_size = loader_batch_size(loader) or 32
     permutation = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
     order = permutation[: count * batch_size].tolist()

@@ -236,9 +236,12 @@ class Stream(IterableDataset):
     ],
     ids=["dict-batches", "iterable-dataset"],
 )
-def test_data_it_cannot_measure_on_is_a_clear_error_at_the_decision(tmp_path, model, data, match):
+def test_data_it_cannot_measure_on_is_a_clear_error(tmp_path, model, data, match):
+    """An iterable dataset is refused before the first step; a batch that is not a tuple at the decision."""
+    steps = Recorder()
     with pytest.raises(ValueError, match=match):
-        trainer(tmp_path, 2, [LayerFreezing("auto")]).fit(model(), DataLoader(data, batch_size=8))
+        trainer(tmp_path, 2, [LayerFreezing("auto"), steps]).fit(model(), DataLoader(data, batch_size=8))
+    assert list(steps.epochs) == ([] if isinstance(data, Stream) else [0])
 
 
 # --------------------------------------------------------------------------------------------------------- DDP

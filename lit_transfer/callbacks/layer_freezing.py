@@ -40,7 +40,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from typing_extensions import override
 
 from lit_transfer._compat import rewrap_ddp
-from lit_transfer.auto_freeze import apply_lr_multipliers, plan_auto_freeze
+from lit_transfer.auto_freeze import apply_lr_multipliers, check_measurable, plan_auto_freeze
 from lit_transfer.errors import CheckpointMismatchError
 from lit_transfer.freezing import AutoFreeze, FreezingPolicy, resolve_policy
 from lit_transfer.layer_groups import (
@@ -172,6 +172,11 @@ class LayerFreezing(Callback):
                 self._apply(int(count), pl_module, announce=False)
             self._restored = None
         self._follow_in_ddp(trainer, pl_module)
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if isinstance(self.policy, AutoFreeze) and self.policy.plan is None:
+            check_measurable(trainer)  # before the first step, not at the decision
 
     # ----------------------------------------------------------------- phases
     @override
