@@ -160,7 +160,10 @@ def test_cached_features_train_the_sigmoid_head_like_images(tmp_path, task):
 def test_multilabel_trains_in_bf16_mixed(tmp_path):
     torch.manual_seed(0)
     model, losses = _model(), EpochLosses()
-    fit_trainer(tmp_path, 2, [losses], precision="bf16-mixed").fit(model, datamodule=TaskData("multilabel"))
+    # oneDNN's bf16 convolution weight-gradient kernel on CPU can return NaN after other fits in the same process
+    # (see tests/test_precision.py): the model's bf16 path is checked on torch's reference kernels
+    with torch.backends.mkldnn.flags(enabled=False):
+        fit_trainer(tmp_path, 2, [losses], precision="bf16-mixed").fit(model, datamodule=TaskData("multilabel"))
     assert all(torch.isfinite(torch.tensor(losses.losses)))
     assert all(0.0 <= t <= 1.0 for t in model.thresholds)
 
