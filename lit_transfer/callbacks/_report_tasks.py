@@ -115,7 +115,7 @@ def regression_rows(predicted: torch.Tensor, true: torch.Tensor, names: list[str
     Example:
         >>> rows = regression_rows(torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([[1.0], [3.0], [4.0]]), ["y"])
         >>> [(r["target"], round(r["mae"], 4), round(r["rmse"], 4), round(r["r2"], 4)) for r in rows]
-        [('y', 0.3333, 0.5774, 0.6429)]
+        [('y', 0.3333, 0.5774, 0.7857)]
     """
     rows = []
     for j, name in enumerate(names):
