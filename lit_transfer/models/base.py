@@ -34,6 +34,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
+from torchmetrics import MetricCollection
 from typing_extensions import Self
 
 from lit_transfer.backbones import backbone_data_config, create_backbone
@@ -274,14 +275,15 @@ class TransferModule(LightningModule):
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
         return loss
 
-    def log_metrics_once(self, metrics: Any) -> None:
-        """Register training metric objects for logging at the epoch's first step only.
+    def log_metrics_once(self, *collections: MetricCollection) -> None:
+        """Register training metric collections for logging at the epoch's first step only.
 
         Metric objects are computed from their whole-epoch state at epoch end: registering them once per epoch is
         enough, and saves Lightning's per-call logging cost on every other step.
         """
         if not self._train_metrics_logged:
-            self.log_dict(metrics, on_step=False, on_epoch=True)
+            for metrics in collections:
+                self.log_dict(metrics, on_step=False, on_epoch=True)
             self._train_metrics_logged = True
 
     def evaluate(self, batch: Any, batch_idx: int, split: Split) -> torch.Tensor:
