@@ -166,3 +166,21 @@ def test_quick_shift_verdicts_follow_its_numbers(tmp_path) -> None:
     text = (tmp_path / "results.md").read_text()
     assert "{#shift}" in text and "Selected on validation, never on test" in text
     assert (tmp_path / "shift_accuracy_vs_shots.png").stat().st_size > 0
+
+
+def test_quick_canvases_reports_the_transfer_gain_it_measured(tmp_path) -> None:
+    assert run.main(["--quick", "--only", "canvases", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())["results"]["canvases"]
+    assert "error" not in result, result.get("error")
+    multilabel, regression = result["results"]["multilabel"], result["results"]["regression"]
+    assert set(multilabel) == set(regression) and "scratch" in multilabel and "full_fine_tune" in multilabel
+    assert all(0 <= v <= 100 for scores in multilabel.values() for k in ("map", "f1") for v in scores[k])
+    assert all(v >= 0 for scores in regression.values() for v in scores["mae"])
+    gain = result["transfer_gain"]
+    assert gain["multilabel_map_points"] == pytest.approx(
+        [a - b for a, b in zip(multilabel["full_fine_tune"]["map"], multilabel["scratch"]["map"])]
+    )
+    assert gain["regression_mae_reduction"] == pytest.approx(
+        [b - a for a, b in zip(regression["full_fine_tune"]["mae"], regression["scratch"]["mae"])]
+    )
+    assert "Multi-label and regression transfer" in (tmp_path / "results.md").read_text()
