@@ -250,7 +250,7 @@ CASES = [
         "Regression `target_stats` with a zero or missing std",
         lambda t: _regressor(num_outputs=1, target_stats={"mean": [0.0], "std": [0.0]}),
         ValueError,
-        r"`target_stats` must be \{\"mean\": \[1 numbers\], \"std\": \[1 positive numbers\]\}",
+        r"`target_stats` must be .* with 1 number\(s\) each, every std positive",
     ),
     Case(
         "Models",

@@ -141,7 +141,7 @@ def test_a_datamodule_of_other_outputs_or_statistics_is_refused(tmp_path):
     [
         ({"num_outputs": 0}, r"`num_outputs` must be an integer >= 1, got 0"),
         ({"num_outputs": 2, "target_names": ["a"]}, r"`target_names` has 1 names but `num_outputs` is 2"),
-        ({"target_stats": {"mean": [0.0], "std": [0.0]}}, r"`target_stats` must be .*positive numbers"),
+        ({"target_stats": {"mean": [0.0], "std": [0.0]}}, r"`target_stats` must be .*every std positive"),
         ({"loss": "mae"}, r"`loss` must be one of 'mse', 'l1', 'huber', got 'mae'"),
         ({"huber_delta": 0}, r"`huber_delta` must be a positive number"),
         ({"layer_decay": 2.0}, r"`layer_decay` must be in \(0, 1\]"),

@@ -105,7 +105,7 @@ def check_regressor_arguments(
         >>> check_regressor_arguments(2, ["age", "height"], {"mean": [30.0], "std": [5.0]}, "mse", 1.0)
         Traceback (most recent call last):
         ...
-        ValueError: `target_stats` must be {"mean": [2 numbers], "std": [2 positive numbers]} ...
+        ValueError: `target_stats` must be {"mean": [...], "std": [...]} with 2 number(s) each, ...
     """
     if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
         raise ValueError(f"`num_outputs` must be an integer >= 1, got {num_outputs!r}.")
@@ -125,8 +125,9 @@ def check_regressor_arguments(
         )
         if not values_ok or not all(v > 0 for v in std):  # type: ignore[union-attr]
             raise ValueError(
-                f'`target_stats` must be {{"mean": [{num_outputs} numbers], "std": [{num_outputs} positive'
-                f" numbers]}} (the DataModule's `target_stats`, computed on its training rows), got {target_stats!r}."
+                f'`target_stats` must be {{"mean": [...], "std": [...]}} with {num_outputs} number(s) each, every'
+                " std positive and all finite (the DataModule's `target_stats`, computed on its training rows),"
+                f" got {target_stats!r}."
             )
     losses = ("mse", "l1", "huber")
     if loss not in losses:
