@@ -23,8 +23,11 @@ __all__ = [
     "PER_GROUP_LR_LISTS",
     "child_schedulers",
     "is_accumulating",
+    "metric_update_count",
     "one_cycle_phases",
     "replace_loop_dataloaders",
+    "reset_fit_loop_data",
+    "reset_logged_results",
     "rewrap_ddp",
     "set_scheduler_last_lr",
 ]
@@ -34,6 +37,8 @@ LIGHTNING_CLI_OVERRIDES: dict[str, tuple[str, ...]] = {
     "_parse_ckpt_path": (),
     "_instantiate_trainer": ("config", "callbacks"),
     "_subcommand_method_arguments": (),
+    "_add_subcommands": ("parser",),
+    "_run_subcommand": ("subcommand",),
 }
 """Private LightningCLI members :class:`~lit_transfer.cli.TransferCLI` overrides or reads, with the parameters it
 relies on (``_subcommand_method_arguments`` is a dict attribute, the others are methods)."""
@@ -115,3 +120,29 @@ def set_scheduler_last_lr(scheduler: Any, values: Sequence[Any]) -> None:
 def one_cycle_phases(scheduler: Any) -> list[dict[str, Any]]:
     """A ``OneCycleLR``'s phase table (``_schedule_phases``): dicts with ``end_step`` and the LR/momentum keys."""
     return scheduler._schedule_phases
+
+
+def metric_update_count(metric: Any) -> int:
+    """How many times a torchmetrics ``Metric`` was updated since its last reset (``Metric._update_count``)."""
+    return int(metric._update_count)
+
+
+def reset_fit_loop_data(loop: Any) -> None:
+    """Tear down a fit loop's data fetcher and forget its combined loader, so the next ``run`` sets up both anew.
+
+    Lightning's fit loop keeps them in ``_data_fetcher`` and ``_combined_loader`` and sets them up only when they are
+    missing; a caller that ran the loop itself (the LR range test) leaves them consumed.
+    """
+    if loop._data_fetcher is not None:
+        loop._data_fetcher.teardown()
+        loop._data_fetcher = None
+    loop._combined_loader = None
+
+
+def reset_logged_results(trainer: Trainer) -> None:
+    """Forget every value logged with ``self.log`` so far and the metrics derived from them.
+
+    Calls the logger connector's ``reset_results`` and ``reset_metrics``.
+    """
+    trainer._logger_connector.reset_results()
+    trainer._logger_connector.reset_metrics()

@@ -36,6 +36,7 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from torchmetrics import Metric
 from typing_extensions import override
 
+from lit_transfer._compat import metric_update_count, reset_fit_loop_data, reset_logged_results
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.freezing import FreezingPolicy
 from lit_transfer.lr_suggest import DEFAULT_SMOOTHING
@@ -186,7 +187,7 @@ class _Snapshot:
         self.schedulers = [copy.deepcopy(c.scheduler.state_dict()) for c in self.scheduler_configs]
         self.precision = copy.deepcopy(trainer.precision_plugin.state_dict())
         self.loop = copy.deepcopy(trainer.fit_loop.state_dict())
-        self.metric_updates = {id(m): m._update_count for m in pl_module.modules() if isinstance(m, Metric)}
+        self.metric_updates = {id(m): metric_update_count(m) for m in pl_module.modules() if isinstance(m, Metric)}
         loop = trainer.fit_loop
         self.settings: dict[str, Any] = {
             "callbacks": callbacks_of(trainer),
@@ -203,10 +204,7 @@ class _Snapshot:
     def restore(self) -> None:
         trainer, module = self.trainer, self.module
         loop = trainer.fit_loop
-        if loop._data_fetcher is not None:  # the fit sets up its own loader and iterator, as without a test
-            loop._data_fetcher.teardown()
-            loop._data_fetcher = None
-        loop._combined_loader = None
+        reset_fit_loop_data(loop)  # the fit sets up its own loader and iterator, as without a test
         trainer.callbacks = self.settings["callbacks"]  # type: ignore[attr-defined]  # set by Lightning, undeclared
         trainer.loggers = self.settings["loggers"]
         trainer.limit_val_batches = self.settings["limit_val_batches"]
@@ -235,10 +233,9 @@ class _Snapshot:
         loop.restarting = False  # loading a state marks the loops as restarting: the fit starts where it was
         loop.epoch_loop.restarting = False
         for metric in module.modules():
-            if isinstance(metric, Metric) and metric._update_count != self.metric_updates.get(id(metric)):
+            if isinstance(metric, Metric) and metric_update_count(metric) != self.metric_updates.get(id(metric)):
                 metric.reset()
-        trainer._logger_connector.reset_results()
-        trainer._logger_connector.reset_metrics()
+        reset_logged_results(trainer)
 
 
 def run_range_test(

@@ -166,3 +166,42 @@ def test_rewrap_ddp(tmp_path) -> None:
     assert probe.rewrapped and probe.same_module
     assert probe.registered == [2, 8]  # the head's weight and bias; then the backbone's 6 tensors too
     assert not torch.equal(frozen, model.backbone[0].weight)  # the unfrozen backbone trained after the re-wrap
+
+
+def test_metric_update_count() -> None:
+    from torchmetrics.classification import MulticlassAccuracy
+
+    metric = MulticlassAccuracy(num_classes=3)
+    assert _compat.metric_update_count(metric) == 0
+    metric.update(torch.tensor([0, 1]), torch.tensor([0, 2]))
+    metric.update(torch.tensor([2]), torch.tensor([2]))
+    assert _compat.metric_update_count(metric) == 2
+    metric.reset()
+    assert _compat.metric_update_count(metric) == 0
+
+
+class _Logged(PlainModule):
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("probe", float(batch_idx))
+        return loss
+
+
+def test_reset_fit_loop_data_and_logged_results(tmp_path) -> None:
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(_Logged(), loader(fixed_data()))
+    loop = trainer.fit_loop
+    assert loop._combined_loader is not None and "probe" in trainer.callback_metrics
+    _compat.reset_fit_loop_data(loop)
+    assert loop._data_fetcher is None and loop._combined_loader is None
+    _compat.reset_logged_results(trainer)
+    assert "probe" not in trainer.callback_metrics
+    assert not trainer.logged_metrics
