@@ -461,11 +461,18 @@ class AutoFreeze(FreezingPolicy):
     a shift of the labels). It also counts training samples per class ``n``. Then, for the groups below the head,
     with ``r`` each group's norm divided by the largest:
 
-    * a group trains when ``r >= cutoff``, ``cutoff = clip(1 - log(n) / log(all_groups_at), 0, 1)``: with one
-      sample per class only the group with the largest norm trains, with ``all_groups_at`` samples per class every
-      group does (the less data, the fewer parameters can be moved without overfitting);
-    * a trained group's learning rate is multiplied by ``max(r, min_lr_mult)`` (Auto-RGN's per-layer rate, floored
-      so that no trained group is left nearly still); the head keeps its rate.
+    * **how deep** follows the data (the rule of thumb "more data, retrain more layers"): of the ``G`` groups below
+      the head, the ``k = clip(ceil(G * log(n) / log(all_groups_at)), 1, G)`` nearest the head train, so with one
+      sample per class only the last group trains, and from ``all_groups_at`` samples per class every group does;
+    * **how fast** each trained group learns follows ``lr_rule``: ``"layer_decay"`` (the default) multiplies the
+      rate of the group ``i`` steps below the head by ``layer_decay ** i``, as the model's own ``layer_decay`` does
+      (leave that one unset, or the two multiply); ``"rgn"`` uses Auto-RGN's rates instead, ``max(r, min_lr_mult)``
+      with ``r`` the group's relative gradient norm over the largest below the head. The head keeps its rate.
+
+    The measured norms are always reported in the decision's log line. ``lr_rule="layer_decay"`` is the default
+    because Auto-RGN's rates, computed per layer group, gave the stem the largest rate on both shifts of the
+    package's two-shift benchmark (see ``docs/concepts/choosing.md``), where layer decay under a trained head (LP-FT)
+    did better on the validation scans.
 
     The plan (the mask, the multipliers, the measured numbers and its epoch) is kept in the checkpoint: a resume,
     before or after the decision, follows the same plan, and the multipliers, already in the restored optimizer and
@@ -475,8 +482,10 @@ class AutoFreeze(FreezingPolicy):
         probe_epochs: Epochs of linear probing before the decision: an integer ``>= 1``, or a fraction of
             ``max_epochs`` in ``(0, 1)`` (rounded, at least 1).
         measure_batches: Training batches the measurement runs on (forward and backward, no optimizer step).
-        all_groups_at: Samples per class from which every group may train.
-        min_lr_mult: Smallest learning-rate multiplier of a trained group, in ``(0, 1]``.
+        all_groups_at: Samples per class from which every group trains.
+        lr_rule: ``"layer_decay"`` or ``"rgn"``: how a trained group's learning-rate multiplier is set (above).
+        layer_decay: Decay per group below the head of ``lr_rule="layer_decay"``, in ``(0, 1]``.
+        min_lr_mult: Smallest learning-rate multiplier of a trained group under ``lr_rule="rgn"``, in ``(0, 1]``.
         seed: Seed of the measured subset of the training data (and of its augmentations).
         train_bn: See :class:`FreezingPolicy`.
 
@@ -486,7 +495,9 @@ class AutoFreeze(FreezingPolicy):
         [False, False, False, True]
         >>> plan = policy.decide([0.02, 0.1, 0.4, 0.9], samples_per_class=300, epoch=1)
         >>> plan.mask, plan.lr_mults
-        ((False, True, True, True), (1.0, 0.25, 1.0, 1.0))
+        ((True, True, True, True), (0.343, 0.49, 0.7, 1.0))
+        >>> policy.decide([0.02, 0.1, 0.4, 0.9], samples_per_class=1, epoch=1).mask
+        (False, False, True, True)
     """
 
     name = "auto"
@@ -495,7 +506,9 @@ class AutoFreeze(FreezingPolicy):
         self,
         probe_epochs: int | float = 1,
         measure_batches: int = 4,
-        all_groups_at: int = 1000,
+        all_groups_at: int = 10,
+        lr_rule: str = "layer_decay",
+        layer_decay: float = 0.7,
         min_lr_mult: float = 0.1,
         seed: int = 0,
         train_bn: bool = False,
@@ -516,6 +529,10 @@ class AutoFreeze(FreezingPolicy):
             raise ValueError(f"`measure_batches` must be a positive integer, got {measure_batches!r}.")
         if isinstance(all_groups_at, bool) or not isinstance(all_groups_at, int) or all_groups_at < 2:
             raise ValueError(f"`all_groups_at` must be an integer >= 2 (samples per class), got {all_groups_at!r}.")
+        if lr_rule not in ("layer_decay", "rgn"):
+            raise ValueError(f"`lr_rule` must be 'layer_decay' or 'rgn', got {lr_rule!r}.")
+        if isinstance(layer_decay, bool) or not isinstance(layer_decay, (int, float)) or not 0 < layer_decay <= 1:
+            raise ValueError(f"`layer_decay` must be in (0, 1], got {layer_decay!r}.")
         if isinstance(min_lr_mult, bool) or not isinstance(min_lr_mult, (int, float)) or not 0 < min_lr_mult <= 1:
             raise ValueError(f"`min_lr_mult` must be in (0, 1], got {min_lr_mult!r}.")
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -523,6 +540,8 @@ class AutoFreeze(FreezingPolicy):
         self.probe_epochs = probe_epochs
         self.measure_batches = measure_batches
         self.all_groups_at = all_groups_at
+        self.lr_rule = lr_rule
+        self.layer_decay = float(layer_decay)
         self.min_lr_mult = float(min_lr_mult)
         self.seed = seed
         self.decision_epoch = probe_epochs if isinstance(probe_epochs, int) else 1
@@ -559,9 +578,14 @@ class AutoFreeze(FreezingPolicy):
         largest = max(body, default=0.0)
         ratios = [v / largest if largest > 0 else 1.0 for v in body]
         n = max(1.0, float(samples_per_class))
-        cutoff = min(1.0, max(0.0, 1.0 - math.log(n) / math.log(self.all_groups_at)))
-        mask = [r >= cutoff for r in ratios] + [True]
-        mults = [max(r, self.min_lr_mult) if train else 1.0 for r, train in zip(ratios, mask)] + [1.0]
+        below = len(body)
+        depth = max(1, min(below, math.ceil(below * math.log(n) / math.log(self.all_groups_at) - 1e-9)))
+        mask = [index >= below - depth for index in range(below)] + [True]
+        if self.lr_rule == "rgn":
+            rates = [max(r, self.min_lr_mult) for r in ratios]
+        else:
+            rates = [self.layer_decay ** (below - index) for index in range(below)]
+        mults = [rate if train else 1.0 for rate, train in zip(rates, mask)] + [1.0]
         self.plan = AutoFreezePlan(epoch, n, tuple(norms), tuple(mask), tuple(round(m, 6) for m in mults))
         return self.plan
 
@@ -591,6 +615,8 @@ class AutoFreeze(FreezingPolicy):
             "probe_epochs": self.probe_epochs,
             "measure_batches": self.measure_batches,
             "all_groups_at": self.all_groups_at,
+            "lr_rule": self.lr_rule,
+            "layer_decay": self.layer_decay,
             "min_lr_mult": self.min_lr_mult,
             "seed": self.seed,
         }

@@ -35,24 +35,34 @@ def classifier(policy, **kwargs) -> TransferClassifier:
 
 
 # ------------------------------------------------------------------------------------------------ the decision
-def test_less_data_trains_fewer_groups_and_rates_follow_the_norms():
-    norms = [0.01, 0.05, 0.2, 0.1, 0.4, 2.0]  # the head's (last) norm does not count
-    masks = [AutoFreeze().decide(norms, samples_per_class=n, epoch=1).mask for n in (1, 10, 100, 1000, 10**5)]
+def test_less_data_trains_fewer_groups_nearest_the_head():
+    norms = [0.5, 0.05, 0.2, 0.1, 0.4, 2.0]  # the head's (last) norm does not count; the depth does not follow them
+    masks = [AutoFreeze().decide(norms, samples_per_class=n, epoch=1).mask for n in (1, 2, 5, 10, 10**5)]
     sizes = [sum(mask) for mask in masks]
-    assert sizes == sorted(sizes) and sizes[0] == 2 and sizes[-1] == 6  # largest-norm group + head ... all groups
+    assert sizes == sorted(sizes) and sizes[0] == 2 and sizes[-1] == 6  # last group + head ... all groups
     assert masks[0] == (False, False, False, False, True, True)
+    assert masks[3] == (True,) * 6  # all_groups_at=10 samples per class: every group
     for small, large in itertools.pairwise(masks):
         assert all(b or not a for a, b in zip(small, large))  # more data never freezes a group that trained
-    plan = AutoFreeze(min_lr_mult=0.2).decide(norms, samples_per_class=1000, epoch=3)
-    assert plan.lr_mults == (0.2, 0.2, 0.5, 0.25, 1.0, 1.0)  # norm / largest, floored; the head keeps its rate
+        assert list(small) == sorted(small)  # the trained groups are the ones nearest the head
+
+
+def test_rates_follow_the_layer_decay_or_the_norms():
+    norms = [0.01, 0.05, 0.2, 0.1, 0.4, 2.0]
+    plan = AutoFreeze(layer_decay=0.5).decide(norms, samples_per_class=1000, epoch=3)
+    assert plan.lr_mults == (0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0)  # 0.5 ** steps below the head
     assert plan.epoch == 3
+    shallow = AutoFreeze(layer_decay=0.5).decide(norms, samples_per_class=1, epoch=3)
+    assert shallow.lr_mults == (1.0, 1.0, 1.0, 1.0, 0.5, 1.0)  # frozen groups keep 1
+    rgn = AutoFreeze(lr_rule="rgn", min_lr_mult=0.2).decide(norms, samples_per_class=1000, epoch=3)
+    assert rgn.lr_mults == (0.2, 0.2, 0.5, 0.25, 1.0, 1.0)  # norm / largest below the head, floored
 
 
 def test_the_probe_comes_first_and_the_plan_follows():
     policy = AutoFreeze(probe_epochs=2)
     assert policy.trainable_mask(1, 6) == [False] * 5 + [True]
     assert policy.awaits_plan(2) and not policy.awaits_plan(1)
-    policy.decide([0.1, 0.1, 0.1, 0.1, 1.0, 1.0], samples_per_class=5, epoch=2)
+    policy.decide([0.1, 0.1, 0.1, 0.1, 1.0, 1.0], samples_per_class=1, epoch=2)
     assert policy.trainable_mask(1, 6) == [False] * 5 + [True]
     assert policy.trainable_mask(5, 6) == [False] * 4 + [True, True]
     assert policy.trainable_groups(5, 6) == 2 and not policy.awaits_plan(5)
@@ -79,6 +89,9 @@ def test_fractional_probe_epochs_follow_max_epochs():
         ({"probe_epochs": "1"}, "probe_epochs"),
         ({"measure_batches": 0}, "measure_batches"),
         ({"all_groups_at": 1}, "all_groups_at"),
+        ({"lr_rule": "norms"}, "lr_rule"),
+        ({"layer_decay": 0}, "layer_decay"),
+        ({"layer_decay": 1.5}, "layer_decay"),
         ({"min_lr_mult": 0}, "min_lr_mult"),
         ({"min_lr_mult": 2.0}, "min_lr_mult"),
         ({"seed": 0.5}, "seed"),
