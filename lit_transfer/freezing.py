@@ -470,9 +470,8 @@ class AutoFreeze(FreezingPolicy):
       with ``r`` the group's relative gradient norm over the largest below the head. The head keeps its rate.
 
     The measured norms are always reported in the decision's log line. ``lr_rule="layer_decay"`` is the default
-    because Auto-RGN's rates, computed per layer group, gave the stem the largest rate on both shifts of the
-    package's two-shift benchmark (see ``docs/concepts/choosing.md``), where layer decay under a trained head (LP-FT)
-    did better on the validation scans.
+    because on both tasks of the package's two-shift benchmark (``docs/concepts/choosing.md``) the stem has the
+    largest relative gradient norm, so per-group Auto-RGN rates would move the stem fastest whatever the shift.
 
     The plan (the mask, the multipliers, the measured numbers and its epoch) is kept in the checkpoint: a resume,
     before or after the decision, follows the same plan, and the multipliers, already in the restored optimizer and
