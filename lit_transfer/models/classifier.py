@@ -57,7 +57,8 @@ class TransferClassifier(TransferModule):
         in_chans: Input channels (pretrained stems are adapted).
         class_names: Names of the classes, stored in checkpoints for prediction.
         freeze: Freezing policy, as an object, a config dict or a name (``"freeze_unfreeze"``, ``"linear_probe"``,
-            ``"gradual_unfreeze"``, ``"unfreeze_at_epochs"``, ``"full_fine_tune"``).
+            ``"gradual_unfreeze"``, ``"unfreeze_at_epochs"``, ``"full_fine_tune"``, ``"surgical"`` with its
+            ``groups``, ``"auto"``).
         train_bn: Keep BatchNorm in frozen groups training (overrides the policy's setting).
         layer_decay: Layer-wise LR decay in ``(0, 1]``: group ``i`` from the head trains at ``lr * layer_decay**i``.
         frozen_lr_mult: LR factor for the groups frozen in the first epoch (applied once they unfreeze).
