@@ -98,6 +98,8 @@ class Spec:
     """Why the block fails on a page this file may not fix (strict: the fix must remove the entry)."""
     fails_with: str = ""
     """With ``xfail``: text of the failure; a failure without it is a real failure."""
+    slow: bool = False
+    """The block takes long (a whole fit -> test -> predict -> export walk): run with the slow tests."""
 
 
 _ONNX_FILE = (  # what the page's first block writes, and the photo its script reads when given none
@@ -192,9 +194,10 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("docs/multilabel.md", "python -m lit_transfer.data.canvases"): Spec(
         output=("average precision per label (macro mAP",),
         files=("data/canvases/test.csv", "digits.onnx"),
+        slow=True,
     ),
     ("docs/regression.md", "python -m lit_transfer.data.canvases"): Spec(
-        output=("sum: MAE=",), files=("data/canvases/test.csv", "digit_sum.onnx")
+        output=("sum: MAE=",), files=("data/canvases/test.csv", "digit_sum.onnx"), slow=True
     ),
     ("docs/export.md", 'python -c "from lit_transfer.export import export_onnx'): Spec(files=("model.onnx",)),
     ("docs/export.md", "session.run(None"): Spec(prelude=_ONNX_FILE, output=("cat.jpg ",)),
@@ -736,6 +739,8 @@ def _params(kind: str) -> list[object]:
             continue
         spec = _spec(block)
         marks = [pytest.mark.xfail(strict=True, raises=KnownFailure, reason=spec.xfail)] if spec.xfail else []
+        if spec.slow:
+            marks.append(pytest.mark.slow)
         params.append(pytest.param(block, id=block.id, marks=marks))
     return params
 
