@@ -16,7 +16,7 @@ $(BIN)/lit-transfer: pyproject.toml
 setup: $(BIN)/lit-transfer
 
 quickstart: setup
-	$(BIN)/python -m lit_transfer.quickstart
+	$(BIN)/python -m lit_transfer.demo.quickstart
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow"

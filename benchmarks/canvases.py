@@ -3,7 +3,7 @@
 Source: the quick start's source recipe (:func:`benchmarks.common.source_weights`): ``resnet10t`` from random init
 trained on every training scan of digits 0-4 at :data:`CELL` px, saved without its head.
 
-Target: the digit canvases of :mod:`lit_transfer.data.canvases` (2x2 grids of :data:`CELL` px cells holding 1-3
+Target: the digit canvases of :mod:`lit_transfer.demo.canvases` (2x2 grids of :data:`CELL` px cells holding 1-3
 scans of the digits 5-9, which the source never saw; each split draws from its own scans), read through
 :class:`~lit_transfer.data.CSVDataModule` from the PNG files and CSVs the generator writes:
 
@@ -138,7 +138,7 @@ def score(task: str, outputs: Any, truth: Any, stats: dict[str, list[float]] | N
 
 def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     """Every task x policy x seed; the table with the measured transfer gains."""
-    from lit_transfer.data.canvases import write_canvases
+    from lit_transfer.demo.canvases import write_canvases
 
     common.set_threads(1)
     common.quiet()
@@ -182,7 +182,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
             f"Source: the quick start's source recipe, `{common.BACKBONE}` trained from scratch on all training scans"
             f" of digits 0-4 at {CELL}x{CELL} for {meta['epochs']} epochs (source test accuracy"
             f" {meta['source_test_acc']:.1f} %), loaded with a fresh head. Target: {settings['train']} training"
-            f" canvases of {2 * CELL}x{2 * CELL} px (`python -m lit_transfer.data.canvases`: 1-3 scans of the digits"
+            f" canvases of {2 * CELL}x{2 * CELL} px (`python -m lit_transfer.demo.canvases`: 1-3 scans of the digits"
             " 5-9, which the source never saw, in a 2x2 grid), read from PNG files through `CSVDataModule`; scored on"
             f" {settings['test']} test canvases drawn from held-out scans. Multi-label: which digits a canvas shows"
             " (macro average precision, and macro F1 at the fixed threshold 0.5); regression: the sum of its digits"

@@ -194,7 +194,7 @@ def source_weights(
 ) -> tuple[Path, dict[str, Any]]:
     """The quick start's source model: ``resnet10t`` trained on digits 0-4, saved as safetensors without its head.
 
-    The run is :func:`lit_transfer.source_model.source_args` (random init, all training scans, AdamW 3e-3, label
+    The run is :func:`lit_transfer.demo.source_model.source_args` (random init, all training scans, AdamW 3e-3, label
     smoothing 0.1, digit-safe augmentation; 30 epochs and seed 42 unless given) on the CPU without logger or
     checkpoints. The file holds the backbone without its classifier, so a target model loads it with a fresh head.
     It is trained once and cached under ``runs/benchmarks/``, keyed by its settings, with a JSON of how it was made.
@@ -212,7 +212,7 @@ def source_weights(
     import hashlib
     import tempfile
 
-    from lit_transfer import source_model
+    from lit_transfer.demo import source_model
 
     epochs = source_model.SOURCE_EPOCHS if epochs is None else epochs
     seed = source_model.SOURCE_SEED if seed is None else seed
@@ -236,7 +236,7 @@ def source_weights(
         "image_size": image_size,
         "epochs": epochs,
         "seed": seed,
-        "recipe": "lit_transfer.source_model.source_args",
+        "recipe": "lit_transfer.demo.source_model.source_args",
         "args": recipe,
         "source_test_acc": 100.0 * result.metrics["test_acc"],
         "train_seconds": result.seconds,

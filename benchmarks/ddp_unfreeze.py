@@ -87,7 +87,7 @@ class FreezeAfterWrap(LayerFreezing):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
-        self._apply(self.policy.trainable_groups(0, len(self.groups)), pl_module, announce=False)
+        self._apply(self.policy.trainable_depth(0, len(self.groups)), pl_module, announce=False)
 
     def _follow_in_ddp(self, trainer: Trainer, pl_module: LightningModule) -> None:
         return None

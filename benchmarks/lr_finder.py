@@ -87,7 +87,7 @@ def fine_tune(weights: str, seed: int, lr: float, epochs: int) -> dict[str, floa
 def finder(weights: str, seed: int, epochs: int, num_steps: int, out_dir: str | None = None) -> dict[str, Any]:
     """The range test on the model a fine-tune of ``seed`` would start from: each rule's suggestion and its time."""
     from lit_transfer import find_lr
-    from lit_transfer.lr_suggest import smooth_losses, suggest_lr
+    from lit_transfer.tuner.suggest import smooth_losses, suggest_lr
 
     model, data = _setup(weights, seed, 1e-3, epochs)
     seconds, result = common.timed(
@@ -108,7 +108,7 @@ def finder(weights: str, seed: int, epochs: int, num_steps: int, out_dir: str | 
 
 def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     """Finder vs grid over seeds; the table, the example curve and the two goals."""
-    from lit_transfer.lr_suggest import DEFAULT_RULE, DEFAULT_SMOOTHING, RULES
+    from lit_transfer.tuner.suggest import DEFAULT_RULE, DEFAULT_SMOOTHING, RULES
 
     common.set_threads(1)
     common.quiet()

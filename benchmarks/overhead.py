@@ -85,8 +85,8 @@ def bare_lightning_module(seed: int, named_groups: bool = False) -> Any:
             return torch.nn.functional.cross_entropy(self.model(x), y)
 
         def configure_optimizers(self) -> Any:
-            from lit_transfer.layer_groups import layer_groups
-            from lit_transfer.optim import build_param_groups
+            from lit_transfer.freezing.layer_groups import layer_groups
+            from lit_transfer.optim.param_groups import build_param_groups
 
             params: Any = self.parameters()
             if named_groups:

@@ -77,7 +77,7 @@ TASKS = (
 
 def augmentation() -> list[dict[str, Any]]:
     """The digit-safe training augmentation of the quick start (Albumentations ``Affine``, no flips)."""
-    from lit_transfer.source_model import DIGIT_AUGMENT
+    from lit_transfer.demo.source_model import DIGIT_AUGMENT
 
     return list(json.loads(DIGIT_AUGMENT))
 

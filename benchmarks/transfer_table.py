@@ -1,9 +1,9 @@
 """The transfer table: freezing policies on digits 0-4 -> 5-9 with 1, 5 and 10 labelled scans per class.
 
 Source: the quick start's source recipe (:func:`benchmarks.common.source_weights`, made by
-:func:`lit_transfer.source_model.source_args`) at :data:`IMAGE_SIZE` px: a ``resnet10t`` from random init trained on
+`source_args`) at :data:`IMAGE_SIZE` px: a ``resnet10t`` from random init trained on
 every training scan of digits 0-4 with AdamW 3e-3, label smoothing 0.1 and the digit-safe augmentation
-:data:`lit_transfer.source_model.DIGIT_AUGMENT`, for :data:`SOURCE_EPOCHS` epochs; saved without its head.
+:data:`lit_transfer.demo.source_model.DIGIT_AUGMENT`, for :data:`SOURCE_EPOCHS` epochs; saved without its head.
 
 Target: digits 5-9 with k scans per class at the same size, fine-tuned with each policy; ``scratch`` trains the
 same architecture from random init. Every row gets the same budget and data: :data:`EPOCHS` epochs, batch
@@ -49,7 +49,7 @@ QUICK: dict[str, Any] = {"source_epochs": 2, "epochs": 5, "shots": (1, 10), "see
 
 def augmentation() -> list[dict[str, Any]]:
     """The digit-safe training augmentation of the quick start (Albumentations ``Affine``, no flips)."""
-    from lit_transfer.source_model import DIGIT_AUGMENT
+    from lit_transfer.demo.source_model import DIGIT_AUGMENT
 
     return list(json.loads(DIGIT_AUGMENT))
 

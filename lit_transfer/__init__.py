@@ -1,24 +1,44 @@
 """lit_transfer: transfer learning on small image datasets with PyTorch Lightning, timm and Albumentations."""
 
-from lit_transfer.callbacks import BatchSizeRamp, LayerFreezing, LRScaling, OptimizerSwap
+from importlib.metadata import PackageNotFoundError, version
+
+from lit_transfer.callbacks import (
+    BatchSizeRamp,
+    ExceptionCheckpoint,
+    FeatureCache,
+    GroupLRFinder,
+    LayerFreezing,
+    LRScaling,
+    NonFiniteLossGuard,
+    OptimizerSwap,
+    PredictionCSVWriter,
+    RunReport,
+)
+from lit_transfer.cli import TransferCLI
+from lit_transfer.export import export_onnx, export_torchscript
 from lit_transfer.freezing import (
     AutoFreeze,
     FreezeUnfreeze,
     FullFineTune,
     GradualUnfreeze,
     LinearProbe,
-    Milestones,
     SurgicalFineTune,
     UnfreezeAtEpochs,
 )
-from lit_transfer.lr_finder import GroupLRFinder, LRFinderResult, find_lr
 from lit_transfer.models import TransferClassifier, TransferRegressor
+from lit_transfer.tuner.finder import find_lr
+from lit_transfer.tuner.result import LRFinderResult
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("lit-transfer")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AutoFreeze",
     "BatchSizeRamp",
+    "ExceptionCheckpoint",
+    "FeatureCache",
     "FreezeUnfreeze",
     "FullFineTune",
     "GradualUnfreeze",
@@ -27,12 +47,17 @@ __all__ = [
     "LRScaling",
     "LayerFreezing",
     "LinearProbe",
-    "Milestones",
+    "NonFiniteLossGuard",
     "OptimizerSwap",
+    "PredictionCSVWriter",
+    "RunReport",
     "SurgicalFineTune",
+    "TransferCLI",
     "TransferClassifier",
     "TransferRegressor",
     "UnfreezeAtEpochs",
     "__version__",
+    "export_onnx",
+    "export_torchscript",
     "find_lr",
 ]

@@ -5,7 +5,7 @@ Lightning and torch offer no public API for a few things the package needs (repl
 function here, and ``tests/test_compat.py`` has one test per function against the installed releases, so an
 upgrade that renames or removes one fails that obvious test instead of a user's run.
 
-The :class:`~lit_transfer.cli.TransferCLI` overrides a few private LightningCLI methods; they are listed in
+The :class:`~lit_transfer.cli.app.TransferCLI` overrides a few private LightningCLI methods; they are listed in
 :data:`LIGHTNING_CLI_OVERRIDES` with the parameters the override relies on, and checked the same way.
 """
 
@@ -40,7 +40,7 @@ LIGHTNING_CLI_OVERRIDES: dict[str, tuple[str, ...]] = {
     "_add_subcommands": ("parser",),
     "_run_subcommand": ("subcommand",),
 }
-"""Private LightningCLI members :class:`~lit_transfer.cli.TransferCLI` overrides or reads, with the parameters it
+"""Private LightningCLI members :class:`~lit_transfer.cli.app.TransferCLI` overrides or reads, with the parameters it
 relies on (``_subcommand_method_arguments`` is a dict attribute, the others are methods)."""
 
 PER_GROUP_LR_LISTS = ("base_lrs", "_last_lr", "min_lrs", "max_lrs")

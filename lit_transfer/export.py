@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from lit_transfer.errors import UnsafeFileError
-from lit_transfer.task_facts import target_names_of, target_stats_of, task_of, thresholds_of
+from lit_transfer.tasks import target_names_of, target_stats_of, task_of, thresholds_of
 
 __all__ = ["export_onnx", "export_torchscript", "load_for_export"]
 

@@ -22,9 +22,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from lit_transfer import AutoFreeze, LayerFreezing, TransferClassifier
-from lit_transfer.auto_freeze import forked_rng, measurement_batches, relative_gradient_norms
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.freezing import FreezeUnfreeze, resolve_policy
+from lit_transfer.freezing.measure import forked_rng, measurement_batches, relative_gradient_norms
 
 NAMES = ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
 
@@ -65,7 +65,7 @@ def test_the_probe_comes_first_and_the_plan_follows():
     policy.decide([0.1, 0.1, 0.1, 0.1, 1.0, 1.0], samples_per_class=1, epoch=2)
     assert policy.trainable_mask(1, 6) == [False] * 5 + [True]
     assert policy.trainable_mask(5, 6) == [False] * 4 + [True, True]
-    assert policy.trainable_groups(5, 6) == 2 and not policy.awaits_plan(5)
+    assert policy.trainable_depth(5, 6) == 2 and not policy.awaits_plan(5)
     state = policy.state_dict()
     again = AutoFreeze(probe_epochs=2)
     again.load_state_dict(json.loads(json.dumps(state)))  # plain values

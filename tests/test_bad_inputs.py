@@ -69,7 +69,7 @@ def _table(tmp: Path, rows: str, name: str = "train.csv", **options):
 
 
 def _canvas_cli(tmp: Path, *args: str):
-    tables = __import__("lit_transfer.data.canvases").data.canvases.write_canvases(tmp, 6, 2, 2, cell=16)
+    tables = __import__("lit_transfer.demo.canvases").data.canvases.write_canvases(tmp, 6, 2, 2, cell=16)
     data = ["--data", "CSVDataModule", "--data.train_csv", str(tables["train"]), "--data.image_size", "32"]
     return _cli("--config", DEFAULTS, *data, *args)
 
@@ -107,7 +107,7 @@ def _fit(tmp: Path, callbacks, model=None, **trainer_kwargs):
 
 
 def _cli(*args: str):
-    from lit_transfer.cli import TransferCLI
+    from lit_transfer.cli.app import TransferCLI
 
     return TransferCLI(args=list(args), run=False, parser_kwargs={"exit_on_error": False})
 

@@ -55,7 +55,6 @@ class EpochLog(Callback):
         ({"every_n_epochs": 1, "mode": "both"}, "`mode`.*'both'"),
         ({"every_n_epochs": 1, "lr_coupling": "x"}, "`lr_coupling`.*'x'"),
         ({"every_n_epochs": 1, "rule": "cubic"}, "`rule` must be one of .*'cubic'"),
-        ({"every_n_epochs": 1, "rule": "sqrt", "lr_scaling_rule": "sqrt"}, "Set `rule`.*deprecated name"),
         ({"every_n_epochs": 1, "mode": "auto"}, "max_batch_size"),
     ],
 )
@@ -157,24 +156,6 @@ def test_lr_coupling_uses_the_rule_lrscaling_uses(tmp_path) -> None:
     fit(tmp_path, model, FixedDataModule(2), [ramp], max_epochs=2, **RELOAD)
     assert model.used_lrs[15][0] == pytest.approx(0.01 * 0.95**15)
     assert model.used_lrs[16][0] == pytest.approx(0.02 * 0.95**16)
-
-
-def test_lr_scaling_rule_is_a_deprecated_name_of_rule(tmp_path) -> None:
-    """Old YAML with `lr_scaling_rule:` still parses and runs with the same rule, with a DeprecationWarning."""
-    from cli_helpers import RECIPES, TINY
-
-    from lit_transfer.cli import TransferCLI
-
-    overlay = tmp_path / "old.yaml"
-    overlay.write_text(
-        "trainer:\n  reload_dataloaders_every_n_epochs: 1\n  callbacks:\n    - class_path: BatchSizeRamp\n"
-        "      init_args:\n        every_n_epochs: 1\n        lr_coupling: scale\n        lr_scaling_rule: sqrt\n"
-    )
-    args = ["--config", str(RECIPES / "defaults.yaml"), "--config", str(overlay), *TINY]
-    with pytest.warns(DeprecationWarning, match=r"lr_scaling_rule=\.\.\.\) is deprecated: use `rule`"):
-        cli = TransferCLI(args=[*args, f"--trainer.default_root_dir={tmp_path}"], run=False)
-    ramp = next(cb for cb in cli.trainer.callbacks if isinstance(cb, BatchSizeRamp))
-    assert (ramp.rule, ramp.lr_coupling) == ("sqrt", "scale")
 
 
 def test_noise_scale_uses_the_lr_of_the_step(tmp_path) -> None:

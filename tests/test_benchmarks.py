@@ -85,7 +85,7 @@ def test_quick_smith_verdicts_follow_its_numbers_and_the_others_are_kept(tmp_pat
 def test_source_weights_come_from_the_shared_source_recipe_and_are_cached(tmp_path, monkeypatch) -> None:
     from safetensors.torch import load_file
 
-    from lit_transfer import source_model
+    from lit_transfer.demo import source_model
 
     monkeypatch.setattr(common, "CACHE_DIR", tmp_path)
     common.set_threads(1)
@@ -106,7 +106,7 @@ def test_source_weights_come_from_the_shared_source_recipe_and_are_cached(tmp_pa
 
 def test_transfer_table_rows_differ_only_in_freezing_and_layer_decay() -> None:
     from benchmarks import transfer_table
-    from lit_transfer.source_model import DIGIT_AUGMENT
+    from lit_transfer.demo.source_model import DIGIT_AUGMENT
 
     table = transfer_table.policies(transfer_table.EPOCHS)
     assert len(table) == 8 and "scratch" in table and "linear_probe" in table

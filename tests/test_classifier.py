@@ -12,7 +12,7 @@ from freeze_helpers import Recorder, fixed_data, loader, trainer
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 
-from lit_transfer import FreezeUnfreeze, TransferClassifier, UnfreezeAtEpochs
+from lit_transfer import FreezeUnfreeze, TransferClassifier
 from lit_transfer.errors import CheckpointMismatchError
 
 
@@ -115,8 +115,8 @@ def test_schedulers_keep_working_across_the_unfreeze(tmp_path, name):
 
 
 def _scales(model):
-    from lit_transfer.layer_groups import layer_groups
-    from lit_transfer.optim import layer_decay_scales
+    from lit_transfer.freezing.layer_groups import layer_groups
+    from lit_transfer.optim.param_groups import layer_decay_scales
 
     groups = layer_groups(model.backbone)
     scales = layer_decay_scales(len(groups), model.hparams.layer_decay)
@@ -289,24 +289,6 @@ def test_checkpoint_keeps_its_format_plus_the_reseeding_seed(tmp_path):
     assert type(payload["rng_seed"]) is int
     loaded = TransferClassifier.load_from_checkpoint(tmp_path / "m.ckpt")
     assert loaded.data_config == model.data_config and loaded.preprocessing.source == "checkpoint"
-
-
-def test_checkpoint_of_the_deprecated_milestones_policy_still_loads(tmp_path):
-    model = make(freeze=UnfreezeAtEpochs({0: 1, 1: -1}))
-    t = trainer(tmp_path, 1, limit_train_batches=1)
-    t.fit(model, loader(fixed_data()))
-    t.save_checkpoint(tmp_path / "new.ckpt")
-    payload = torch.load(tmp_path / "new.ckpt", weights_only=True)
-    assert payload["hyper_parameters"]["freeze"] == {
-        "policy": "unfreeze_at_epochs",
-        "schedule": {0: 1, 1: -1},
-        "train_bn": False,
-    }
-    payload["hyper_parameters"]["freeze"] = {"policy": "milestones", "milestones": {0: 1, 1: -1}, "train_bn": False}
-    torch.save(payload, tmp_path / "old.ckpt")  # as written before the rename
-    with pytest.warns(DeprecationWarning, match="unfreeze_at_epochs"):
-        loaded = TransferClassifier.load_from_checkpoint(tmp_path / "old.ckpt")
-    assert loaded.policy == UnfreezeAtEpochs({0: 1, 1: -1})
 
 
 # -------------------------------------------------------------------------------------------------- DDP

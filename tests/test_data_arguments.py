@@ -98,8 +98,9 @@ def test_augments_training(spec: object, augments: bool) -> None:
 
 
 def test_resolve_data_config_is_a_deprecated_alias() -> None:
-    from lit_transfer.data import resolve_data_config
     from lit_transfer.data.data_config import resolve_data_config as old_path
+
+    from lit_transfer.data import resolve_data_config
 
     assert resolve_data_config is old_path
     with pytest.warns(DeprecationWarning, match="renamed `resolve_preprocessing`"):

@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 WITH_EXAMPLES = {
     "lit_transfer.backbones",
     "lit_transfer.callbacks.layer_freezing",
-    "lit_transfer.callbacks.run_report",
+    "lit_transfer.callbacks.report.run_report",
     "lit_transfer.export",
     "lit_transfer.freezing",
-    "lit_transfer.layer_groups",
+    "lit_transfer.freezing.layer_groups",
     "lit_transfer.models.classifier",
-    "lit_transfer.optim",
+    "lit_transfer.optim.param_groups",
     "lit_transfer.plots",
 }
 MODULES = sorted(

@@ -191,12 +191,12 @@ SPECS: dict[tuple[str, str], Spec] = {
         files=("runs/fine_tune/lightning_logs/version_0/lr_find/loss_vs_lr.png",)
     ),
     ("docs/export.md", 'export_torchscript("runs/defaults'): Spec(files=("model.onnx", "model.pt")),
-    ("docs/multilabel.md", "python -m lit_transfer.data.canvases"): Spec(
+    ("docs/multilabel.md", "python -m lit_transfer.demo.canvases"): Spec(
         output=("average precision per label (macro mAP",),
         files=("data/canvases/test.csv", "digits.onnx"),
         slow=True,
     ),
-    ("docs/regression.md", "python -m lit_transfer.data.canvases"): Spec(
+    ("docs/regression.md", "python -m lit_transfer.demo.canvases"): Spec(
         output=("sum: MAE=",), files=("data/canvases/test.csv", "digit_sum.onnx"), slow=True
     ),
     ("docs/export.md", 'python -c "from lit_transfer.export import export_onnx'): Spec(files=("model.onnx",)),

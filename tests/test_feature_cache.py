@@ -14,9 +14,8 @@ from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 from lit_transfer import TransferClassifier
 from lit_transfer.callbacks import BatchSizeRamp
-from lit_transfer.callbacks.feature_cache import FeatureCache
-from lit_transfer.models import feature_cache as model_side
-from lit_transfer.models.feature_cache import CachedFeatures
+from lit_transfer.callbacks.feature_cache import CachedFeatures, FeatureCache
+from lit_transfer.models import frozen_features as model_side
 
 
 def probe(cache: bool, **kwargs):

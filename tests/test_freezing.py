@@ -7,7 +7,6 @@ from lit_transfer.freezing import (
     FullFineTune,
     GradualUnfreeze,
     LinearProbe,
-    Milestones,
     UnfreezeAtEpochs,
     resolve_policy,
 )
@@ -25,11 +24,11 @@ from lit_transfer.freezing import (
     ],
 )
 def test_trainable_groups_per_epoch(policy, expected):
-    assert [policy.trainable_groups(epoch, num_groups=6) for epoch in range(5)] == expected
+    assert [policy.trainable_depth(epoch, num_groups=6) for epoch in range(5)] == expected
 
 
 def test_gradual_unfreeze_saturates_at_all_groups():
-    assert GradualUnfreeze(every_n_epochs=1).trainable_groups(100, num_groups=4) == 4
+    assert GradualUnfreeze(every_n_epochs=1).trainable_depth(100, num_groups=4) == 4
 
 
 @pytest.mark.parametrize("name", list(POLICIES))
@@ -61,7 +60,6 @@ def test_unknown_policy_suggests_close_names():
         (lambda: GradualUnfreeze(groups_per_step=0), "groups_per_step"),
         (lambda: UnfreezeAtEpochs({}), "schedule"),
         (lambda: UnfreezeAtEpochs({1: 0}), r"schedule\[1\]"),
-        (lambda: Milestones({1: 0}), r"milestones\[1\]"),
         (lambda: resolve_policy(3.5), "freeze"),
         (lambda: resolve_policy({"unfreeze_at_epoch": 2}), "policy"),
     ],
@@ -77,20 +75,18 @@ def test_monotonicity():
     assert GradualUnfreeze().is_monotone()
 
 
-def test_unfreeze_at_epochs_is_the_policy_name_and_milestones_is_deprecated():
+def test_a_milestones_policy_is_unknown():
     assert "unfreeze_at_epochs" in POLICIES and "milestones" not in POLICIES
-    assert lit_transfer.UnfreezeAtEpochs is UnfreezeAtEpochs
-    expected = UnfreezeAtEpochs({0: 1, 2: -1}, train_bn=True)
-    with pytest.warns(DeprecationWarning, match=r"`Milestones`.*deprecated.*`UnfreezeAtEpochs`.*`schedule`"):
-        old_object = Milestones({0: 1, 2: -1}, train_bn=True)
-    assert old_object == expected and isinstance(old_object, UnfreezeAtEpochs)
-    assert old_object.to_config() == {"policy": "unfreeze_at_epochs", "schedule": {0: 1, 2: -1}, "train_bn": True}
-    # configs written before the rename (a checkpoint's hyper-parameters, a YAML recipe) still resolve
-    with pytest.warns(DeprecationWarning, match="unfreeze_at_epochs"):
-        old_config = resolve_policy({"policy": "milestones", "milestones": {0: 1, 2: -1}, "train_bn": True})
-    assert old_config == expected and type(old_config) is UnfreezeAtEpochs
-    with pytest.warns(DeprecationWarning, match="unfreeze_at_epochs"), pytest.raises(TypeError, match="schedule"):
-        resolve_policy("milestones")  # the name alone, as before: the schedule is required
+    assert lit_transfer.UnfreezeAtEpochs is UnfreezeAtEpochs and not hasattr(lit_transfer, "Milestones")
+    with pytest.raises(ValueError, match=r"Unknown freezing policy 'milestones'.*unfreeze_at_epochs"):
+        resolve_policy({"policy": "milestones", "milestones": {0: 1, 2: -1}})
+
+
+def test_a_policy_object_is_returned_as_given_with_train_bn_applied():
+    """The caller's object is the one the run uses (an AutoFreeze plan must reach the user's instance)."""
+    policy = FreezeUnfreeze(unfreeze_at_epoch=2)
+    assert resolve_policy(policy, train_bn=True) is policy and policy.train_bn is True
+    assert resolve_policy(policy) is policy and policy.train_bn is True
 
 
 def test_unknown_policy_lists_the_new_name():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from functools import partial
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from lightning.pytorch import Callback, Trainer
 from torch.optim.lr_scheduler import LinearLR, OneCycleLR, SequentialLR, StepLR
 
 from lit_transfer import TransferClassifier
-from lit_transfer.optim import apply_lr_scales, keep_group_lr_ratios, set_group_lrs
+from lit_transfer.optim.param_groups import keep_group_lr_ratios
 
 MAX_LR = 1e-3
 
@@ -149,17 +148,3 @@ def test_resume_keeps_the_ratios_exactly(tmp_path: Path) -> None:
     torch.testing.assert_close(torch.tensor(first.used_lrs[:16] + resumed.used_lrs), used, rtol=0, atol=0)
     for (name, a), (_, b) in zip(full.named_parameters(), resumed.named_parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
-
-
-def test_set_group_lrs_is_a_deprecated_alias_of_apply_lr_scales() -> None:
-    def optimizer() -> torch.optim.Optimizer:
-        return torch.optim.SGD([{"params": [torch.zeros(1)], "lr_scale": 0.25}, {"params": [torch.ones(1)]}], lr=0.1)
-
-    new, old = optimizer(), optimizer()
-    apply_lr_scales(new)
-    with pytest.warns(DeprecationWarning, match="set_group_lrs is deprecated: call apply_lr_scales"):
-        set_group_lrs(old)
-    assert _lrs(old).tolist() == _lrs(new).tolist() == [0.025, 0.1]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        apply_lr_scales(optimizer())  # the new name warns nothing

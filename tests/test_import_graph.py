@@ -2,7 +2,7 @@
 
 (a) No cycle: a function-level import hides a cycle from the interpreter, not from the design.
 (b) One owner per concept: a callbacks module that defines a Callback never imports another such module; what two
-    callbacks share lives in a non-callback module (e.g. ``lit_transfer.batch_lr_scaling``,
+    callbacks share lives in a non-callback module (e.g. ``lit_transfer.optim.batch_rules``,
     ``lit_transfer.trainer_facts``).
 """
 
@@ -111,8 +111,11 @@ def test_cycle_finder_finds_the_old_callback_cycle() -> None:
     """The negative control: the graph of the first release (lr_scaling <-> batch_size_ramp) has a cycle."""
     graph = {
         "lit_transfer.callbacks.lr_scaling": {"lit_transfer.callbacks.batch_size_ramp"},
-        "lit_transfer.callbacks.batch_size_ramp": {"lit_transfer.callbacks.lr_scaling", "lit_transfer.optim"},
-        "lit_transfer.optim": set(),
+        "lit_transfer.callbacks.batch_size_ramp": {
+            "lit_transfer.callbacks.lr_scaling",
+            "lit_transfer.optim.param_groups",
+        },
+        "lit_transfer.optim.param_groups": set(),
     }
     assert find_cycle(graph) == [
         "lit_transfer.callbacks.batch_size_ramp",
@@ -136,5 +139,5 @@ def test_no_callback_module_imports_another() -> None:
     assert not offending, (
         f"callback modules importing other callback modules: {offending}. Move what they share into a non-callback"
         " module (the Trainer facts are in lit_transfer.trainer_facts, the LR scaling rule in"
-        " lit_transfer.batch_lr_scaling) or find the other callback through a protocol."
+        " lit_transfer.optim.batch_rules) or find the other callback through a protocol."
     )

@@ -12,7 +12,7 @@ from lit_transfer import TransferClassifier
 from lit_transfer.callbacks import LayerFreezing
 from lit_transfer.errors import CheckpointMismatchError
 from lit_transfer.freezing import FreezeUnfreeze, FreezingPolicy, GradualUnfreeze, LinearProbe, UnfreezeAtEpochs
-from lit_transfer.layer_groups import layer_groups
+from lit_transfer.freezing.layer_groups import layer_groups
 
 
 def classifier(policy, **kwargs):
@@ -211,7 +211,7 @@ class Refreeze(FreezingPolicy):
 
     name = "refreeze"
 
-    def trainable_groups(self, epoch: int, num_groups: int) -> int:
+    def trainable_depth(self, epoch: int, num_groups: int) -> int:
         return 1 if epoch == 1 else num_groups
 
     def is_monotone(self) -> bool:

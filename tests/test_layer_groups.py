@@ -3,8 +3,8 @@ import timm
 import torch
 from torch import nn
 
-from lit_transfer.layer_groups import layer_groups, layout_fingerprint
-from lit_transfer.optim import apply_lr_scales, build_param_groups, layer_decay_scales
+from lit_transfer.freezing.layer_groups import layer_groups, layout_fingerprint
+from lit_transfer.optim.param_groups import apply_lr_scales, build_param_groups, layer_decay_scales
 
 FAMILIES = ["test_resnet", "test_vit", "test_convnext", "test_efficientnet", "resnet10t"]
 
@@ -98,7 +98,7 @@ def test_bad_layer_decay(decay):
 def infos(monkeypatch):
     """The info lines `layer_groups` prints on rank zero."""
     lines: list[str] = []
-    monkeypatch.setattr("lit_transfer.layer_groups.rank_zero_info", lines.append)
+    monkeypatch.setattr("lit_transfer.freezing.layer_groups.rank_zero_info", lines.append)
     return lines
 
 
@@ -146,7 +146,7 @@ def test_the_classifier_groups_once_and_everyone_reads_its_groups():
     from freeze_helpers import PlainModule
 
     from lit_transfer import TransferClassifier
-    from lit_transfer.layer_groups import module_layer_groups
+    from lit_transfer.freezing.layer_groups import module_layer_groups
 
     model = TransferClassifier("test_convnext", num_classes=3, pretrained=False)
     groups = model.layer_groups
@@ -181,7 +181,7 @@ def _frozen_backbone_model():
 
 
 def test_parameters_missing_from_an_optimizer_built_over_trainable_ones_only():
-    from lit_transfer.layer_groups import check_optimizers_hold_every_parameter, parameters_missing_from
+    from lit_transfer.freezing.layer_groups import check_optimizers_hold_every_parameter, parameters_missing_from
 
     model = _frozen_backbone_model()
     filtered = torch.optim.SGD(filter(lambda p: p.requires_grad, model.parameters()), lr=0.1)
@@ -204,7 +204,7 @@ def test_parameters_missing_from_an_optimizer_built_over_trainable_ones_only():
 
 
 def test_the_check_compares_parameters_by_identity_not_value():
-    from lit_transfer.layer_groups import parameters_missing_from
+    from lit_transfer.freezing.layer_groups import parameters_missing_from
 
     model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
     with torch.no_grad():

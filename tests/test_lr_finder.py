@@ -17,7 +17,7 @@ import torch
 
 from lit_transfer import FreezeUnfreeze, GroupLRFinder, TransferClassifier, find_lr
 from lit_transfer.data import DigitsDataModule
-from lit_transfer.lr_suggest import RULES, smooth_losses, suggest_lr
+from lit_transfer.tuner.suggest import RULES, smooth_losses, suggest_lr
 
 REPO = Path(__file__).resolve().parents[1]
 LIT_TRANSFER = Path(sys.executable).parent / "lit-transfer"

@@ -8,8 +8,8 @@ import torch
 from callback_helpers import SCHEDULERS, FixedDataModule, RankDataModule, TinyRegressor, every_epoch_checkpoint, fit
 from lightning.pytorch import Callback
 
-from lit_transfer.batch_lr_scaling import default_rule, scale_factor
 from lit_transfer.callbacks import BatchSizeRamp, LRScaling
+from lit_transfer.optim.batch_rules import default_rule, scale_factor
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from freeze_helpers import fixed_data, loader, trainer
 
 from lit_transfer import TransferClassifier
 from lit_transfer.models.optimization import ADAMW_TOLERANCE, default_optimizer, fastest_adamw_options
-from lit_transfer.optim import build_param_groups
+from lit_transfer.optim.param_groups import build_param_groups
 
 
 def _model() -> TransferClassifier:

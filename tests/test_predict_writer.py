@@ -12,9 +12,9 @@ import torch
 from lightning.pytorch import Trainer
 
 from lit_transfer import TransferClassifier
-from lit_transfer.cli import TransferCLI, find_last_checkpoint
+from lit_transfer.callbacks.prediction_writer import PredictionCSVWriter
+from lit_transfer.cli.app import TransferCLI, find_last_checkpoint
 from lit_transfer.data import CSVDataModule, DigitsDataModule, ImageFolderDataModule
-from lit_transfer.predict_writer import PredictionCSVWriter
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 

@@ -18,8 +18,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lit_transfer import TransferClassifier, quickstart
-from lit_transfer.quickstart import BASELINES, RECIPE_NAME, main
+from lit_transfer import TransferClassifier
+from lit_transfer.demo import quickstart
+from lit_transfer.demo.quickstart import BASELINES, RECIPE_NAME, main
 
 SOURCE = "source: scratch on digits 0-4"
 

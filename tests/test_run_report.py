@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_transfer.callbacks.run_report import RunReport
+from lit_transfer.callbacks.report.run_report import RunReport
 from lit_transfer.models import TransferClassifier
 
 

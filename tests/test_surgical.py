@@ -9,7 +9,7 @@ from freeze_helpers import Recorder, fixed_data, loader, trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_transfer import SurgicalFineTune, TransferClassifier
-from lit_transfer.freezing import FreezeUnfreeze, resolve_policy
+from lit_transfer.freezing import resolve_policy
 
 NAMES = ["stem", "layer1", "layer2", "layer3", "layer4", "head"]  # test_resnet's coarse groups
 
@@ -34,7 +34,7 @@ def test_masks_from_indices_and_names(groups, expected):
     policy.bind(NAMES)
     assert [policy.trainable_mask(epoch, 6) for epoch in (0, 7)] == [expected, expected]
     first = expected.index(True)
-    assert policy.trainable_groups(0, 6) == 6 - first  # the depth: no group below it is frozen-then-unfrozen
+    assert policy.trainable_depth(0, 6) == 6 - first  # the depth: no group below it is frozen-then-unfrozen
 
 
 @pytest.mark.parametrize(
@@ -113,20 +113,5 @@ def test_resume_restores_the_mask(tmp_path):
     assert saved["trainable_mask"] == [False, True, False, False, False, True] and saved["trainable_groups"] == 2
     resumed, res_rec = _run(tmp_path / "c", SurgicalFineTune(groups=["layer1"]), 3, tmp_path / "b" / "epoch=0.ckpt")
     assert res_rec.epochs[1]["trainable"] == full_rec.epochs[1]["trainable"]
-    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), name
-
-
-def test_checkpoints_written_with_the_count_alone_still_resume(tmp_path):
-    """Checkpoints from before masks hold only `trainable_groups`: the last that many groups."""
-    policy = FreezeUnfreeze(unfreeze_at_epoch=1)
-    full, _ = _run(tmp_path / "a", policy, 3)
-    _run(tmp_path / "b", policy, 3, stop_after=2)
-    checkpoint = torch.load(tmp_path / "b" / "epoch=1.ckpt", weights_only=True)
-    key = next(k for k in checkpoint["callbacks"] if k.startswith("LayerFreezing"))
-    old = checkpoint["callbacks"][key]
-    checkpoint["callbacks"][key] = {k: old[k] for k in ("trainable_groups", "layout", "policy")}
-    torch.save(checkpoint, tmp_path / "old.ckpt")
-    resumed, _ = _run(tmp_path / "c", policy, 3, tmp_path / "old.ckpt")
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name

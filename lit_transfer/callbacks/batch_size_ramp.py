@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
@@ -11,9 +10,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.parsing import lightning_getattr, lightning_hasattr, lightning_setattr
 from typing_extensions import override
 
-from lit_transfer._schedulers import resize_step_scheduler
-from lit_transfer.batch_lr_scaling import Rule, check_rule, follow_batch, resolve_rule
 from lit_transfer.callbacks._ramp_schedule import RampSchedule, ramp_total_steps
+from lit_transfer.optim.batch_rules import Rule, check_rule, follow_batch, resolve_rule
+from lit_transfer.optim.rescale import resize_step_scheduler
 from lit_transfer.trainer_facts import (
     global_batch_size,
     loader_batch_size,
@@ -57,10 +56,9 @@ class BatchSizeRamp(Callback):
             like Lightning's ``BatchSizeFinder`` does).
         lr_coupling: ``"hold"`` keeps the LR (the paper); ``"scale"`` rescales it with the global batch by
             ``rule`` at each change, through every scheduler's base values (the same rule and code as
-            :class:`~lit_transfer.callbacks.LRScaling`, see :mod:`lit_transfer.batch_lr_scaling`).
+            :class:`~lit_transfer.callbacks.LRScaling`, see :mod:`lit_transfer.optim.batch_rules`).
         rule: The LR scaling rule of ``lr_coupling="scale"``, as LRScaling's ``rule``: ``"linear"`` or ``"sqrt"``;
             ``None`` picks sqrt for Adam-family optimizers, else linear.
-        lr_scaling_rule: Deprecated name of ``rule``.
 
     Example::
 
@@ -77,20 +75,7 @@ class BatchSizeRamp(Callback):
         batch_size_attr: str = "batch_size",
         lr_coupling: Literal["hold", "scale"] = "hold",
         rule: Rule | None = None,
-        lr_scaling_rule: Rule | None = None,
     ) -> None:
-        if lr_scaling_rule is not None:
-            if rule is not None:
-                raise ValueError(
-                    f"Set `rule` ({rule!r}) only; `lr_scaling_rule` ({lr_scaling_rule!r}) is its deprecated name."
-                )
-            warnings.warn(
-                "BatchSizeRamp(lr_scaling_rule=...) is deprecated: use `rule`, the name LRScaling uses for the same"
-                f" rule (`rule: {lr_scaling_rule}`).",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            rule = lr_scaling_rule
         if (milestones is None) == (every_n_epochs is None):
             raise ValueError(
                 f"Set exactly one of `milestones` ({milestones!r}) or `every_n_epochs` ({every_n_epochs!r})."

@@ -11,8 +11,8 @@ every rank computes the features of ``1/world_size`` of the samples and the rank
 each rank can serve whatever its sampler draws in later epochs.
 
 What the features are (and whether they stay fixed) is the model's business:
-:func:`lit_transfer.models.feature_cache.frozen_features` and
-:func:`~lit_transfer.models.feature_cache.check_cacheable` for a timm backbone.
+:func:`lit_transfer.models.frozen_features.frozen_features` and
+:func:`~lit_transfer.models.frozen_features.check_cacheable` for a timm backbone.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ How it stays correct across phase changes:
   SurgicalFineTune`). Checkpoints store the mask (and, for compatibility, the count of trainable groups; older
   checkpoints with the count alone still load).
 * **Decided policies.** :class:`~lit_transfer.freezing.AutoFreeze` is decided once, at the start of its first
-  fine-tuning epoch, by a measurement on rank 0 that is broadcast to every rank (:mod:`lit_transfer.auto_freeze`);
+  fine-tuning epoch, by a measurement on rank 0 that is broadcast to every rank (:mod:`lit_transfer.freezing.measure`);
   its learning-rate multipliers go into the optimizer and its schedulers then, and its plan into this callback's
   state, so a resume follows the plan without measuring or multiplying again.
 """
@@ -40,15 +40,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from typing_extensions import override
 
 from lit_transfer._compat import rewrap_ddp
-from lit_transfer.auto_freeze import apply_lr_multipliers, check_measurable, plan_auto_freeze
 from lit_transfer.errors import CheckpointMismatchError
 from lit_transfer.freezing import AutoFreeze, FreezingPolicy, resolve_policy
-from lit_transfer.layer_groups import (
+from lit_transfer.freezing.layer_groups import (
     LayerGroup,
     check_optimizers_hold_every_parameter,
     layout_fingerprint,
     module_layer_groups,
 )
+from lit_transfer.freezing.measure import apply_lr_multipliers, check_measurable, plan_auto_freeze
 
 __all__ = ["LayerFreezing"]
 
@@ -60,7 +60,7 @@ class LayerFreezing(Callback):
     :class:`~lit_transfer.TransferClassifier` does: the groups its optimizer was built from) is frozen by those;
     any other by its backbone's timm ``group_matcher`` groups (or its top-level children), with the module's
     parameters outside the backbone as a final ``head`` group, which always trains (see
-    :func:`~lit_transfer.layer_groups.module_layer_groups`). The optimizer must hold every parameter from the start,
+    `module_layer_groups`). The optimizer must hold every parameter from the start,
     frozen ones included (the package's :class:`~lit_transfer.TransferClassifier` builds it so; a plain
     ``Adam(self.parameters())`` does too); ``fit`` refuses one that does not, before the first step.
 
@@ -165,11 +165,8 @@ class LayerFreezing(Callback):
             self._check_layout(self._restored)
             self.policy.load_state_dict(self._restored.get("policy_state") or {})
             mask = self._restored.get("trainable_mask")
-            count = self._restored.get("trainable_groups")
             if mask is not None:
                 self._apply([bool(flag) for flag in mask], pl_module, announce=False)
-            elif count is not None:  # a checkpoint written before masks: the last `count` groups
-                self._apply(int(count), pl_module, announce=False)
             self._restored = None
         self._follow_in_ddp(trainer, pl_module)
 

@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from lit_transfer.batch_lr_scaling import Rule, check_rule, follow_batch, resolve_rule, scale_factor
+from lit_transfer.optim.batch_rules import Rule, check_rule, follow_batch, resolve_rule, scale_factor
 from lit_transfer.trainer_facts import (
     GlobalBatch,
     batch_schedule,

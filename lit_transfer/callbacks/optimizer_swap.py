@@ -13,8 +13,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from lit_transfer._schedulers import rebind_scheduler, scale_learning_rates, scheduler_configs_of
 from lit_transfer.callbacks import _swats
+from lit_transfer.optim.rescale import rebind_scheduler, scale_learning_rates, scheduler_configs_of
 from lit_transfer.trainer_facts import param_group_name
 
 OptimizerCallable = Callable[[Iterable[Any]], Optimizer]

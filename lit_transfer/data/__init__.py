@@ -7,7 +7,6 @@ _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from lit_transfer.data.base import BaseImageDataModule
 from lit_transfer.data.csv_table import CSVDataModule
-from lit_transfer.data.data_config import resolve_data_config as resolve_data_config  # deprecated alias
 from lit_transfer.data.dataset import ArrayDataset, ImageDataset
 from lit_transfer.data.decode import BadImageError, load_image, scan_images
 from lit_transfer.data.digits import DigitsDataModule

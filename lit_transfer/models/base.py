@@ -43,10 +43,10 @@ from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.errors import UnsafeFileError
 from lit_transfer.freezing import FreezingPolicy, FullFineTune, resolve_policy
-from lit_transfer.layer_groups import LayerGroup
-from lit_transfer.layer_groups import layer_groups as group_layers
+from lit_transfer.freezing.layer_groups import LayerGroup
+from lit_transfer.freezing.layer_groups import layer_groups as group_layers
 from lit_transfer.models.checks import check_checkpoint_fits, check_unaugmented
-from lit_transfer.models.feature_cache import check_cacheable, frozen_features
+from lit_transfer.models.frozen_features import check_cacheable, frozen_features
 from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable, configure_optimization
 from lit_transfer.models.reseeding import BatchReseeding
 from lit_transfer.models.trained_preprocessing import TrainedPreprocessing

@@ -82,7 +82,7 @@ class TransferClassifier(TransferModule):
         cache_features: With a linear probe and no training augmentation, compute the frozen backbone's features
             once at the start of ``fit`` and train and validate the classifier on them: epochs after the first
             neither load images nor run the backbone, and the batches (order, shuffling, DDP shards) are the same
-            as without the cache. See :mod:`lit_transfer.models.feature_cache`.
+            as without the cache. See :mod:`lit_transfer.models.frozen_features`.
         compile: Compile the backbone's forward with ``torch.compile`` (checkpoint keys stay unprefixed).
         channels_last: Use the channels-last memory format (faster convolutions on recent hardware).
         task: ``"multiclass"``, ``"multilabel"`` or ``"binary"`` (linked from the DataModule's ``task`` by the CLI).
@@ -106,7 +106,7 @@ class TransferClassifier(TransferModule):
             under the top-level key ``"data_config"`` and restored on load, so export and prediction use the size and
             normalisation the model was trained with. Until then (plain DataLoaders, checkpoints written before this
             was recorded) it is the backbone's timm data config, and checkpoints do not carry it.
-        layer_groups: The backbone's layer groups, stem first (see :mod:`lit_transfer.layer_groups`), computed once:
+        layer_groups: The backbone's layer groups, stem first, computed once:
             the optimizer's param groups, the freezing callback and the feature cache all use this list.
         thresholds: The decision thresholds of the sigmoid tasks (one per label; one for binary; empty for
             multiclass).

@@ -27,8 +27,9 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from lit_transfer.freezing import FreezingPolicy
-from lit_transfer.layer_groups import LayerGroup
-from lit_transfer.optim import WarmupCosineLR, apply_lr_scales, build_param_groups, keep_group_lr_ratios
+from lit_transfer.freezing.layer_groups import LayerGroup
+from lit_transfer.optim.param_groups import apply_lr_scales, build_param_groups, keep_group_lr_ratios
+from lit_transfer.optim.schedules import WarmupCosineLR
 
 __all__ = [
     "ADAMW_TOLERANCE",
@@ -134,7 +135,7 @@ def configure_optimization(
         Lightning's ``{"optimizer": ..., "lr_scheduler": {...}}`` configuration.
     """
     no_wd: set[str] = getattr(backbone, "no_weight_decay", lambda: set())()
-    frozen = len(groups) - policy.trainable_groups(0, len(groups))
+    frozen = len(groups) - policy.trainable_depth(0, len(groups))
     param_groups = build_param_groups(
         groups,
         layer_decay=hparams["layer_decay"],

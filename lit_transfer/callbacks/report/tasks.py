@@ -18,8 +18,8 @@ from lightning.pytorch import LightningModule, Trainer
 from torchmetrics import CatMetric
 from torchmetrics.classification import MultilabelAveragePrecision
 
-from lit_transfer.callbacks._report_confusion import TestConfusion, _logits, split_batch
-from lit_transfer.task_facts import target_stats_of
+from lit_transfer.callbacks.report.confusion import TestConfusion, _logits, split_batch
+from lit_transfer.tasks import target_stats_of
 
 __all__ = ["TestLabelAP", "TestRegression", "plot_predicted_vs_true", "regression_rows"]
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer
 
-from lit_transfer.callbacks._report_confusion import split_batch
+from lit_transfer.callbacks.report.confusion import split_batch
 from lit_transfer.trainer_facts import (
     global_batch_size,
     loader_batch_size,

@@ -4,8 +4,7 @@ With ``cache_features=True`` a :class:`~lit_transfer.TransferClassifier` trains 
 backbone computed once (Kornblith et al., 2019's fixed-feature protocol). This module holds what depends on the
 model: :func:`frozen_features` (the backbone's pre-logit features) and :func:`check_cacheable` (the policy and the
 head keep them fixed). Computing them over a dataset, sharing them across DDP ranks and serving them to the fit and
-validation loops is Trainer business, done by the :class:`~lit_transfer.callbacks.feature_cache.FeatureCache`
-callback; it and its :class:`~lit_transfer.callbacks.feature_cache.CachedFeatures` dataset are re-exported here.
+validation loops is Trainer business, done by the :class:`~lit_transfer.callbacks.FeatureCache` callback.
 """
 
 from __future__ import annotations
@@ -16,11 +15,10 @@ from typing import cast
 import torch
 from torch import nn
 
-from lit_transfer.callbacks.feature_cache import CachedFeatures, FeatureCache
 from lit_transfer.freezing import FreezingPolicy, LinearProbe
-from lit_transfer.layer_groups import layer_groups
+from lit_transfer.freezing.layer_groups import layer_groups
 
-__all__ = ["CachedFeatures", "FeatureCache", "check_cacheable", "frozen_features"]
+__all__ = ["check_cacheable", "frozen_features"]
 
 
 def check_cacheable(policy: FreezingPolicy, backbone: nn.Module, uses_mixup: bool) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
-from lit_transfer.lr_finder import find_lr
-from lit_transfer.lr_suggest import DEFAULT_RULE, Rule
+from lit_transfer.tuner.finder import find_lr
+from lit_transfer.tuner.suggest import DEFAULT_RULE, Rule
 
 __all__ = ["LR_FIND", "LRFindCommand", "normalise_subcommand", "override_flags", "run_lr_find"]
 

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback, Learning
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lit_transfer.callbacks import ExceptionCheckpoint, RunReport
-from lit_transfer.predict_writer import PredictionCSVWriter
+from lit_transfer.callbacks.prediction_writer import PredictionCSVWriter
 
 __all__ = [
     "BEST_BY",

@@ -22,9 +22,9 @@ epoch) and ``steps.csv`` (one row per step); at the end of ``test`` it adds ``co
 ``regression.csv`` and ``predicted_vs_true.png``. (The names leave ``metrics.csv`` to Lightning's ``CSVLogger``,
 which writes into the same folder.) History is kept in the checkpoint, so a resumed run plots the whole run.
 
-The parts live in private modules, one concern each: ``_report_history`` (the rows), ``_report_confusion`` (the
-test confusion matrix), ``_report_tasks`` (the multi-label and regression test reports), ``_report_files`` (CSVs
-and plots), ``_report_summary`` (the printed text).
+The parts live beside this module, one concern each: ``history`` (the rows), ``confusion`` (the test confusion
+matrix), ``tasks`` (the multi-label and regression test reports), ``files`` (CSVs and plots), ``summary`` (the
+printed text).
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from lit_transfer.callbacks import _report_summary
-from lit_transfer.callbacks._report_confusion import TestConfusion, class_names_for
-from lit_transfer.callbacks._report_files import write_fit_files, write_label_ap, write_regression, write_test_files
-from lit_transfer.callbacks._report_history import RunHistory
-from lit_transfer.callbacks._report_tasks import TestLabelAP, TestRegression, regression_rows
-from lit_transfer.task_facts import class_names_of, target_names_of, task_of
+from lit_transfer.callbacks.report import summary
+from lit_transfer.callbacks.report.confusion import TestConfusion, class_names_for
+from lit_transfer.callbacks.report.files import write_fit_files, write_label_ap, write_regression, write_test_files
+from lit_transfer.callbacks.report.history import RunHistory
+from lit_transfer.callbacks.report.tasks import TestLabelAP, TestRegression, regression_rows
+from lit_transfer.tasks import class_names_of, target_names_of, task_of
 
 __all__ = ["RunReport"]
 
@@ -239,13 +239,13 @@ class RunReport(Callback):
 
     def fit_summary(self, trainer: Trainer, out: Path) -> str:
         """The text printed at the end of ``fit``: checkpoints, final metrics, where logs and report are."""
-        return _report_summary.fit_summary(trainer, out, self.history.epochs, self.written)
+        return summary.fit_summary(trainer, out, self.history.epochs, self.written)
 
     def test_summary(self, trainer: Trainer, out: Path) -> str:
         """The text printed at the end of ``test``: test metrics, where logs and report are."""
         samples = int(self.confusion.sum()) if self.confusion is not None else None
-        extra = _report_summary.task_lines(self.label_ap, self.regression)
-        return _report_summary.test_summary(trainer, out, self.history.test_metrics, samples, self.written, extra)
+        extra = summary.task_lines(self.label_ap, self.regression)
+        return summary.test_summary(trainer, out, self.history.test_metrics, samples, self.written, extra)
 
     # -------------------------------------------------------------------------------------------- resume
     @override

@@ -39,7 +39,7 @@ from typing_extensions import override
 from lit_transfer._compat import metric_update_count, reset_fit_loop_data, reset_logged_results
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.freezing import FreezingPolicy
-from lit_transfer.lr_suggest import DEFAULT_SMOOTHING
+from lit_transfer.tuner.suggest import DEFAULT_SMOOTHING
 
 __all__ = ["RangeTestCurve", "callbacks_of", "check_range", "reference_lr", "run_range_test"]
 
@@ -99,8 +99,8 @@ class _FirstPhase:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.policy, name)
 
-    def trainable_groups(self, epoch: int, num_groups: int) -> int:
-        return int(self.policy.trainable_groups(0, num_groups))
+    def trainable_depth(self, epoch: int, num_groups: int) -> int:
+        return int(self.policy.trainable_depth(0, num_groups))
 
     def trainable_mask(self, epoch: int, num_groups: int) -> Any:
         return self.policy.trainable_mask(0, num_groups)

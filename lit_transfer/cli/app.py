@@ -41,7 +41,7 @@ side, next to ``checkpoints/`` and the resolved ``config.yaml``.
 
 ``validate``, ``test`` and ``predict`` of a checkpoint inside a run (``.../version_N/checkpoints/*.ckpt``) write
 into that run, in ``version_N/<subcommand>/``: logs, the test report (``confusion_matrix.png``/``.csv``,
-``epochs.csv``) and ``predictions.csv`` (see :class:`~lit_transfer.predict_writer.PredictionCSVWriter`). They
+``epochs.csv``) and ``predictions.csv`` (see :class:`~lit_transfer.callbacks.PredictionCSVWriter`). They
 preprocess with the input size and normalisation the checkpoint was trained with.
 
 ``--ckpt_path last`` and ``--ckpt_path best`` pick the newest run's ``last.ckpt`` / ``best.ckpt`` under
@@ -75,11 +75,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from lit_transfer.backbones import backbone_data_config
-from lit_transfer.cli_lr_find import LR_FIND, LRFindCommand, normalise_subcommand, run_lr_find
-from lit_transfer.cli_messages import import_class, user_error_message
-from lit_transfer.models import TransferClassifier
-from lit_transfer.models.base import TransferModule
-from lit_transfer.run_files import (
+from lit_transfer.cli.lr_find import LR_FIND, LRFindCommand, normalise_subcommand, run_lr_find
+from lit_transfer.cli.messages import import_class, user_error_message
+from lit_transfer.cli.run_files import (
     EVALUATION_SUBCOMMANDS,
     LOGS_NAME,
     default_callbacks,
@@ -88,7 +86,9 @@ from lit_transfer.run_files import (
     find_last_checkpoint,
     merge_callbacks,
 )
-from lit_transfer.task_facts import task_of
+from lit_transfer.models import TransferClassifier
+from lit_transfer.models.base import TransferModule
+from lit_transfer.tasks import task_of
 
 __all__ = ["TransferCLI", "default_callbacks", "find_last_checkpoint", "main"]
 
@@ -208,7 +208,7 @@ class TransferCLI(LightningCLI):
     @staticmethod
     @override
     def subcommands() -> dict[str, set[str]]:
-        """Lightning's subcommands (Trainer methods) and ``lr_find`` (:mod:`lit_transfer.cli_lr_find`)."""
+        """Lightning's subcommands (Trainer methods) and ``lr_find`` (:mod:`lit_transfer.cli.lr_find`)."""
         return {**LightningCLI.subcommands(), LR_FIND: {"model", "datamodule"}}
 
     @override

@@ -1,13 +1,13 @@
 """Offline quick start: pretrain a backbone on digits 0-4, transfer it to 10-shot digits 5-9, evaluate.
 
-``python -m lit_transfer.quickstart`` (or ``make quickstart``) runs, through the ``lit-transfer`` CLI machinery
-(:class:`~lit_transfer.cli.TransferCLI` with ``recipes/defaults.yaml`` and ``recipes/quickstart.yaml``):
+``python -m lit_transfer.demo.quickstart`` (or ``make quickstart``) runs, through the ``lit-transfer`` CLI machinery
+(:class:`~lit_transfer.cli.app.TransferCLI` with ``recipes/defaults.yaml`` and ``recipes/quickstart.yaml``):
 
 1. **Source task.** A ``resnet10t`` from random init trained for 30 epochs on every training image of digits
    0-4 (32x32, 3 channels; AdamW 3e-3, label smoothing 0.1, the digit-safe augmentation of
-   :data:`~lit_transfer.source_model.DIGIT_AUGMENT`: small shifts, scale, rotation and shear, no flips), tested on
+   :data:`~lit_transfer.demo.source_model.DIGIT_AUGMENT`: small shifts, scale, rotation and shear, no flips), tested on
    their held-out images; the backbone is saved as ``backbone.safetensors``. The recipe is
-   :mod:`lit_transfer.source_model`'s, which the benchmark suite's transfer table uses too.
+   :mod:`lit_transfer.demo.source_model`'s, which the benchmark suite's transfer table uses too.
 2. **Target task.** ``recipes/quickstart.yaml`` on digits 5-9 with 10 labelled images per class, the backbone
    loaded through ``pretrained: <path>.safetensors``: LP-FT (head only for 5 epochs, then everything) with
    layer-wise LR decay 0.8, AdamW 3e-3, the same digit-safe augmentation, 30 epochs.
@@ -48,7 +48,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the quick start never needs the 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lit_transfer.source_model import (
+from lit_transfer.demo.source_model import (
     FAST_ARGS,
     QUIET_ARGS,
     RECIPES,
@@ -182,7 +182,7 @@ def _where(source: RunResult, weights: Path, recipe_runs: Sequence[RunResult]) -
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options of the quick start."""
-    parser = argparse.ArgumentParser(prog="python -m lit_transfer.quickstart", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lit_transfer.demo.quickstart", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")
     parser.add_argument("--fast", action="store_true", help="a few batches per run (smoke test)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the target runs")

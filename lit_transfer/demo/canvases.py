@@ -8,7 +8,7 @@ no scan appears in two splits.
 
 :func:`write_canvases` writes PNG files and one CSV per split, which :class:`~lit_transfer.data.CSVDataModule` reads::
 
-    python -m lit_transfer.data.canvases data/canvases --train 300
+    python -m lit_transfer.demo.canvases data/canvases --train 300
 
     lit-transfer fit --config recipes/defaults.yaml --config recipes/multilabel.yaml
     lit-transfer fit --config recipes/defaults.yaml --config recipes/regression.yaml
@@ -122,7 +122,7 @@ def write_canvases(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m lit_transfer.data.canvases ROOT [--train N] [--val N] [--test N] [--seed S] ...``."""
+    """``python -m lit_transfer.demo.canvases ROOT [--train N] [--val N] [--test N] [--seed S] ...``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("root", help="output folder")
     parser.add_argument("--train", type=int, default=300, help="training canvases (default 300)")

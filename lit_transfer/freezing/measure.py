@@ -5,7 +5,7 @@ epoch. On rank 0 it measures each layer group's relative gradient norm ``||g|| /
 batches and counts training samples per class; the policy turns the numbers into a plan, which is broadcast so that
 every DDP rank follows the same one. :func:`apply_lr_multipliers` then multiplies the plan's per-group factors into
 the optimizer's param groups and every copy the LR schedulers keep (with
-:func:`lit_transfer._schedulers.scale_learning_rates`, as the batch-size LR scaling does).
+:func:`lit_transfer.optim.rescale.scale_learning_rates`, as the batch-size LR scaling does).
 
 The measurement leaves training as it was:
 
@@ -32,9 +32,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.utils.data import default_collate
 
-from lit_transfer._schedulers import scale_learning_rates, scheduler_configs_of
-from lit_transfer.freezing import AutoFreeze, AutoFreezePlan
-from lit_transfer.layer_groups import LayerGroup
+from lit_transfer.freezing.auto import AutoFreeze, AutoFreezePlan
+from lit_transfer.freezing.layer_groups import LayerGroup
+from lit_transfer.optim.rescale import scale_learning_rates, scheduler_configs_of
 from lit_transfer.trainer_facts import loader_batch_size, train_loader
 
 __all__ = [

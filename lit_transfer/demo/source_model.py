@@ -1,9 +1,9 @@
 """The digits source model: ``resnet10t`` from random init on every training scan of digits 0-4.
 
-One recipe, shared by the quick start (:mod:`lit_transfer.quickstart`, step 1) and the benchmark suite's transfer
+One recipe, shared by the quick start (:mod:`lit_transfer.demo.quickstart`, step 1) and the benchmark suite's transfer
 table (``benchmarks/common.py``): AdamW 3e-3 with warmup + cosine, label smoothing 0.1, the digit-safe augmentation
 of :data:`DIGIT_AUGMENT`, batch 32, everything trainable, :data:`SOURCE_EPOCHS` epochs, seed :data:`SOURCE_SEED`.
-It runs through the ``lit-transfer`` CLI machinery (:class:`~lit_transfer.cli.TransferCLI` with
+It runs through the ``lit-transfer`` CLI machinery (:class:`~lit_transfer.cli.app.TransferCLI` with
 ``recipes/defaults.yaml``), so the arguments below are the command line a user would type after ``lit-transfer fit``.
 
 Example:
@@ -22,7 +22,7 @@ from typing import cast
 
 import torch
 
-from lit_transfer.cli import TransferCLI
+from lit_transfer.cli.app import TransferCLI
 
 __all__ = [
     "DIGIT_AUGMENT",
@@ -92,7 +92,7 @@ def fit_and_test(name: str, args: Sequence[str], seed: int = 0) -> tuple[RunResu
         seed: Recorded in the result.
 
     Returns:
-        The result (test metrics, time, log folder) and the :class:`~lit_transfer.cli.TransferCLI`, whose ``model``,
+        The result (test metrics, time, log folder) and the :class:`~lit_transfer.cli.app.TransferCLI`, whose ``model``,
         ``datamodule`` and ``trainer`` are the trained ones.
     """
     start = time.perf_counter()

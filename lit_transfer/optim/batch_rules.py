@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from torch import optim
 
-from lit_transfer._schedulers import scale_trainer_learning_rates
+from lit_transfer.optim.rescale import scale_trainer_learning_rates
 
 __all__ = [
     "ADAPTIVE_OPTIMIZERS",

@@ -15,7 +15,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from lit_transfer.task_facts import thresholds_of
+from lit_transfer.tasks import thresholds_of
 
 __all__ = ["TestConfusion", "class_names_for", "split_batch"]
 

@@ -115,7 +115,7 @@ def write_regression(
     out: Path, rows: Sequence[dict[str, Any]], predicted: Any, true: Any, with_plots: bool
 ) -> list[Path]:
     """``regression.csv`` (the ``rows``: MAE, RMSE, R² per target) and, ``with_plots``, ``predicted_vs_true.png``."""
-    from lit_transfer.callbacks._report_tasks import plot_predicted_vs_true
+    from lit_transfer.callbacks.report.tasks import plot_predicted_vs_true
 
     out.mkdir(parents=True, exist_ok=True)
     written = [write_csv(out / "regression.csv", rows)]

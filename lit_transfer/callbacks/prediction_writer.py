@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from lit_transfer.task_facts import class_names_of, target_names_of, task_of
+from lit_transfer.tasks import class_names_of, target_names_of, task_of
 
 __all__ = ["PredictionCSVWriter"]
 
