@@ -16,7 +16,7 @@ the module's own hooks behave as in the fit, with:
 * **Exact restoration.** Afterwards the parameters (values, ``requires_grad``, ``.grad``), buffers, module modes,
   the optimizers' state and LRs, the schedulers, the precision plugin, the fit loop's progress, the global RNG
   states and the trainer's settings are put back, and torchmetrics objects the test updated are reset: the fit
-  that follows runs as if no test had happened (checked bit for bit on CPU in ``tests/test_lr_finder.py``).
+  that follows runs as if no test had happened (checked bit for bit on CPU in ``tests/tuner/test_lr_finder.py``).
 
 The loss recorded at each step is the training step's loss averaged over ranks, so every rank stops at the same
 step and suggests the same LR.

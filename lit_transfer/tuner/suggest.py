@@ -14,7 +14,8 @@ curve, all on the *smoothed* loss (:func:`smooth_losses`):
   where training starts to become unstable).
 
 Which rule :func:`~lit_transfer.tuner.finder.find_lr` uses by default is measured, not assumed:
-``benchmarks/lr_finder.py`` scores a fine-tune at each rule's suggestion against a brute-force LR grid (see ``docs/lr-finder.md``).
+``benchmarks/lr_finder.py`` scores a fine-tune at each rule's suggestion against a brute-force LR grid (see
+``docs/lr-finder.md``).
 """
 
 from __future__ import annotations

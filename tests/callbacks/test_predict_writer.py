@@ -16,7 +16,7 @@ from lit_transfer.callbacks.prediction_writer import PredictionCSVWriter
 from lit_transfer.cli.app import TransferCLI, find_last_checkpoint
 from lit_transfer.data import CSVDataModule, DigitsDataModule, ImageFolderDataModule
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 @pytest.fixture(scope="module")

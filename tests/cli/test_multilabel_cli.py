@@ -20,7 +20,7 @@ import torch
 from photo_fixture import SHAPES, make_multilabel_csv, make_regression_csv
 from test_user_path import _python, _run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMON = [
     "--config",
     str(REPO / "recipes" / "defaults.yaml"),
@@ -68,7 +68,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(
     "task", ["multilabel", pytest.param("regression", marks=pytest.mark.slow)]
-)  # the in-process twin of each: tests/test_bad_inputs.py
+)  # the in-process twin of each: tests/e2e/test_bad_inputs.py
 def test_a_model_of_another_task_is_refused_naming_the_option(workdir: Path, task: str) -> None:
     args, fix = WRONG[task]
     result = _run(workdir, "fit", *COMMON, *args, "--trainer.max_epochs", "1")

@@ -45,7 +45,7 @@ import pytest
 from cli_helpers import TINY
 from photo_fixture import make_photo_folder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LIT_TRANSFER = Path(sys.executable).parent / "lit-transfer"
 RUN = "runs/defaults/lightning_logs/version_0"
 """The shared fitted digits run, copied into every block's working directory."""
@@ -65,7 +65,7 @@ EXCLUDED: dict[tuple[str, str], str] = {
     ("docs/getting-started.md", "make quickstart"): "the same two make targets as the README's",
     ("docs/getting-started.md", "pip install"): "installs packages",
     ("docs/benchmarks.md", "make bench"): "the benchmark suite (minutes); tests/test_benchmarks.py runs its smallest",
-    ("docs/multi-gpu.md", "defaults.yaml --trainer.devices 4"): "needs 4 GPUs; tests/test_ddp_all_features.py: CPU DDP",
+    ("docs/multi-gpu.md", "defaults.yaml --trainer.devices 4"): "needs 4 GPUs; tests/e2e/test_ddp_all_features.py: CPU DDP",
     ("docs/multi-gpu.md", "torchrun"): "torchrun on several nodes",
     ("docs/multi-gpu.md", "#SBATCH"): "a SLURM batch script",
     ("docs/offline.md", "hf download"): "downloads from the Hugging Face hub and copies to another machine",

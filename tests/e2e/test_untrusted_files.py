@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_yaml_python_tags_are_not_executed(tmp_path):

@@ -2,7 +2,7 @@
 
 Each case runs the console script in a subprocess (all cases at once, they are independent). ``docs/errors.md``
 shows every message with the number of lines the command printed; regenerate the page with
-``python tests/test_bad_inputs.py``.
+``python tests/e2e/test_bad_inputs.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 import yaml
 from photo_fixture import make_photo_folder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LIT_TRANSFER = Path(sys.executable).parent / "lit-transfer"
 DEFAULTS = ["--config", str(REPO / "recipes" / "defaults.yaml")]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -166,7 +166,7 @@ def test_mistake_exits_2_with_the_message_last(case: CliCase, results: dict) -> 
     assert "Traceback" not in output and "Namespace(" not in output
     page = " ".join((REPO / "docs" / "errors.md").read_text().split())
     assert f"`{case.id}`" in page and " ".join(lines[-1].split()) in page, (
-        f"docs/errors.md lacks the message of {case.id}: run python tests/test_bad_inputs.py"
+        f"docs/errors.md lacks the message of {case.id}: run python tests/e2e/test_bad_inputs.py"
     )
     assert f"{case.id}` — {len(lines)} line" in page, f"the line count of {case.id} changed: regenerate the page"
 

@@ -161,7 +161,7 @@ def test_multilabel_trains_in_bf16_mixed(tmp_path):
     torch.manual_seed(0)
     model, losses = _model(), EpochLosses()
     # oneDNN's bf16 convolution weight-gradient kernel on CPU can return NaN after other fits in the same process
-    # (see tests/test_precision.py): the model's bf16 path is checked on torch's reference kernels
+    # (see tests/models/test_precision.py): the model's bf16 path is checked on torch's reference kernels
     with torch.backends.mkldnn.flags(enabled=False):
         fit_trainer(tmp_path, 2, [losses], precision="bf16-mixed").fit(model, datamodule=TaskData("multilabel"))
     assert all(torch.isfinite(torch.tensor(losses.losses)))

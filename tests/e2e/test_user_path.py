@@ -21,7 +21,7 @@ import pytest
 import torch
 from photo_fixture import CLASSES, make_photo_folder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LIT_TRANSFER = Path(sys.executable).parent / "lit-transfer"
 TINY = [
     "--config",

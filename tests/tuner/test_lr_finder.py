@@ -19,7 +19,7 @@ from lit_transfer import FreezeUnfreeze, GroupLRFinder, TransferClassifier, find
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.tuner.suggest import RULES, smooth_losses, suggest_lr
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LIT_TRANSFER = Path(sys.executable).parent / "lit-transfer"
 LAYER_DECAY = 0.5
 

@@ -1,7 +1,7 @@
 """The bad-input matrix: one case per mistake a user can make, with the exact message they get.
 
 Each case is checked here, and ``docs/errors.md`` shows every message verbatim (temporary paths shortened to
-``<tmp>``). After changing a message, regenerate the page with ``python tests/test_bad_inputs.py``.
+``<tmp>``). After changing a message, regenerate the page with ``python tests/e2e/test_bad_inputs.py``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import torch
 import yaml
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCS_PAGE = REPO / "docs" / "errors.md"
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from freeze_helpers import PlainModule, fixed_data, loader, trainer  # noqa: E402
 
@@ -659,9 +659,9 @@ def test_the_matrix_has_at_least_25_cases_with_unique_ids():
 def test_bad_input_gets_a_clear_error(case, tmp_path):
     message = _raise(case, tmp_path)
     page = re.sub(r"\s+", " ", DOCS_PAGE.read_text())
-    assert f"`{case.id}`" in page, f"{case.id} is missing from docs/errors.md: run python tests/test_bad_inputs.py"
+    assert f"`{case.id}`" in page, f"{case.id} is missing from docs/errors.md: run python tests/e2e/test_bad_inputs.py"
     assert message.replace("`", "") in page.replace("`", ""), (
-        f"the message of {case.id} changed; regenerate docs/errors.md with python tests/test_bad_inputs.py"
+        f"the message of {case.id} changed; regenerate docs/errors.md with python tests/e2e/test_bad_inputs.py"
     )
 
 
@@ -674,7 +674,7 @@ files), so existing `except` clauses keep working. Nothing is lost when a run st
 already written stay, and an interrupted `fit` (Ctrl-C, SIGTERM, a NaN loss) leaves an `on_exception.ckpt` that
 `fit --ckpt_path` resumes.
 
-Every case below is a test (`tests/test_bad_inputs.py`); the messages are copied from the test run, with
+Every case below is a test (`tests/e2e/test_bad_inputs.py`); the messages are copied from the test run, with
 temporary paths shortened to `<tmp>`. The package's own exception classes are listed in the
 [API reference](api/errors.md).
 """
@@ -684,7 +684,7 @@ CLI_HEADER = """## On the command line
 
 The `lit-transfer` command prints a mistake in a config, on the command line or in the data as its last line and
 exits with status 2 (`LIT_TRANSFER_TRACEBACK=1` shows the traceback); a run that succeeds exits with 0. Each case
-below is the complete output of the real command (`tests/test_cli_errors.py`), with the number of lines it printed.
+below is the complete output of the real command (`tests/cli/test_cli_errors.py`), with the number of lines it printed.
 """
 
 
