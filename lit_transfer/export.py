@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from lit_transfer.errors import UnsafeFileError
-from lit_transfer.tasks import target_names_of, target_stats_of, task_of, thresholds_of
+from lit_transfer.tasks import target_names_of, target_stats_of, task_of, task_of_hparams, thresholds_of
 
 __all__ = ["export_onnx", "export_torchscript", "load_for_export"]
 
@@ -75,12 +75,7 @@ def _model_class(hparams: dict[str, Any]) -> type[nn.Module]:
     """The lit_transfer model class a checkpoint's hyper-parameters belong to (never a class from elsewhere)."""
     from lit_transfer.models import TransferClassifier, TransferRegressor
 
-    class_path = str(hparams.get("_class_path") or "")
-    if class_path.rpartition(".")[2] == "TransferRegressor":
-        return TransferRegressor
-    if not class_path and "num_outputs" in hparams and "num_classes" not in hparams:
-        return TransferRegressor
-    return TransferClassifier
+    return TransferRegressor if task_of_hparams(hparams) == "regression" else TransferClassifier
 
 
 def load_for_export(checkpoint_or_model: str | Path | nn.Module) -> nn.Module:

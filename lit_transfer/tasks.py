@@ -1,38 +1,195 @@
-"""What a model's outputs mean: its task, class or target names, thresholds and target statistics.
+"""The one owner of "which task": a model's task and names, the data each task trains on, the metric of ``best``.
 
-The prediction writer, the exporter and the run report read these from any LightningModule: attributes first
-(:class:`~lit_transfer.TransferClassifier` and :class:`~lit_transfer.TransferRegressor` have them), then
-hyper-parameters, then defaults, so plain modules work too.
+A model's task, class or target names, thresholds and target statistics, the DataModule task each model task trains
+on, and the metric ``best.ckpt`` is chosen by. The prediction writer, the exporter, the run report and the CLI read
+these from any LightningModule: attributes first (the package's models have them), then hyper-parameters, then
+defaults, so plain modules work too. A model class states its task with a ``task`` constructor argument (the
+classifier) or a ``default_task`` class attribute (the regressor); nothing here reads class names.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
-__all__ = ["class_names_of", "target_names_of", "target_stats_of", "task_of", "thresholds_of"]
+__all__ = [
+    "DATA_TASK",
+    "MONITOR",
+    "TASKS",
+    "check_data_task",
+    "class_names_of",
+    "model_task",
+    "same_target_stats",
+    "target_names_of",
+    "target_stats_of",
+    "task_of",
+    "task_of_hparams",
+    "thresholds_of",
+]
+
+TASKS = ("multiclass", "binary", "multilabel", "regression")
+"""Every task a lit_transfer model trains for."""
+
+DATA_TASK = {"multiclass": "multiclass", "binary": "multiclass", "multilabel": "multilabel", "regression": "regression"}
+"""The DataModule ``task`` each model task trains on (a binary classifier takes a 2-class multiclass DataModule)."""
+
+MONITOR: dict[str, tuple[str, str]] = {
+    "multiclass": ("val_acc", "max"),
+    "binary": ("val_acc", "max"),
+    "multilabel": ("val_map", "max"),
+    "regression": ("val_mae", "min"),
+}
+"""The validation metric ``best.ckpt`` is chosen by, per task, and whether higher (``max``) or lower is better."""
+
+_DATA_OPTIONS = {
+    "multiclass": "an image-folder DataModule, or CSVDataModule with one class per row in `label_column`",
+    "multilabel": "CSVDataModule with `label_columns`, one 0/1 column per label, or `label_delimiter`",
+    "regression": "CSVDataModule with `target_columns`",
+}
 
 
 def _hparams(module: nn.Module) -> Any:
     return getattr(module, "hparams", None) or {}
 
 
+def task_of_hparams(hparams: Mapping[str, Any]) -> str:
+    """The task recorded in a model's hyper-parameters (for example a checkpoint's ``hyper_parameters``).
+
+    ``task`` when recorded; ``"regression"`` for hyper-parameters with ``num_outputs`` and no ``num_classes`` (a
+    regressor's, whose task is its class's); else ``"multiclass"``.
+
+    Example:
+        >>> task_of_hparams({"num_outputs": 2}), task_of_hparams({"num_classes": 3, "task": "multilabel"})
+        ('regression', 'multilabel')
+    """
+    task = hparams.get("task")
+    if isinstance(task, str) and task:
+        return task
+    return "regression" if "num_outputs" in hparams and "num_classes" not in hparams else "multiclass"
+
+
 def task_of(module: nn.Module) -> str:
     """The task: ``"multiclass"``, ``"binary"``, ``"multilabel"`` or ``"regression"``.
 
-    The module's ``task`` attribute or hyper-parameter; ``"regression"`` for a module with ``num_outputs`` and no
-    ``num_classes`` hyper-parameter; else ``"multiclass"``.
+    The module's ``task`` attribute, else :func:`task_of_hparams` of its hyper-parameters.
 
     Example:
         >>> task_of(nn.Linear(2, 3))
         'multiclass'
     """
-    hparams = _hparams(module)
-    task = getattr(module, "task", None) or hparams.get("task")
+    task = getattr(module, "task", None)
+    return task if isinstance(task, str) and task else task_of_hparams(_hparams(module))
+
+
+def model_task(model_class: type, init_args: Mapping[str, Any] | None = None) -> str:
+    """The task a model class trains for when built with ``init_args`` (before it is built).
+
+    The ``task`` argument given (or its default) for a class that takes one, else the class's ``default_task``
+    attribute, else ``"multiclass"``.
+
+    Example:
+        >>> class Regressor:
+        ...     default_task = "regression"
+        >>> class Classifier:
+        ...     def __init__(self, task: str = "multiclass") -> None: ...
+        >>> model_task(Regressor), model_task(Classifier), model_task(Classifier, {"task": "binary"})
+        ('regression', 'multiclass', 'binary')
+    """
+    task = (init_args or {}).get("task")
     if isinstance(task, str) and task:
         return task
-    return "regression" if "num_outputs" in hparams and "num_classes" not in hparams else "multiclass"
+    parameter = inspect.signature(model_class).parameters.get("task")
+    if parameter is not None and isinstance(parameter.default, str):
+        return parameter.default
+    return str(getattr(model_class, "default_task", "multiclass"))
+
+
+def check_data_task(task: str, datamodule: Any, num_classes: int | None = None) -> None:
+    """Refuse data whose ``task`` is not the one a model of ``task`` trains on, naming the setting that fixes it.
+
+    Used before a model is built (the CLI) and by the model at ``setup``, with the same words. A DataModule without a
+    ``task`` attribute (or plain DataLoaders, ``None``) passes: its batches are checked instead.
+
+    Args:
+        task: The model's task (``"multiclass"``, ``"binary"``, ``"multilabel"``, ``"regression"``).
+        datamodule: The DataModule, or ``None``.
+        num_classes: The data's class count, when known (a binary model needs 2).
+
+    Raises:
+        ValueError: Naming both tasks and the model setting (as a Python argument and as a ``--model`` flag) or the
+            data setting that makes them agree.
+
+    Example:
+        >>> class Data:
+        ...     task = "multilabel"
+        >>> check_data_task("multiclass", Data())
+        Traceback (most recent call last):
+        ...
+        ValueError: The data (Data) gives each image a set of labels (multi-label), but the model's `task` is \
+'multiclass'. Set `task: multilabel` (`--model.task multilabel` on the command line).
+    """
+    theirs = getattr(datamodule, "task", None)
+    if not isinstance(theirs, str) or theirs not in _DATA_OPTIONS:
+        return
+    data = f"The data ({type(datamodule).__name__})"
+    if theirs == "regression" and task != "regression":
+        raise ValueError(
+            f"{data} holds regression targets, but the model classifies (`task` {task!r}). Use `TransferRegressor`"
+            " (`--model TransferRegressor` on the command line)."
+        )
+    if theirs != "regression" and task == "regression":
+        flags = "--model TransferClassifier" + ("" if theirs == "multiclass" else f" --model.task {theirs}")
+        raise ValueError(
+            f"{data} holds {theirs} labels, but the model `TransferRegressor` regresses numbers. Use"
+            f" `TransferClassifier(task={theirs!r})` (`{flags}` on the command line)."
+        )
+    if theirs == "multilabel" and task != "multilabel":
+        raise ValueError(
+            f"{data} gives each image a set of labels (multi-label), but the model's `task` is {task!r}. Set"
+            " `task: multilabel` (`--model.task multilabel` on the command line)."
+        )
+    if theirs == "multiclass" and task == "multilabel":
+        binary = " (or `binary`: it has 2 classes)" if num_classes == 2 else ""
+        raise ValueError(
+            f"{data} gives each image one class, but the model's `task` is 'multilabel'. Set `task: multiclass`"
+            f" (`--model.task multiclass` on the command line){binary}, or give the data several labels per image"
+            f" ({_DATA_OPTIONS['multilabel']})."
+        )
+    if theirs == "multiclass" and task == "binary" and num_classes is not None and num_classes != 2:
+        raise ValueError(
+            f"The model's `task` is 'binary', which needs data with exactly 2 classes, but {data[0].lower()}{data[1:]}"
+            f" has {num_classes}. Set `task: multiclass` (`--model.task multiclass` on the command line)."
+        )
+
+
+def same_target_stats(ours: Mapping[str, Any] | None, theirs: Mapping[str, Any] | None) -> bool:
+    """Whether two ``target_stats`` (``{"mean": [...], "std": [...]}``) are the same standardisation.
+
+    ``None`` and ``{}`` both mean "not standardised" and equal each other; lists of other lengths or malformed
+    statistics differ (no exception).
+
+    Example:
+        >>> same_target_stats({"mean": [1.0], "std": [2.0]}, {"mean": [1.0000001], "std": [2.0]})
+        True
+        >>> same_target_stats(None, {}), same_target_stats({"mean": [1.0], "std": [2.0]}, {"mean": [], "std": []})
+        (True, False)
+    """
+    if not ours or not theirs:
+        return not ours and not theirs
+    try:
+        return all(
+            len(ours[key]) == len(theirs[key])
+            and all(
+                math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(ours[key], theirs[key])
+            )
+            for key in ("mean", "std")
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def class_names_of(module: nn.Module, count: int) -> list[str]:

@@ -17,9 +17,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lit_transfer.callbacks import ExceptionCheckpoint, RunReport
 from lit_transfer.callbacks.prediction_writer import PredictionCSVWriter
+from lit_transfer.tasks import MONITOR
 
 __all__ = [
-    "BEST_BY",
     "LOGS_NAME",
     "default_callbacks",
     "default_loggers",
@@ -30,13 +30,6 @@ __all__ = [
 ]
 
 LOGS_NAME = "lightning_logs"
-BEST_BY: dict[str, tuple[str, str]] = {
-    "multiclass": ("val_acc", "max"),
-    "binary": ("val_acc", "max"),
-    "multilabel": ("val_map", "max"),
-    "regression": ("val_mae", "min"),
-}
-"""The validation metric ``best.ckpt`` is chosen by, per task, and whether higher (``max``) or lower is better."""
 EVALUATION_SUBCOMMANDS = ("validate", "test", "predict")
 
 
@@ -54,7 +47,7 @@ def default_callbacks(
         has_logger: Whether the Trainer logs (the LR monitor needs a logger).
         checkpointing: Whether ``trainer.enable_checkpointing`` is on.
         output_dir: Where ``predict`` writes ``predictions.csv`` (default: the Trainer's ``default_root_dir``).
-        task: The model's task, which picks what ``best.ckpt`` is best by (:data:`BEST_BY`).
+        task: The model's task, which picks what ``best.ckpt`` is best by (:data:`lit_transfer.tasks.MONITOR`).
 
     Returns:
         Fresh callback instances.
@@ -67,7 +60,7 @@ def default_callbacks(
         return []
     callbacks: list[Callback] = []
     if checkpointing:
-        monitor, mode = BEST_BY.get(task, BEST_BY["multiclass"])
+        monitor, mode = MONITOR.get(task, MONITOR["multiclass"])
         best = ModelCheckpoint(monitor=monitor, mode=mode, filename="best", enable_version_counter=False)
         last = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)  # every epoch
         callbacks += [best, last, ExceptionCheckpoint()]
@@ -108,7 +101,8 @@ def find_last_checkpoint(root_dir: str | os.PathLike, which: str = "last") -> Pa
 
     Args:
         root_dir: The Trainer's ``default_root_dir``.
-        which: ``"last"`` (the end of a run's newest epoch) or ``"best"`` (its best ``val_acc``, or :data:`BEST_BY`).
+        which: ``"last"`` (the end of a run's newest epoch) or ``"best"`` (by the task's metric,
+            :data:`lit_transfer.tasks.MONITOR`).
 
     Returns:
         Path of the most recently written such file (``last-v1.ckpt`` and the like included), or ``None``.

@@ -22,7 +22,7 @@ from typing import cast
 
 import torch
 
-from lit_transfer.cli.app import TransferCLI
+from lit_transfer.cli import TransferCLI
 
 __all__ = [
     "DIGIT_AUGMENT",

@@ -6,7 +6,6 @@
 * :func:`check_checkpoint_fits`: a checkpoint must hold every tensor of the model, in its shape.
 * :func:`check_task_arguments`: a classifier's ``task`` and its options.
 * :func:`check_regressor_arguments`: a regressor's outputs, names, target statistics and loss.
-* :func:`check_task`: a DataModule's ``task`` must be the model's.
 * :func:`dense_targets`: a batch's multi-label, binary or regression targets, checked and shaped ``(N, K)``.
 
 Every DataModule attribute is read with ``getattr`` and a default, so any LightningDataModule (or none) works.
@@ -29,26 +28,11 @@ __all__ = [
     "check_checkpoint_fits",
     "check_classes",
     "check_regressor_arguments",
-    "check_task",
     "check_task_arguments",
     "check_training_arguments",
     "check_unaugmented",
     "dense_targets",
 ]
-
-_DATA_TASK = {
-    "multiclass": "multiclass",
-    "binary": "multiclass",
-    "multilabel": "multilabel",
-    "regression": "regression",
-}
-"""The DataModule ``task`` each model task trains on (a binary classifier takes a 2-class multiclass DataModule)."""
-
-_DATA_OPTIONS = {
-    "multiclass": "an image-folder DataModule, or CSVDataModule with one class per row in `label_column`",
-    "multilabel": "CSVDataModule with `label_columns`, one 0/1 column per label, or `label_delimiter`",
-    "regression": "CSVDataModule with `target_columns`",
-}
 
 
 def check_arguments(
@@ -227,45 +211,6 @@ def check_checkpoint_fits(
         " checkpoint's own `backbone` and head (`num_classes`/`num_outputs`, `task`), or start a new run that loads"
         " only its backbone weights"
         " (`pretrained: <checkpoint.ckpt>`)."
-    )
-
-
-def check_task(task: str, datamodule: Any, model: str) -> None:
-    """Refuse a DataModule whose ``task`` attribute is not the one the model's task trains on.
-
-    A binary classifier takes a multiclass DataModule with two classes; a DataModule without a ``task`` attribute
-    (or plain DataLoaders) is checked batch by batch instead (:func:`dense_targets`).
-
-    Args:
-        task: The model's task (``"multiclass"``, ``"binary"``, ``"multilabel"``, ``"regression"``).
-        datamodule: The Trainer's DataModule, or ``None``.
-        model: How to build the model, for the message (``"TransferClassifier(task='multilabel')"``).
-
-    Raises:
-        ValueError: Naming both tasks and the settings that agree.
-
-    Example:
-        >>> class Data:
-        ...     task = "multiclass"
-        >>> check_task("multilabel", Data(), "TransferClassifier(task='multilabel')")
-        Traceback (most recent call last):
-        ...
-        ValueError: The DataModule (Data) has `task='multiclass'` but the model is
-        TransferClassifier(task='multilabel'), which trains on multilabel data (CSVDataModule with ...
-    """
-    theirs = getattr(datamodule, "task", None)
-    wanted = _DATA_TASK[task]
-    if not isinstance(theirs, str) or theirs == wanted:
-        return
-    fits = {
-        "multiclass": "`TransferClassifier(task='multiclass' or 'binary')`",
-        "multilabel": "`TransferClassifier(task='multilabel')`",
-        "regression": "`TransferRegressor`",
-    }.get(theirs, f"a model for `task={theirs!r}`")
-    raise ValueError(
-        f"The DataModule ({type(datamodule).__name__}) has `task={theirs!r}` but the model is {model}, which trains"
-        f" on {wanted} data ({_DATA_OPTIONS[wanted]}). Give the DataModule that data, or build the model for"
-        f" {theirs} data ({fits})."
     )
 
 

@@ -13,7 +13,6 @@ from lit_transfer.models.base import Split, TransferModule
 from lit_transfer.models.checks import (
     check_arguments,
     check_classes,
-    check_task,
     check_task_arguments,
     dense_targets,
 )
@@ -21,6 +20,7 @@ from lit_transfer.models.metrics import ThresholdedMetrics, classification_metri
 from lit_transfer.models.mixing import DenseMixup
 from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable
 from lit_transfer.models.thresholds import ThresholdTuner
+from lit_transfer.tasks import check_data_task
 
 __all__ = ["TransferClassifier"]
 
@@ -232,7 +232,7 @@ class TransferClassifier(TransferModule):
         both have names, must be the model's in the same order (``ValueError``; a warning at ``predict``, whose
         outputs are named with the model's classes).
         """
-        check_task(self.task, datamodule, f"TransferClassifier(task={self.task!r})")
+        check_data_task(self.task, datamodule, getattr(datamodule, "num_classes", None))
         check_classes(self.hparams["num_classes"], self.hparams.get("class_names"), datamodule, stage)
 
     def targets_for_loss(self, targets: Any, batch_idx: int) -> torch.Tensor:

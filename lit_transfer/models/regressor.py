@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import torch
@@ -11,10 +10,11 @@ from torch import nn
 
 from lit_transfer.freezing import FreezingPolicy
 from lit_transfer.models.base import Split, TransferModule
-from lit_transfer.models.checks import check_regressor_arguments, check_task, check_training_arguments, dense_targets
+from lit_transfer.models.checks import check_regressor_arguments, check_training_arguments, dense_targets
 from lit_transfer.models.metrics import regression_metrics
 from lit_transfer.models.mixing import DenseMixup
 from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable
+from lit_transfer.tasks import check_data_task, same_target_stats
 
 __all__ = ["TransferRegressor"]
 
@@ -66,6 +66,7 @@ class TransferRegressor(TransferModule):
         torch.Size([3, 2])
     """
 
+    default_task = "regression"
     target_mean: torch.Tensor
     target_std: torch.Tensor
 
@@ -165,7 +166,7 @@ class TransferRegressor(TransferModule):
             ValueError: Another task or number of outputs; other target names, or other target statistics (the
                 metrics would undo another standardisation than the targets had) outside ``predict``.
         """
-        check_task("regression", datamodule, "TransferRegressor")
+        check_data_task("regression", datamodule)
         kind = type(datamodule).__name__
         theirs = getattr(datamodule, "num_outputs", None)
         ours = self.head_size()
@@ -187,7 +188,7 @@ class TransferRegressor(TransferModule):
         if stage == "predict" or not hasattr(datamodule, "target_stats"):
             return
         data_stats = datamodule.target_stats
-        if not _same_stats(self.target_stats, data_stats):
+        if not same_target_stats(self.target_stats, data_stats):
             raise ValueError(
                 f"The DataModule ({kind}) standardises its targets with `target_stats={data_stats!r}` but the model"
                 f" undoes `target_stats={self.target_stats!r}`: metrics and predictions would be in the wrong units."
@@ -219,17 +220,3 @@ class TransferRegressor(TransferModule):
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         """``{"values": (N, num_outputs)}`` in the targets' original units."""
         return {"values": self.original_units(self(self.images_of(batch)))}
-
-
-def _same_stats(ours: dict[str, list[float]] | None, theirs: Any) -> bool:
-    """Whether two ``target_stats`` are the same standardisation (``None`` only equals ``None``)."""
-    if ours is None or theirs is None:
-        return ours is None and theirs is None
-    try:
-        return all(
-            len(ours[key]) == len(theirs[key])
-            and all(math.isclose(a, float(b), rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(ours[key], theirs[key]))
-            for key in ("mean", "std")
-        )
-    except (KeyError, TypeError, ValueError):
-        return False

@@ -13,7 +13,8 @@ from lightning.pytorch import Trainer
 
 from lit_transfer import TransferClassifier
 from lit_transfer.callbacks.prediction_writer import PredictionCSVWriter
-from lit_transfer.cli.app import TransferCLI, find_last_checkpoint
+from lit_transfer.cli import TransferCLI
+from lit_transfer.cli.run_files import find_last_checkpoint
 from lit_transfer.data import CSVDataModule, DigitsDataModule, ImageFolderDataModule
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"

@@ -20,7 +20,8 @@ from photo_fixture import make_photo_folder
 from lit_transfer import LRScaling, TransferClassifier
 from lit_transfer.backbones import backbone_data_config
 from lit_transfer.callbacks import ExceptionCheckpoint
-from lit_transfer.cli.app import TransferCLI, find_last_checkpoint
+from lit_transfer.cli import TransferCLI
+from lit_transfer.cli.run_files import find_last_checkpoint
 from lit_transfer.data.decode import BadImageError
 
 DEFAULTS = ["--config", str(RECIPES / "defaults.yaml")]

@@ -107,7 +107,7 @@ def _fit(tmp: Path, callbacks, model=None, **trainer_kwargs):
 
 
 def _cli(*args: str):
-    from lit_transfer.cli.app import TransferCLI
+    from lit_transfer.cli import TransferCLI
 
     return TransferCLI(args=list(args), run=False, parser_kwargs={"exit_on_error": False})
 

@@ -13,7 +13,7 @@ from cli_helpers import RECIPES, TINY
 from lightning.pytorch.callbacks import Callback
 
 from lit_transfer import GroupLRFinder, TransferClassifier
-from lit_transfer.cli.app import TransferCLI
+from lit_transfer.cli import TransferCLI
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.demo.canvases import write_canvases
 from lit_transfer.models import TransferRegressor

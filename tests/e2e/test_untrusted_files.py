@@ -14,7 +14,7 @@ def test_yaml_python_tags_are_not_executed(tmp_path):
     marker = tmp_path / "pwned"
     recipe = tmp_path / "evil.yaml"
     recipe.write_text(f"model:\n  init_args:\n    backbone: !!python/object/apply:os.system ['touch {marker}']\n")
-    from lit_transfer.cli.app import TransferCLI
+    from lit_transfer.cli import TransferCLI
 
     with contextlib.suppress(Exception):
         TransferCLI(

@@ -1,0 +1,46 @@
+"""Where a setting came from: a flag on the command line or a key in one of the ``--config`` files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["command_line_value", "where_set"]
+
+
+def command_line_value(argv: list[str], group: str, key: str) -> tuple[str, str | None] | None:
+    """The flag ``--<group>.<key>`` (or ``--<group>.init_args.<key>``) given in ``argv`` and its value, if any.
+
+    Returns:
+        ``(flag, value)`` for the first such flag (``value`` is ``None`` when nothing follows it), else ``None``.
+    """
+    for flag in (f"--{group}.{key}", f"--{group}.init_args.{key}"):
+        for i, arg in enumerate(argv):
+            if arg.startswith(f"{flag}="):
+                return flag, arg.split("=", 1)[1]
+            if arg == flag:
+                return flag, argv[i + 1] if i + 1 < len(argv) else None
+    return None
+
+
+def where_set(config_files: Iterable[Any], argv: list[str], key: str) -> str | None:
+    """Describe where ``model.<key>`` was written: the config file and key, or the command-line flag."""
+    given = command_line_value(argv, "model", key)
+    if given is not None:
+        return f"command line `{given[0]}`"
+    for path in reversed(list(config_files or [])):
+        try:
+            content = yaml.safe_load(Path(str(path)).read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        model = content.get("model") if isinstance(content, dict) else None
+        if not isinstance(model, dict):
+            continue
+        if key in model:
+            return f"{path}: `model.{key}`"
+        if isinstance(model.get("init_args"), dict) and key in model["init_args"]:
+            return f"{path}: `model.init_args.{key}`"
+    return None
