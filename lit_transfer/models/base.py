@@ -27,7 +27,7 @@ import pickle
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from lightning.pytorch import LightningModule
@@ -42,10 +42,11 @@ from lit_transfer.callbacks.feature_cache import FeatureCache
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.errors import UnsafeFileError
-from lit_transfer.freezing import FreezingPolicy, FullFineTune, resolve_policy
+from lit_transfer.freezing import FullFineTune, resolve_policy
 from lit_transfer.freezing.layer_groups import LayerGroup
 from lit_transfer.freezing.layer_groups import layer_groups as group_layers
-from lit_transfer.models.checks import check_checkpoint_fits, check_unaugmented
+from lit_transfer.models.checkpoint_checks import check_checkpoint_fits
+from lit_transfer.models.data_checks import check_unaugmented
 from lit_transfer.models.frozen_features import check_cacheable, frozen_features
 from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable, configure_optimization
 from lit_transfer.models.reseeding import BatchReseeding
@@ -59,43 +60,46 @@ Split = Literal["train", "val", "test"]
 class TransferModule(LightningModule):
     """A timm backbone with a new head, freezing policies, layer decay, reseeding and recorded preprocessing.
 
-    Subclasses call ``super().__init__`` with the shared arguments below; their own constructor arguments are saved
-    in ``hparams`` too (Lightning collects the arguments of every ``__init__`` in the chain). The arguments are
-    documented on :class:`~lit_transfer.TransferClassifier`.
+    The task classes declare their arguments once, in their own ``__init__``, check them, and call
+    ``super().__init__(optimizer, lr_scheduler)``; this base saves every argument of the chain in ``hparams`` and
+    builds from there (torchgeo's ``BaseTask`` pattern). The arguments every task class has:
+
+    Args:
+        optimizer: Callable building the optimizer from parameter groups (LightningCLI ``OptimizerCallable``);
+            default ``AdamW(lr=1e-3, weight_decay=0.05)`` in torch's fastest implementation for the parameters'
+            device (see :mod:`lit_transfer.models.optimization`). It must hold every parameter it is handed, frozen
+            ones included.
+        lr_scheduler: Callable building a scheduler from the optimizer; default: linear warmup over
+            ``warmup_epochs`` then cosine decay to 0, stepped every optimizer step
+            (:class:`~lit_transfer.optim.WarmupCosineLR`). A resume whose run is longer or shorter than the
+            checkpoint's keeps the steps done and follows the new run's plan from there, with a warning.
+
+    The shared arguments read from ``hparams`` (each task class documents them too, as its own arguments):
+    ``backbone`` (timm name, optionally ``hf-hub:`` or with a pretrained tag), ``pretrained`` (``True`` for hub
+    weights, ``False`` for random init, or a local weights file), ``in_chans``, ``freeze`` (a policy object, config
+    dict or name), ``train_bn``, ``layer_decay``, ``frozen_lr_mult``, ``drop_rate``, ``drop_path_rate``,
+    ``scheduler_interval``, ``warmup_epochs``, ``cache_features``, ``compile``, ``channels_last``.
 
     Attributes:
+        default_task: The task of a class without a ``task`` argument (see :func:`lit_transfer.tasks.model_task`).
         mixup: The training-batch mixer (timm ``Mixup`` or a subclass) or ``None``; set by :meth:`configure_task`.
     """
 
-    def __init__(
-        self,
-        backbone: str,
-        pretrained: bool | str,
-        in_chans: int,
-        freeze: FreezingPolicy | str | dict[str, Any],
-        train_bn: bool | None,
-        layer_decay: float | None,
-        frozen_lr_mult: float,
-        drop_rate: float,
-        drop_path_rate: float | None,
-        optimizer: OptimizerCallable | None,
-        lr_scheduler: LRSchedulerCallable | None,
-        scheduler_interval: Literal["epoch", "step"],
-        warmup_epochs: float,
-        cache_features: bool,
-        compile: bool,
-        channels_last: bool,
-    ) -> None:
+    default_task: ClassVar[str] = "multiclass"
+
+    def __init__(self, optimizer: OptimizerCallable | None = None, lr_scheduler: LRSchedulerCallable | None = None):
         super().__init__()
-        self.policy = resolve_policy(freeze, train_bn=train_bn)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        self.hparams["freeze"] = self.policy.to_config()  # plain values: checkpoints load with weights_only=True
-        self.hparams["pretrained"] = str(pretrained) if isinstance(pretrained, Path) else pretrained
-        timm_kwargs: dict[str, Any] = {"drop_rate": drop_rate}
-        if drop_path_rate is not None:
-            timm_kwargs["drop_path_rate"] = drop_path_rate
-        self.backbone = create_backbone(backbone, self.head_size(), pretrained, in_chans, **timm_kwargs)
-        if channels_last:
+        hp = self.hparams
+        self.policy = resolve_policy(hp["freeze"], train_bn=hp["train_bn"])
+        hp["freeze"] = self.policy.to_config()  # plain values: checkpoints load with weights_only=True
+        pretrained = hp["pretrained"]
+        hp["pretrained"] = str(pretrained) if isinstance(pretrained, Path) else pretrained
+        timm_kwargs: dict[str, Any] = {"drop_rate": hp["drop_rate"]}
+        if hp["drop_path_rate"] is not None:
+            timm_kwargs["drop_path_rate"] = hp["drop_path_rate"]
+        self.backbone = create_backbone(hp["backbone"], self.head_size(), pretrained, hp["in_chans"], **timm_kwargs)
+        if hp["channels_last"]:
             self.backbone.to(memory_format=torch.channels_last)
         self.preprocessing = TrainedPreprocessing(backbone_data_config(self.backbone))
         self._optimizer_factory = optimizer
@@ -104,8 +108,13 @@ class TransferModule(LightningModule):
         self.configure_task()
         self._train_metrics_logged = False
         self.reseeding = BatchReseeding()
-        if cache_features:
+        if hp["cache_features"]:
             check_cacheable(self.policy, self.backbone, uses_mixup=self.mixup is not None)
+
+    @property
+    def task(self) -> str:
+        """The task: the ``task`` argument of a class that has one, else :attr:`default_task`."""
+        return str(self.hparams.get("task", self.default_task))
 
     # ------------------------------------------------------------- task hooks
     def head_size(self) -> int:

@@ -9,16 +9,13 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from lit_transfer.freezing import FreezingPolicy
+from lit_transfer.models.arguments import check_arguments, check_task_arguments
 from lit_transfer.models.base import Split, TransferModule
-from lit_transfer.models.checks import (
-    check_arguments,
-    check_classes,
-    check_task_arguments,
-    dense_targets,
-)
+from lit_transfer.models.data_checks import check_classes
 from lit_transfer.models.metrics import ThresholdedMetrics, classification_metrics
 from lit_transfer.models.mixing import DenseMixup
 from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable
+from lit_transfer.models.targets import dense_targets
 from lit_transfer.models.thresholds import ThresholdTuner
 from lit_transfer.tasks import check_data_task
 
@@ -152,31 +149,9 @@ class TransferClassifier(TransferModule):
             num_classes, class_names, layer_decay, label_smoothing, mixup_alpha, cutmix_alpha, warmup_epochs
         )
         check_task_arguments(task, num_classes, threshold, tune_threshold, pos_weight)
-        super().__init__(
-            backbone,
-            pretrained,
-            in_chans,
-            freeze,
-            train_bn,
-            layer_decay,
-            frozen_lr_mult,
-            drop_rate,
-            drop_path_rate,
-            optimizer,
-            lr_scheduler,
-            scheduler_interval,
-            warmup_epochs,
-            cache_features,
-            compile,
-            channels_last,
-        )
+        super().__init__(optimizer, lr_scheduler)
 
     # ------------------------------------------------------------- task hooks
-    @property
-    def task(self) -> str:
-        """``"multiclass"``, ``"multilabel"`` or ``"binary"``."""
-        return str(self.hparams.get("task", "multiclass"))
-
     @property
     def sigmoid_outputs(self) -> int:
         """Number of sigmoid outputs: labels (multilabel), 1 (binary), 0 (multiclass)."""

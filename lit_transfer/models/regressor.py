@@ -9,11 +9,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from lit_transfer.freezing import FreezingPolicy
+from lit_transfer.models.arguments import check_regressor_arguments, check_training_arguments
 from lit_transfer.models.base import Split, TransferModule
-from lit_transfer.models.checks import check_regressor_arguments, check_training_arguments, dense_targets
 from lit_transfer.models.metrics import regression_metrics
 from lit_transfer.models.mixing import DenseMixup
 from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable
+from lit_transfer.models.targets import dense_targets
 from lit_transfer.tasks import check_data_task, same_target_stats
 
 __all__ = ["TransferRegressor"]
@@ -100,31 +101,9 @@ class TransferRegressor(TransferModule):
         check_training_arguments(layer_decay, mixup_alpha, cutmix_alpha, warmup_epochs)
         if target_stats is not None:  # plain floats: checkpoints load with weights_only=True
             target_stats = {key: [float(v) for v in target_stats[key]] for key in ("mean", "std")}
-        super().__init__(
-            backbone,
-            pretrained,
-            in_chans,
-            freeze,
-            train_bn,
-            layer_decay,
-            frozen_lr_mult,
-            drop_rate,
-            drop_path_rate,
-            optimizer,
-            lr_scheduler,
-            scheduler_interval,
-            warmup_epochs,
-            cache_features,
-            compile,
-            channels_last,
-        )
+        super().__init__(optimizer, lr_scheduler)
 
     # ------------------------------------------------------------- task hooks
-    @property
-    def task(self) -> str:
-        """Always ``"regression"``."""
-        return "regression"
-
     @property
     def target_stats(self) -> dict[str, list[float]] | None:
         """The training targets' ``{"mean": [...], "std": [...]}`` the model undoes, or ``None``."""

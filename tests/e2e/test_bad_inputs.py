@@ -617,7 +617,7 @@ CASES = [
         "Multi-label data with a multiclass model",
         lambda t: _canvas_cli(t, "--data.label_column", "digits", "--data.label_delimiter", "|"),
         ValueError,
-        r"a set of labels \(multi-label\), but `model\.task` is 'multiclass'\. Set `--model\.task multilabel`",
+        r"a set of labels \(multi-label\), but the model's `task` is 'multiclass'\. Set `task: multilabel` \(`--model\.task multilabel`",
     ),
     Case(
         "Command line and recipes",
@@ -625,7 +625,7 @@ CASES = [
         "Regression targets with a classifier",
         lambda t: _canvas_cli(t, "--data.target_columns", "[sum]"),
         ValueError,
-        r"holds regression targets, but the model TransferClassifier classifies\. Pass `--model TransferRegressor`",
+        r"holds regression targets, but the model classifies \(`task` .multiclass.\)\. Use `TransferRegressor`",
     ),
     Case(
         "Command line and recipes",
