@@ -36,3 +36,17 @@ class UnsafeFileError(ValueError):
             " `sd = torch.load(path, weights_only=False)['state_dict']; safetensors.torch.save_file(sd,"
             " 'weights.safetensors')`, then pass the .safetensors file as `pretrained`."
         )
+
+
+class CorruptFileError(ValueError):
+    """A checkpoint or weights file is empty, cut short or not the format its name says (it is never unpickled)."""
+
+
+class FileWriteError(OSError):
+    """A file could not be written (no space, no permission); the message names the file and that the old one is kept.
+
+    An :class:`OSError` with the ``errno`` of the failed write, so ``except OSError`` keeps working.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)

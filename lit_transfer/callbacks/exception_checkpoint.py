@@ -7,8 +7,10 @@ from pathlib import Path
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
+
+from lit_transfer.checkpoint_io import use_atomic_checkpoint_io
 
 __all__ = ["ExceptionCheckpoint"]
 
@@ -23,7 +25,11 @@ class ExceptionCheckpoint(Callback):
     * it is written only once training has taken a step: an error in ``setup`` (a bad image, a wrong argument)
       leaves no checkpoint behind;
     * it is never picked up by itself. Lightning resumes every later ``fit`` from an ``OnExceptionCheckpoint``'s
-      file when one exists; this callback is not one, so a run resumes only from the ``ckpt_path`` it is given.
+      file when one exists; this callback is not one, so a run resumes only from the ``ckpt_path`` it is given;
+    * it is written atomically (a Trainer with Lightning's default ``TorchCheckpointIO`` gets
+      :class:`~lit_transfer.checkpoint_io.AtomicCheckpointIO` at ``setup``, which every checkpoint of the run then
+      uses), and a failure while writing it (a full disk) is reported as a warning: the exception that stopped
+      ``fit`` stays the one raised, and no earlier checkpoint is replaced by a broken file.
 
     Args:
         filename: File name without the ``.ckpt`` suffix.
@@ -49,11 +55,24 @@ class ExceptionCheckpoint(Callback):
         return Path(dirpath or os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints"))
 
     @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        use_atomic_checkpoint_io(trainer)
+
+    @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if trainer.state.fn != "fit" or trainer.global_step == 0:
             return
         path = self.checkpoint_dir(trainer) / f"{self.filename}.ckpt"
-        trainer.save_checkpoint(path, weights_only=False)  # the whole training state, to resume from
+        try:
+            trainer.save_checkpoint(path, weights_only=False)  # the whole training state, to resume from
+        except Exception as err:  # the exception that stopped fit stays the one to report
+            self.saved_path = None
+            rank_zero_warn(
+                f"{type(exception).__name__} stopped fit at epoch {trainer.current_epoch}, step"
+                f" {trainer.global_step}, and the training state could not be saved in {path} ({err})."
+                " The run's earlier checkpoints are unchanged."
+            )
+            return
         self.saved_path = path
         rank_zero_info(
             f"{type(exception).__name__} at epoch {trainer.current_epoch}, step {trainer.global_step}: the training"
