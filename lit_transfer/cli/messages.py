@@ -22,7 +22,7 @@ from pathlib import Path
 
 __all__ = ["import_class", "suggest_option", "user_error_message"]
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)  # lit_transfer/, every subpackage included
 _USER_ERROR_TYPES = (ValueError, TypeError, OSError)
 _NOISE = re.compile(
     r"^(Does not validate against any of the Union subtypes|Subtypes: |Errors:|Expected a <class 'NoneType'>"
