@@ -6,8 +6,8 @@ bury the one sentence that matters. :func:`user_error_message` recovers that sen
 adds the nearest known names; the CLI prints it as the last thing the run says.
 
 What counts as a user's mistake: a parse error, an error raised by lit_transfer's own checks (the code that
-validates arguments, files and data), and Lightning's ``MisconfigurationException``. Anything else is a bug and
-keeps its traceback.
+validates arguments, files and data, and looks for pretrained weights), and Lightning's
+``MisconfigurationException``. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -20,10 +20,14 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from lit_transfer.errors import WeightsUnavailableError
+
 __all__ = ["import_class", "suggest_option", "user_error_message"]
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)  # lit_transfer/, every subpackage included
-_USER_ERROR_TYPES = (ValueError, TypeError, OSError)
+_USER_ERROR_TYPES = (ValueError, TypeError, OSError, WeightsUnavailableError)
+"""Errors that report a user's mistake or setup when the package raises them (weights that are neither cached nor
+downloadable are fixed by the user: a network, a cache, or a local file)."""
 _NOISE = re.compile(
     r"^(Does not validate against any of the Union subtypes|Subtypes: |Errors:|Expected a <class 'NoneType'>"
     r"|Given value type: |Given value: |Parser key \"\w+\":$)"
