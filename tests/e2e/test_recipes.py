@@ -19,7 +19,8 @@ from lit_transfer.demo.canvases import write_canvases
 from lit_transfer.models import TransferRegressor
 
 TASK_RECIPES = ("multilabel.yaml", "regression.yaml")  # on the digit canvases: test_task_recipe_fits_and_reloads
-OVERLAYS = sorted(p.name for p in RECIPES.glob("*.yaml") if p.name not in ("defaults.yaml", *TASK_RECIPES))
+SPACES = ("tune_space.yaml",)  # search spaces, not configs: tests/e2e/test_tune_cli.py runs `lit-transfer tune` on them
+OVERLAYS = sorted(p.name for p in RECIPES.glob("*.yaml") if p.name not in ("defaults.yaml", *TASK_RECIPES, *SPACES))
 DIGITS = ["--data.class_path=DigitsDataModule", "--data.image_size=32", "--data.batch_size=8"]
 OVERRIDES: dict[str, list[str]] = {
     "multi_gpu.yaml": ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto"],
@@ -146,10 +147,19 @@ def test_defaults_alone_parse(tmp_path: Path) -> None:
     assert cli.model.hparams.num_classes == 10 == cli.datamodule.num_classes
 
 
-@pytest.mark.parametrize("name", [*OVERLAYS, *TASK_RECIPES, "defaults.yaml"])
+@pytest.mark.parametrize("name", [*OVERLAYS, *TASK_RECIPES, *SPACES, "defaults.yaml"])
 def test_recipe_is_documented(name: str) -> None:
     head = (RECIPES / name).read_text().splitlines()[:12]
     text = "\n".join(head)
     assert head[0].startswith(f"# {name}")
     for word in ("What:", "When:", "How:"):
         assert word in text, f"{name} lacks a `{word}` line in its header comment"
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_space_recipe_is_run_by_the_tune_tests(name: str) -> None:
+    from lit_transfer.tuner.space import load_space
+
+    assert load_space(RECIPES / name).params  # a valid space; the tune tests run it on the digits
+    tune_tests = (Path(__file__).parent / "test_tune_cli.py").read_text()
+    assert f'"recipes" / "{name}"' in tune_tests

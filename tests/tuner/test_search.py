@@ -1,0 +1,167 @@
+"""The search's parts on real Optuna studies and a real tiny fit: the space file, the folds, reporting and pruning,
+and a study that refuses a worker scoring it differently."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from cli_helpers import RECIPES
+from lightning.pytorch import Trainer
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from lit_transfer import TransferClassifier
+from lit_transfer.data import DigitsDataModule
+from lit_transfer.tuner.folds import FoldSplit, FoldSubset, fold_indices
+from lit_transfer.tuner.reporting import TrialReporter
+from lit_transfer.tuner.search import SearchSettings, open_study
+from lit_transfer.tuner.space import load_space
+
+
+def _space(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_space_file_gives_optuna_distributions_and_command_line_overrides(tmp_path: Path) -> None:
+    space = load_space(
+        _space(
+            tmp_path,
+            "model.optimizer.init_args.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+            "trainer.max_epochs: {low: 2, high: 8, step: 2}\n"
+            "model.freeze: {choices: [linear_probe, full_fine_tune]}\n"
+            "data.train_transform: {choices: {none: none, shift: [{class_path: albumentations.Affine}]}}\n",
+        )
+    )
+    dists = {p.key: p.distribution for p in space.params}
+    assert dists["model.optimizer.init_args.lr"] == FloatDistribution(1e-4, 1e-2, log=True)
+    assert dists["trainer.max_epochs"] == IntDistribution(2, 8, step=2)
+    assert dists["model.freeze"] == CategoricalDistribution(["linear_probe", "full_fine_tune"])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    values = space.suggest(trial)
+    assert 1e-4 <= values["model.optimizer.init_args.lr"] <= 1e-2 and values["trainer.max_epochs"] in (2, 4, 6, 8)
+    assert trial.params["data.train_transform"] in ("none", "shift")  # Optuna sees the label, the run the value
+    assert values["data.train_transform"] in ("none", [{"class_path": "albumentations.Affine"}])
+    flags = space.flags(values)
+    assert flags[0] == f"--model.optimizer.init_args.lr={values['model.optimizer.init_args.lr']!r}"
+    assert space.values_of(trial.params) == values
+    low, high = space.extremes()
+    assert low[-1] == "--data.train_transform=none"
+    assert high[-1] == '--data.train_transform=[{"class_path": "albumentations.Affine"}]'
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("lr: {low: 0.1, high: 1}", "keys are `model.*`, `data.*` or `trainer.*`"),
+        ("model.lr: {low: 0.1, high: 0.01}", "`low` must be below `high`"),
+        ("model.lr: {low: 0, high: 1, log: true}", "a log range needs `low > 0`"),
+        ("model.lr: {low: 0.1, hi: 1}", "a range has `low`, `high`"),
+        ("model.freeze: {choices: []}", "`choices` must be a non-empty list"),
+        ("model.freeze: {choices: [[1, 2]]}", "mapping from a label to the value"),
+        ("model.freeze: linear_probe", "give `{low: ..., high: ...}` or `{choices: [...]}`"),
+        ("- model.lr", "must map config keys"),
+    ],
+)
+def test_space_file_mistakes_name_the_file_and_key(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(ValueError, match=r"space\.yaml") as caught:
+        load_space(_space(tmp_path, text + "\n"))
+    assert words in str(caught.value)
+
+
+def test_missing_space_file_says_which() -> None:
+    with pytest.raises(FileNotFoundError, match=re.escape("`--space` file 'nowhere.yaml' does not exist")):
+        load_space("nowhere.yaml")
+
+
+def test_shipped_space_parses() -> None:
+    keys = [p.key for p in load_space(RECIPES / "tune_space.yaml").params]
+    assert keys == ["model.optimizer.init_args.lr", "model.freeze", "model.layer_decay", "data.train_transform"]
+
+
+def test_folds_are_stratified_a_partition_and_fixed_by_the_seed() -> None:
+    labels = np.repeat([0, 1, 2], [9, 6, 3])
+    parts = fold_indices(labels, folds=3, seed=7)
+    held = [set(h) for _, h in parts]
+    assert sorted(i for h in held for i in h) == list(range(18))  # every sample held out exactly once
+    for train, held_out in parts:
+        assert not set(train) & set(held_out)
+        assert np.bincount(labels[held_out]).tolist() == [3, 2, 1]  # each fold keeps the class proportions
+    assert fold_indices(labels, 3, seed=7) == parts and fold_indices(labels, 3, seed=8) != parts
+    rows = np.random.default_rng(0).random((10, 2))  # regression targets: plain shuffled folds
+    assert sorted(i for _, h in fold_indices(rows, 5, seed=0) for i in h) == list(range(10))
+    with pytest.raises(ValueError, match="smallest class has 3"):
+        fold_indices(labels, folds=4, seed=0)
+    with pytest.raises(ValueError, match="at least 2"):
+        fold_indices(labels, folds=1, seed=0)
+
+
+def test_fold_split_replaces_the_training_and_validation_sets_of_a_datamodule() -> None:
+    data = DigitsDataModule(classes=[0, 1], shots_per_class=6, image_size=16, batch_size=4, train_transform="light")
+    model = TransferClassifier("test_resnet", pretrained=False, num_classes=2)
+    split = FoldSplit(fold=1, folds=3, seed=0)
+    trainer = Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False, callbacks=[split])
+    trainer.fit(model, datamodule=data)
+    assert isinstance(data.train_dataset, FoldSubset) and isinstance(data.val_dataset, FoldSubset)
+    assert split.sizes == (8, 4) and sorted(data.val_dataset.labels) == [0, 0, 1, 1]
+    assert not set(data.train_dataset.indices) & set(data.val_dataset.indices)
+    assert data.val_dataset.dataset.transform is not data.train_dataset.dataset.transform  # evaluation pipeline
+
+
+def test_reporter_reports_every_validation_and_a_prune_stops_the_fit() -> None:
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    trial = study.ask()
+    reporter = TrialReporter(trial, "val_acc", "maximize")
+    data = DigitsDataModule(classes=[0, 1], shots_per_class=4, image_size=16, batch_size=4)
+    model = TransferClassifier("test_resnet", pretrained=False, num_classes=2)
+    trainer = Trainer(
+        max_epochs=3, limit_train_batches=1, logger=False, enable_checkpointing=False, callbacks=[reporter]
+    )
+    trainer.fit(model, datamodule=data)
+    assert sorted(study.trials[0].intermediate_values) == [0, 1, 2] and not reporter.pruned
+    assert reporter.best == max(reporter.values) and reporter.next_step == 3
+
+    pruning = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    trial = pruning.ask()  # accuracy never reaches 2: pruned at the first report
+    reporter = TrialReporter(trial, "val_acc", "maximize", first_step=5)
+    trainer = Trainer(
+        max_epochs=3, limit_train_batches=1, logger=False, enable_checkpointing=False, callbacks=[reporter]
+    )
+    trainer.fit(TransferClassifier("test_resnet", pretrained=False, num_classes=2), datamodule=data)
+    assert reporter.pruned and trainer.current_epoch == 1  # stopped after the first epoch, as an early stop does
+    assert list(pruning.trials[0].intermediate_values) == [5]
+
+
+def test_a_study_refuses_a_worker_that_scores_it_differently(tmp_path: Path) -> None:
+    settings = SearchSettings(
+        out_dir=tmp_path / "tune" / "s",
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        study_name="s",
+        metric="val_acc",
+        direction="maximize",
+        seed=3,
+    )
+    study = open_study(settings)
+    assert study.user_attrs == {"metric": "val_acc", "direction": "maximize", "folds": 0, "fold_seed": 3}
+    assert open_study(settings).study_name == "s"  # the same command joins it
+    other = SearchSettings(**{**settings.__dict__, "metric": "val_loss", "direction": "minimize"})
+    with pytest.raises(ValueError, match="metric 'val_acc' \\(this command: 'val_loss'\\)"):
+        open_study(other)
+
+
+def test_a_storage_that_cannot_be_opened_says_so_without_the_password(tmp_path: Path) -> None:
+    settings = SearchSettings(
+        out_dir=tmp_path,
+        storage="postgresql://user:secret@127.0.0.1:1/db",
+        study_name="s",
+        metric="val_acc",
+        direction="maximize",
+    )
+    with pytest.raises(ValueError, match=re.escape("`--storage` postgresql://user:***@127.0.0.1:1/db")) as caught:
+        open_study(settings)
+    assert "secret" not in str(caught.value)
