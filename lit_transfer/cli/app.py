@@ -37,6 +37,7 @@ from lit_transfer.cli.run_files import (
     evaluation_dir,
     merge_callbacks,
 )
+from lit_transfer.cli.tune import TUNE, TuneCommand, run_tune
 from lit_transfer.models import TransferClassifier
 from lit_transfer.models.base import TransferModule
 from lit_transfer.tasks import task_of
@@ -117,15 +118,15 @@ class TransferCLI(CheckpointArguments, DataLinks):
     @staticmethod
     @override
     def subcommands() -> dict[str, set[str]]:
-        """Lightning's subcommands (Trainer methods) and ``lr_find`` (:mod:`lit_transfer.cli.lr_find`)."""
-        return {**LightningCLI.subcommands(), LR_FIND: {"model", "datamodule"}}
+        """Lightning's subcommands (Trainer methods), ``lr_find`` and ``tune`` (:mod:`lit_transfer.cli.tune`)."""
+        return {**LightningCLI.subcommands(), LR_FIND: {"model", "datamodule"}, TUNE: {"model", "datamodule"}}
 
     @override
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         self._subcommand_parsers: dict[str, LightningArgumentParser] = {}
         subcommands = parser.add_subcommands()
         for subcommand in self.subcommands():
-            klass = LRFindCommand if subcommand == LR_FIND else self.trainer_class
+            klass = {LR_FIND: LRFindCommand, TUNE: TuneCommand}.get(subcommand, self.trainer_class)
             description = (inspect.getdoc(getattr(klass, subcommand)) or "").split("\n")[0]
             subparser_kwargs = {"description": description, **kwargs.get(subcommand, {})}
             subparser = self._prepare_subcommand_parser(klass, subcommand, **subparser_kwargs)  # type: ignore[arg-type]
@@ -134,6 +135,8 @@ class TransferCLI(CheckpointArguments, DataLinks):
 
     @override
     def _run_subcommand(self, subcommand: str) -> None:
+        if subcommand == TUNE:
+            return run_tune(self, **self._prepare_subcommand_kwargs(subcommand))
         if subcommand != LR_FIND:
             return super()._run_subcommand(subcommand)
         model_config = self.config[subcommand].get("model")
