@@ -98,7 +98,7 @@ class TransferModule(LightningModule):
         timm_kwargs: dict[str, Any] = {"drop_rate": hp["drop_rate"]}
         if hp["drop_path_rate"] is not None:
             timm_kwargs["drop_path_rate"] = hp["drop_path_rate"]
-        self.backbone = create_backbone(hp["backbone"], self.head_size(), pretrained, hp["in_chans"], **timm_kwargs)
+        self.backbone = self.build_network(timm_kwargs)
         if hp["channels_last"]:
             self.backbone.to(memory_format=torch.channels_last)
         self.preprocessing = TrainedPreprocessing(backbone_data_config(self.backbone))
@@ -117,6 +117,22 @@ class TransferModule(LightningModule):
         return str(self.hparams.get("task", self.default_task))
 
     # ------------------------------------------------------------- task hooks
+    def build_network(self, timm_kwargs: dict[str, Any]) -> nn.Module:
+        """The network ``forward`` runs, stored as ``self.backbone``: a timm classifier with a :meth:`head_size` head.
+
+        A task whose network is more than a timm classifier (the segmenter: a timm encoder and a decoder) overrides
+        this and :meth:`group_network`.
+
+        Args:
+            timm_kwargs: ``drop_rate`` and ``drop_path_rate`` for ``timm.create_model``.
+        """
+        hp = self.hparams
+        return create_backbone(hp["backbone"], self.head_size(), hp["pretrained"], hp["in_chans"], **timm_kwargs)
+
+    def group_network(self) -> list[LayerGroup]:
+        """The layer groups of ``self.backbone``, stem first, head last (timm's ``group_matcher`` groups)."""
+        return group_layers(self.backbone)
+
     def head_size(self) -> int:
         """Number of outputs of the head (read from ``self.hparams``, already saved when this is called)."""
         raise NotImplementedError
@@ -225,7 +241,7 @@ class TransferModule(LightningModule):
         key = tuple(id(p) for p in self.parameters())
         cached = self.__dict__.get("_layer_groups_cache")
         if cached is None or cached[0] != key:
-            cached = self.__dict__["_layer_groups_cache"] = (key, group_layers(self.backbone))
+            cached = self.__dict__["_layer_groups_cache"] = (key, self.group_network())
         return cast("list[LayerGroup]", cached[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
