@@ -31,10 +31,16 @@ __all__ = [
     "thresholds_of",
 ]
 
-TASKS = ("multiclass", "binary", "multilabel", "regression")
+TASKS = ("multiclass", "binary", "multilabel", "regression", "segmentation")
 """Every task a lit_transfer model trains for."""
 
-DATA_TASK = {"multiclass": "multiclass", "binary": "multiclass", "multilabel": "multilabel", "regression": "regression"}
+DATA_TASK = {
+    "multiclass": "multiclass",
+    "binary": "multiclass",
+    "multilabel": "multilabel",
+    "regression": "regression",
+    "segmentation": "segmentation",
+}
 """The DataModule ``task`` each model task trains on (a binary classifier takes a 2-class multiclass DataModule)."""
 
 MONITOR: dict[str, tuple[str, str]] = {
@@ -42,6 +48,7 @@ MONITOR: dict[str, tuple[str, str]] = {
     "binary": ("val_acc", "max"),
     "multilabel": ("val_map", "max"),
     "regression": ("val_mae", "min"),
+    "segmentation": ("val_miou", "max"),
 }
 """The validation metric ``best.ckpt`` is chosen by, per task, and whether higher (``max``) or lower is better."""
 
@@ -49,6 +56,7 @@ _DATA_OPTIONS = {
     "multiclass": "an image-folder DataModule, or CSVDataModule with one class per row in `label_column`",
     "multilabel": "CSVDataModule with `label_columns`, one 0/1 column per label, or `label_delimiter`",
     "regression": "CSVDataModule with `target_columns`",
+    "segmentation": "SegmentationFolderDataModule or SegmentationCSVDataModule (an image and a mask per sample)",
 }
 
 
@@ -60,15 +68,20 @@ def task_of_hparams(hparams: Mapping[str, Any]) -> str:
     """The task recorded in a model's hyper-parameters (for example a checkpoint's ``hyper_parameters``).
 
     ``task`` when recorded; ``"regression"`` for hyper-parameters with ``num_outputs`` and no ``num_classes`` (a
-    regressor's, whose task is its class's); else ``"multiclass"``.
+    regressor's, whose task is its class's); ``"segmentation"`` for hyper-parameters with a ``decoder`` (a
+    segmenter's); else ``"multiclass"``.
 
     Example:
         >>> task_of_hparams({"num_outputs": 2}), task_of_hparams({"num_classes": 3, "task": "multilabel"})
         ('regression', 'multilabel')
+        >>> task_of_hparams({"num_classes": 3, "decoder": "unet"})
+        'segmentation'
     """
     task = hparams.get("task")
     if isinstance(task, str) and task:
         return task
+    if "decoder" in hparams:
+        return "segmentation"
     return "regression" if "num_outputs" in hparams and "num_classes" not in hparams else "multiclass"
 
 
@@ -115,7 +128,7 @@ def check_data_task(task: str, datamodule: Any, num_classes: int | None = None) 
     ``task`` attribute (or plain DataLoaders, ``None``) passes: its batches are checked instead.
 
     Args:
-        task: The model's task (``"multiclass"``, ``"binary"``, ``"multilabel"``, ``"regression"``).
+        task: The model's task (``"multiclass"``, ``"binary"``, ``"multilabel"``, ``"regression"``, ``"segmentation"``).
         datamodule: The DataModule, or ``None``.
         num_classes: The data's class count, when known (a binary model needs 2).
 
@@ -136,6 +149,16 @@ def check_data_task(task: str, datamodule: Any, num_classes: int | None = None) 
     if not isinstance(theirs, str) or theirs not in _DATA_OPTIONS:
         return
     data = f"The data ({type(datamodule).__name__})"
+    if (theirs == "segmentation") != (task == "segmentation"):
+        if task == "segmentation":
+            raise ValueError(
+                f"{data} gives one label per image ({theirs}), but `TransferSegmenter` labels every pixel. Give it"
+                f" masks: {_DATA_OPTIONS['segmentation']}; or use `TransferClassifier`/`TransferRegressor`."
+            )
+        raise ValueError(
+            f"{data} gives a mask per image (segmentation), but the model (task {task!r}) predicts one label per"
+            " image. Use `TransferSegmenter` (`--model TransferSegmenter` on the command line)."
+        )
     if theirs == "regression" and task != "regression":
         raise ValueError(
             f"{data} holds regression targets, but the model classifies (`task` {task!r}). Use `TransferRegressor`"
