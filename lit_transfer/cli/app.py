@@ -26,7 +26,9 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from lit_transfer.checkpoint_io import use_atomic_checkpoint_io
 from lit_transfer.cli.checkpoints import CheckpointArguments
+from lit_transfer.cli.interrupts import Stopped, StopSignals, register_trainer
 from lit_transfer.cli.links import DataLinks, class_names, drop_foreign_links
 from lit_transfer.cli.lr_find import LR_FIND, LRFindCommand, normalise_subcommand, run_lr_find
 from lit_transfer.cli.messages import import_class, user_error_message
@@ -201,6 +203,8 @@ class TransferCLI(CheckpointArguments, DataLinks):
         config["callbacks"] = merge_callbacks(configured + list(callbacks), defaults)
         trainer = super()._instantiate_trainer(config, [])
         _note_precision(requested_precision, trainer)
+        use_atomic_checkpoint_io(trainer)  # checkpoints written next to their target, then renamed
+        register_trainer(trainer)  # SIGTERM/SIGINT: main exits 128 + signal after what can be saved
         return trainer
 
 
@@ -219,7 +223,9 @@ def main(args: ArgsType = None, **kwargs: Any) -> None:
     Returns nothing, so the console script exits with status 0 on success. A user's mistake (a parse error, an
     error raised by the package's own checks, a Lightning misconfiguration) ends with its message as the last
     thing printed and exit status 2; any other error propagates with its traceback (status 1).
-    ``LIT_TRANSFER_TRACEBACK=1`` shows the traceback of a mistake too.
+    ``LIT_TRANSFER_TRACEBACK=1`` shows the traceback of a mistake too. A command stopped by SIGTERM or SIGINT exits
+    with ``128 + signal`` (143, 130) after saving what it can, and says how to resume
+    (:mod:`lit_transfer.cli.interrupts`).
 
     For programmatic use, build :class:`TransferCLI` directly: ``cli = TransferCLI(args=[...], run=False)``.
 
@@ -228,15 +234,26 @@ def main(args: ArgsType = None, **kwargs: Any) -> None:
         **kwargs: Passed to :class:`TransferCLI`.
 
     Raises:
-        SystemExit: With status 2 after printing a user's mistake.
+        SystemExit: With status 2 after printing a user's mistake, ``128 + signal`` after a stop signal.
     """
+    argv = sys.argv[1:] if args is None else args
     parser_kwargs = {"exit_on_error": False, **kwargs.pop("parser_kwargs", {})}
-    try:
-        TransferCLI(args=args, parser_kwargs=parser_kwargs, **kwargs)
-    except Exception as err:
-        message = user_error_message(err)
-        if message is None or os.environ.get("LIT_TRANSFER_TRACEBACK"):
-            raise
+    with StopSignals() as stop:
+        try:
+            TransferCLI(args=args, parser_kwargs=parser_kwargs, **kwargs)
+        except Exception as err:
+            message = user_error_message(err)
+            if stop.received is None and (message is None or os.environ.get("LIT_TRANSFER_TRACEBACK")):
+                raise
+            sys.stderr.flush()
+            print(f"lit-transfer: error (LIT_TRANSFER_TRACEBACK=1 shows where):\n{message or err}", file=sys.stderr)
+            if stop.received is None:
+                raise SystemExit(2) from None
+        except (SystemExit, KeyboardInterrupt, Stopped):  # Lightning ends a stopped run with a status of 0 or 1
+            if stop.received is None:
+                raise
+    if stop.received is not None:
         sys.stderr.flush()
-        print(f"lit-transfer: error (LIT_TRANSFER_TRACEBACK=1 shows where):\n{message}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        print(stop.report([str(a) for a in argv] if isinstance(argv, (list, tuple)) else []), file=sys.stderr)
+        raise SystemExit(128 + stop.received)
+    return None

@@ -1,0 +1,160 @@
+"""Stop signals: a run ended by SIGTERM or SIGINT exits with ``128 + signal`` after saving what it can.
+
+Lightning turns SIGTERM into a ``SIGTERMException`` at the next batch boundary, which is a ``SystemExit`` with
+status 0, and Ctrl-C into ``sys.exit(1)``; ``predict`` does not look at SIGTERM at all. A scheduler (SLURM,
+Kubernetes, CI) reads status 0 as "done" and does not retry. :class:`StopSignals` records the signal, lets
+Lightning's graceful stop run where it exists (``fit``, ``validate``, ``test``: the batch in progress finishes,
+``fit`` saves ``on_exception.ckpt``) and stops everything else at once (``predict``, data scanning before the first
+batch), so :func:`lit_transfer.cli.main` can exit with ``128 + signal`` (143 for SIGTERM, 130 for SIGINT) and print
+how to resume.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import threading
+import weakref
+from collections.abc import Sequence
+from types import FrameType, TracebackType
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.trainer.states import RunningStage, TrainerStatus
+
+__all__ = ["STOP_SIGNALS", "StopSignals", "Stopped", "register_trainer", "resume_command"]
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_GRACEFUL_STAGES = (RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.TESTING, RunningStage.SANITY_CHECKING)
+_ACTIVE: list[StopSignals] = []
+
+
+class Stopped(BaseException):
+    """Raised by the signal handler where Lightning has no graceful stop (``predict``, setup before the loops)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def register_trainer(trainer: Trainer) -> None:
+    """Tell the active :class:`StopSignals` (if any) which Trainer the command runs."""
+    if _ACTIVE:
+        _ACTIVE[-1].trainer = trainer
+
+
+class StopSignals:
+    """Record SIGTERM and SIGINT during a command; stop it gracefully where Lightning can, at once elsewhere.
+
+    Use as a context manager around the whole command (main thread only; elsewhere it records nothing). The previous
+    handlers are restored on exit.
+
+    Attributes:
+        received: The first stop signal received, or ``None``.
+        trainer: The Trainer the command runs (set through :func:`register_trainer`).
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._trainer: weakref.ReferenceType[Trainer] | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def trainer(self) -> Trainer | None:
+        """The registered Trainer, while it exists."""
+        return self._trainer() if self._trainer is not None else None
+
+    @trainer.setter
+    def trainer(self, trainer: Trainer | None) -> None:
+        self._trainer = weakref.ref(trainer) if trainer is not None else None
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.getsignal(signum)
+                if signum == signal.SIGINT and self._previous[signum] == signal.SIG_IGN:
+                    continue  # a background job: keep SIGINT ignored, as the shell asked
+                signal.signal(signum, self._handle)
+        _ACTIVE.append(self)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _graceful(self) -> bool:
+        """Whether Lightning stops the running loop by itself at the next batch boundary (it saw SIGTERM too)."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.status != TrainerStatus.RUNNING:
+            return False
+        return trainer.state.fn != "predict" and trainer.state.stage in _GRACEFUL_STAGES
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = self.received is None
+        if first:
+            self.received = signum
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt  # Lightning's own Ctrl-C handling: on_exception callbacks, then sys.exit(1)
+        trainer = self.trainer
+        if not first and trainer is not None and trainer.state.status == TrainerStatus.INTERRUPTED:
+            return  # a second SIGTERM while the first one's checkpoint is written: let it finish
+        if self._graceful():
+            return  # Lightning's handler ran first and set `received_sigterm`: the loop stops after this batch
+        raise Stopped(signum)
+
+    def saved_checkpoint(self) -> str | None:
+        """Where the stopped ``fit`` saved its state (``ExceptionCheckpoint.saved_path``), or ``None``."""
+        trainer = self.trainer
+        for callback in getattr(trainer, "callbacks", None) or []:
+            path = getattr(callback, "saved_path", None)
+            if path is not None and type(callback).__name__ == "ExceptionCheckpoint":
+                return str(path)
+        return None
+
+    def report(self, argv: Sequence[str]) -> str:
+        """The last lines a stopped command prints: which signal, the exit status, and how to go on."""
+        assert self.received is not None
+        name = signal.Signals(self.received).name
+        status = 128 + self.received
+        trainer = self.trainer
+        subcommand = next((a for a in argv if not a.startswith("-")), "")
+        head = f"lit-transfer: stopped by {name} (exit {status})"
+        if subcommand == "fit":
+            saved = self.saved_checkpoint()
+            if saved is not None:
+                where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}" if trainer is not None else ""
+                return (
+                    f"{head}{where}. The training state is saved in {saved}; resume with:\n"
+                    f"  {resume_command(argv, saved)}"
+                )
+            return f"{head} before a training step had finished: nothing to resume; run the same command again."
+        if subcommand == "predict":
+            return f"{head}: no predictions.csv was written; run the same command again."
+        if subcommand in ("validate", "test"):
+            return f"{head}: the {subcommand} did not finish and reported no metrics; run the same command again."
+        return f"{head}; run the same command again."
+
+
+def resume_command(argv: Sequence[str], ckpt_path: str) -> str:
+    """``lit-transfer <argv>`` with ``--ckpt_path`` replaced by ``ckpt_path``.
+
+    Example:
+        >>> resume_command(["fit", "--config", "a.yaml", "--ckpt_path", "last"], "runs/x/on_exception.ckpt")
+        'lit-transfer fit --config a.yaml --ckpt_path runs/x/on_exception.ckpt'
+    """
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--ckpt_path":
+            skip = True
+            continue
+        if arg.startswith("--ckpt_path="):
+            continue
+        kept.append(arg)
+    return shlex.join(["lit-transfer", *kept, "--ckpt_path", ckpt_path])
