@@ -189,6 +189,8 @@ class TransferCLI(CheckpointArguments, DataLinks):
         requested_precision = config.get("precision")
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
         evaluation = evaluation_dir(self.subcommand, ckpt_path)
+        if self.subcommand == TUNE:
+            config["logger"] = False  # `tune` never fits with this Trainer: each trial builds its own run folder
         if config.get("logger") in (None, True):
             config["logger"] = default_loggers(config.get("default_root_dir") or ".", evaluation)
         has_logger = config.get("logger") not in (False, [])
