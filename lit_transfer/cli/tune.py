@@ -222,13 +222,28 @@ def _build(cli_class: type[LightningCLI], args: list[str]) -> LightningCLI:
         return cli_class(args=args, run=False, parser_kwargs={"exit_on_error": False})
 
 
+def _parsed(cli_class: type[LightningCLI], args: list[str]) -> LightningCLI:
+    """``cli_class`` that parses ``args`` as a trial's CLI does (checks included) and builds nothing."""
+
+    class ParseOnly(cli_class):  # type: ignore[valid-type,misc]
+        def before_instantiate_classes(self) -> None:
+            pass
+
+        def instantiate_classes(self) -> None:
+            pass
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")  # the tune's own argv
+        return ParseOnly(args=args, run=False, parser_kwargs={"exit_on_error": False})
+
+
 def _best_config(cli_class: type[LightningCLI], base: list[str], settings: SearchSettings, trial: FrozenTrial) -> str:
     """``best.yaml``: the user's configs with the trial's overrides and seed, as one config ``fit`` runs.
 
-    Built (and so checked) as a trial is, and dumped as ``fit`` saves a run's ``config.yaml``.
+    Parsed as a trial is, and dumped as a trial's run saves its ``config.yaml``.
     """
     overrides = [*trial.user_attrs.get("overrides", []), f"--seed_everything={trial.user_attrs.get('seed')}"]
-    built = _build(cli_class, [*base, *overrides])
+    built = _parsed(cli_class, [*base, *overrides])
     scored = f"mean {settings.metric} over {settings.folds} folds" if settings.folds else settings.metric
     header = (
         f"# best.yaml — trial {trial.number} of the study {settings.study_name!r}: {scored} = {trial.value:.4g}.\n"
@@ -257,9 +272,8 @@ def run_tune(cli: LightningCLI, model: LightningModule, datamodule: LightningDat
         return
     space = load_space(options.pop("space"))
     config = cli.config[TUNE]
-    fit_parser = cli._subcommand_parsers["fit"]  # type: ignore[attr-defined]
     for extreme in space.extremes():  # every key and value parses before the first trial runs
-        fit_parser.parse_args([*base, *extreme])
+        _parsed(cli_class, [*base, *extreme])
     seed = config.get("seed_everything")
     options["seed"] = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
     root = Path(config["trainer"]["default_root_dir"] if isinstance(config.get("trainer"), Namespace) else "runs")
