@@ -14,8 +14,10 @@ metadata). What it returns follows the model's task (``task`` in the metadata):
 The batch dimension is dynamic; height and width are fixed to ``image_size`` (default: the ``input_size`` of that
 data config).
 
-Both functions check the exported model against PyTorch on a random batch before returning (``check=True``), so a
-file that computes something else is never written silently.
+Both functions check the exported model against PyTorch on a random batch before writing it (``check=True``), so a
+file that computes something else is never written silently. The file is serialised in memory and written
+atomically (:mod:`lit_transfer.atomic`): under its final name there is the complete file or the previous one, never
+a cut-short one, and a full disk is a :class:`~lit_transfer.errors.FileWriteError` naming the file.
 
 Example:
     >>> import tempfile, pathlib
@@ -28,8 +30,8 @@ Example:
 
 from __future__ import annotations
 
+import io
 import json
-import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from lit_transfer.errors import UnsafeFileError
+from lit_transfer.atomic import atomic_write_bytes
+from lit_transfer.file_checks import load_torch_file
 from lit_transfer.tasks import target_names_of, target_stats_of, task_of, task_of_hparams, thresholds_of
 
 __all__ = ["export_onnx", "export_torchscript", "load_for_export"]
@@ -91,6 +94,8 @@ def load_for_export(checkpoint_or_model: str | Path | nn.Module) -> nn.Module:
 
     Raises:
         FileNotFoundError: The checkpoint does not exist.
+        CorruptFileError: The checkpoint is empty, cut short or not a PyTorch file.
+        UnsafeFileError: It holds pickled objects a safe load refuses.
     """
     if isinstance(checkpoint_or_model, nn.Module):
         model = checkpoint_or_model
@@ -101,10 +106,9 @@ def load_for_export(checkpoint_or_model: str | Path | nn.Module) -> nn.Module:
                 f"Checkpoint {str(path)!r} does not exist. Pass the `.ckpt` written by `fit` (e.g. the best checkpoint"
                 " the run summary names) or a model object."
             )
-        try:
-            hparams = torch.load(path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
-        except pickle.UnpicklingError as err:
-            raise UnsafeFileError.for_file(path, err) from None
+        hint = "Export another checkpoint of the run (e.g. the best checkpoint the run summary names)."
+        checkpoint = load_torch_file(path, hint=hint, mmap=True)
+        hparams = (checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None) or {}
         model = _model_class(hparams).load_from_checkpoint(path, map_location="cpu")  # type: ignore[attr-defined]
     return model.cpu().float().eval()
 
@@ -191,8 +195,8 @@ def _check(expected: torch.Tensor, actual: Any, what: str, path: Path, atol: flo
     if actual.shape != expected.shape or not torch.allclose(actual, expected, atol=atol, rtol=1e-3):
         diff = (actual - expected).abs().max().item() if actual.shape == expected.shape else "shape"
         raise RuntimeError(
-            f"The {what} model written to {str(path)!r} does not reproduce PyTorch's output (max |diff| {diff}); the"
-            " model probably has data-dependent control flow. Pass `check=False` to keep the file anyway."
+            f"The {what} model for {str(path)!r} does not reproduce PyTorch's output (max |diff| {diff}), so it was"
+            " not written; the model probably has data-dependent control flow. Pass `check=False` to write it anyway."
         )
 
 
@@ -229,7 +233,8 @@ def export_onnx(
 
     Raises:
         FileNotFoundError: The checkpoint does not exist.
-        RuntimeError: The exported graph's output differs from PyTorch's.
+        RuntimeError: The exported graph's output differs from PyTorch's (nothing is written).
+        FileWriteError: No space or no permission to write ``path`` (a previous file there is kept).
 
     Example:
         >>> import tempfile, pathlib
@@ -239,46 +244,52 @@ def export_onnx(
         '.onnx'
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wrapped, example, meta = _prepare(checkpoint_or_model, image_size, softmax)
     output_name = _output(wrapped.task, softmax)[0]
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
         torch.onnx.export(
             wrapped,
             (example,),
-            str(path),
+            buffer,  # type: ignore[arg-type]  # the TorchScript-based exporter takes a file object
             input_names=["input"],
             output_names=[output_name],
             dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}},
             opset_version=opset,
             dynamo=False,  # the torch.export-based exporter needs onnxscript; this one needs nothing extra
         )
-    _add_onnx_metadata(path, meta)
+    data = _add_onnx_metadata(buffer.getvalue(), meta)
     if check:
-        try:
-            import onnxruntime
-        except ImportError:
-            return path
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        batch = torch.cat([example, example[:1]])  # another batch size than the traced one: the axis is dynamic
-        with torch.no_grad():
-            expected = wrapped(batch)
-        (actual,) = session.run(None, {"input": batch.numpy()})
-        _check(expected, actual, "ONNX", path, atol)
-    return path
+        _check_onnx(data, wrapped, example, path, atol)
+    return atomic_write_bytes(path, data)
 
 
-def _add_onnx_metadata(path: Path, meta: dict[str, str]) -> None:
+def _check_onnx(data: bytes, wrapped: _Exported, example: torch.Tensor, path: Path, atol: float) -> None:
+    """Run the serialised graph with onnxruntime (when installed) on another batch size and compare with PyTorch."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    batch = torch.cat([example, example[:1]])  # another batch size than the traced one: the axis is dynamic
+    with torch.no_grad():
+        expected = wrapped(batch)
+    (actual,) = session.run(None, {"input": batch.numpy()})
+    _check(expected, actual, "ONNX", path, atol)
+
+
+def _add_onnx_metadata(data: bytes, meta: dict[str, str]) -> bytes:
+    """The serialised graph with ``meta`` in its ``metadata_props`` (unchanged without the ``onnx`` package)."""
     try:
         import onnx
     except ImportError:  # metadata is a convenience; the graph is complete without it
-        return
-    graph = onnx.load(str(path))
+        return data
+    graph = onnx.load_model_from_string(data)
     for key, value in meta.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(graph, str(path))
+    return bytes(graph.SerializeToString())
 
 
 def export_torchscript(
@@ -311,18 +322,19 @@ def export_torchscript(
 
     Raises:
         FileNotFoundError: The checkpoint does not exist.
-        RuntimeError: The traced module's output differs from PyTorch's.
+        RuntimeError: The traced module's output differs from PyTorch's (nothing is written).
+        FileWriteError: No space or no permission to write ``path`` (a previous file there is kept).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wrapped, example, meta = _prepare(checkpoint_or_model, image_size, softmax)
+    buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about timm's shape checks; TorchScript's deprecation
         traced = torch.jit.trace(wrapped, example)
-        torch.jit.save(traced, str(path), _extra_files=meta)
+        torch.jit.save(traced, buffer, _extra_files=meta)  # in memory: a full disk never reaches torch's C++ writer
         if check:
             batch = torch.cat([example, example[:1]])
             expected = wrapped(batch)
-            actual = torch.jit.load(str(path), map_location="cpu")(batch)
+            actual = torch.jit.load(io.BytesIO(buffer.getvalue()), map_location="cpu")(batch)
             _check(expected, actual, "TorchScript", path, atol)
-    return path
+    return atomic_write_bytes(path, buffer.getbuffer())

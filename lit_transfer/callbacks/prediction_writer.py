@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from lit_transfer.atomic import atomic_open
 from lit_transfer.tasks import class_names_of, target_names_of, task_of
 
 __all__ = ["PredictionCSVWriter"]
@@ -37,6 +38,10 @@ class PredictionCSVWriter(BasePredictionWriter):
     Rows are collected batch by batch with the dataset indices Lightning tracks; under DDP each rank writes a
     part file and global rank 0 merges them in dataset order (the duplicates a ``DistributedSampler`` pads with
     are dropped).
+
+    The file appears only when every prediction is in it: it is written to a temporary name beside it and renamed
+    (:mod:`lit_transfer.atomic`). A previous run's file at the same path is removed when ``predict`` starts, so a
+    ``predict`` that is interrupted, fails or is killed never leaves an older, complete-looking CSV behind.
 
     Args:
         output_path: CSV file to write; default ``<trainer.default_root_dir>/predictions.csv``.
@@ -67,6 +72,13 @@ class PredictionCSVWriter(BasePredictionWriter):
     def resolve_path(self, trainer: Trainer) -> Path:
         """The CSV path for ``trainer``: ``output_path`` or ``<default_root_dir>/predictions.csv``."""
         return Path(self.output_path or Path(trainer.default_root_dir) / "predictions.csv")
+
+    @override
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        path = self.resolve_path(trainer)
+        if trainer.is_global_zero and path.is_file():
+            path.unlink()  # an interrupted predict must not leave the previous run's complete-looking file
+            rank_zero_info(f"Removed the previous {path}; this predict writes a new one when every image is done.")
 
     @override
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -182,9 +194,8 @@ def _preds(prediction: Any, default: torch.Tensor) -> torch.Tensor:
 
 
 def _write(path: Path, header: list[str], rows: list[tuple[int, list[Any]]], with_index: bool = False) -> None:
-    """Write rows in dataset order; part files keep the dataset index as their first column."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
+    """Write rows in dataset order, atomically; part files keep the dataset index as their first column."""
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["index", *header] if with_index else header)
         for index, row in sorted(rows, key=lambda item: item[0]):

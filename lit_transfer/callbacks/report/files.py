@@ -6,16 +6,20 @@ multi-label model's average precision per label), ``regression.csv`` (a regressi
 target), and the PNGs ``learning_curves.png``, ``schedule.png``, ``confusion_matrix.png``,
 ``predicted_vs_true.png``. The names leave ``metrics.csv`` to
 Lightning's ``CSVLogger``, which writes into the same folder.
+
+Every file is written atomically (:mod:`lit_transfer.atomic`): a report file is complete or absent (the previous
+one kept), never cut short by an interruption or a full disk.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from lit_transfer import plots
+from lit_transfer.atomic import atomic_open, atomic_path
 
 __all__ = [
     "confusion_rows",
@@ -38,10 +42,17 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
         ['a,b', '1,', '2,3']
     """
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with path.open("w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+    return path
+
+
+def _plot(plot: Callable[..., Any], *args: Any, path: Path) -> Path:
+    """Call ``plot(*args, <temporary path>)`` and rename its file to ``path`` once it is complete."""
+    with atomic_path(path, suffix=path.suffix) as temp:
+        plot(*args, temp)
     return path
 
 
@@ -66,9 +77,9 @@ def write_fit_files(
     if with_plots:
         epochs = [row for row in metric_rows if row.get("stage") != "test"]
         if any(k.startswith(("train_", "val_")) for row in epochs for k in row):
-            written.append(plots.plot_learning_curves(epochs, out / "learning_curves.png"))
+            written.append(_plot(plots.plot_learning_curves, epochs, path=out / "learning_curves.png"))
         if steps:
-            written.append(plots.plot_schedule(list(steps), out / "schedule.png"))
+            written.append(_plot(plots.plot_schedule, list(steps), path=out / "schedule.png"))
     return written
 
 
@@ -88,7 +99,7 @@ def write_test_files(
     if counts is not None:
         written.append(write_csv(out / "confusion_matrix.csv", confusion_rows(counts, names)))
         if with_plots:
-            written.append(plots.plot_confusion_matrix(counts, list(names), out / "confusion_matrix.png"))
+            written.append(_plot(plots.plot_confusion_matrix, counts, list(names), path=out / "confusion_matrix.png"))
     return written
 
 
@@ -121,5 +132,5 @@ def write_regression(
     written = [write_csv(out / "regression.csv", rows)]
     if with_plots and len(true):
         names = [str(row["target"]) for row in rows]
-        written.append(plot_predicted_vs_true(predicted, true, names, out / "predicted_vs_true.png"))
+        written.append(_plot(plot_predicted_vs_true, predicted, true, names, path=out / "predicted_vs_true.png"))
     return written
