@@ -12,6 +12,7 @@ The :class:`~lit_transfer.cli.app.TransferCLI` overrides a few private Lightning
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from lightning.pytorch import Trainer
@@ -22,6 +23,7 @@ __all__ = [
     "LIGHTNING_CLI_OVERRIDES",
     "PER_GROUP_LR_LISTS",
     "child_schedulers",
+    "hub_offline",
     "is_accumulating",
     "metric_update_count",
     "one_cycle_phases",
@@ -146,3 +148,21 @@ def reset_logged_results(trainer: Trainer) -> None:
     """
     trainer._logger_connector.reset_results()
     trainer._logger_connector.reset_metrics()
+
+
+@contextmanager
+def hub_offline(offline: bool = True) -> Iterator[None]:
+    """huggingface_hub's offline mode for the calls made inside, when ``offline`` (else nothing changes).
+
+    huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import, into ``huggingface_hub.constants.HF_HUB_OFFLINE``, and
+    its downloads consult that attribute at each call (cache only, no request, no retries). There is no public
+    switch; this sets the attribute for the duration and restores it.
+    """
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = previous or offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous

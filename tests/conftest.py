@@ -36,14 +36,20 @@ def _is_loopback(address: object) -> bool:
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail any test that opens a connection outside this machine."""
     real_connect = socket.socket.connect
+    real_create_connection = socket.create_connection
 
     def guarded_connect(self: socket.socket, address: object) -> object:
         if not _is_loopback(address):
             raise OSError(f"network access blocked in tests: {address!r}")
         return real_connect(self, address)
 
+    def guarded_create_connection(address: object, *args: object, **kwargs: object) -> socket.socket:
+        if not _is_loopback(address):
+            raise OSError(f"network access blocked in tests: {address!r}")
+        return real_create_connection(address, *args, **kwargs)  # type: ignore[arg-type]
+
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: guarded_connect(socket.socket(), address))
+    monkeypatch.setattr(socket, "create_connection", guarded_create_connection)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -205,3 +205,19 @@ def test_reset_fit_loop_data_and_logged_results(tmp_path) -> None:
     _compat.reset_logged_results(trainer)
     assert "probe" not in trainer.callback_metrics
     assert not trainer.logged_metrics
+
+
+def test_hub_offline(tmp_path, monkeypatch) -> None:
+    """Inside, huggingface_hub answers from the cache without a request (a miss raises at once); after, as before."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with _compat.hub_offline():
+        assert huggingface_hub.is_offline_mode()
+        with pytest.raises(LocalEntryNotFoundError):
+            huggingface_hub.hf_hub_download("timm/resnet18.a1_in1k", "config.json", cache_dir=tmp_path)
+    assert not huggingface_hub.is_offline_mode()
+    with _compat.hub_offline(False):
+        assert not huggingface_hub.is_offline_mode()
