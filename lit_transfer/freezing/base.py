@@ -49,6 +49,7 @@ class FreezingPolicy(ABC):
         The default is the last :meth:`trainable_depth` groups; policies that train any other set override it.
 
         Example:
+            >>> from lit_transfer.freezing import FreezeUnfreeze
             >>> FreezeUnfreeze(unfreeze_at_epoch=1).trainable_mask(epoch=0, num_groups=3)
             [False, False, True]
         """

@@ -17,7 +17,6 @@ from lit_transfer.data import (
     DigitsDataModule,
     FileImageDataModule,
     ImageFolderDataModule,
-    resolve_preprocessing,
 )
 
 BASE = [p for p in inspect.signature(BaseImageDataModule.__init__).parameters if p != "self"]
@@ -97,31 +96,11 @@ def test_augments_training(spec: object, augments: bool) -> None:
     assert DigitsDataModule(train_transform=spec).augments_training is augments  # type: ignore[arg-type]
 
 
-def test_resolve_data_config_is_a_deprecated_alias() -> None:
-    from lit_transfer.data.data_config import resolve_data_config as old_path
-
-    from lit_transfer.data import resolve_data_config
-
-    assert resolve_data_config is old_path
-    with pytest.warns(DeprecationWarning, match="renamed `resolve_preprocessing`"):
-        old = resolve_data_config({"input_size": (3, 40, 40)}, image_size=None, in_chans=1)
-    assert old == resolve_preprocessing({"input_size": (3, 40, 40)}, image_size=None, in_chans=1)
-
-
-@pytest.mark.parametrize(
-    ("old", "names"),
-    [
-        ("lit_transfer.data.datamodule", ["ImageFolderDataModule", "CSVDataModule"]),
-        ("lit_transfer.data.files", ["FileImageDataModule"]),
-        ("lit_transfer.data.data_config", ["DataConfig", "same_preprocessing", "describe_preprocessing"]),
-    ],
-)
-def test_old_module_paths_still_import_the_same_objects(old: str, names: list[str]) -> None:
+def test_no_deprecated_data_paths_remain() -> None:
+    """An unreleased package ships no compatibility aliases."""
     import lit_transfer.data as data
-    from lit_transfer.data import preprocessing
 
-    module = importlib.import_module(old)
-    for name in names:
-        assert getattr(module, name) is getattr(data, name, None) or getattr(module, name) is getattr(
-            preprocessing, name
-        )
+    assert not hasattr(data, "resolve_data_config")
+    for old in ("lit_transfer.data.datamodule", "lit_transfer.data.files", "lit_transfer.data.data_config"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)

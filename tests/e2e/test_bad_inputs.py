@@ -69,7 +69,7 @@ def _table(tmp: Path, rows: str, name: str = "train.csv", **options):
 
 
 def _canvas_cli(tmp: Path, *args: str):
-    tables = __import__("lit_transfer.demo.canvases").data.canvases.write_canvases(tmp, 6, 2, 2, cell=16)
+    tables = __import__("lit_transfer.demo.canvases").demo.canvases.write_canvases(tmp, 6, 2, 2, cell=16)
     data = ["--data", "CSVDataModule", "--data.train_csv", str(tables["train"]), "--data.image_size", "32"]
     return _cli("--config", DEFAULTS, *data, *args)
 
