@@ -28,10 +28,12 @@ from typing_extensions import override
 
 from lit_transfer.checkpoint_io import use_atomic_checkpoint_io
 from lit_transfer.cli.checkpoints import CheckpointArguments
+from lit_transfer.cli.help import help_all_requested, tailor_help
 from lit_transfer.cli.interrupts import Stopped, StopSignals, register_trainer
 from lit_transfer.cli.links import DataLinks, class_names, drop_foreign_links
 from lit_transfer.cli.lr_find import LR_FIND, LRFindCommand, normalise_subcommand, run_lr_find
 from lit_transfer.cli.messages import import_class, user_error_message
+from lit_transfer.cli.recipes import recipes_command, resolve_config_args
 from lit_transfer.cli.run_files import (
     EVALUATION_SUBCOMMANDS,
     default_callbacks,
@@ -155,7 +157,9 @@ class TransferCLI(CheckpointArguments, DataLinks):
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else sys.argv[1:]
-        self._argv = normalise_subcommand(argv)  # `lr-find` is `lr_find`
+        # `lr-find` is `lr_find`; a missing `recipes/NAME.yaml` is the shipped recipe; `--help-all` shows every option
+        self._argv, full_help = help_all_requested(resolve_config_args(normalise_subcommand(argv)))
+        tailor_help(parser, getattr(self, "_subcommand_parsers", {}), full=full_help)
         if self._argv != argv:
             if isinstance(args, (list, tuple)):
                 args = self._argv
@@ -239,6 +243,8 @@ def main(args: ArgsType = None, **kwargs: Any) -> None:
         SystemExit: With status 2 after printing a user's mistake, ``128 + signal`` after a stop signal.
     """
     argv = sys.argv[1:] if args is None else args
+    if isinstance(argv, (list, tuple)) and list(argv[:1]) == ["recipes"]:  # not a Trainer subcommand
+        return recipes_command([str(a) for a in argv[1:]])
     parser_kwargs = {"exit_on_error": False, **kwargs.pop("parser_kwargs", {})}
     with StopSignals() as stop:
         try:

@@ -23,6 +23,7 @@ from typing import cast
 import torch
 
 from lit_transfer.cli import TransferCLI
+from lit_transfer.cli.recipes import recipes_dir
 
 __all__ = [
     "DIGIT_AUGMENT",
@@ -39,8 +40,8 @@ __all__ = [
     "train_source",
 ]
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-"""The repository's ``recipes/`` folder (``defaults.yaml`` and the overlays)."""
+RECIPES = recipes_dir()
+"""The shipped recipes (``lit_transfer/recipes``: ``defaults.yaml`` and the overlays), in a clone or an install."""
 SOURCE_CLASSES = "[0, 1, 2, 3, 4]"
 """The source task's digits, as a ``--data.classes`` value."""
 SOURCE_EPOCHS = 30
