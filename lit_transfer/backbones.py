@@ -39,6 +39,7 @@ from torch import nn
 
 from lit_transfer._compat import hub_offline
 from lit_transfer.errors import UnsafeFileError, WeightsMismatchError, WeightsUnavailableError
+from lit_transfer.file_checks import check_weights_file
 
 __all__ = ["backbone_data_config", "create_backbone", "hub_reachable", "load_weights_file"]
 
@@ -127,6 +128,7 @@ def create_backbone(
                 f"Weights file {str(path)!r} (from `pretrained`) does not exist. Pass the path of a"
                 f" {'/'.join(WEIGHT_SUFFIXES)} file, `pretrained: true` for hub weights, or `false`."
             )
+        check_weights_file(path)  # empty, cut short or random bytes: one line naming the file
         with _hub_access(name, needed=_source(name) == "hf-hub"):
             overlay = _file_overlay(path, _pretrained_cfg(name))
             model = _create_strict(name, str(path), in_chans, overlay, timm_kwargs)

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pickle
@@ -32,6 +33,7 @@ import torch
 from lit_transfer.errors import CorruptFileError, UnsafeFileError
 
 __all__ = [
+    "check_weights_file",
     "checkpoint_problem",
     "load_safetensors_file",
     "load_torch_file",
@@ -119,6 +121,14 @@ def _corrupt(path: Path, what: str, problem: str, hint: str) -> CorruptFileError
     return CorruptFileError(f"The {what} {str(path)!r} {problem}. {hint}".strip())
 
 
+def _unpickler_reason(err: BaseException) -> str:
+    """The weights-only unpickler's own reason (``Unsupported operand 7``), without torch's advice around it."""
+    text = str(err)
+    detail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else text
+    lines = [line.strip() for line in detail.splitlines() if line.strip()]
+    return lines[0] if lines and "weights_only" not in lines[0] else type(err).__name__
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
@@ -138,7 +148,7 @@ def _read_torch(path: Path, mmap: bool, kwargs: dict[str, Any]) -> Any:
     except pickle.UnpicklingError as err:
         if "Unsupported global" in str(err):
             raise UnsafeFileError.for_file(path, err) from None
-        raise _Broken(f"cannot be read ({_first_line(err)})") from None
+        raise _Broken(f"is not a PyTorch file: its bytes do not unpickle ({_unpickler_reason(err)})") from None
     except (EOFError, RuntimeError, IndexError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
         raise _Broken(f"cannot be read ({_first_line(err)}); {_CUT_SHORT}") from None
 
@@ -188,6 +198,39 @@ def load_safetensors_file(path: str | os.PathLike, what: str = "weights file", h
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise _corrupt(path, what, f"cannot be read ({_first_line(err)})", hint) from None
+
+
+_WEIGHTS_HINT = (
+    "Copy or download the file again, pass another weights file, `pretrained: true` for the hub weights, or `false`."
+)
+
+
+def check_weights_file(path: str | os.PathLike, hint: str = _WEIGHTS_HINT) -> None:
+    """Refuse a weights file (``pretrained``) that is empty, cut short or random bytes, before anything reads it.
+
+    A zip-format PyTorch file or a safetensors file is checked cheaply (its directory or header); a legacy pickle-format
+    file is loaded weights-only once (timm's ``argparse.Namespace`` allowed), so random bytes that happen to start like
+    a pickle are called broken, not "pickled objects". A file that does need unpickling is left to the caller's
+    :class:`~lit_transfer.errors.UnsafeFileError`.
+
+    Raises:
+        CorruptFileError: Naming the file, what is wrong with it, and ``hint``.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        problem = safetensors_problem(path)
+    else:
+        problem = torch_file_problem(path)
+        if problem is None and not _is_zip(path):
+            try:
+                with torch.serialization.safe_globals([argparse.Namespace]):
+                    _read_torch(path, False, {})
+            except _Broken as broken:
+                problem = str(broken)
+            except UnsafeFileError:
+                return
+    if problem is not None:
+        raise _corrupt(path, "weights file", problem, hint)
 
 
 def checkpoint_problem(path: str | os.PathLike) -> str | None:
