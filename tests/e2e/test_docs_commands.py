@@ -65,10 +65,15 @@ EXCLUDED: dict[tuple[str, str], str] = {
     ("docs/getting-started.md", "make quickstart"): "the same two make targets as the README's",
     ("docs/getting-started.md", "pip install"): "installs packages",
     ("docs/benchmarks.md", "make bench"): "the benchmark suite (minutes); tests/test_benchmarks.py runs its smallest",
-    ("docs/multi-gpu.md", "defaults.yaml --trainer.devices 4"): "needs 4 GPUs; tests/e2e/test_ddp_all_features.py: CPU DDP",
+    (
+        "docs/multi-gpu.md",
+        "defaults.yaml --trainer.devices 4",
+    ): "needs 4 GPUs; tests/e2e/test_ddp_all_features.py: CPU DDP",
     ("docs/multi-gpu.md", "torchrun"): "torchrun on several nodes",
     ("docs/multi-gpu.md", "#SBATCH"): "a SLURM batch script",
     ("docs/offline.md", "hf download"): "downloads from the Hugging Face hub and copies to another machine",
+    ("docs/tune.md", "CUDA_VISIBLE_DEVICES=1"): "one worker per GPU; test_tune_cli.py runs workers on a study",
+    ("docs/tune.md", "--storage postgresql://"): "a PostgreSQL server: test_tune_cli.py under .ci/with-postgres",
 }
 
 
@@ -201,6 +206,15 @@ SPECS: dict[tuple[str, str], Spec] = {
     ),
     ("docs/export.md", 'python -c "from lit_transfer.export import export_onnx'): Spec(files=("model.onnx",)),
     ("docs/export.md", "session.run(None"): Spec(prelude=_ONNX_FILE, output=("cat.jpg ",)),
+    ("docs/tune.md", "--n_trials 20\nlit-transfer fit"): Spec(
+        subs=(("--n_trials 20", "--n_trials 2"),),  # two tiny trials, then the refit of the best
+        output=("Best: trial", "Refit the best on the training data"),
+        files=tuple(f"runs/defaults/tune/tune_space/{name}" for name in ("study.db", "trials.csv", "best.yaml")),
+    ),
+    ("docs/tune.md", "--folds 5"): Spec(
+        subs=(("--n_trials 20", "--n_trials 1"), ("--folds 5", "--folds 2")),
+        slow=True,  # one trial, two fits
+    ),
 }
 
 
@@ -767,9 +781,15 @@ def test_shell_block(block: Block, workdir: Path, fitted: SharedRuns) -> None:
     if spec.before:
         assert len(earlier) == 1 and earlier[0].line < block.line, f"{block.id}: before={spec.before!r} is stale"
 
+    text = block.text
+    for old, new in spec.subs:
+        assert old in text, f"{block.id}: the substitution {old!r} no longer matches; update SPECS"
+        text = text.replace(old, new)
+    substituted = Block(block.page, block.line, block.lang, text)
+
     def run() -> str:
         output = ""
-        for words in [c for b in earlier for c in _commands(b)] + _commands(block):
+        for words in [c for b in earlier for c in _commands(b)] + _commands(substituted):
             assert _runnable(words), f"{block.id}: cannot run {shlex.join(words)}; add the block to EXCLUDED"
             output += _run_command(words, workdir, fitted)
         return output
