@@ -25,7 +25,7 @@ from lit_transfer.freezing import (
     SurgicalFineTune,
     UnfreezeAtEpochs,
 )
-from lit_transfer.models import TransferClassifier, TransferRegressor
+from lit_transfer.models import TransferClassifier, TransferRegressor, TransferSegmenter
 from lit_transfer.tuner.finder import find_lr
 from lit_transfer.tuner.result import LRFinderResult
 
@@ -55,6 +55,7 @@ __all__ = [
     "TransferCLI",
     "TransferClassifier",
     "TransferRegressor",
+    "TransferSegmenter",
     "UnfreezeAtEpochs",
     "__version__",
     "export_onnx",
