@@ -40,6 +40,7 @@ __all__ = [
     "optimizer_steps_per_epoch",
     "param_group_name",
     "per_device_batch_size",
+    "planned_epochs",
     "samples_per_epoch",
     "samples_per_rank",
     "step_lr_factor",
@@ -123,8 +124,29 @@ def samples_per_epoch(trainer: pl.Trainer) -> int | None:
 
 
 def optimizer_steps_per_epoch(trainer: pl.Trainer) -> int:
-    """Optimizer steps of one epoch: ``ceil(num_training_batches / accumulate_grad_batches)``."""
-    return math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+    """Optimizer steps of one epoch: ``ceil(num_training_batches / accumulate_grad_batches)``.
+
+    Builds the train DataLoader first when the Trainer has not yet (from ``configure_optimizers``, for example).
+
+    Raises:
+        ValueError: For a train DataLoader without a length (an iterable dataset): an epoch has no known length.
+    """
+    if train_loader(trainer) is None:
+        trainer.fit_loop.setup_data()  # Lightning sizes the epoch here; `max_steps` runs skip it until `fit` starts
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):
+        raise ValueError(
+            "An epoch of this train DataLoader has no known length (an iterable dataset without `__len__`), so a"
+            " schedule given in epochs cannot be turned into optimizer steps. Use a map-style dataset, or give the"
+            " schedule in steps (e.g. your own `lr_scheduler` stepped every step)."
+        )
+    return math.ceil(batches / trainer.accumulate_grad_batches)
+
+
+def planned_epochs(trainer: pl.Trainer) -> int | None:
+    """The number of epochs the fit is bounded by: ``max_epochs`` when set, else ``None`` (``max_steps`` or time)."""
+    epochs = trainer.max_epochs
+    return int(epochs) if epochs is not None and epochs >= 0 else None
 
 
 # ------------------------------------------------------------------------------------------------ global batch

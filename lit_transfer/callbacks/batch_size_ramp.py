@@ -16,6 +16,7 @@ from lit_transfer.optim.rescale import resize_step_scheduler
 from lit_transfer.trainer_facts import (
     global_batch_size,
     loader_batch_size,
+    planned_epochs,
     samples_per_rank,
     step_lr_factor,
     train_loader,
@@ -143,14 +144,19 @@ class BatchSizeRamp(Callback):
                 " dataset): use interval='epoch' schedulers, or a map-style dataset."
             )
         loader = train_loader(trainer)
-        epochs = range(max(trainer.max_epochs or 1, 1))
-        steps = ramp_total_steps(
-            samples,
-            [self.sizes_at(e) for e in epochs],
-            bool(getattr(loader, "drop_last", False)),
-            trainer.limit_train_batches,
-        )
-        return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
+        drop_last = bool(getattr(loader, "drop_last", False))
+        epochs = planned_epochs(trainer)
+        if epochs is not None:
+            steps = ramp_total_steps(
+                samples, [self.sizes_at(e) for e in range(epochs)], drop_last, trainer.limit_train_batches
+            )
+            return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
+        if trainer.max_steps == -1:
+            raise ValueError(
+                "BatchSizeRamp cannot size a step-interval scheduler for a fit bounded by neither `max_epochs` nor"
+                " `max_steps`: set one of them, or use interval='epoch' schedulers."
+            )
+        return int(trainer.max_steps)  # epochs run on, whatever their batch size, until `max_steps`
 
     # ---------------------------------------------------------------------------------------------- checks
     @override
@@ -184,7 +190,7 @@ class BatchSizeRamp(Callback):
         # `lightning_getattr` is annotated `Optional[Any]`; a `None` value still fails in `int()` as before
         self.initial_batch_size = int(cast(Any, lightning_getattr(pl_module, self.batch_size_attr)))
         self.initial_accumulation = trainer.accumulate_grad_batches
-        self.sizes_at(max(trainer.max_epochs or 1, 1) - 1)  # whole-number checks for the whole run
+        self.sizes_at(max(planned_epochs(trainer) or 1, 1) - 1)  # whole-number checks for the whole run
 
     # ----------------------------------------------------------------------------------------------- apply
     def _apply(self, trainer: pl.Trainer, epoch: int) -> tuple[int, int]:
@@ -222,7 +228,7 @@ class BatchSizeRamp(Callback):
         samples = samples_per_rank(trainer)
         if samples is None:
             return
-        epochs = range(trainer.current_epoch, max(trainer.max_epochs or 1, 1))
+        epochs = range(trainer.current_epoch, max(planned_epochs(trainer) or trainer.current_epoch + 1, 1))
         largest = max(self.sizes_at(e)[0] for e in epochs)
         if largest > samples:
             raise ValueError(

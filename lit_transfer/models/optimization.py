@@ -30,6 +30,7 @@ from lit_transfer.freezing import FreezingPolicy
 from lit_transfer.freezing.layer_groups import LayerGroup
 from lit_transfer.optim.param_groups import apply_lr_scales, build_param_groups, keep_group_lr_ratios
 from lit_transfer.optim.schedules import WarmupCosineLR
+from lit_transfer.trainer_facts import optimizer_steps_per_epoch
 
 __all__ = [
     "ADAMW_TOLERANCE",
@@ -151,7 +152,8 @@ def configure_optimization(
     apply_lr_scales(built)
     if lr_scheduler is None:
         total = max(1, int(trainer.estimated_stepping_batches))
-        warmup = round(hparams["warmup_epochs"] * total / max(1, trainer.max_epochs or 1))
+        epochs = hparams["warmup_epochs"]
+        warmup = min(total, round(epochs * optimizer_steps_per_epoch(trainer))) if epochs else 0
         schedule = WarmupCosineLR(built, total, warmup_steps=warmup)
         return {"optimizer": built, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
     scheduler = keep_group_lr_ratios(lr_scheduler(built))  # a scalar OneCycleLR max_lr keeps the layer decay

@@ -141,6 +141,21 @@ def test_step_schedulers_get_the_true_horizon(tmp_path, scheduler: str) -> None:
         assert model.used_lrs[-1][0] == pytest.approx(trainer.optimizers[0].param_groups[0]["min_lr"])
 
 
+def test_a_run_bounded_by_max_steps_sizes_step_schedulers_to_max_steps(tmp_path) -> None:
+    """Without `max_epochs` the horizon is `max_steps`, across the ramp's epochs (not one epoch's steps)."""
+    model, ramp = TinyRegressor(scheduler="cosine"), BatchSizeRamp({0: 1, 1: 2})
+    trainer = fit(tmp_path, model, FixedDataModule(2), [ramp], max_epochs=-1, max_steps=20, **RELOAD)
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    assert trainer.global_step == 20 == ramp.total_optimizer_steps(trainer)
+    assert sched.T_max == 20 and sched.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_an_unbounded_run_cannot_size_step_schedulers(tmp_path) -> None:
+    model, ramp = TinyRegressor(scheduler="cosine", total_steps=10), BatchSizeRamp({0: 1, 1: 2})
+    with pytest.raises(ValueError, match=r"neither `max_epochs` nor `max_steps`"):
+        fit(tmp_path, model, FixedDataModule(2), [ramp], max_epochs=-1, max_time="00:00:00:30", **RELOAD)
+
+
 def test_lr_coupling_scale(tmp_path) -> None:
     model = TinyRegressor(lr=0.01, scheduler="lambda")
     fit(tmp_path, model, FixedDataModule(2), [BatchSizeRamp({0: 1, 1: 4}, lr_coupling="scale")], max_epochs=2, **RELOAD)

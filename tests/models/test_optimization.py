@@ -8,6 +8,7 @@ from functools import partial
 import pytest
 import torch
 from freeze_helpers import fixed_data, loader, trainer
+from lightning.pytorch import Callback
 
 from lit_transfer import TransferClassifier
 from lit_transfer.models.optimization import ADAMW_TOLERANCE, default_optimizer, fastest_adamw_options
@@ -88,3 +89,37 @@ def test_fused_adamw_trains_under_cpu_mixed_precision(tmp_path, precision):
     t.fit(model, loader(fixed_data(n=16)))
     assert t.optimizers[0].defaults["fused"] is True
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+class _HeadLR(Callback):
+    """The head group's LR before every optimizer step."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[-1]["lr"])
+
+
+def test_a_run_bounded_by_max_steps_warms_up_for_warmup_epochs_then_decays(tmp_path):
+    """Warmup is `warmup_epochs` epochs of optimizer steps, whatever bounds the run (`max_steps` here)."""
+    model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
+    lrs = _HeadLR()
+    t = trainer(tmp_path, None, callbacks=[lrs], max_steps=12)  # 4 steps an epoch: warmup over the first 4
+    t.fit(model, loader(fixed_data(n=32)))
+    assert len(lrs.lrs) == 12
+    peak = lrs.lrs.index(max(lrs.lrs))
+    assert peak == 4, lrs.lrs
+    assert all(a < b for a, b in zip(lrs.lrs[:4], lrs.lrs[1:5]))  # rising to the peak
+    assert all(a > b for a, b in zip(lrs.lrs[4:], lrs.lrs[5:]))  # then decaying for the rest of the run
+
+
+def test_the_default_schedule_refuses_an_epoch_of_unknown_length(tmp_path):
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            data = fixed_data(n=16)
+            return iter(data[i] for i in range(len(data)))
+
+    model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
+    with pytest.raises(ValueError, match=r"no known length.*schedule given in epochs"):
+        trainer(tmp_path, None, max_steps=4).fit(model, torch.utils.data.DataLoader(Stream(), batch_size=8))
