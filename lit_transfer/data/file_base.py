@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import Dataset
 
 from lit_transfer.data.base import BaseImageDataModule
 from lit_transfer.data.dataset import ImageDataset
@@ -94,6 +95,10 @@ class FileImageDataModule(BaseImageDataModule):
         """What the targets are, for the line ``setup`` logs (``"4 classes"``)."""
         return f"{self.num_classes} classes"
 
+    def _dataset(self, split: Split, paths: list[str], labels: list[Any] | None, transform: Any) -> Dataset:
+        """The dataset of a split's files and targets (an :class:`ImageDataset`; the segmentation modules' differs)."""
+        return ImageDataset(paths, labels, transform, in_chans=self.in_chans, seed=self.seed)
+
     # Assembly --------------------------------------------------------------------------------------
     def _collect(self, splits: tuple[Split, ...]) -> dict[Split, Files]:
         files: dict[Split, Files] = {}
@@ -149,7 +154,7 @@ class FileImageDataModule(BaseImageDataModule):
             if split == "train" and not paths:
                 raise ValueError("The training split is empty after leaving out unreadable files.")
             transform = self.build_train_transform() if split == "train" else self.build_eval_transform()
-            dataset = ImageDataset(paths, labels, transform, in_chans=self.in_chans, seed=self.seed)
+            dataset = self._dataset(split, paths, labels, transform)
             setattr(self, f"{split}_dataset", dataset)
             if split == "predict":
                 self.predict_paths = list(paths)
