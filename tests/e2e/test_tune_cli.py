@@ -219,3 +219,18 @@ def test_workers_share_one_study_and_a_killed_workers_trial_is_retried(tmp_path:
     assert not [t for t in trials if t.state.name == "RUNNING"]
     runs = {t.user_attrs["run_dir"] for t in trials}
     assert len(runs) == len(trials)  # each trial its own run folder
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_ddp_inside_a_trial_follows_rank_zero(tmp_path: Path) -> None:
+    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_epochs=2"]
+    result = _tune(tmp_path, "--space", str(SPACE), "--n_trials", "2", *ddp, timeout=480)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = _study(tmp_path)
+    assert _states(study) == ["COMPLETE", "COMPLETE"]  # rank 1 ran each trial's fit, not trials of its own
+    for trial in study.trials:
+        assert len(trial.intermediate_values) == 2
+        assert (tmp_path / trial.user_attrs["run_dir"] / "lightning_logs" / "version_0" / "checkpoints").is_dir()
+    assert result.stderr.count("All distributed processes registered. Starting with 2 processes") == 2
+    assert not (tmp_path / "runs/digits/lightning_logs").exists()  # the tune command itself writes no run
