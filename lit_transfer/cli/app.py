@@ -156,6 +156,10 @@ class TransferCLI(CheckpointArguments, DataLinks):
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        if isinstance(args, dict):  # values, not a command line: nothing was typed, the process's argv is not ours
+            self._argv = []
+            super().parse_arguments(parser, args)
+            return
         argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else sys.argv[1:]
         # `lr-find` is `lr_find`; a missing `recipes/NAME.yaml` is the shipped recipe; `--help-all` shows every option
         self._argv, full_help = help_all_requested(resolve_config_args(normalise_subcommand(argv)))

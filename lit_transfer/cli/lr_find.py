@@ -22,6 +22,7 @@ __all__ = ["LR_FIND", "LRFindCommand", "normalise_subcommand", "override_flags",
 
 LR_FIND = "lr_find"
 _ALIAS = "lr-find"
+_FLAGS = ("-h", "--help", "--version", "--help-all")
 
 
 class LRFindCommand:
@@ -49,10 +50,25 @@ class LRFindCommand:
 
 
 def normalise_subcommand(argv: list[str]) -> list[str]:
-    """``argv`` with the first ``lr-find`` spelled ``lr_find`` (the name the parser knows)."""
-    if _ALIAS in argv:
-        index = argv.index(_ALIAS)
-        return [*argv[:index], LR_FIND, *argv[index + 1 :]]
+    """``argv`` with the subcommand ``lr-find`` spelled ``lr_find`` (the name the parser knows).
+
+    Only the subcommand token changes: the first argument that is neither an option nor an option's value (an option
+    written without ``=`` takes the next argument). A value (``--trainer.default_root_dir lr-find``) stays as typed.
+
+    Example:
+        >>> normalise_subcommand(["lr-find", "--trainer.default_root_dir", "lr-find"])
+        ['lr_find', '--trainer.default_root_dir', 'lr-find']
+        >>> normalise_subcommand(["--config", "a.yaml", "fit", "--trainer.default_root_dir", "lr-find"])
+        ['--config', 'a.yaml', 'fit', '--trainer.default_root_dir', 'lr-find']
+    """
+    takes_value = False
+    for index, arg in enumerate(argv):
+        if takes_value:
+            takes_value = False
+        elif arg.startswith("-"):
+            takes_value = "=" not in arg and arg not in _FLAGS
+        else:
+            return [*argv[:index], LR_FIND, *argv[index + 1 :]] if arg == _ALIAS else argv
     return argv
 
 

@@ -201,3 +201,22 @@ def test_exception_checkpoint_refuses_a_file_name_with_folders() -> None:
     with pytest.raises(ValueError, match=r"`filename` must be a plain file name.*'runs/x'"):
         ExceptionCheckpoint(filename="runs/x")
     assert ExceptionCheckpoint().filename == "on_exception"
+
+
+def test_a_folder_named_like_a_subcommand_alias_keeps_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the subcommand token `lr-find` is respelled, never an option's value."""
+    monkeypatch.chdir(tmp_path)
+    cli = TransferCLI(args=[*DEFAULTS, *TINY, "--trainer.default_root_dir", "lr-find"], run=False)
+    assert Path(cli.trainer.default_root_dir).name == "lr-find"
+
+
+def test_a_dict_of_arguments_ignores_the_host_process_argv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checks that read 'what was typed' see nothing typed for dict arguments, not the host's sys.argv."""
+    monkeypatch.setattr(sys, "argv", ["host", "--model.num_classes", "7", "--model.backbone", "resnet50"])
+    config = yaml.safe_load((RECIPES / "defaults.yaml").read_text())
+    config["model"]["init_args"].update(backbone="test_resnet", pretrained=False)
+    config["data"]["init_args"].update(classes=[0, 1, 2], batch_size=8)
+    config["trainer"].update(default_root_dir=str(tmp_path), max_epochs=1, enable_progress_bar=False)
+    cli = TransferCLI(args=config, run=False)
+    assert cli.model.hparams["num_classes"] == 3 and cli.model.hparams["backbone"] == "test_resnet"
+    assert sys.argv[1:] == ["--model.num_classes", "7", "--model.backbone", "resnet50"]
