@@ -30,9 +30,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import io
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -247,8 +250,8 @@ def export_onnx(
     wrapped, example, meta = _prepare(checkpoint_or_model, image_size, softmax)
     output_name = _output(wrapped.task, softmax)[0]
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+    _require_onnx(check)
+    with _known_exporter_warnings(check):
         torch.onnx.export(
             wrapped,
             (example,),
@@ -265,12 +268,36 @@ def export_onnx(
     return atomic_write_bytes(path, data)
 
 
+def _require_onnx(check: bool) -> None:
+    """Refuse early, naming the install, when the packages ONNX export (and its check) need are missing."""
+    needed = ["onnx", "onnxruntime"] if check else ["onnx"]
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        skip = " (or pass `check=False` to skip the onnxruntime comparison)" if missing == ["onnxruntime"] else ""
+        raise ImportError(f"ONNX export needs {' and '.join(missing)}: `pip install 'lit-transfer[export]'`{skip}.")
+
+
+@contextlib.contextmanager
+def _known_exporter_warnings(check: bool) -> Iterator[None]:
+    """Silence the exporters' announcements of their own deprecation, and tracer warnings when a check follows.
+
+    Tracer warnings ("converting a tensor to a Python boolean ...") flag control flow a trace may have frozen; with
+    ``check`` the exported graph is run on another batch size and compared with PyTorch, which catches what they
+    warn about. Every other warning is shown.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export")
+        warnings.filterwarnings("ignore", message=r"The feature will be removed\. Please remove usage of this function")
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(trace|trace_method|save|load)` is deprecated")
+        if check:
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
 def _check_onnx(data: bytes, wrapped: _Exported, example: torch.Tensor, path: Path, atol: float) -> None:
-    """Run the serialised graph with onnxruntime (when installed) on another batch size and compare with PyTorch."""
-    try:
-        import onnxruntime
-    except ImportError:
-        return
+    """Run the serialised graph with onnxruntime on another batch size and compare with PyTorch."""
+    import onnxruntime
+
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     batch = torch.cat([example, example[:1]])  # another batch size than the traced one: the axis is dynamic
     with torch.no_grad():
@@ -328,8 +355,7 @@ def export_torchscript(
     path = Path(path)
     wrapped, example, meta = _prepare(checkpoint_or_model, image_size, softmax)
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings about timm's shape checks; TorchScript's deprecation
+    with _known_exporter_warnings(check), torch.no_grad():
         traced = torch.jit.trace(wrapped, example)
         torch.jit.save(traced, buffer, _extra_files=meta)  # in memory: a full disk never reaches torch's C++ writer
         if check:

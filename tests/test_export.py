@@ -189,3 +189,34 @@ def test_regression_export_returns_values_in_original_units(tmp_path: Path) -> N
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         torch.testing.assert_close(torch.jit.load(str(pt_path))(x), expected, atol=1e-3, rtol=1e-4)
+
+
+def test_a_check_without_onnxruntime_is_refused_naming_the_install(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # as on an install without the extra
+    model = TransferClassifier("test_resnet", num_classes=3, pretrained=False)
+    with pytest.raises(ImportError, match=r"needs onnxruntime: `pip install 'lit-transfer\[export\]'`.*check=False"):
+        export_onnx(model, tmp_path / "model.onnx", image_size=32)
+    assert not (tmp_path / "model.onnx").exists()
+    assert export_onnx(model, tmp_path / "model.onnx", image_size=32, check=False).is_file()  # the check alone needs it
+
+
+class _Announcing(torch.nn.Module):
+    """A network whose forward warns: a warning of the user's, which export must not hide."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TransferClassifier("test_resnet", num_classes=3, pretrained=False).backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        warnings.warn("a warning of the user's model", UserWarning, stacklevel=2)
+        return self.net(x)
+
+
+@pytest.mark.parametrize("export", [export_onnx, export_torchscript])
+def test_export_shows_warnings_other_than_the_exporters_own(tmp_path: Path, export) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export(_Announcing(), tmp_path / "model.bin", image_size=32)
+    messages = [str(w.message) for w in caught]
+    assert "a warning of the user's model" in messages
+    assert not any("legacy TorchScript-based ONNX export" in m or "is deprecated" in m for m in messages), messages
