@@ -383,7 +383,8 @@ def backbone_data_config(backbone: str | nn.Module) -> dict[str, Any]:
         backbone: A timm model name (with tag, or ``hf-hub:``/``local-dir:``) or a timm model.
 
     Returns:
-        ``{"input_size": [C, H, W], "mean": [...], "std": [...], "interpolation": str, "crop_pct": float}``.
+        ``{"input_size": [C, H, W], "mean": [...], "std": [...], "interpolation": str, "crop_pct": float,
+        "crop_mode": str}``.
 
     Example:
         >>> cfg = backbone_data_config("vit_base_patch16_224.augreg_in21k_ft_in1k")
@@ -398,5 +399,5 @@ def backbone_data_config(backbone: str | nn.Module) -> dict[str, Any]:
         _check_model_name(backbone)
         with _hub_access(backbone, needed=_source(backbone) == "hf-hub"):
             config = resolve_data_config(pretrained_cfg=_pretrained_cfg(backbone))
-    keys = ("input_size", "mean", "std", "interpolation", "crop_pct")
-    return {k: list(config[k]) if isinstance(config[k], tuple) else config[k] for k in keys}
+    keys = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
+    return {k: list(config[k]) if isinstance(config[k], tuple) else config[k] for k in keys if k in config}

@@ -15,6 +15,7 @@ from lit_transfer.data.image_folder import ImageFolderDataModule
 from lit_transfer.data.masks import MaskError, load_mask
 from lit_transfer.data.pipeline import finalize_pipeline, load_pipeline
 from lit_transfer.data.preprocessing import DataConfig, resolve_preprocessing
+from lit_transfer.data.resize import AntialiasedRandomResizedCrop, EvalResizeCrop
 from lit_transfer.data.samplers import BalancedSampler, EpochSampler
 from lit_transfer.data.segmentation import SegmentationCSVDataModule, SegmentationFolderDataModule
 from lit_transfer.data.segmentation_dataset import SegmentationDataset
@@ -23,6 +24,7 @@ from lit_transfer.data.workers import seed_worker
 
 __all__ = [
     "PRESETS",
+    "AntialiasedRandomResizedCrop",
     "ArrayDataset",
     "BadImageError",
     "BalancedSampler",
@@ -31,6 +33,7 @@ __all__ = [
     "DataConfig",
     "DigitsDataModule",
     "EpochSampler",
+    "EvalResizeCrop",
     "FileImageDataModule",
     "ImageDataset",
     "ImageFolderDataModule",

@@ -34,7 +34,7 @@ INTERPOLATIONS: dict[str, int] = {
     "lanczos": cv2.INTER_LANCZOS4,
     "random": cv2.INTER_LINEAR,  # timm's training-time choice; evaluation uses bilinear
 }
-"""timm interpolation names → OpenCV flags."""
+"""timm interpolation names → OpenCV flags (for augmentations; every resize uses Pillow's filter of the name)."""
 
 _KNOWN_KEYS = {"input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode"}
 
@@ -60,7 +60,8 @@ class DataConfig:
         std: Per-channel standard deviation in the 0-1 range, ``in_chans`` values.
         interpolation: timm interpolation name (``"bilinear"``, ``"bicubic"``, ...).
         crop_pct: Evaluation crop fraction: resize to ``size / crop_pct``, then center-crop ``size``.
-        crop_mode: ``"center"`` (resize the shorter side) or ``"squash"`` (resize both sides).
+        crop_mode: ``"center"`` (resize the shorter side), ``"squash"`` (resize both sides) or ``"border"``
+            (resize the longer side and pad), as timm's evaluation transform.
     """
 
     in_chans: int
@@ -176,8 +177,8 @@ def resolve_preprocessing(
     if not 0 < crop_pct <= 1:
         raise ValueError(f"`data_config['crop_pct']` must be in (0, 1], got {crop_pct!r}.")
     crop_mode = str(cfg.get("crop_mode") or "center")
-    if crop_mode not in ("center", "squash"):
-        raise ValueError(f"`data_config['crop_mode']` must be 'center' or 'squash', got {crop_mode!r}.")
+    if crop_mode not in ("center", "squash", "border"):
+        raise ValueError(f"`data_config['crop_mode']` must be 'center', 'squash' or 'border', got {crop_mode!r}.")
     return DataConfig(
         in_chans=in_chans,
         size=size,

@@ -1,10 +1,14 @@
 """Training presets and the evaluation transform, both sized and normalised from the backbone's data config.
 
+Every resize goes through Pillow, antialiased, as timm's own transforms do (see :mod:`lit_transfer.data.resize`):
+the evaluation transform is timm's ``create_transform(is_training=False)`` geometry, and the presets' random crops
+are resized the same way, so a 4000x3000 photo does not alias on its way to 224 px.
+
 Presets (generic: a dataset where flips change the meaning, such as digits, should use ``"none"`` or its own
 pipeline):
 
 - ``none``: the evaluation geometry (resize, center crop), no augmentation;
-- ``light``: ``RandomResizedCrop(scale=(0.6, 1))`` + ``HorizontalFlip``;
+- ``light``: ``RandomResizedCrop(scale=(0.6, 1))`` (its crop resized by Pillow) + ``HorizontalFlip``;
 - ``medium``: ``RandomResizedCrop(scale=(0.35, 1))`` + flip + small ``Affine`` + ``ColorJitter``;
 - ``heavy``: ``RandomResizedCrop(scale=(0.2, 1))`` + flip + stronger ``Affine`` + ``ColorJitter`` + ``ToGray`` +
   blur or noise + ``CoarseDropout``.
@@ -21,6 +25,7 @@ import albumentations as A
 
 from lit_transfer.data.pipeline import PipelineSpec, check_tail, finalize_pipeline, load_pipeline
 from lit_transfer.data.preprocessing import DataConfig, resolve_preprocessing
+from lit_transfer.data.resize import AntialiasedRandomResizedCrop, EvalResizeCrop
 
 Preset = Literal["none", "light", "medium", "heavy"]
 PRESETS: tuple[str, ...] = ("none", "light", "medium", "heavy")
@@ -28,14 +33,10 @@ PRESETS: tuple[str, ...] = ("none", "light", "medium", "heavy")
 
 
 def _eval_geometry(cfg: DataConfig) -> list[A.BasicTransform]:
-    """Resize as timm's ``create_transform(is_training=False)`` does, then center-crop to ``cfg.size``."""
-    height, width = cfg.size
-    resize_h, resize_w = cfg.resize_size
-    if cfg.crop_mode == "squash":
-        resize: A.BasicTransform = A.Resize(height=resize_h, width=resize_w, interpolation=cfg.cv2_interpolation)
-    else:  # shorter side to floor(size / crop_pct), aspect ratio kept
-        resize = A.SmallestMaxSize(max_size=max(resize_h, resize_w), interpolation=cfg.cv2_interpolation)
-    return [resize, A.CenterCrop(height=height, width=width)]
+    """Resize and center-crop as timm's ``create_transform(is_training=False)`` does (Pillow, antialiased)."""
+    fill = [round(255 * m) for m in cfg.mean]  # timm pads `border` crops with the mean colour
+    crop = EvalResizeCrop(cfg.size, cfg.crop_pct, cfg.crop_mode, cfg.interpolation, fill=fill)  # type: ignore[arg-type]
+    return [crop]
 
 
 def _preset_steps(name: str, cfg: DataConfig) -> list[A.BasicTransform | A.BaseCompose]:
@@ -44,17 +45,20 @@ def _preset_steps(name: str, cfg: DataConfig) -> list[A.BasicTransform | A.BaseC
     if name == "none":
         return _eval_geometry(cfg)
     if name == "light":
-        return [A.RandomResizedCrop(size=size, scale=(0.6, 1.0), interpolation=interp), A.HorizontalFlip(p=0.5)]
+        return [
+            AntialiasedRandomResizedCrop(size=size, scale=(0.6, 1.0), interpolation=interp),
+            A.HorizontalFlip(p=0.5),
+        ]
     if name == "medium":
         return [
-            A.RandomResizedCrop(size=size, scale=(0.35, 1.0), interpolation=interp),
+            AntialiasedRandomResizedCrop(size=size, scale=(0.35, 1.0), interpolation=interp),
             A.HorizontalFlip(p=0.5),
             A.Affine(rotate=(-10, 10), translate_percent=(-0.05, 0.05), shear=(-5, 5), interpolation=interp, p=0.5),
             A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.8),
         ]
     if name == "heavy":
         return [
-            A.RandomResizedCrop(size=size, scale=(0.2, 1.0), interpolation=interp),
+            AntialiasedRandomResizedCrop(size=size, scale=(0.2, 1.0), interpolation=interp),
             A.HorizontalFlip(p=0.5),
             A.Affine(rotate=(-20, 20), translate_percent=(-0.1, 0.1), shear=(-10, 10), interpolation=interp, p=0.7),
             A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05, p=0.8),
@@ -118,10 +122,12 @@ def build_train_transform(
 def build_eval_transform(
     data_config: Mapping[str, Any] | DataConfig | None = None, image_size: int | None = None, in_chans: int = 3
 ) -> A.Compose:
-    """Build the evaluation pipeline: the geometry of timm's ``create_transform(..., is_training=False)``.
+    """Build the evaluation pipeline: timm's ``create_transform(**data_config, is_training=False)`` in Albumentations.
 
-    Resize the shorter side to ``floor(size / crop_pct)`` with the config's interpolation, center-crop ``size``,
-    ``Normalize(mean, std)``, ``ToTensorV2``.
+    Resize with Pillow's antialiased filter of the config's interpolation (``center``: the shorter side to
+    ``floor(size / crop_pct)``; ``squash``: both sides; ``border``: the longer side, padded), center-crop ``size``,
+    ``Normalize(mean, std)``, ``ToTensorV2``. For the same image and config the tensor equals timm's to float
+    rounding.
 
     Args:
         data_config: timm data config (or a resolved :class:`DataConfig`); ``None`` uses timm's defaults.
@@ -134,7 +140,7 @@ def build_eval_transform(
     Example:
         >>> pipeline = build_eval_transform({"input_size": (3, 224, 224), "crop_pct": 0.875})
         >>> [type(t).__name__ for t in pipeline.transforms]
-        ['SmallestMaxSize', 'CenterCrop', 'Normalize', 'ToTensorV2']
+        ['EvalResizeCrop', 'Normalize', 'ToTensorV2']
     """
     cfg = (
         data_config if isinstance(data_config, DataConfig) else resolve_preprocessing(data_config, image_size, in_chans)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import albumentations as A
+import cv2
 import numpy as np
 import pytest
 import timm
@@ -13,10 +15,11 @@ import timm.data
 import torch
 import yaml
 from albumentations.pytorch import ToTensorV2
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from lit_transfer.data import PRESETS, DigitsDataModule, build_eval_transform, build_train_transform
-from lit_transfer.data.preprocessing import INTERPOLATIONS, resolve_preprocessing
+from lit_transfer.data import PRESETS, DigitsDataModule, build_eval_transform, build_train_transform, finalize_pipeline
+from lit_transfer.data.preprocessing import resolve_preprocessing
+from lit_transfer.data.resize import AntialiasedRandomResizedCrop, EvalResizeCrop
 
 TAGS = ["resnet18", "vit_base_patch16_224.augreg_in21k_ft_in1k", "convnext_tiny"]
 
@@ -35,32 +38,137 @@ def _timm_config(tag: str) -> dict:
 @pytest.mark.parametrize("tag", TAGS)
 def test_eval_pipeline_matches_timm_config(tag: str) -> None:
     cfg = _timm_config(tag)
-    resize, crop, normalize, to_tensor = build_eval_transform(cfg).transforms
+    geometry, normalize, to_tensor = build_eval_transform(cfg).transforms
     size = cfg["input_size"][1]
-    assert isinstance(resize, A.SmallestMaxSize) and resize.max_size == int(size / cfg["crop_pct"])
-    assert resize.interpolation == INTERPOLATIONS[cfg["interpolation"]]
-    assert isinstance(crop, A.CenterCrop) and (crop.height, crop.width) == (size, size)
+    assert isinstance(geometry, EvalResizeCrop) and geometry.size == (size, size)
+    assert geometry.crop_pct == cfg["crop_pct"] and geometry.interpolation == cfg["interpolation"]
     assert tuple(normalize.mean) == pytest.approx(cfg["mean"]) and tuple(normalize.std) == pytest.approx(cfg["std"])
     assert normalize.max_pixel_value == 255.0
     assert isinstance(to_tensor, ToTensorV2)
 
 
 def test_tags_really_differ() -> None:
-    """Guard: the parity test above compares configs that are not all the same."""
+    """Guard: the parity tests compare configs that are not all the same."""
     resnet, vit = _timm_config(TAGS[0]), _timm_config(TAGS[1])
     assert resnet["mean"] != vit["mean"] and resnet["crop_pct"] != vit["crop_pct"]
+    assert _timm_config("resnet50.tv_in1k")["interpolation"] == "bilinear" != resnet["interpolation"]
 
 
-@pytest.mark.parametrize("tag", TAGS[:2])
-def test_eval_output_close_to_timm_create_transform(tag: str) -> None:
-    cfg = _timm_config(tag)
-    image = _natural()
-    reference = timm.data.create_transform(**cfg, is_training=False)(Image.fromarray(image))
-    ours = build_eval_transform(cfg)(image=image)["image"]
-    assert ours.dtype == torch.float32 and ours.shape == reference.shape == (3, 224, 224)
-    # OpenCV vs PIL bicubic (PIL antialiases) and a center-crop offset that may round differently by one pixel.
-    assert (ours - reference).abs().mean() < 0.1
-    torch.testing.assert_close(ours.mean(dim=(1, 2)), reference.mean(dim=(1, 2)), atol=0.05, rtol=0)
+def _large_photo(height: int = 3000, width: int = 4000) -> np.ndarray:
+    """A phone-sized photo-like image: smooth light, textured objects, sensor noise, JPEG-compressed."""
+    rng = np.random.default_rng(0)
+    x, y = np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)[:, None]
+    light = 0.6 + 0.4 * np.cos(x / width * 2.1) * np.cos(y / height * 1.7)
+    texture = [
+        np.sin(x / (9.0 + 3 * c) + c) * np.cos(y / 23.0) + np.cos(x / (9.0 + 3 * c) + c) * np.sin(y / 23.0)
+        for c in range(3)
+    ]  # sin(x / k + y / 23 + c), a fine oblique texture
+    base = np.stack([tint * light + 40 * t for tint, t in zip((150.0, 120.0, 90.0), texture)], axis=-1)
+    base += 10 * rng.standard_normal(base.shape, dtype=np.float32)
+    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    ImageDraw.Draw(image).ellipse((1200, 700, 2800, 2300), fill=(235, 230, 220))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=88)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def _zone_plate(height: int = 1500, width: int = 2000) -> np.ndarray:
+    """A test chart of rising spatial frequency (up to the pixel pitch): it aliases under an unfiltered downscale."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    radius2 = (xx - width / 2) ** 2 + (yy - height / 2) ** 2
+    gray = np.round(127.5 + 127.5 * np.cos(np.pi * radius2 / (2 * max(height, width)))).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def _checkerboard(height: int = 1500, width: int = 2000, square: int = 3) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width]
+    gray = (((yy // square) + (xx // square)) % 2 * 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+IMAGES = {"photo-4000x3000": _large_photo, "zone-plate-2000x1500": _zone_plate, "checkerboard-2000x1500": _checkerboard}
+CONFIGS = {
+    "resnet18": _timm_config("resnet18"),  # bicubic, crop_pct 0.95
+    "vit-augreg": _timm_config("vit_base_patch16_224.augreg_in21k_ft_in1k"),  # mean/std 0.5, crop_pct 0.9
+    "resnet50-tv": _timm_config("resnet50.tv_in1k"),  # bilinear, crop_pct 0.875
+    "squash": {**_timm_config("resnet18"), "crop_mode": "squash"},
+    "border": {**_timm_config("resnet18"), "crop_mode": "border", "crop_pct": 1.0},
+    "non-square": {**_timm_config("resnet18"), "input_size": (3, 160, 224)},
+}
+EXACT = 1e-6
+"""Mean |ours - timm| allowed: float rounding of the two normalisations (measured about 1e-7)."""
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, np.ndarray]:
+    return {name: make() for name, make in IMAGES.items()}
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("image", IMAGES)
+def test_eval_output_equals_timm_create_transform(images: dict, image: str, config: str) -> None:
+    """The tensor of our eval pipeline is timm's ``create_transform(**data_config)`` output, to float rounding."""
+    cfg = CONFIGS[config]
+    array = images[image]
+    reference = timm.data.create_transform(**cfg, is_training=False)(Image.fromarray(array))
+    ours = build_eval_transform(cfg)(image=array)["image"]
+    assert ours.dtype == torch.float32 and ours.shape == reference.shape == tuple(cfg["input_size"])
+    difference = (ours - reference).abs()
+    assert difference.mean() < EXACT and difference.max() < 10 * EXACT
+
+
+def _opencv_eval(cfg: dict, area: bool) -> A.Compose:
+    """The eval geometry in Albumentations' own resizes: OpenCV (no antialiasing), or INTER_AREA when downscaling."""
+    resolved = resolve_preprocessing(cfg)
+    return finalize_pipeline(
+        [
+            A.SmallestMaxSize(
+                max_size=resolved.resize_size[0],
+                interpolation=resolved.cv2_interpolation,
+                area_for_downscale="image" if area else None,
+            ),
+            A.CenterCrop(*resolved.size),
+        ],
+        mean=resolved.mean,
+        std=resolved.std,
+    )
+
+
+def test_opencv_resizes_alias_where_timm_does_not(images: dict) -> None:
+    """Why the eval transform uses Pillow: OpenCV's resize aliases the chart; INTER_AREA is not timm's filter."""
+    cfg = CONFIGS["resnet18"]
+    reference = timm.data.create_transform(**cfg, is_training=False)(Image.fromarray(images["zone-plate-2000x1500"]))
+    plain = _opencv_eval(cfg, area=False)(image=images["zone-plate-2000x1500"])["image"]
+    area = _opencv_eval(cfg, area=True)(image=images["zone-plate-2000x1500"])["image"]
+    assert plain.std() > 2 * reference.std()  # aliasing: contrast that the downscaled chart does not have
+    assert (plain - reference).abs().mean() > 1000 * EXACT and (area - reference).abs().mean() > 1000 * EXACT
+
+
+def test_train_crops_are_antialiased_too(images: dict) -> None:
+    """A random crop of the checkerboard resized to 224 px is a flat grey, as Pillow (timm) makes it, not a moire."""
+    cfg = CONFIGS["resnet18"]
+    reference = timm.data.create_transform(**cfg, is_training=False)(Image.fromarray(images["checkerboard-2000x1500"]))
+    for preset in ("light", "medium", "heavy"):  # the others add rotations (black corners) and colour changes
+        assert isinstance(build_train_transform(preset, cfg).transforms[0], AntialiasedRandomResizedCrop)
+    pipeline = build_train_transform("light", cfg)
+    pipeline.set_random_seed(0)
+    for _ in range(4):
+        out = pipeline(image=images["checkerboard-2000x1500"])["image"]
+        assert out.std() < 2 * reference.std() + 0.05
+    resolved = resolve_preprocessing(cfg)
+    opencv = finalize_pipeline(
+        [A.RandomResizedCrop(size=(224, 224), scale=(0.6, 1.0), interpolation=cv2.INTER_CUBIC)],
+        mean=resolved.mean,
+        std=resolved.std,
+    )
+    assert opencv(image=images["checkerboard-2000x1500"])["image"].std() > 5 * reference.std()  # what was fixed
+
+
+def test_eval_geometry_keeps_masks_aligned() -> None:
+    image = _natural(300, 260)
+    mask = (image[..., 0] > 128).astype(np.uint8)
+    out = A.Compose([EvalResizeCrop((64, 64), crop_pct=0.875)])(image=image, mask=mask)
+    assert out["image"].shape[:2] == out["mask"].shape == (64, 64) and set(np.unique(out["mask"])) <= {0, 1}
 
 
 def test_model_data_config_from_tiny_timm_model() -> None:
