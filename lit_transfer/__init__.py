@@ -13,6 +13,7 @@ from lit_transfer.callbacks import (
     OptimizerSwap,
     PredictionCSVWriter,
     RunReport,
+    SegmentationMaskWriter,
 )
 from lit_transfer.cli import TransferCLI
 from lit_transfer.export import export_onnx, export_torchscript
@@ -51,6 +52,7 @@ __all__ = [
     "OptimizerSwap",
     "PredictionCSVWriter",
     "RunReport",
+    "SegmentationMaskWriter",
     "SurgicalFineTune",
     "TransferCLI",
     "TransferClassifier",

@@ -6,6 +6,7 @@ from lit_transfer.callbacks.feature_cache import FeatureCache
 from lit_transfer.callbacks.group_lr_finder import GroupLRFinder
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.lr_scaling import LRScaling
+from lit_transfer.callbacks.mask_writer import SegmentationMaskWriter
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.callbacks.optimizer_swap import OptimizerSwap
 from lit_transfer.callbacks.prediction_writer import PredictionCSVWriter
@@ -22,4 +23,5 @@ __all__ = [
     "OptimizerSwap",
     "PredictionCSVWriter",
     "RunReport",
+    "SegmentationMaskWriter",
 ]

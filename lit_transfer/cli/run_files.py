@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback, Learning
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from lit_transfer.callbacks import ExceptionCheckpoint, RunReport
+from lit_transfer.callbacks import ExceptionCheckpoint, RunReport, SegmentationMaskWriter
 from lit_transfer.callbacks.prediction_writer import PredictionCSVWriter
 from lit_transfer.tasks import MONITOR
 
@@ -59,12 +59,15 @@ def default_callbacks(
         subcommand: ``"fit"``, ``"validate"``, ``"test"``, ``"predict"`` (or ``None`` outside a subcommand).
         has_logger: Whether the Trainer logs (the LR monitor needs a logger).
         checkpointing: Whether ``trainer.enable_checkpointing`` is on.
-        output_dir: Where ``predict`` writes ``predictions.csv`` (default: the Trainer's ``default_root_dir``).
+        output_dir: Where ``predict`` writes ``predictions.csv``, or a segmenter's ``masks/`` and ``overlays/``
+            (default: the Trainer's ``default_root_dir``).
         task: The model's task, which picks what ``best.ckpt`` is best by (:data:`lit_transfer.tasks.MONITOR`).
 
     Returns:
         Fresh callback instances.
     """
+    if subcommand == "predict" and task == "segmentation":
+        return [SegmentationMaskWriter(output_dir)]  # <output_dir>/masks/<name>.png, a few overlays
     if subcommand == "predict":
         return [PredictionCSVWriter(output_dir / "predictions.csv" if output_dir is not None else None)]
     if subcommand == "test":
