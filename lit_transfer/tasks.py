@@ -98,10 +98,11 @@ def task_of(module: nn.Module) -> str:
     return task if isinstance(task, str) and task else task_of_hparams(_hparams(module))
 
 
-def model_task(model_class: type, init_args: Mapping[str, Any] | None = None) -> str:
+def model_task(model_class: type, init_args: Any = None) -> str:
     """The task a model class trains for when built with ``init_args`` (before it is built).
 
-    The ``task`` argument given (or its default) for a class that takes one, else the class's ``default_task``
+    ``init_args`` is a mapping (or a jsonargparse ``Namespace``) of the arguments. The ``task`` argument given (or its
+    default) for a class that takes one, else the class's ``default_task``
     attribute, else ``"multiclass"``.
 
     Example:

@@ -32,6 +32,7 @@ __all__ = [
     "StepLRFactor",
     "TrainableGroupCount",
     "batch_schedule",
+    "callbacks_of",
     "find_callback",
     "global_batch",
     "global_batch_size",
@@ -253,16 +254,19 @@ def named_param_groups(trainer: pl.Trainer) -> Iterator[tuple[str, dict[str, Any
 
 
 # --------------------------------------------------------------------------------------------------- callbacks
+def callbacks_of(trainer: pl.Trainer) -> list[pl.Callback]:
+    """``trainer.callbacks`` (assigned by Lightning's callback connector, not declared on the class)."""
+    return list(getattr(trainer, "callbacks", None) or [])
+
+
 def find_callback(trainer: pl.Trainer, kind: type[_C]) -> _C | None:
-    """The first callback of ``trainer`` that is an instance of the class ``kind``, or ``None``."""
-    # `Trainer.callbacks` is assigned by Lightning's callback connector, not declared on the class
-    callbacks = getattr(trainer, "callbacks", None) or []
-    return next((cb for cb in callbacks if isinstance(cb, kind)), None)
+    """The first callback of ``trainer`` that is an instance of ``kind`` (a class or runtime protocol), or ``None``."""
+    return next((cb for cb in callbacks_of(trainer) if isinstance(cb, kind)), None)
 
 
 def batch_schedule(trainer: pl.Trainer) -> BatchSchedule | None:
     """The first callback of ``trainer`` that changes the batch size (a :class:`BatchSchedule`), or ``None``."""
-    return next((cb for cb in getattr(trainer, "callbacks", None) or [] if isinstance(cb, BatchSchedule)), None)
+    return find_callback(trainer, BatchSchedule)  # type: ignore[type-abstract]  # a runtime-checkable protocol
 
 
 def step_lr_factor(trainer: pl.Trainer) -> float:

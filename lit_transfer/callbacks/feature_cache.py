@@ -23,6 +23,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from typing_extensions import override
 
@@ -189,7 +190,7 @@ def _serve(trainer: pl.Trainer, loop: Any, cache: FeatureCache, role: str) -> No
     """
     # A new iterator draws a seed from the global RNG; restoring it keeps every later draw (shuffling, dropout) the
     # same as in a run without the cache.
-    with torch.random.fork_rng(devices=[]):
+    with isolate_rng(include_cuda=False):
         replace_loop_dataloaders(loop, lambda loaders: _feature_loaders(trainer, loaders, cache, role))
 
 

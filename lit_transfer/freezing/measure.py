@@ -19,12 +19,9 @@ The measurement leaves training as it was:
 from __future__ import annotations
 
 import copy
-import random
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import LightningModule, Trainer
@@ -36,47 +33,16 @@ from lit_transfer.freezing.auto import AutoFreeze, AutoFreezePlan
 from lit_transfer.freezing.layer_groups import LayerGroup
 from lit_transfer.optim.rescale import scale_learning_rates, scheduler_configs_of
 from lit_transfer.trainer_facts import loader_batch_size, train_loader
+from lit_transfer.training_state import kept_training_state, seeded_rng
 
 __all__ = [
     "apply_lr_multipliers",
     "check_measurable",
-    "forked_rng",
     "measurement_batches",
     "plan_auto_freeze",
     "relative_gradient_norms",
     "samples_per_class",
 ]
-
-
-@contextmanager
-def forked_rng(seed: int) -> Iterator[None]:
-    """Seed torch's (CPU and initialised CUDA), NumPy's and Python's generators inside, restore them on exit.
-
-    Example:
-        >>> _ = torch.manual_seed(1)
-        >>> expected = torch.rand(1)
-        >>> _ = torch.manual_seed(1)
-        >>> with forked_rng(seed=0):
-        ...     _ = torch.rand(100)  # draws inside the fork
-        >>> torch.equal(torch.rand(1), expected)  # the outer stream continues where it was
-        True
-    """
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-    states = (torch.get_rng_state(), np.random.get_state(), random.getstate())
-    cuda_states = torch.cuda.get_rng_state_all() if cuda else None
-    try:
-        torch.random.default_generator.manual_seed(seed)  # not torch.manual_seed: it queues seeds for CUDA's init
-        if cuda_states is not None:
-            torch.cuda.manual_seed_all(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
-        yield
-    finally:
-        torch.set_rng_state(states[0])
-        np.random.set_state(states[1])
-        random.setstate(states[2])
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
 
 
 def check_measurable(trainer: Trainer) -> Any:
@@ -100,7 +66,7 @@ def measurement_batches(trainer: Trainer, count: int, seed: int) -> list[Any]:
 
     The samples go through a copy of the dataset's augmentation pipeline, reseeded with ``seed`` when the dataset
     can be (lit_transfer's datasets: ``seed_transform``), so the training pipeline's own generator does not move.
-    Call inside :func:`forked_rng`.
+    Call inside :func:`lit_transfer.training_state.seeded_rng`.
 
     Raises:
         ValueError: When the train DataLoader has no map-style dataset to draw from.
@@ -174,32 +140,24 @@ def relative_gradient_norms(
     ``requires_grad`` flag and module mode is restored; no ``.grad`` is written.
     """
     params = [p for group in groups for p in group.params]
-    flags = [p.requires_grad for p in params]
-    modes = [(module, module.training) for module in pl_module.modules()]
     sums = [torch.zeros_like(p) for p in params]
-    pl_module.eval()
-    try:
+    with kept_training_state(pl_module), torch.enable_grad():
+        pl_module.eval()
         for p in params:
             p.requires_grad_(True)
-        with torch.enable_grad():
-            for batch in batches:
-                if not isinstance(batch, (list, tuple)) or len(batch) < 2:
-                    raise ValueError(
-                        "AutoFreeze measures on training batches of the form (inputs, targets, ...); the train"
-                        f" DataLoader gives {type(batch).__name__}. Use another `freeze` policy, or a collate_fn"
-                        " that returns (inputs, targets)."
-                    )
-                inputs, targets = move_data_to_device((batch[0], batch[1]), pl_module.device)
-                loss = _loss(pl_module, pl_module(inputs), targets)
-                grads = torch.autograd.grad(loss, params, allow_unused=True)
-                for total, grad in zip(sums, grads):
-                    if grad is not None:
-                        total.add_(grad.detach())
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
-        for module, mode in modes:
-            module.training = mode
+        for batch in batches:
+            if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+                raise ValueError(
+                    "AutoFreeze measures on training batches of the form (inputs, targets, ...); the train"
+                    f" DataLoader gives {type(batch).__name__}. Use another `freeze` policy, or a collate_fn"
+                    " that returns (inputs, targets)."
+                )
+            inputs, targets = move_data_to_device((batch[0], batch[1]), pl_module.device)
+            loss = _loss(pl_module, pl_module(inputs), targets)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            for total, grad in zip(sums, grads):
+                if grad is not None:
+                    total.add_(grad.detach())
     norms: list[float] = []
     offset = 0
     for group in groups:
@@ -217,7 +175,7 @@ def plan_auto_freeze(
     """Measure on rank 0, decide, broadcast: every rank gets (and keeps in ``policy.plan``) the same plan."""
     state: dict[str, Any] | None = None
     if trainer.is_global_zero:
-        with forked_rng(policy.seed):
+        with seeded_rng(policy.seed):
             batches = measurement_batches(trainer, policy.measure_batches, policy.seed)
             norms = relative_gradient_norms(pl_module, groups, batches)
         plan = policy.decide(norms, samples_per_class(trainer, pl_module), trainer.current_epoch)

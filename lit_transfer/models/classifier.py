@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.utilities.seed import isolate_rng
 from torch import nn
 from torchmetrics import MetricCollection
 
@@ -341,7 +342,7 @@ def label_frequencies(model: TransferClassifier, width: int) -> torch.Tensor:
     positives = torch.zeros(width, dtype=torch.float64, device=model.device)
     rows = torch.zeros((), dtype=torch.float64, device=model.device)
     loader = trainer.train_dataloader
-    with torch.random.fork_rng(devices=[]):
+    with isolate_rng(include_cuda=False):  # the run draws what it would have drawn without this count
         for batch in loader if loader is not None else []:
             targets = dense_targets(batch[1], model.task, width, check_values=False).to(model.device)
             positives += targets.sum(dim=0).double()

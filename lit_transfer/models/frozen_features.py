@@ -17,6 +17,7 @@ from torch import nn
 
 from lit_transfer.freezing import FreezingPolicy, LinearProbe
 from lit_transfer.freezing.layer_groups import layer_groups
+from lit_transfer.training_state import kept_training_state
 
 __all__ = ["check_cacheable", "frozen_features"]
 
@@ -52,14 +53,9 @@ def check_cacheable(policy: FreezingPolicy, backbone: nn.Module, uses_mixup: boo
 
 def frozen_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Pre-logit features of a timm backbone in eval mode (no dropout), without gradients."""
-    modes = {module: module.training for module in backbone.modules()}
-    backbone.eval()
-    try:
-        with torch.no_grad():
-            # timm's model API, not on `nn.Module`
-            forward_head = cast("Callable[..., torch.Tensor]", backbone.forward_head)
-            forward_features = cast("Callable[[torch.Tensor], torch.Tensor]", backbone.forward_features)
-            return forward_head(forward_features(x), pre_logits=True)
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
+    with kept_training_state(backbone), torch.no_grad():
+        backbone.eval()
+        # timm's model API, not on `nn.Module`
+        forward_head = cast("Callable[..., torch.Tensor]", backbone.forward_head)
+        forward_features = cast("Callable[[torch.Tensor], torch.Tensor]", backbone.forward_features)
+        return forward_head(forward_features(x), pre_logits=True)

@@ -17,6 +17,7 @@ refuse gradient clipping and hand callbacks still-scaled gradients.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -151,7 +152,14 @@ def configure_optimization(
         built = optimizer(param_groups)
     apply_lr_scales(built)
     if lr_scheduler is None:
-        total = max(1, int(trainer.estimated_stepping_batches))
+        total = trainer.estimated_stepping_batches
+        if not 1 <= total < math.inf:  # a stream of unknown length without `max_steps`, or an unbounded run
+            raise ValueError(
+                "The default LR schedule (warmup, then cosine decay to 0) needs the run's length in optimizer steps,"
+                " which this run does not have (a train DataLoader without a length, or no `max_epochs`): set"
+                " `trainer.max_steps`, use a map-style dataset, or pass your own `lr_scheduler`."
+            )
+        total = int(total)
         epochs = hparams["warmup_epochs"]
         warmup = min(total, round(epochs * optimizer_steps_per_epoch(trainer))) if epochs else 0
         schedule = WarmupCosineLR(built, total, warmup_steps=warmup)

@@ -27,7 +27,8 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities.seed import isolate_rng
 
 from lit_transfer.callbacks.group_lr_finder import GroupLRFinder
-from lit_transfer.tuner.range_test import callbacks_of
+from lit_transfer.trainer_facts import callbacks_of
+from lit_transfer.training_state import kept_training_state
 from lit_transfer.tuner.result import LRFinderResult
 from lit_transfer.tuner.suggest import DEFAULT_RULE, DEFAULT_SMOOTHING
 
@@ -92,27 +93,8 @@ def find_lr(
             num_sanity_val_steps=0,
         )
     trainer.callbacks = [finder, *callbacks_of(trainer)]  # type: ignore[attr-defined]
-    snapshot = _ModelState(model)
-    try:
-        with isolate_rng(include_cuda=True):
-            trainer.fit(model, datamodule=datamodule, train_dataloaders=train_dataloaders)
-    finally:
-        snapshot.restore()
+    with kept_training_state(model), isolate_rng(include_cuda=True):  # a stopped fit leaves its first phase's flags
+        trainer.fit(model, datamodule=datamodule, train_dataloaders=train_dataloaders)
     if finder.result is None:
         raise RuntimeError("The LR range test did not run: `fit` ended before it started.")
     return finder.result
-
-
-class _ModelState:
-    """A module's ``requires_grad`` flags and modes, which a stopped ``fit`` leaves in its first phase."""
-
-    def __init__(self, model: LightningModule) -> None:
-        self.model = model
-        self.requires_grad = [p.requires_grad for p in model.parameters()]
-        self.modes = [m.training for m in model.modules()]
-
-    def restore(self) -> None:
-        for param, flag in zip(self.model.parameters(), self.requires_grad):
-            param.requires_grad_(flag)
-        for module, mode in zip(self.model.modules(), self.modes):
-            module.training = mode

@@ -39,9 +39,10 @@ from typing_extensions import override
 from lit_transfer._compat import metric_update_count, reset_fit_loop_data, reset_logged_results
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.freezing import FreezingPolicy
+from lit_transfer.trainer_facts import callbacks_of
 from lit_transfer.tuner.suggest import DEFAULT_SMOOTHING
 
-__all__ = ["RangeTestCurve", "callbacks_of", "check_range", "reference_lr", "run_range_test"]
+__all__ = ["RangeTestCurve", "check_range", "reference_lr", "run_range_test"]
 
 
 @dataclass
@@ -51,11 +52,6 @@ class RangeTestCurve:
     lrs: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     stopped_early: bool = False
-
-
-def callbacks_of(trainer: Trainer) -> list[Callback]:
-    """``trainer.callbacks`` (assigned by Lightning's callback connector, not declared on the class)."""
-    return list(getattr(trainer, "callbacks", None) or [])
 
 
 def check_range(min_lr: float, max_lr: float, num_steps: int, diverge_factor: float | None) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 from lightning.pytorch import Trainer
 
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
-from lit_transfer.trainer_facts import param_group_name
-from lit_transfer.tuner.range_test import RangeTestCurve, callbacks_of, reference_lr
+from lit_transfer.trainer_facts import find_callback, param_group_name
+from lit_transfer.tuner.range_test import RangeTestCurve, reference_lr
 from lit_transfer.tuner.suggest import RULES, smooth_losses, suggest_lr
 
 __all__ = ["LRFinderResult", "finder_result"]
@@ -144,7 +144,7 @@ def finder_result(
     ratios: dict[str, float] = {}
     for index, group in enumerate(optimizer.param_groups):
         ratios[param_group_name(group, index)] = float(group.get("initial_lr", group["lr"])) / configured
-    freezing = next((c for c in callbacks_of(trainer) if isinstance(c, LayerFreezing)), None)
+    freezing = find_callback(trainer, LayerFreezing)
     phase = None
     if freezing is not None and freezing.groups and freezing.trainable_groups is not None:
         phase = f"{freezing.trainable_groups}/{len(freezing.groups)}"

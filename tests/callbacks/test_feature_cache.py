@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 from lit_transfer import TransferClassifier
 from lit_transfer.callbacks import BatchSizeRamp
 from lit_transfer.callbacks.feature_cache import CachedFeatures, FeatureCache
-from lit_transfer.models import frozen_features as model_side
 
 
 def probe(cache: bool, **kwargs):
@@ -143,8 +142,9 @@ class Stream(IterableDataset):
 
 
 def test_cache_refuses_an_iterable_dataset_naming_the_setting(tmp_path):
+    model = probe(True, warmup_epochs=0)  # a stream has no epochs to warm up over: the run is sized by max_steps
     with pytest.raises(ValueError, match=r"map-style train dataset.*Stream.*cache_features: false"):
-        trainer(tmp_path, 1).fit(probe(True), DataLoader(Stream(), batch_size=4))
+        trainer(tmp_path, 1, max_steps=4).fit(model, DataLoader(Stream(), batch_size=4))
 
 
 def test_cached_features_serve_a_batch_in_one_indexing():

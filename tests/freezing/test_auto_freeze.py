@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, IterableDataset, Subset
 from lit_transfer import AutoFreeze, LayerFreezing, TransferClassifier
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.freezing import FreezeUnfreeze, resolve_policy
-from lit_transfer.freezing.measure import forked_rng, measurement_batches, relative_gradient_norms
+from lit_transfer.freezing.measure import measurement_batches, relative_gradient_norms
+from lit_transfer.training_state import seeded_rng
 
 NAMES = ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
 
@@ -137,7 +138,7 @@ def test_the_measurement_leaves_generators_modes_flags_and_augmentations_as_they
     torch.manual_seed(7)
     before = _rng_states()
 
-    with forked_rng(0):
+    with seeded_rng(0):
         batches = measurement_batches(SimpleNamespace(train_dataloader=loader_), count=2, seed=0)
         norms = relative_gradient_norms(model, groups, batches)
 
@@ -149,7 +150,7 @@ def test_the_measurement_leaves_generators_modes_flags_and_augmentations_as_they
     assert all(p.grad is None for p in model.parameters())
     assert len(batches) == 2 and len(batches[0][0]) == 8 and len(norms) == len(groups)
     assert all(v > 0 for v in norms)
-    with forked_rng(0):  # the same seed draws the same subset, augmented alike: the same numbers
+    with seeded_rng(0):  # the same seed draws the same subset, augmented alike: the same numbers
         again = relative_gradient_norms(
             model, groups, measurement_batches(SimpleNamespace(train_dataloader=loader_), count=2, seed=0)
         )

@@ -123,3 +123,14 @@ def test_the_default_schedule_refuses_an_epoch_of_unknown_length(tmp_path):
     model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
     with pytest.raises(ValueError, match=r"no known length.*schedule given in epochs"):
         trainer(tmp_path, None, max_steps=4).fit(model, torch.utils.data.DataLoader(Stream(), batch_size=8))
+
+
+def test_the_default_schedule_refuses_a_run_of_unknown_length(tmp_path):
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            data = fixed_data(n=16)
+            return iter(data[i] for i in range(len(data)))
+
+    model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
+    with pytest.raises(ValueError, match=r"needs the run's length in optimizer steps.*`trainer.max_steps`"):
+        trainer(tmp_path, 1).fit(model, torch.utils.data.DataLoader(Stream(), batch_size=8))
