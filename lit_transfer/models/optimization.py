@@ -6,8 +6,8 @@ linear warmup then cosine decay stepped every optimizer step.
 
 The default optimizer, ``AdamW(lr=1e-3, weight_decay=0.05)``, runs torch's fastest implementation for the
 parameters it gets (:func:`fastest_adamw_options`): the fused kernel where torch has one for their device and
-dtype (CPU and CUDA for floating-point tensors; 4-6x faster than torch's default per-tensor loop on CPU, e.g. 24 ms
-against 109 ms per step for resnet18 on one thread), else the multi-tensor ``foreach`` one. Its updates equal the
+dtype (CPU and CUDA for floating-point tensors: several times faster than torch's default per-tensor loop on CPU),
+else the multi-tensor ``foreach`` one. Its updates equal the
 per-tensor loop's up to float rounding (:data:`ADAMW_TOLERANCE`). Lightning calls ``configure_optimizers`` after
 moving the model to its device and precision, so the choice sees the parameters as they train. With ``16-mixed``
 precision (a ``GradScaler``) it is ``foreach``: a fused step unscales gradients itself, and Lightning would then

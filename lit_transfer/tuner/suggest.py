@@ -31,9 +31,8 @@ RULES: tuple[Rule, ...] = ("valley", "steep", "minimum")
 DEFAULT_RULE: Rule = "valley"
 """The rule ``find_lr`` uses unless told otherwise; chosen by ``benchmarks/lr_finder.py`` (docs/lr-finder.md)."""
 DEFAULT_SMOOTHING = 0.9
-"""The loss's smoothing factor unless told otherwise. fastai and Lightning use 0.98 for their 100-step tests, an
-average over about 50 steps that lags the curve towards larger LRs, most on a short test; ``benchmarks/lr_finder.py``
-compares both (docs/lr-finder.md)."""
+"""The loss's smoothing factor unless told otherwise (fastai and Lightning use 0.98: an average over about 50 steps,
+which lags a short test's curve); why this value is in docs/lr-finder.md."""
 
 
 def smooth_losses(losses: Sequence[float], beta: float = DEFAULT_SMOOTHING) -> list[float]:
