@@ -11,6 +11,7 @@ from typing import Any
 import albumentations as A
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from lit_transfer.data.pipeline import TransformArg
@@ -49,7 +50,8 @@ class BaseImageDataModule(LightningDataModule):
         balanced_sampling: Draw training samples class-balanced (with replacement) instead of shuffling.
         persistent_workers: Keep workers alive between epochs (only when ``num_workers > 0``).
         pin_memory: Pin batches; ``None`` pins when CUDA is available.
-        drop_last: Drop the last incomplete training batch.
+        drop_last: Drop the last incomplete training batch. Without it, a last batch of a single image is still
+            dropped (BatchNorm cannot train on one image), with a message.
     """
 
     _default_workers: int | None = None  # None → default_num_workers()
@@ -182,11 +184,45 @@ class BaseImageDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Training loader with the epoch-seeded sampler and the current ``batch_size``."""
+        """Training loader with the epoch-seeded sampler and the current ``batch_size``.
+
+        A last batch of a single image is dropped (:meth:`drops_single_image`): BatchNorm cannot train on it.
+        """
         sampler = self.train_sampler()
         if self.trainer is not None:
             sampler.set_epoch(self.trainer.current_epoch)
-        return self._loader(self._require(self.train_dataset, "train"), sampler, drop_last=self.drop_last)
+        drop_last = self.drop_last or self.drops_single_image(len(sampler))
+        return self._loader(self._require(self.train_dataset, "train"), sampler, drop_last=drop_last)
+
+    def drops_single_image(self, per_epoch: int) -> bool:
+        """Whether the training loader drops its last batch because it would hold one image (said once).
+
+        A BatchNorm layer in training mode cannot normalise a batch of one ("Expected more than 1 value per
+        channel"), so a training set of ``k * batch_size + 1`` images (per process) would fail at the first epoch
+        whose BatchNorm layers train. That one image is left out of the epoch instead; the order is reshuffled every
+        epoch, so it is a different image each time.
+
+        Args:
+            per_epoch: Training samples per epoch and process (the sampler's length).
+
+        Example:
+            >>> from lit_transfer.data import DigitsDataModule
+            >>> data = DigitsDataModule(batch_size=8)
+            >>> data.drops_single_image(17), data.drops_single_image(16), data.drops_single_image(1)
+            (True, False, False)
+        """
+        if self.drop_last or per_epoch <= 1 or per_epoch % self.batch_size != 1:
+            return False
+        noted = (per_epoch, self.batch_size)
+        if getattr(self, "_noted_single", None) != noted:
+            self._noted_single = noted
+            rank_zero_info(
+                f"{type(self).__name__}: {per_epoch} training images per epoch make {per_epoch // self.batch_size}"
+                f" batch(es) of {self.batch_size} and one of a single image, which BatchNorm cannot train on: that"
+                " image is left out of each epoch (a different one every epoch). Pass `drop_last: true` to say so,"
+                " or a `batch_size` that leaves no single image."
+            )
+        return True
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation loader in dataset order; an empty list when there is no validation split."""

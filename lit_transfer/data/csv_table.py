@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_transfer.data import targets as t
 from lit_transfer.data.decode import unique_sorted
+from lit_transfer.data.duplicates import drop_repeats, same_file_groups
 from lit_transfer.data.file_base import FileImageDataModule, Files, check_classes, check_dir
 from lit_transfer.data.splits import stratified_split
 
@@ -35,6 +36,16 @@ def _resolve_paths(table: t.Table, column: str) -> list[str]:
     return paths
 
 
+def _cell_key(cell: str, delimiter: str | None) -> object:
+    """A target cell in a comparable form: a label set (sorted), a number, or the text."""
+    if delimiter:
+        return tuple(sorted({part.strip() for part in cell.split(delimiter) if part.strip()}))
+    try:
+        return float(cell)
+    except ValueError:
+        return cell
+
+
 class CSVDataModule(FileImageDataModule):
     """Images listed in CSV files: a path column (relative to the CSV's folder, or absolute) and their targets.
 
@@ -53,7 +64,9 @@ class CSVDataModule(FileImageDataModule):
     :attr:`label_frequencies`, :attr:`num_outputs`, :attr:`target_names`, :attr:`target_stats`) is known before
     ``setup()`` and the CLI links it into the model. Without ``val_csv``, ``val_fraction`` of the training rows is
     held out: stratified by class for multiclass, a seeded random draw otherwise. Label frequencies and target
-    statistics are those of the rows that train (the held-out rows left out).
+    statistics are those of the rows that train (the held-out rows left out). A row that repeats another's image
+    (the same file, a link or a byte-identical copy) with the same targets is left out with a warning; with other
+    targets it is an error naming both rows (:mod:`lit_transfer.data.duplicates`).
 
     Args:
         train_csv: Training table.
@@ -146,6 +159,8 @@ class CSVDataModule(FileImageDataModule):
                 columns = (path_column, *self._target_columns())
                 tables[split] = t.read_table(csv_path, f"{split}_csv", columns, _COLUMN_HINT)
         paths = {split: _resolve_paths(table, path_column) for split, table in tables.items()}
+        for split in list(tables):  # each image once, before targets, statistics and the hold-out are computed
+            tables[split], paths[split] = self._unique_rows(tables[split], paths[split])
         values = self._read_targets(tables)
         self._tables: dict[str, Files] = {split: (paths[split], list(values[split])) for split in tables}
         self.predict_dir = None if predict_dir is None else check_dir(predict_dir, "predict_dir", "")
@@ -153,6 +168,26 @@ class CSVDataModule(FileImageDataModule):
         if predict_csv is not None:
             predict = t.read_table(predict_csv, "predict_csv", (path_column,), "Set `path_column` to the right name.")
             self._predict_list = _resolve_paths(predict, path_column)
+
+    def _unique_rows(self, table: t.Table, paths: list[str]) -> tuple[t.Table, list[str]]:
+        """``table`` without the rows that repeat an earlier row's image and targets (an error if targets differ)."""
+        groups = same_file_groups(paths)
+        if not groups:
+            return table, paths
+        columns = self._target_columns()
+        keys = [tuple(_cell_key(row[c], self.label_delimiter) for c in columns) for row in table.rows]
+        targets = [key[0] if len(key) == 1 else key for key in keys]
+
+        def describe(i: int) -> str:
+            return f"row {i + 1} (line {table.lines[i]}, {table.rows[i][self.path_column]!r})"
+
+        dropped = drop_repeats(groups, targets, describe, f"`{table.argument}` {table.path!r}")
+        keep = [i for i in range(len(paths)) if i not in dropped]
+        rows, lines = [table.rows[i] for i in keep], [table.lines[i] for i in keep]
+        return t.Table(table.argument, table.path, rows, lines), [paths[i] for i in keep]
+
+    def _unique(self, split: str, files: Files | None) -> Files | None:
+        return files  # the tables' repeats were left out in __init__, before the targets were read
 
     # ------------------------------------------------------------------------------------ reading targets
     def _target_columns(self) -> tuple[str, ...]:

@@ -161,24 +161,6 @@ def format_bad_files(bad: dict[str, str], limit: int = 50) -> str:
     return "\n".join(lines)
 
 
-def list_images(folder: str | os.PathLike) -> list[str]:
-    """All image files under ``folder`` (recursive, hidden entries skipped), sorted for a stable order."""
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(os.fspath(folder), followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith(".") and is_image_file(f))
-    return sorted(found)
-
-
-def has_image(folder: str | os.PathLike) -> bool:
-    """Whether ``folder`` contains at least one image file (stops at the first one found)."""
-    for _dirpath, dirnames, filenames in os.walk(os.fspath(folder), followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        if any(not f.startswith(".") and is_image_file(f) for f in filenames):
-            return True
-    return False
-
-
 def unique_sorted(values: Sequence[str]) -> list[str]:
     """Sorted distinct labels; numerically when every label is an integer (``"2" < "10"``)."""
     distinct = set(values)

@@ -1,6 +1,7 @@
 """``FileImageDataModule``: the base of the DataModules that read image files from disk.
 
-It assembles the splits (holding out a stratified validation fraction when there is no validation split), scans
+It assembles the splits (holding out a stratified validation fraction when there is no validation split), counts
+each image once per split and reports images shared by two splits (:mod:`lit_transfer.data.duplicates`), scans
 the files for unreadable ones, builds the datasets and lists the predict paths; a subclass only says which files
 belong to which split (:class:`~lit_transfer.data.image_folder.ImageFolderDataModule`,
 :class:`~lit_transfer.data.csv_table.CSVDataModule`).
@@ -8,6 +9,7 @@ belong to which split (:class:`~lit_transfer.data.image_folder.ImageFolderDataMo
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -18,7 +20,9 @@ from torch.utils.data import Dataset
 
 from lit_transfer.data.base import BaseImageDataModule
 from lit_transfer.data.dataset import ImageDataset
-from lit_transfer.data.decode import BadImageError, format_bad_files, list_images, scan_images
+from lit_transfer.data.decode import BadImageError, format_bad_files, scan_images
+from lit_transfer.data.duplicates import drop_repeats, same_file_groups, warn_overlaps
+from lit_transfer.data.listing import list_images
 from lit_transfer.data.splits import stratified_split
 
 Split = Literal["train", "val", "test", "predict"]
@@ -87,6 +91,19 @@ class FileImageDataModule(BaseImageDataModule):
             raise FileNotFoundError(f"The predict folder {source!r} contains no image files.")
         return paths
 
+    def _unique(self, split: str, files: Files | None) -> Files | None:
+        """``files`` with each image once (:func:`~lit_transfer.data.duplicates.drop_repeats`); ``None`` stays."""
+        if files is None:
+            return None
+        paths, labels = files
+        groups = same_file_groups(paths)
+        if not groups:
+            return files
+        targets = [self._target_name(label) for label in labels] if labels is not None else [None] * len(paths)
+        dropped = drop_repeats(groups, targets, lambda i: repr(paths[i]), f"The {split} split")
+        keep = [i for i in range(len(paths)) if i not in dropped]
+        return [paths[i] for i in keep], None if labels is None else [labels[i] for i in keep]
+
     def _hold_out(self, labels: Sequence[Any]) -> tuple[list[int], list[int]]:
         """``(kept, held)`` training indices when validation is held out of ``train``: stratified by class."""
         return stratified_split(labels, self.val_fraction, self.seed)
@@ -103,8 +120,8 @@ class FileImageDataModule(BaseImageDataModule):
     def _collect(self, splits: tuple[Split, ...]) -> dict[Split, Files]:
         files: dict[Split, Files] = {}
         if "train" in splits or "val" in splits:
-            train = self._labelled_files("train")
-            val = self._labelled_files("val")
+            train = self._unique("train", self._labelled_files("train"))  # before the hold-out: no copy on both sides
+            val = self._unique("val", self._labelled_files("val"))
             if val is None and train is not None and self.val_fraction > 0:
                 paths, labels = train
                 kept, held = self._hold_out(labels or [])
@@ -114,7 +131,7 @@ class FileImageDataModule(BaseImageDataModule):
                 files["train"] = train
             if "val" in splits and val is not None and val[0]:
                 files["val"] = val
-        if "test" in splits and (test := self._labelled_files("test")) is not None:
+        if "test" in splits and (test := self._unique("test", self._labelled_files("test"))) is not None:
             files["test"] = test
         if "predict" in splits and (predict := self._predict_files()) is not None:
             files["predict"] = (predict, None)
@@ -138,6 +155,8 @@ class FileImageDataModule(BaseImageDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Index the files of ``stage``'s splits, scan them, and build the datasets."""
         files = self._collect(_STAGE_SPLITS.get(stage, _STAGE_SPLITS[None]))
+        if "train" in files:
+            self._report_overlaps(files)
         if self.scan:
             everything = [p for paths, _ in files.values() for p in paths]
             bad = self._scan(everything)
@@ -160,6 +179,27 @@ class FileImageDataModule(BaseImageDataModule):
                 self.predict_paths = list(paths)
         if "train" in files:
             rank_zero_info(f"{type(self).__name__}: {_summary(files)}, {self._targets_summary()}.")
+
+    def _target_name(self, label: Any) -> Any:
+        """A target in a comparable, readable form: a class name for a class index, a tuple for a target row."""
+        value = _hashable(label)
+        if isinstance(value, numbers.Integral) and 0 <= int(value) < len(self.class_names):
+            return self.class_names[int(value)]
+        return value
+
+    def _report_overlaps(self, files: dict[Split, Files]) -> None:
+        """Warn about images in two of train, val and test (test read here too when the stage does not use it)."""
+        labelled: dict[str, list[str]] = {s: files[s][0] for s in ("train", "val", "test") if s in files}
+        if "test" not in labelled and (test := self._labelled_files("test")) is not None:
+            labelled["test"] = test[0]
+        warn_overlaps(labelled)
+
+
+def _hashable(label: Any) -> Any:
+    """A class index as it is; a target row (multi-hot, values) as a tuple."""
+    tolist = getattr(label, "tolist", None)
+    value = tolist() if callable(tolist) else label
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _drop(paths: list[str], labels: list[Any] | None, bad: dict[str, str]) -> Files:

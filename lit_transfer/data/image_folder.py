@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from lit_transfer.data.decode import has_image, list_images
 from lit_transfer.data.file_base import FileImageDataModule, Files, check_classes, check_dir
+from lit_transfer.data.listing import has_image, list_images
 
 __all__ = ["ImageFolderDataModule"]
 

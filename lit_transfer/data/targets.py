@@ -16,10 +16,12 @@ Targets are NumPy arrays: class indices ``(N,)`` for multiclass, ``float32`` mul
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -73,8 +75,25 @@ class Table:
         return f"`{self.argument}` {self.path!r}, row {index + 1} (line {self.lines[index]}), column {column!r}"
 
 
+def _utf8_text(path: str, argument: str) -> str:
+    """The file's text (UTF-8, an optional BOM); another encoding is an error naming the file, line and bytes."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        shown = raw[err.start : err.start + 4].hex(" ")
+        raise ValueError(
+            f"`{argument}` {path!r} is not UTF-8 text: line {line} holds the byte(s) {shown}, which UTF-8 does not"
+            " allow (the file was probably saved as Latin-1 or Windows-1252). Save it as UTF-8, e.g. `iconv -f cp1252"
+            " -t utf-8 old.csv > new.csv`, or 'CSV UTF-8' in a spreadsheet's Save As."
+        ) from None
+
+
 def read_table(path: str | os.PathLike, argument: str, columns: Sequence[str], hint: str) -> Table:
     """Read the ``columns`` of a CSV file (UTF-8, an optional BOM), keeping each row's line number.
+
+    A file in another encoding is refused with the line of the first byte UTF-8 does not allow.
 
     Args:
         path: The CSV file.
@@ -84,15 +103,15 @@ def read_table(path: str | os.PathLike, argument: str, columns: Sequence[str], h
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: A column is missing, or the table has no rows.
+        ValueError: A column is missing, the table has no rows, or it is not UTF-8 (the line is named).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"`{argument}` file {path!r} does not exist.")
     rows: list[dict[str, str]] = []
     lines: list[int] = []
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+    reader = csv.DictReader(io.StringIO(_utf8_text(path, argument), newline=""))
+    try:
         header = list(reader.fieldnames or [])
         missing = [c for c in columns if c not in header]
         if missing:
@@ -102,6 +121,8 @@ def read_table(path: str | os.PathLike, argument: str, columns: Sequence[str], h
             rows.append({c: (row.get(c) or "").strip() for c in columns})
             lines.append(start)
             start = reader.line_num + 1
+    except csv.Error as err:
+        raise ValueError(f"`{argument}` {path!r}, line {reader.line_num}: not a readable CSV line ({err}).") from None
     if not rows:
         raise ValueError(f"`{argument}` {path!r} has no rows.")
     return Table(argument, path, rows, lines)
