@@ -5,25 +5,23 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from lit_transfer.backbones import create_backbone
-from lit_transfer.freezing import FreezeUnfreeze, FreezingPolicy, GradualUnfreeze, LinearProbe, UnfreezeAtEpochs
+from lit_transfer.freezing import FreezingPolicy
 from lit_transfer.freezing.layer_groups import LayerGroup, layer_groups
 from lit_transfer.models.arguments import check_arguments
 from lit_transfer.models.base import Split, TransferModule
 from lit_transfer.models.data_checks import check_classes
 from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable
+from lit_transfer.models.segmentation_freezing import with_decoder
 from lit_transfer.models.segmentation_losses import SegmentationLoss, check_loss_arguments
 from lit_transfer.models.segmentation_metrics import PixelConfusion, segmentation_scores
 from lit_transfer.models.segmentation_network import Decoder, SegmentationNetwork, check_decoder_arguments
 from lit_transfer.tasks import check_data_task
 
-__all__ = ["DECODER_FIRST", "TransferSegmenter"]
-
-DECODER_FIRST: dict[str, Any] = {"policy": "unfreeze_at_epochs", "schedule": {0: 2, 1: -1}}
-"""The segmenter's default ``freeze``: the decoder and head alone in epoch 0 (the encoder frozen), then everything."""
+__all__ = ["TransferSegmenter"]
 
 
 class TransferSegmenter(TransferModule):
@@ -36,11 +34,10 @@ class TransferSegmenter(TransferModule):
 
     Layer groups: the encoder's timm groups (``stem``, ``layer1`` ...), then ``decoder``, then ``head``; every
     freezing policy, ``layer_decay``, ``train_bn`` and ``auto`` act on them, counted from the head as for the
-    classifier. So ``UnfreezeAtEpochs({0: 2})`` freezes the encoder for the whole run (decoder and head train),
-    ``{0: 2, 3: -1}`` is LP-FT (the decoder and head first, everything from epoch 3), and the default
-    (:data:`DECODER_FIRST`) does that with the switch at epoch 1. The policies whose first phase is the head alone
-    (``linear_probe``, ``freeze_unfreeze``, ``gradual_unfreeze``) train the 1x1 head over a frozen, randomly
-    initialised decoder in that phase, and say so with a warning.
+    classifier. The decoder is as new as the head, so the policies that start with "the head alone" train both
+    (:mod:`lit_transfer.models.segmentation_freezing`): ``linear_probe`` keeps the encoder frozen for the whole run,
+    ``freeze_unfreeze`` (the default) trains the decoder and head first, then everything (LP-FT); the restated policy
+    (an ``UnfreezeAtEpochs`` schedule) is the one recorded in ``hparams`` and checkpoints.
 
     Targets are class indices ``(N, H, W)`` (int64), ``ignore_index`` where no class applies; the DataModules of
     :mod:`lit_transfer.data.segmentation` give them. Metrics (see :mod:`lit_transfer.models.segmentation_metrics`):
@@ -64,7 +61,7 @@ class TransferSegmenter(TransferModule):
             (:mod:`lit_transfer.models.segmentation_losses`).
         ignore_index: Mask value of pixels that count in no loss or metric (255, as the DataModules' default).
         class_weights: A loss weight per class, or ``None``.
-        freeze: Freezing policy (object, config dict or name); ``None`` for :data:`DECODER_FIRST`.
+        freeze: Freezing policy (object, config dict or name); the head-only ones count the decoder with the head.
         train_bn: Keep BatchNorm in frozen groups training.
         layer_decay: Layer-wise LR decay in ``(0, 1]`` over the groups counted from the head.
         frozen_lr_mult: LR factor for the groups frozen in the first epoch.
@@ -100,7 +97,7 @@ class TransferSegmenter(TransferModule):
         loss: str = "ce",
         ignore_index: int = 255,
         class_weights: list[float] | None = None,
-        freeze: FreezingPolicy | str | dict[str, Any] | None = None,
+        freeze: FreezingPolicy | str | dict[str, Any] = "freeze_unfreeze",
         train_bn: bool | None = None,
         layer_decay: float | None = None,
         frozen_lr_mult: float = 1.0,
@@ -123,10 +120,14 @@ class TransferSegmenter(TransferModule):
                 " segmenter's decoder reads every level of the encoder at every pixel, so there is nothing to cache."
                 " Set `cache_features: false` (a frozen encoder still skips its backward pass)."
             )
-        if freeze is None:
-            freeze = dict(DECODER_FIRST)  # save_hyperparameters reads this frame's locals
         super().__init__(optimizer, lr_scheduler)
-        _warn_head_only(self.policy)
+        restated = with_decoder(self.policy, len(self.layer_groups))
+        if restated is not self.policy:
+            rank_zero_info(
+                f"TransferSegmenter: `freeze` {self.policy!r} trains the decoder with the head: {restated!r}."
+            )
+            self.policy = restated
+            self.hparams["freeze"] = restated.to_config()
 
     # ------------------------------------------------------------- network
     def build_network(self, timm_kwargs: dict[str, Any]) -> nn.Module:
@@ -278,17 +279,3 @@ def _group(name: str, named: list[tuple[str, nn.Parameter]]) -> LayerGroup:
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
-
-
-def _warn_head_only(policy: FreezingPolicy) -> None:
-    """Warn when the policy's first phase trains the 1x1 head alone, over a frozen, randomly initialised decoder."""
-    head_only = isinstance(policy, (LinearProbe, FreezeUnfreeze, GradualUnfreeze)) or (
-        isinstance(policy, UnfreezeAtEpochs) and policy.trainable_depth(0, 100) == 1
-    )
-    if head_only:
-        rank_zero_warn(
-            f"`freeze` {policy!r} trains the segmenter's 1x1 head alone in its first phase, over a frozen, randomly"
-            " initialised decoder. To train the decoder with the head while the encoder is frozen, count 2 groups"
-            " from the head: `freeze: {policy: unfreeze_at_epochs, schedule: {0: 2, 1: -1}}` (the default), or"
-            " `{0: 2}` to keep the encoder frozen."
-        )
