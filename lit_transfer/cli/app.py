@@ -250,9 +250,11 @@ def main(args: ArgsType = None, **kwargs: Any) -> None:
     if isinstance(argv, (list, tuple)) and list(argv[:1]) == ["recipes"]:  # not a Trainer subcommand
         return recipes_command([str(a) for a in argv[1:]])
     parser_kwargs = {"exit_on_error": False, **kwargs.pop("parser_kwargs", {})}
+    finished = False
     with StopSignals() as stop:
         try:
             TransferCLI(args=args, parser_kwargs=parser_kwargs, **kwargs)
+            finished = True  # a signal may still have arrived, after the last batch: the work is complete
         except Exception as err:
             message = user_error_message(err)
             if stop.received is None and (message is None or os.environ.get("LIT_TRANSFER_TRACEBACK")):
@@ -266,6 +268,8 @@ def main(args: ArgsType = None, **kwargs: Any) -> None:
                 raise
     if stop.received is not None:
         sys.stderr.flush()
-        print(stop.report([str(a) for a in argv] if isinstance(argv, (list, tuple)) else []), file=sys.stderr)
-        raise SystemExit(128 + stop.received)
+        command = [str(a) for a in argv] if isinstance(argv, (list, tuple)) else []
+        print(stop.report(command, finished), file=sys.stderr)
+        if not finished:
+            raise SystemExit(128 + stop.received)
     return None

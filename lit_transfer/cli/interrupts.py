@@ -114,13 +114,21 @@ class StopSignals:
                 return str(path)
         return None
 
-    def report(self, argv: Sequence[str]) -> str:
-        """The last lines a stopped command prints: which signal, the exit status, and how to go on."""
+    def report(self, argv: Sequence[str], finished: bool = False) -> str:
+        """The last lines a stopped command prints: which signal, the exit status, and how to go on.
+
+        Args:
+            argv: The command line (its subcommand and options, for the resume command).
+            finished: The command completed although the signal arrived (an evaluation's last batch was running):
+                its results are complete and it exits with status 0.
+        """
         assert self.received is not None
         name = signal.Signals(self.received).name
         status = 128 + self.received
         trainer = self.trainer
         subcommand = next((a for a in argv if not a.startswith("-")), "")
+        if finished:
+            return f"lit-transfer: {name} arrived as the {subcommand or 'command'} finished; its results are complete."
         head = f"lit-transfer: stopped by {name} (exit {status})"
         if subcommand == "fit":
             saved = self.saved_checkpoint()
