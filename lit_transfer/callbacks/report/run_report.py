@@ -43,6 +43,7 @@ from lit_transfer.callbacks.report import summary
 from lit_transfer.callbacks.report.confusion import TestConfusion, class_names_for
 from lit_transfer.callbacks.report.files import write_fit_files, write_label_ap, write_regression, write_test_files
 from lit_transfer.callbacks.report.history import RunHistory
+from lit_transfer.callbacks.report.segmentation import TestSegmentation
 from lit_transfer.callbacks.report.tasks import TestLabelAP, TestRegression, regression_rows
 from lit_transfer.tasks import class_names_of, target_names_of, task_of
 
@@ -161,7 +162,8 @@ class RunReport(Callback):
         self.confusion, self.label_ap, self.regression, self._test_result = None, None, None, None
         self.history.test_metrics = {}
         task = task_of(pl_module)
-        collector = {"multilabel": TestLabelAP, "regression": TestRegression}.get(task, TestConfusion)
+        collectors = {"multilabel": TestLabelAP, "regression": TestRegression, "segmentation": TestSegmentation}
+        collector = collectors.get(task, TestConfusion)
         if type(self._test_confusion) is not collector:
             self._test_confusion.stop()
             self._test_confusion = collector()
@@ -186,7 +188,7 @@ class RunReport(Callback):
         if not self.confusion_matrix:  # every process below: torchmetrics sums the counts across a DDP run here
             return
         result = self._test_confusion.compute(trainer, pl_module.device)
-        if isinstance(self._test_confusion, (TestLabelAP, TestRegression)):
+        if isinstance(self._test_confusion, (TestLabelAP, TestRegression, TestSegmentation)):
             self._test_result = result
         else:
             self.confusion = result
@@ -209,6 +211,8 @@ class RunReport(Callback):
         """``label_ap.csv`` of a multi-label model, ``regression.csv`` and its plot of a regression model."""
         if self._test_result is None:
             return []
+        if isinstance(self._test_confusion, TestSegmentation):  # per-class IoU and the image/truth/prediction grid
+            return self._test_confusion.write(out, self._test_result, pl_module, self.plots)
         if isinstance(self._test_confusion, TestLabelAP):
             ap, positives = self._test_result
             names = class_names_of(pl_module, len(ap))
