@@ -154,6 +154,11 @@ class TransferClassifier(TransferModule):
 
     # ------------------------------------------------------------- task hooks
     @property
+    def logs_label_ap(self) -> bool:
+        """Whether each label's average precision is logged (``val_ap_<label>``, ``test_ap_<label>``): multi-label."""
+        return self.task == "multilabel"
+
+    @property
     def sigmoid_outputs(self) -> int:
         """Number of sigmoid outputs: labels (multilabel), 1 (binary), 0 (multiclass)."""
         return {"multilabel": int(self.hparams["num_classes"]), "binary": 1}.get(self.task, 0)

@@ -299,3 +299,72 @@ def test_binary_confusion_matrix_uses_the_model_threshold(tmp_path: Path) -> Non
         expected[t, p] += 1
     assert torch.equal(report.confusion, expected)
     assert _rows(tmp_path / "confusion_matrix.csv")[1]["true/predicted"] == "yes"
+
+
+def test_a_model_that_logs_label_ap_is_not_computed_twice(tmp_path: Path) -> None:
+    """The report takes a multi-label TransferClassifier's own `test_ap_<label>`: one AP computation per label."""
+    targets = (torch.rand(20, 3, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    targets[:, 2] = 0
+    x = torch.randn(20, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    model = TransferClassifier(
+        "test_resnet", num_classes=3, pretrained=False, task="multilabel", class_names=["cat", "dog", "owl"]
+    )
+    report = RunReport(output_dir=tmp_path, summary=False)
+    trainer = _trainer(tmp_path, report, logger=False, callbacks=[report])
+    trainer.test(model, DataLoader(TensorDataset(x, targets), batch_size=5))
+    assert report._test_confusion.ap is None  # only positives were counted
+    for name in ("cat", "dog"):
+        assert report.label_ap[name] == pytest.approx(float(trainer.callback_metrics[f"test_ap_{name}"]))
+    assert report.label_ap["owl"] != report.label_ap["owl"]  # NaN: no positives
+    rows = _rows(tmp_path / "label_ap.csv")
+    assert [int(r["positives"]) for r in rows] == targets.sum(0).long().tolist()
+
+
+def _fit_task(tmp_path: Path, model: LightningModule, data) -> RunReport:
+    from task_helpers import fit_trainer
+
+    report = RunReport(output_dir=tmp_path, summary=False)
+    fit_trainer(tmp_path, 2, [report], limit_train_batches=2).fit(model, datamodule=data)
+    return report
+
+
+def _epoch_values(tmp_path: Path, name: str) -> list[float]:
+    return [float(row[name]) for row in _rows(tmp_path / "epochs.csv") if row.get(name)]
+
+
+def test_multilabel_curves_show_val_map(tmp_path: Path) -> None:
+    """The learning curves show the metric best.ckpt is chosen by (MONITOR), not the loss alone."""
+    from task_helpers import LABELS, TaskData
+
+    from lit_transfer.tasks import MONITOR
+
+    model = TransferClassifier("test_resnet", num_classes=3, class_names=LABELS, pretrained=False, task="multilabel")
+    report = _fit_task(tmp_path, model, TaskData("multilabel"))
+    assert MONITOR["multilabel"][0] == "val_map" and report.curves == ["loss", "map"]
+    assert (tmp_path / "learning_curves.png").is_file() and len(_epoch_values(tmp_path, "val_map")) == 2
+
+
+def test_regression_curves_show_val_mae_and_each_targets_mae(tmp_path: Path) -> None:
+    """Two targets in different units: ``val_mae`` mixes them, so each target's MAE is logged and plotted too."""
+    from task_helpers import TARGETS, TaskData
+
+    from lit_transfer import TransferRegressor
+
+    data = TaskData("regression")
+    model = TransferRegressor(
+        "test_resnet", num_outputs=2, pretrained=False, target_names=TARGETS, target_stats=data.target_stats
+    )
+    report = _fit_task(tmp_path, model, data)
+    assert report.curves == ["loss", "mae", *(f"mae_{t}" for t in TARGETS)]
+    overall, per_target = _epoch_values(tmp_path, "val_mae"), [_epoch_values(tmp_path, f"val_mae_{t}") for t in TARGETS]
+    assert len(overall) == 2 and all(len(values) == 2 for values in per_target)
+    for epoch, value in enumerate(overall):  # the same number of values per target: the overall MAE is their mean
+        assert value == pytest.approx(sum(values[epoch] for values in per_target) / len(TARGETS), rel=1e-4)
+    assert per_target[0] != per_target[1]
+
+
+def test_classifier_curves_keep_loss_and_accuracy(tmp_path: Path) -> None:
+    model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
+    report = RunReport(output_dir=tmp_path, summary=False)
+    _trainer(tmp_path, report, limit_train_batches=2).fit(model, _loader(), _loader(seed=1))
+    assert report.curves == ["loss", "acc"]

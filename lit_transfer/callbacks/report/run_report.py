@@ -15,7 +15,8 @@ The callback records its own data, so it works with any logger (or none) and any
   on ``x``. Test batches are ``(x, y, ...)`` tuples or dicts with ``image`` and ``label``/``target`` keys. The
   counts are a torchmetrics ``MulticlassConfusionMatrix``, which sums them over the processes of a DDP run.
 
-At the end of ``fit`` rank zero writes ``learning_curves.png``, ``schedule.png``, ``epochs.csv`` (one row per
+At the end of ``fit`` rank zero writes ``learning_curves.png`` (the loss and the task's monitored metric: accuracy,
+``map`` for multi-label, ``mae`` and each target's MAE for regression), ``schedule.png``, ``epochs.csv`` (one row per
 epoch) and ``steps.csv`` (one row per step); at the end of ``test`` it adds ``confusion_matrix.png``,
 ``confusion_matrix.csv`` (counts; a row per true class, a column per predicted class) and a ``test`` row to
 ``epochs.csv``; for a multi-label model ``label_ap.csv`` instead of the confusion matrix, for a regression model
@@ -41,10 +42,16 @@ from typing_extensions import override
 
 from lit_transfer.callbacks.report import summary
 from lit_transfer.callbacks.report.confusion import TestConfusion, class_names_for
-from lit_transfer.callbacks.report.files import write_fit_files, write_label_ap, write_regression, write_test_files
+from lit_transfer.callbacks.report.files import (
+    curve_metrics,
+    write_fit_files,
+    write_label_ap,
+    write_regression,
+    write_test_files,
+)
 from lit_transfer.callbacks.report.history import RunHistory
 from lit_transfer.callbacks.report.segmentation import TestSegmentation
-from lit_transfer.callbacks.report.tasks import TestLabelAP, TestRegression, regression_rows
+from lit_transfer.callbacks.report.tasks import TestLabelAP, TestRegression, logged_label_ap, regression_rows
 from lit_transfer.tasks import class_names_of, target_names_of, task_of
 
 __all__ = ["RunReport"]
@@ -72,6 +79,9 @@ class RunReport(Callback):
         regression: A regression model's last ``test``: one dict per target (``target``, ``mae``, ``rmse``,
             ``r2``, ``samples``), or ``None``.
         written: The files written at the end of the last ``fit`` or ``test``.
+        curves: The metrics the last ``fit``'s learning curves show: the loss and the metric ``best.ckpt`` is
+            chosen by for the module's task (:data:`lit_transfer.tasks.MONITOR`), with each target's MAE for a
+            regression of several targets; ``None`` before a ``fit`` or when the run logged none of them.
 
     Example:
         >>> from lightning.pytorch import Trainer
@@ -100,6 +110,7 @@ class RunReport(Callback):
         self.label_ap: dict[str, float] | None = None
         self.regression: list[dict[str, Any]] | None = None
         self.written: list[Path] = []
+        self.curves: list[str] | None = None
         self._test_confusion = TestConfusion()
         self._test_result: Any = None
 
@@ -152,7 +163,10 @@ class RunReport(Callback):
         out = self._resolve_dir(trainer)
         if not trainer.is_global_zero:
             return
-        self.written = write_fit_files(out, self.history.metric_rows(), self.history.steps, self.plots)
+        rows, task = self.history.metric_rows(), task_of(pl_module)
+        targets = target_names_of(pl_module) if task == "regression" else []
+        self.curves = curve_metrics(task, [r for r in rows if r.get("stage") != "test"], targets)
+        self.written = write_fit_files(out, rows, self.history.steps, self.plots, self.curves)
         if self.summary:
             rank_zero_info(self.fit_summary(trainer, out))
 
@@ -203,11 +217,11 @@ class RunReport(Callback):
         counts = self.confusion.tolist() if self.confusion is not None else None
         names = self._class_names(trainer, pl_module, len(counts)) if counts is not None else []
         self.written = write_test_files(out, self.history.metric_rows(), counts, names, self.plots)
-        self.written += self._write_task_files(out, pl_module)
+        self.written += self._write_task_files(out, trainer, pl_module)
         if self.summary:
             rank_zero_info(self.test_summary(trainer, out))
 
-    def _write_task_files(self, out: Path, pl_module: LightningModule) -> list[Path]:
+    def _write_task_files(self, out: Path, trainer: Trainer, pl_module: LightningModule) -> list[Path]:
         """``label_ap.csv`` of a multi-label model, ``regression.csv`` and its plot of a regression model."""
         if self._test_result is None:
             return []
@@ -215,7 +229,8 @@ class RunReport(Callback):
             return self._test_confusion.write(out, self._test_result, pl_module, self.plots)
         if isinstance(self._test_confusion, TestLabelAP):
             ap, positives = self._test_result
-            names = class_names_of(pl_module, len(ap))
+            names = class_names_of(pl_module, len(positives))
+            ap = ap if ap is not None else logged_label_ap(trainer, names, positives)
             self.label_ap = dict(zip(names, ap))
             return write_label_ap(out, ap, positives, names)
         predicted, true = self._test_result

@@ -21,11 +21,16 @@ from torchmetrics.classification import MultilabelAveragePrecision
 from lit_transfer.callbacks.report.confusion import TestConfusion, _logits, split_batch
 from lit_transfer.tasks import target_stats_of
 
-__all__ = ["TestLabelAP", "TestRegression", "plot_predicted_vs_true", "regression_rows"]
+__all__ = ["TestLabelAP", "TestRegression", "logged_label_ap", "plot_predicted_vs_true", "regression_rows"]
 
 
 class TestLabelAP(TestConfusion):
-    """Average precision per label of a multi-label model's ``test`` (multi-hot ``(N, L)`` targets)."""
+    """Average precision per label of a multi-label model's ``test`` (multi-hot ``(N, L)`` targets).
+
+    A module that logs each label's test AP itself (``logs_label_ap`` true, as a multi-label
+    :class:`~lit_transfer.TransferClassifier` does, as ``test_ap_<label>``) is not computed twice: only the positives
+    are counted here, and the report takes the module's logged values (:func:`logged_label_ap`).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -44,24 +49,40 @@ class TestLabelAP(TestConfusion):
             with torch.no_grad():
                 logits = pl_module(x)
             self._captured = None
-        if self.ap is None or self.positives is None:
-            self.ap = MultilabelAveragePrecision(num_labels=targets.shape[1], average=None).to(logits.device)
+        if self.positives is None:
             self.positives = torch.zeros(targets.shape[1], dtype=torch.long, device=logits.device)
-        self.ap.update(logits.float(), targets.long().to(logits.device))
+            if not getattr(pl_module, "logs_label_ap", False):
+                self.ap = MultilabelAveragePrecision(num_labels=targets.shape[1], average=None).to(logits.device)
+        if self.ap is not None:
+            self.ap.update(logits.float(), targets.long().to(logits.device))
         self.positives = self.positives + targets.long().to(logits.device).sum(dim=0)
 
-    def compute(self, trainer: Trainer, device: torch.device) -> tuple[list[float], list[int]] | None:  # type: ignore[override]
-        """AP and positive count per label (NaN AP for a label without positives), or ``None``; every rank calls."""
-        if self.ap is None or self.positives is None:
+    def compute(self, trainer: Trainer, device: torch.device) -> tuple[list[float] | None, list[int]] | None:  # type: ignore[override]
+        """AP (``None`` when the module logs it) and positive count per label, or ``None``; every rank calls."""
+        if self.positives is None:
             return None
         positives = self.positives
         if trainer.world_size > 1:
             positives = trainer.strategy.reduce(positives, reduce_op="sum")
+        counts = [int(p) for p in positives.cpu().tolist()]
+        if self.ap is None:
+            return None, counts
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(positive|compute).*")
             ap = self.ap.compute().float().cpu()
-        ap = torch.where(positives.cpu() > 0, ap, torch.tensor(float("nan")))
-        return ap.tolist(), [int(p) for p in positives.cpu().tolist()]
+        return with_nan_without_positives(ap.tolist(), counts), counts
+
+
+def logged_label_ap(trainer: Trainer, names: list[str], positives: list[int]) -> list[float]:
+    """The ``test_ap_<label>`` values a module logged, NaN for labels without positives (or not logged)."""
+    metrics = trainer.callback_metrics
+    ap = [float(metrics[f"test_ap_{name}"]) if f"test_ap_{name}" in metrics else math.nan for name in names]
+    return with_nan_without_positives(ap, positives)
+
+
+def with_nan_without_positives(ap: list[float], positives: list[int]) -> list[float]:
+    """``ap`` with NaN for every label that has no positive in the data (its AP is undefined)."""
+    return [value if count > 0 else math.nan for value, count in zip(ap, positives)]
 
 
 class TestRegression(TestConfusion):
