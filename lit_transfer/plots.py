@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_confusion_matrix", "plot_learning_curves", "plot_schedule"]
+__all__ = ["metric_names", "plot_confusion_matrix", "plot_learning_curves", "plot_schedule"]
 
 _SPLITS = ("train", "val", "test")
 _SPLIT_STYLE = {"train": "-", "val": "--", "test": ":"}
@@ -52,8 +52,13 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _metric_names(epochs: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Metric base names present for at least one split (``loss``, ``acc``, ``f1``), loss first."""
+def metric_names(epochs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Metric base names present for at least one split (``loss``, ``acc``, ``f1``), loss first.
+
+    Example:
+        >>> metric_names([{"epoch": 0, "train_loss": 1.0, "val_map": 0.5, "val_loss_epoch": 0.9}])
+        ['loss', 'map']
+    """
     names: dict[str, None] = {}
     for row in epochs:
         for key in row:
@@ -74,7 +79,9 @@ def plot_learning_curves(
             (``train_loss``, ``val_acc``; an ``_epoch`` suffix as Lightning logs it is accepted). Missing or
             non-finite values are skipped.
         path: PNG file to write (parent folders are created).
-        metrics: Metric base names to draw (default: ``loss`` and ``acc`` when present, else every one found).
+        metrics: Metric base names to draw (default: ``loss`` and ``acc`` when present, else every one found);
+            :class:`~lit_transfer.callbacks.RunReport` passes the loss and the metric its task's ``best.ckpt`` is
+            chosen by (``map`` for multi-label, ``mae`` and each target's ``mae_<target>`` for regression).
 
     Returns:
         ``path``.
@@ -88,7 +95,7 @@ def plot_learning_curves(
         >>> plot_learning_curves(rows, pathlib.Path(tempfile.mkdtemp()) / "c.png").suffix
         '.png'
     """
-    found = _metric_names(epochs)
+    found = metric_names(epochs)
     if metrics is None:
         metrics = [n for n in found if n in ("loss", "acc")] or found
     names = list(metrics)

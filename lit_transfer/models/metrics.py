@@ -4,7 +4,8 @@
 * multilabel and binary: :class:`ThresholdedMetrics`, a collection updated with probabilities (average precision,
   AUROC: threshold-free) and one updated with 0/1 decisions at the model's thresholds (F1, accuracy), so that tuned
   per-label thresholds count.
-* regression: :func:`regression_metrics` (MAE, RMSE, R²), updated with values in original units.
+* regression: :func:`regression_metrics` (MAE, RMSE, R², and each target's MAE), updated with values in original
+  units.
 """
 
 from __future__ import annotations
@@ -135,12 +136,17 @@ class ThresholdedMetrics(nn.Module):
         return values
 
 
-def regression_metrics(num_outputs: int, prefix: str) -> MetricCollection:
-    """Mean absolute error, root mean squared error (over every output value) and R² (averaged over outputs).
+def regression_metrics(num_outputs: int, prefix: str, target_names: Sequence[str] | None = None) -> MetricCollection:
+    """MAE and RMSE over every output value, R² averaged over outputs, and each output's MAE when there are several.
+
+    ``<prefix>mae`` averages every target's errors together, whatever their units; ``<prefix>mae_<target>`` keeps
+    each target in its own.
 
     Args:
         num_outputs: Number of regression outputs.
         prefix: Prefix of the logged names, e.g. ``"val_"`` gives ``val_mae``, ``val_rmse``, ``val_r2``.
+        target_names: Names of the outputs, for ``<prefix>mae_<name>`` (default ``value_<i>``); a single output
+            gets no per-target MAE (it is ``<prefix>mae``).
 
     Returns:
         A metric collection updated with ``(predictions, targets)``, both ``(N, num_outputs)``.
@@ -150,15 +156,34 @@ def regression_metrics(num_outputs: int, prefix: str) -> MetricCollection:
         >>> metrics.update(torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([[1.0], [3.0], [3.0]]))
         >>> {name: round(float(value), 3) for name, value in sorted(metrics.compute().items())}
         {'val_mae': 0.667, 'val_r2': 0.25, 'val_rmse': 0.816}
+        >>> metrics = regression_metrics(2, "val_", ["age", "height"])
+        >>> metrics.update(torch.tensor([[30.0, 1.7], [40.0, 1.8]]), torch.tensor([[32.0, 1.7], [40.0, 1.6]]))
+        >>> {name: round(float(value), 3) for name, value in sorted(metrics.compute().items()) if "mae" in name}
+        {'val_mae': 0.55, 'val_mae_age': 1.0, 'val_mae_height': 0.1}
     """
-    return MetricCollection(
-        {
-            "mae": MeanAbsoluteError(),
-            "rmse": MeanSquaredError(squared=False),
-            "r2": _R2(multioutput="uniform_average", **_r2_size(num_outputs)),
-        },
-        prefix=prefix,
-    )
+    metrics: dict[str, Metric | MetricCollection] = {
+        "mae": MeanAbsoluteError(),
+        "rmse": MeanSquaredError(squared=False),
+        "r2": _R2(multioutput="uniform_average", **_r2_size(num_outputs)),
+    }
+    if num_outputs > 1:
+        names = list(target_names) if target_names else [f"value_{i}" for i in range(num_outputs)]
+        if len(names) != num_outputs:
+            raise ValueError(f"`target_names` has {len(names)} names for {num_outputs} outputs: {names}.")
+        metrics.update({f"mae_{name}": _ColumnMAE(column) for column, name in enumerate(names)})
+    # no compute groups: per-target metrics hold the same kind of state and must never be merged
+    return MetricCollection(metrics, prefix=prefix, compute_groups=num_outputs == 1)
+
+
+class _ColumnMAE(MeanAbsoluteError):
+    """The mean absolute error of one output column of ``(N, K)`` predictions and targets."""
+
+    def __init__(self, column: int) -> None:
+        super().__init__()
+        self.column = column
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        super().update(preds[:, self.column], target[:, self.column])
 
 
 def _r2_size(num_outputs: int) -> dict[str, int]:

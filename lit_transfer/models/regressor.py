@@ -15,7 +15,7 @@ from lit_transfer.models.metrics import regression_metrics
 from lit_transfer.models.mixing import DenseMixup
 from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable
 from lit_transfer.models.targets import dense_targets
-from lit_transfer.tasks import check_data_task, same_target_stats
+from lit_transfer.tasks import check_data_task, same_target_stats, target_names_of
 
 __all__ = ["TransferRegressor"]
 
@@ -134,9 +134,10 @@ class TransferRegressor(TransferModule):
         stats = self.target_stats or {"mean": [0.0] * width, "std": [1.0] * width}
         self.register_buffer("target_mean", torch.tensor(stats["mean"]), persistent=False)
         self.register_buffer("target_std", torch.tensor(stats["std"]), persistent=False)
-        self.train_metrics = regression_metrics(width, "train_")
-        self.val_metrics = regression_metrics(width, "val_")
-        self.test_metrics = regression_metrics(width, "test_")
+        names = target_names_of(self)  # per-target MAE for several targets: `val_mae` mixes their units
+        self.train_metrics = regression_metrics(width, "train_", names)
+        self.val_metrics = regression_metrics(width, "val_", names)
+        self.test_metrics = regression_metrics(width, "test_", names)
 
     def check_data(self, datamodule: Any, stage: str) -> None:
         """The DataModule's ``task``, ``num_outputs``, ``target_names`` and (outside ``predict``) ``target_stats``.
@@ -188,7 +189,7 @@ class TransferRegressor(TransferModule):
         return values.float() * self.target_std + self.target_mean
 
     def update_metrics(self, split: Split, outputs: torch.Tensor, targets: torch.Tensor) -> None:
-        """Update and log ``<split>_mae``, ``_rmse``, ``_r2`` in original units."""
+        """Update and log ``<split>_mae``, ``_rmse``, ``_r2`` (and ``_mae_<target>``) in original units."""
         metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[split]
         metrics.update(self.original_units(outputs), self.original_units(targets))
         if split == "train":

@@ -14,15 +14,18 @@ one kept), never cut short by an interruption or a full disk.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from lit_transfer import plots
 from lit_transfer.atomic import atomic_open, atomic_path
+from lit_transfer.tasks import MONITOR
 
 __all__ = [
     "confusion_rows",
+    "curve_metrics",
     "label_ap_rows",
     "write_csv",
     "write_fit_files",
@@ -66,10 +69,36 @@ def confusion_rows(counts: Sequence[Sequence[int]], names: Sequence[str]) -> lis
     return [{"true/predicted": name, **dict(zip(names, row))} for name, row in zip(names, counts)]
 
 
+def curve_metrics(task: str, epochs: Sequence[Mapping[str, Any]], targets: Sequence[str] = ()) -> list[str] | None:
+    """The panels of a task's learning curves: the loss and the metric ``best.ckpt`` is chosen by.
+
+    The metric is :data:`lit_transfer.tasks.MONITOR`'s (``acc`` for a classifier, ``map`` for multi-label, ``mae`` for
+    regression); a regression with several ``targets`` adds each target's ``mae_<target>`` (``mae`` mixes their
+    units). Only names the rows hold are kept; ``None`` (every metric found) when none is.
+
+    Example:
+        >>> rows = [{"epoch": 0, "train_loss": 0.9, "val_loss": 0.8, "val_mae": 2.0, "val_mae_age": 3.0, "val_r2": 0.1}]
+        >>> curve_metrics("regression", rows, ["age"]), curve_metrics("multilabel", rows)
+        (['loss', 'mae', 'mae_age'], ['loss'])
+    """
+    found = plots.metric_names(epochs)
+    monitored = MONITOR.get(task, MONITOR["multiclass"])[0].removeprefix("val_")
+    wanted = ["loss", monitored, *(f"mae_{t}" for t in targets if task == "regression")]
+    chosen = [name for name in dict.fromkeys(wanted) if name in found]
+    return chosen or None
+
+
 def write_fit_files(
-    out: Path, metric_rows: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]], with_plots: bool
+    out: Path,
+    metric_rows: Sequence[dict[str, Any]],
+    steps: Sequence[dict[str, Any]],
+    with_plots: bool,
+    curves: Sequence[str] | None = None,
 ) -> list[Path]:
-    """``epochs.csv``, ``steps.csv`` (when there are steps) and, with ``with_plots``, their plots; return the paths."""
+    """``epochs.csv``, ``steps.csv`` (when there are steps) and, with ``with_plots``, their plots; return the paths.
+
+    ``curves`` names the learning curves' panels (see :func:`curve_metrics`; default: loss and accuracy).
+    """
     out.mkdir(parents=True, exist_ok=True)
     written = [write_csv(out / "epochs.csv", metric_rows)]
     if steps:
@@ -77,7 +106,9 @@ def write_fit_files(
     if with_plots:
         epochs = [row for row in metric_rows if row.get("stage") != "test"]
         if any(k.startswith(("train_", "val_")) for row in epochs for k in row):
-            written.append(_plot(plots.plot_learning_curves, epochs, path=out / "learning_curves.png"))
+            chosen = list(curves) if curves else None
+            curves_plot = partial(plots.plot_learning_curves, metrics=chosen)
+            written.append(_plot(curves_plot, epochs, path=out / "learning_curves.png"))
         if steps:
             written.append(_plot(plots.plot_schedule, list(steps), path=out / "schedule.png"))
     return written
