@@ -1,13 +1,50 @@
-"""Exceptions raised by lit_transfer.
+"""Exceptions raised by lit_transfer, and the argument checks every module shares.
 
 Every error names the argument, file or setting at fault and how to fix it. The classes derive from the
 built-in exception a user would expect (``ValueError`` for bad values, ``FileNotFoundError`` for missing
-files), so ``except ValueError`` keeps working.
+files), so ``except ValueError`` keeps working. :func:`is_int` and :func:`is_number` are the one definition of
+"an integer" and "a number" for arguments (``True``/``False`` are neither); :func:`check_positive_int` the one
+check of a count.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer argument: an ``int`` that is not a ``bool``.
+
+    Example:
+        >>> is_int(3), is_int(True), is_int(3.0)
+        (True, False, False)
+    """
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a numeric argument: an ``int`` or ``float`` that is not a ``bool``.
+
+    Example:
+        >>> is_number(0.5), is_number(2), is_number(False), is_number("1")
+        (True, True, False, False)
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is an integer >= 1, else raise a ``ValueError`` naming ``name`` and the value.
+
+    Example:
+        >>> check_positive_int("every_n_epochs", 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `every_n_epochs` must be a positive integer, got 0.
+    """
+    if not is_int(value) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return int(value)
 
 
 class WeightsUnavailableError(RuntimeError):

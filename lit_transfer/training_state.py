@@ -27,8 +27,8 @@ def kept_training_state(module: nn.Module) -> Iterator[None]:
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
         >>> with kept_training_state(net):
-        ...     net.eval()
-        ...     net[0].weight.requires_grad_(False)
+        ...     _ = net.eval()
+        ...     _ = net[0].weight.requires_grad_(False)
         >>> net[1].training, net[0].weight.requires_grad
         (True, True)
     """

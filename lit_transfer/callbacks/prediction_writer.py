@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from lit_transfer.atomic import atomic_open
+from lit_transfer.errors import check_positive_int
 from lit_transfer.tasks import class_names_of, target_names_of, task_of
 
 __all__ = ["PredictionCSVWriter"]
@@ -59,8 +60,7 @@ class PredictionCSVWriter(BasePredictionWriter):
         self, output_path: str | os.PathLike | None = None, top_k: int = 3, label_delimiter: str | None = None
     ) -> None:
         super().__init__(write_interval="batch")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"`top_k` must be a positive integer, got {top_k!r}.")
+        check_positive_int("top_k", top_k)
         if label_delimiter is not None and (not isinstance(label_delimiter, str) or not label_delimiter):
             raise ValueError(f"`label_delimiter` must be a non-empty string, got {label_delimiter!r}.")
         self.output_path = output_path

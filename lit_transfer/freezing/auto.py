@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lit_transfer.errors import check_positive_int, is_int, is_number
 from lit_transfer.freezing.base import FreezingPolicy, head_only, mask_depth
 
 __all__ = ["AutoFreeze", "AutoFreezePlan"]
@@ -123,7 +124,7 @@ class AutoFreeze(FreezingPolicy):
         train_bn: bool = False,
     ) -> None:
         super().__init__(train_bn)
-        if isinstance(probe_epochs, bool) or not isinstance(probe_epochs, (int, float)):
+        if not is_number(probe_epochs):
             raise ValueError(f"`probe_epochs` must be an integer >= 1 or a fraction in (0, 1), got {probe_epochs!r}.")
         if isinstance(probe_epochs, float) and probe_epochs.is_integer() and probe_epochs >= 1:
             probe_epochs = int(probe_epochs)
@@ -134,17 +135,16 @@ class AutoFreeze(FreezingPolicy):
                 f"`probe_epochs` must be an integer >= 1 (epochs of linear probing before AutoFreeze decides) or a"
                 f" fraction of max_epochs in (0, 1), got {probe_epochs!r}."
             )
-        if isinstance(measure_batches, bool) or not isinstance(measure_batches, int) or measure_batches < 1:
-            raise ValueError(f"`measure_batches` must be a positive integer, got {measure_batches!r}.")
-        if isinstance(all_groups_at, bool) or not isinstance(all_groups_at, int) or all_groups_at < 2:
+        check_positive_int("measure_batches", measure_batches)
+        if not is_int(all_groups_at) or all_groups_at < 2:
             raise ValueError(f"`all_groups_at` must be an integer >= 2 (samples per class), got {all_groups_at!r}.")
         if lr_rule not in ("layer_decay", "rgn"):
             raise ValueError(f"`lr_rule` must be 'layer_decay' or 'rgn', got {lr_rule!r}.")
-        if isinstance(layer_decay, bool) or not isinstance(layer_decay, (int, float)) or not 0 < layer_decay <= 1:
+        if not is_number(layer_decay) or not 0 < layer_decay <= 1:
             raise ValueError(f"`layer_decay` must be in (0, 1], got {layer_decay!r}.")
-        if isinstance(min_lr_mult, bool) or not isinstance(min_lr_mult, (int, float)) or not 0 < min_lr_mult <= 1:
+        if not is_number(min_lr_mult) or not 0 < min_lr_mult <= 1:
             raise ValueError(f"`min_lr_mult` must be in (0, 1], got {min_lr_mult!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        if not is_int(seed):
             raise ValueError(f"`seed` must be an integer, got {seed!r}.")
         self.probe_epochs = probe_epochs
         self.measure_batches = measure_batches

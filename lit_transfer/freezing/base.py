@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from lit_transfer.errors import is_int
+
 __all__ = ["FreezingPolicy", "check_epoch", "head_only", "mask_depth"]
 
 
@@ -98,7 +100,7 @@ class FreezingPolicy(ABC):
 
 def check_epoch(name: str, value: int) -> int:
     """Return ``value`` if it is a non-negative integer epoch, else raise a ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_int(value) or value < 0:
         raise ValueError(f"`{name}` must be a non-negative integer epoch, got {value!r}.")
     return value
 

@@ -20,6 +20,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+from lit_transfer.errors import check_positive_int, is_int
 from lit_transfer.freezing.base import FreezingPolicy, check_epoch, mask_depth
 
 __all__ = [
@@ -107,10 +108,8 @@ class GradualUnfreeze(FreezingPolicy):
         self, every_n_epochs: int = 1, start_epoch: int | None = None, groups_per_step: int = 1, train_bn: bool = False
     ) -> None:
         super().__init__(train_bn)
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ValueError(f"`every_n_epochs` must be a positive integer, got {every_n_epochs!r}.")
-        if isinstance(groups_per_step, bool) or not isinstance(groups_per_step, int) or groups_per_step < 1:
-            raise ValueError(f"`groups_per_step` must be a positive integer, got {groups_per_step!r}.")
+        check_positive_int("every_n_epochs", every_n_epochs)
+        check_positive_int("groups_per_step", groups_per_step)
         self.every_n_epochs = every_n_epochs
         self.start_epoch = every_n_epochs if start_epoch is None else check_epoch("start_epoch", start_epoch)
         self.groups_per_step = groups_per_step
@@ -173,7 +172,7 @@ def _parse_schedule(schedule: dict[int, int], argument: str) -> dict[int, int]:
     parsed: dict[int, int] = {}
     for epoch, count in schedule.items():
         epoch_int = check_epoch(argument, int(epoch))
-        if isinstance(count, bool) or not isinstance(count, int) or (count < 1 and count != -1):
+        if not is_int(count) or (count < 1 and count != -1):
             raise ValueError(f"`{argument}[{epoch!r}]` must be a positive number of groups or -1 (all), got {count!r}.")
         parsed[epoch_int] = count
     return dict(sorted(parsed.items()))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from lit_transfer.errors import is_int, is_number
+
 __all__ = ["check_arguments", "check_regressor_arguments", "check_task_arguments", "check_training_arguments"]
 
 
@@ -27,7 +29,7 @@ def check_arguments(
         ...
         ValueError: `layer_decay` must be in (0, 1] (e.g. 0.65-0.9), got 1.5.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(
@@ -66,7 +68,7 @@ def check_regressor_arguments(
         ...
         ValueError: `target_stats` must be {"mean": [...], "std": [...]} with 2 number(s) each, ...
     """
-    if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
+    if not is_int(num_outputs) or num_outputs < 1:
         raise ValueError(f"`num_outputs` must be an integer >= 1, got {num_outputs!r}.")
     if target_names is not None and len(target_names) != num_outputs:
         raise ValueError(
@@ -91,7 +93,7 @@ def check_regressor_arguments(
     losses = ("mse", "l1", "huber")
     if loss not in losses:
         raise ValueError(f"`loss` must be one of {', '.join(map(repr, losses))}, got {loss!r}.")
-    if isinstance(huber_delta, bool) or not isinstance(huber_delta, (int, float)) or huber_delta <= 0:
+    if not is_number(huber_delta) or huber_delta <= 0:
         raise ValueError(f"`huber_delta` must be a positive number, got {huber_delta!r}.")
 
 
@@ -120,7 +122,7 @@ def check_task_arguments(
             f" class), got {num_classes}. For more classes use `task='multiclass'`, or `task='multilabel'` for"
             " several labels per image."
         )
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+    if not is_number(threshold) or not 0.0 < threshold < 1.0:
         raise ValueError(f"`threshold` must be a probability in (0, 1), got {threshold!r}.")
     modes = ("none", "global", "per_label")
     if tune_threshold not in modes:

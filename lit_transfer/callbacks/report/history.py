@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 
 from lit_transfer.callbacks.report.confusion import split_batch
+from lit_transfer.errors import is_number
 from lit_transfer.trainer_facts import (
     global_batch_size,
     loader_batch_size,
@@ -35,7 +36,7 @@ def scalar(value: Any) -> float | None:
         if value.numel() != 1:
             return None
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         return None
     return float(value)
 
