@@ -47,6 +47,20 @@ def test_names_resolve_and_train_bn_override():
     assert isinstance(resolve_policy(None), FullFineTune)
 
 
+def test_class_path_configs_resolve():
+    """The form a config file gives (the CLI hands it over as the model's hyper-parameter), built-in or user-defined."""
+    policy = resolve_policy({"class_path": "lit_transfer.FreezeUnfreeze", "init_args": {"unfreeze_at_epoch": 2}})
+    assert isinstance(policy, FreezeUnfreeze) and policy.unfreeze_at_epoch == 2
+    assert isinstance(resolve_policy({"class_path": "LinearProbe"}), LinearProbe)
+    assert type(resolve_policy({"class_path": f"{__name__}.MyPolicy"})) is MyPolicy
+    with pytest.raises(ValueError, match=r"'torch.nn.Linear' names no freezing policy class"):
+        resolve_policy({"class_path": "torch.nn.Linear"})
+
+
+class MyPolicy(LinearProbe):
+    """A policy of a user's own."""
+
+
 def test_unknown_policy_suggests_close_names():
     with pytest.raises(ValueError, match=r"Unknown freezing policy 'linear_prob'.*'linear_probe'"):
         resolve_policy("linear_prob")
