@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.utilities.seed import isolate_rng
 from torch import nn
 from torchmetrics import MetricCollection
 
@@ -16,8 +15,8 @@ from lit_transfer.models.data_checks import check_classes
 from lit_transfer.models.metrics import ThresholdedMetrics, classification_metrics
 from lit_transfer.models.mixing import DenseMixup
 from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable
+from lit_transfer.models.sigmoid_decisions import SigmoidDecisions, tunes_now
 from lit_transfer.models.targets import dense_targets
-from lit_transfer.models.thresholds import ThresholdTuner
 from lit_transfer.tasks import check_data_task
 
 __all__ = ["TransferClassifier"]
@@ -117,6 +116,7 @@ class TransferClassifier(TransferModule):
 
     decision_thresholds: torch.Tensor
     pos_weight: torch.Tensor | None
+    sigmoid: SigmoidDecisions
 
     def __init__(
         self,
@@ -195,16 +195,13 @@ class TransferClassifier(TransferModule):
         width = self.sigmoid_outputs
         if mixing:
             self.mixup = DenseMixup(hp["mixup_alpha"], hp["cutmix_alpha"], hp["label_smoothing"])
-        weights = hp.get("pos_weight")
-        fixed = torch.tensor(weights, dtype=torch.float32) if isinstance(weights, (list, tuple)) else None
-        self.register_buffer("pos_weight", fixed, persistent=False)
-        self.register_buffer("decision_thresholds", torch.full((width,), float(hp["threshold"])))
+        self.sigmoid = SigmoidDecisions(
+            self, width, float(hp["threshold"]), hp.get("tune_threshold", "none"), hp.get("pos_weight")
+        )
         names = self.class_names if self.task == "multilabel" else [self.class_names[1]]
         self.train_metrics = ThresholdedMetrics(self.task, names, "train_", ranking=False)
         self.val_metrics = ThresholdedMetrics(self.task, names, "val_")
         self.test_metrics = ThresholdedMetrics(self.task, names, "test_")
-        mode = hp.get("tune_threshold", "none")
-        self.tuner = ThresholdTuner(width, mode, float(hp["threshold"])) if mode != "none" else None
 
     def check_data(self, datamodule: Any, stage: str) -> None:
         """The DataModule's ``task`` (binary takes multiclass data), ``num_classes`` and ``class_names``.
@@ -234,8 +231,7 @@ class TransferClassifier(TransferModule):
             return nn.functional.cross_entropy(outputs, targets, label_smoothing=smoothing)
         if smoothing and not mixed:
             targets = targets * (1.0 - smoothing) + 0.5 * smoothing
-        weight = self.pos_weight if split == "train" else None
-        return nn.functional.binary_cross_entropy_with_logits(outputs.float(), targets, pos_weight=weight)
+        return self.sigmoid.loss(outputs, targets, train=split == "train")
 
     def update_metrics(self, split: Split, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         """Update ``<split>_metrics`` (logits for multiclass; probabilities and decisions otherwise); log them."""
@@ -246,10 +242,10 @@ class TransferClassifier(TransferModule):
         else:
             assert isinstance(metrics, ThresholdedMetrics)
             probs = outputs.float().sigmoid()
-            metrics.update(probs, probs >= self.decision_thresholds, targets)
+            metrics.update(probs, self.sigmoid.decide(probs), targets)
             collections = metrics.collections()
-            if split == "val" and self.tuner is not None and self._tuning():
-                self.tuner.update(probs, targets)
+            if split == "val" and tunes_now(self):
+                self.sigmoid.observe(probs, targets)
         if split == "train":
             self.log_metrics_once(*collections)
             return
@@ -264,15 +260,10 @@ class TransferClassifier(TransferModule):
         buffer = getattr(self, "decision_thresholds", None)
         return [round(float(t), 6) for t in buffer] if isinstance(buffer, torch.Tensor) else []
 
-    def _tuning(self) -> bool:
-        """Whether validation predictions tune the thresholds now: during ``fit``, not in the sanity check."""
-        trainer = self._trainer
-        return trainer is not None and trainer.state.fn == "fit" and not trainer.sanity_checking
-
     def on_validation_epoch_start(self) -> None:
         """Start a fresh collection of the validation predictions that tune the thresholds."""
-        if self.task != "multiclass" and self.tuner is not None:
-            self.tuner.reset()
+        if self.task != "multiclass":
+            self.sigmoid.start_validation()
 
     def on_validation_epoch_end(self) -> None:
         """Log each label's AP; during ``fit``, set the thresholds that maximise F1 on this validation.
@@ -282,11 +273,8 @@ class TransferClassifier(TransferModule):
         if self.task == "multiclass":
             return
         self._log_per_label(self.val_metrics)
-        if self.tuner is None or not self._tuning():
-            return
-        tuned = torch.tensor(self.tuner.compute(), dtype=self.decision_thresholds.dtype)
-        self.decision_thresholds.copy_(tuned.to(self.decision_thresholds.device))
-        self.tuner.reset()
+        if tunes_now(self):
+            self.sigmoid.finish_validation()
 
     def on_test_epoch_end(self) -> None:
         """Log each label's average precision on the test split."""
@@ -301,12 +289,8 @@ class TransferClassifier(TransferModule):
 
     def on_train_start(self) -> None:
         """With ``pos_weight="auto"``, set it from the training labels' frequencies (see the class's Args)."""
-        if self.task == "multiclass" or self.hparams.get("pos_weight") != "auto":
-            return
-        frequencies = label_frequencies(self, self.sigmoid_outputs)
-        ratio = (1.0 - frequencies) / frequencies
-        # a label always or never present carries no imbalance to correct: weight 1
-        self.pos_weight = torch.where((frequencies > 0) & (frequencies < 1), ratio, torch.ones_like(ratio))
+        if self.task != "multiclass":
+            self.sigmoid.weigh_positives(self, self.task)
 
     # ----------------------------------------------------------------- model
     @property
@@ -328,30 +312,7 @@ class TransferClassifier(TransferModule):
             probs = logits.softmax(dim=-1)
             return {"preds": probs.argmax(dim=-1), "probs": probs}
         probs = logits.float().sigmoid()
-        preds = (probs >= self.decision_thresholds).long()
+        preds = self.sigmoid.decide(probs).long()
         if self.task == "binary":
             return {"preds": preds[:, 0], "probs": probs[:, 0]}
         return {"preds": preds, "probs": probs}
-
-
-def label_frequencies(model: TransferClassifier, width: int) -> torch.Tensor:
-    """Each label's frequency among the training rows: the DataModule's ``label_frequencies``, or counted.
-
-    Counting reads the Trainer's training DataLoader once (under a forked RNG, so the run draws what it would
-    have drawn) and sums the counts across DDP ranks.
-    """
-    trainer = model.trainer
-    given = getattr(getattr(trainer, "datamodule", None), "label_frequencies", None)
-    if model.task == "multilabel" and isinstance(given, (list, tuple)) and len(given) == width:
-        return torch.tensor([float(f) for f in given], device=model.device)
-    positives = torch.zeros(width, dtype=torch.float64, device=model.device)
-    rows = torch.zeros((), dtype=torch.float64, device=model.device)
-    loader = trainer.train_dataloader
-    with isolate_rng(include_cuda=False):  # the run draws what it would have drawn without this count
-        for batch in loader if loader is not None else []:
-            targets = dense_targets(batch[1], model.task, width, check_values=False).to(model.device)
-            positives += targets.sum(dim=0).double()
-            rows += len(targets)
-    positives = trainer.strategy.reduce(positives, reduce_op="sum")
-    rows = trainer.strategy.reduce(rows, reduce_op="sum")
-    return (positives / rows.clamp(min=1)).float()

@@ -1,0 +1,112 @@
+"""The state only sigmoid outputs have: decision thresholds, their F1 tuner and the positives' loss weight.
+
+A multi-label or binary :class:`~lit_transfer.TransferClassifier` composes one :class:`SigmoidDecisions`, as every
+model composes its :class:`~lit_transfer.models.trained_preprocessing.TrainedPreprocessing`. The thresholds are the
+model's buffer ``decision_thresholds`` (saved with the weights, so each checkpoint carries the thresholds tuned with
+its own weights); ``pos_weight`` is a non-persistent buffer (a list given, or set from the training labels'
+frequencies at the start of ``fit``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities.seed import isolate_rng
+from torch import nn
+
+from lit_transfer.models.targets import dense_targets
+from lit_transfer.models.thresholds import ThresholdTuner, TuneMode
+
+__all__ = ["SigmoidDecisions", "label_frequencies", "tunes_now"]
+
+
+class SigmoidDecisions:
+    """Decision thresholds, their tuning on validation and the positives' weight of one sigmoid model.
+
+    Args:
+        module: The model whose buffers (``decision_thresholds``, ``pos_weight``) this registers and reads.
+        width: Sigmoid outputs (labels; 1 for binary).
+        threshold: The starting threshold (kept by labels without positives in the validation data).
+        tune: ``"per_label"``, ``"global"`` or ``"none"`` (see :mod:`lit_transfer.models.thresholds`).
+        pos_weight: A list (one per output), ``"auto"`` (set by :meth:`weigh_positives`) or ``None``.
+    """
+
+    def __init__(self, module: nn.Module, width: int, threshold: float, tune: TuneMode, pos_weight: Any) -> None:
+        self.module, self.width = module, width
+        fixed = torch.tensor(pos_weight, dtype=torch.float32) if isinstance(pos_weight, (list, tuple)) else None
+        module.register_buffer("pos_weight", fixed, persistent=False)
+        module.register_buffer("decision_thresholds", torch.full((width,), float(threshold)))
+        self.tuner = ThresholdTuner(width, tune, float(threshold)) if tune != "none" else None
+        self.auto_weight = pos_weight == "auto"
+
+    @property
+    def thresholds(self) -> torch.Tensor:
+        """The thresholds buffer ``(width,)``."""
+        return cast("torch.Tensor", self.module.decision_thresholds)
+
+    def decide(self, probs: torch.Tensor) -> torch.Tensor:
+        """0/1 decisions: a probability at least its output's threshold is positive."""
+        return probs >= self.thresholds
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, train: bool) -> torch.Tensor:
+        """BCE with logits; training weighs the positives by ``pos_weight``, evaluation does not."""
+        weight = cast("torch.Tensor | None", self.module.pos_weight) if train else None
+        return nn.functional.binary_cross_entropy_with_logits(outputs.float(), targets, pos_weight=weight)
+
+    def start_validation(self) -> None:
+        """Start a fresh collection of the validation predictions that tune the thresholds."""
+        if self.tuner is not None:
+            self.tuner.reset()
+
+    def observe(self, probs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add a validation batch to the tuner (during ``fit`` only: see :func:`tunes_now`)."""
+        if self.tuner is not None:
+            self.tuner.update(probs, targets)
+
+    def finish_validation(self) -> None:
+        """Set the thresholds that maximise F1 on the validation just ended (the same on every DDP rank)."""
+        if self.tuner is None:
+            return
+        tuned = torch.tensor(self.tuner.compute(), dtype=self.thresholds.dtype)
+        self.thresholds.copy_(tuned.to(self.thresholds.device))
+        self.tuner.reset()
+
+    def weigh_positives(self, model: LightningModule, task: str) -> None:
+        """With ``pos_weight="auto"``: ``(1 - f) / f`` per output, ``f`` its frequency among the training rows."""
+        if not self.auto_weight:
+            return
+        frequencies = label_frequencies(model, task, self.width)
+        ratio = (1.0 - frequencies) / frequencies
+        # a label always or never present carries no imbalance to correct: weight 1
+        self.module.pos_weight = torch.where((frequencies > 0) & (frequencies < 1), ratio, torch.ones_like(ratio))
+
+
+def tunes_now(model: LightningModule) -> bool:
+    """Whether validation predictions tune the thresholds now: during ``fit``, not in the sanity check."""
+    trainer = model._trainer
+    return trainer is not None and trainer.state.fn == "fit" and not trainer.sanity_checking
+
+
+def label_frequencies(model: LightningModule, task: str, width: int) -> torch.Tensor:
+    """Each label's frequency among the training rows: the DataModule's ``label_frequencies``, or counted.
+
+    Counting reads the Trainer's training DataLoader once (with the generators isolated, so the run draws what it
+    would have drawn) and sums the counts across DDP ranks.
+    """
+    trainer = model.trainer
+    given = getattr(getattr(trainer, "datamodule", None), "label_frequencies", None)
+    if task == "multilabel" and isinstance(given, (list, tuple)) and len(given) == width:
+        return torch.tensor([float(f) for f in given], device=model.device)
+    positives = torch.zeros(width, dtype=torch.float64, device=model.device)
+    rows = torch.zeros((), dtype=torch.float64, device=model.device)
+    loader = trainer.train_dataloader
+    with isolate_rng(include_cuda=False):
+        for batch in loader if loader is not None else []:
+            targets = dense_targets(batch[1], task, width, check_values=False).to(model.device)
+            positives += targets.sum(dim=0).double()
+            rows += len(targets)
+    positives = trainer.strategy.reduce(positives, reduce_op="sum")
+    rows = trainer.strategy.reduce(rows, reduce_op="sum")
+    return (positives / rows.clamp(min=1)).float()
