@@ -25,88 +25,48 @@ __all__ = ["TransferClassifier"]
 class TransferClassifier(TransferModule):
     """Image classifier fine-tuned from a timm backbone: multiclass (default), multi-label or binary.
 
-    * ``task="multiclass"``: one class per image; softmax cross-entropy; metrics ``acc``, ``f1`` (macro),
-      ``acc_top5`` (more than 5 classes); targets are class indices ``(N,)``.
-    * ``task="multilabel"``: any number of the ``num_classes`` labels per image; one sigmoid output per label,
-      ``BCEWithLogitsLoss`` with optional ``pos_weight``; targets are float multi-hot ``(N, L)``. Metrics: ``map``
-      (macro average precision), ``f1`` (macro F1 of the decisions at :attr:`thresholds`) and, for validation and
-      test, each label's average precision logged as ``val_ap_<label>``/``test_ap_<label>``.
-    * ``task="binary"``: two classes (``num_classes=2``, the DataModule's class indices 0/1) with ONE output logit
-      whose sigmoid is the probability of ``class_names[1]``; metrics ``acc``, ``f1`` and ``auroc``.
-
-    For the two sigmoid tasks a prediction is positive when its probability is at least its threshold
-    (:attr:`thresholds`, starting at ``threshold``). With ``tune_threshold`` other than ``"none"`` the thresholds
-    are re-tuned after every validation of ``fit`` to maximise F1 on that validation split (see
-    :mod:`lit_transfer.models.thresholds`), so each checkpoint carries the thresholds tuned with its own weights,
-    and a finished ``fit`` leaves those of its last validation; they are the buffer ``decision_thresholds`` of the
-    state dict, restored by :meth:`load_from_checkpoint` and used by :meth:`predict_step`. A validation's ``f1``
-    is measured at the thresholds in force when it starts (the previous validation's).
-
-    The optimizer is built once with one named parameter group per timm layer group (``stem``, ``layer1`` ...
-    ``head``), frozen groups included, with layer-wise LR decay multiplied into each group's ``lr``. Freezing is
-    applied by a :class:`~lit_transfer.callbacks.LayerFreezing` callback that this module adds to the Trainer.
+    ``multiclass``: softmax cross-entropy on class indices, metrics ``acc``, ``f1``, ``acc_top5``. ``multilabel``:
+    a sigmoid per label on multi-hot targets, metrics ``map``, ``f1`` and ``ap_<label>``. ``binary``: one logit (the
+    probability of ``class_names[1]``), metrics ``acc``, ``f1``, ``auroc``. The sigmoid tasks decide at
+    :attr:`thresholds`, re-tuned for F1 after every validation (:mod:`lit_transfer.models.sigmoid_decisions`). The
+    arguments every task class shares are those of :class:`~lit_transfer.models.base.TransferModule`; the user's
+    guide is ``docs/getting-started.md`` and ``docs/multilabel.md``.
 
     Args:
-        backbone: timm model name, optionally with a pretrained tag (``"resnet50.a1_in1k"``).
+        backbone: timm model name (``"resnet50.a1_in1k"``, ``"hf-hub:org/repo"``).
         num_classes: Number of classes (linked from the DataModule by the CLI).
-        pretrained: ``True`` for hub weights (cache first, fails fast offline), ``False`` for random init, or a
-            local ``.safetensors``/``.pth``/``.ckpt`` file.
+        pretrained: ``True`` for hub weights, ``False`` for random init, or a local weights file.
         in_chans: Input channels (pretrained stems are adapted).
         class_names: Names of the classes, stored in checkpoints for prediction.
-        freeze: Freezing policy, as an object, a config dict or a name (``"freeze_unfreeze"``, ``"linear_probe"``,
-            ``"gradual_unfreeze"``, ``"unfreeze_at_epochs"``, ``"full_fine_tune"``, ``"surgical"`` with its
-            ``groups``, ``"auto"``).
+        freeze: Freezing policy: an object, a config dict or a name (``"freeze_unfreeze"``, ``"linear_probe"``,
+            ``"gradual_unfreeze"``, ``"unfreeze_at_epochs"``, ``"full_fine_tune"``, ``"surgical"``, ``"auto"``).
         train_bn: Keep BatchNorm in frozen groups training (overrides the policy's setting).
         layer_decay: Layer-wise LR decay in ``(0, 1]``: group ``i`` from the head trains at ``lr * layer_decay**i``.
         frozen_lr_mult: LR factor for the groups frozen in the first epoch (applied once they unfreeze).
         drop_rate: Dropout before the classifier.
         drop_path_rate: Stochastic depth of the backbone (timm models that support it).
-        label_smoothing: Label smoothing of the training loss (multi-label and binary targets move towards 0.5).
-        mixup_alpha: timm ``Mixup`` alpha (0 disables mixup). Multi-label and binary targets are mixed with the
-            images' ``lam`` and pairing (:class:`~lit_transfer.models.mixing.DenseMixup`).
+        label_smoothing: Label smoothing of the training loss (sigmoid targets move towards 0.5).
+        mixup_alpha: timm ``Mixup`` alpha (0 disables mixup); sigmoid targets are mixed with the images.
         cutmix_alpha: timm ``Mixup`` CutMix alpha (0 disables CutMix).
-        optimizer: Callable building the optimizer from parameter groups (LightningCLI ``OptimizerCallable``);
-            default ``AdamW(lr=1e-3, weight_decay=0.05)`` in torch's fastest implementation for the parameters'
-            device (fused on CPU and CUDA; see :mod:`lit_transfer.models.optimization`). A given optimizer must hold
-            every parameter it is handed, frozen ones included.
-        lr_scheduler: Callable building a scheduler from the optimizer; default: linear warmup over
-            ``warmup_epochs`` then cosine decay to 0, stepped every optimizer step
-            (:class:`~lit_transfer.optim.WarmupCosineLR`, sized by ``trainer.estimated_stepping_batches``). A resume
-            whose run is longer or shorter than the checkpoint's (e.g. a larger ``max_epochs``) keeps the steps done
-            and follows the new run's plan from there, with a warning, instead of training at the old plan's final LR.
+        optimizer: Callable building the optimizer from parameter groups; default AdamW (see the base class).
+        lr_scheduler: Callable building the scheduler; default warmup then cosine, stepped every step.
         scheduler_interval: When a given ``lr_scheduler`` steps: every ``"epoch"`` or every ``"step"``.
         warmup_epochs: Warmup of the default schedule.
-        cache_features: With a linear probe and no training augmentation, compute the frozen backbone's features
-            once at the start of ``fit`` and train and validate the classifier on them: epochs after the first
-            neither load images nor run the backbone, and the batches (order, shuffling, DDP shards) are the same
-            as without the cache. See :mod:`lit_transfer.models.frozen_features`.
+        cache_features: Train a linear probe on features the frozen backbone computed once (no augmentation;
+            :mod:`lit_transfer.models.frozen_features`).
         compile: Compile the backbone's forward with ``torch.compile`` (checkpoint keys stay unprefixed).
-        channels_last: Use the channels-last memory format (faster convolutions on recent hardware).
-        task: ``"multiclass"``, ``"multilabel"`` or ``"binary"`` (linked from the DataModule's ``task`` by the CLI).
-        threshold: Starting decision threshold of the sigmoid tasks, and the one kept by labels without positives
-            in the validation data.
-        tune_threshold: ``"per_label"`` (each label its own F1-best threshold), ``"global"`` (one for all labels,
-            best macro F1) or ``"none"`` (keep ``threshold``). Binary: ``"per_label"`` and ``"global"`` agree.
-        pos_weight: Weight of the positives in the sigmoid loss (not for multiclass): a list (one per label; one
-            for binary), or ``"auto"`` for ``(1 - f) / f`` with ``f`` each label's frequency among the training
-            rows, taken from the DataModule's ``label_frequencies`` or else counted over the training DataLoader
-            once at the start of ``fit`` (summed across DDP ranks). Validation and test losses are unweighted.
-
-    Resuming ``fit`` from a checkpoint draws the same dropout, drop-path and mixup numbers as the uninterrupted run:
-    the global generators are reseeded before every training batch from a seed saved in the checkpoint (see
-    :mod:`lit_transfer.models.reseeding`, which also says where the claim stops).
+        channels_last: Use the channels-last memory format.
+        task: ``"multiclass"``, ``"multilabel"`` or ``"binary"``.
+        threshold: Starting decision threshold of the sigmoid tasks (kept by labels without validation positives).
+        tune_threshold: ``"per_label"``, ``"global"`` (one threshold, best macro F1) or ``"none"``.
+        pos_weight: Weight of the positives in the sigmoid loss: a list (one per label), or ``"auto"`` for
+            ``(1 - f) / f`` with ``f`` each label's frequency among the training rows.
 
     Attributes:
-        data_config: The preprocessing the model expects, as a timm-style dict of plain values (``input_size``
-            ``[C, H, W]``, ``mean``, ``std``, ``interpolation``, ``crop_pct``, ``crop_mode``). At ``fit`` it is
-            recorded from the DataModule's ``resolved_config`` (any lit_transfer DataModule), saved in checkpoints
-            under the top-level key ``"data_config"`` and restored on load, so export and prediction use the size and
-            normalisation the model was trained with. Until then (plain DataLoaders, checkpoints written before this
-            was recorded) it is the backbone's timm data config, and checkpoints do not carry it.
-        layer_groups: The backbone's layer groups, stem first, computed once:
-            the optimizer's param groups, the freezing callback and the feature cache all use this list.
-        thresholds: The decision thresholds of the sigmoid tasks (one per label; one for binary; empty for
-            multiclass).
+        data_config: The preprocessing the model expects (timm-style, plain values), recorded at ``fit`` and kept
+            in checkpoints (:mod:`lit_transfer.models.trained_preprocessing`).
+        layer_groups: The backbone's layer groups, stem first: what the optimizer, freezing and the cache act on.
+        thresholds: The decision thresholds of the sigmoid tasks (empty for multiclass).
 
     Example:
         >>> model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="linear_probe")
