@@ -14,6 +14,7 @@ each module docstring (read with ``ast``, nothing is imported).
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Any
 
@@ -106,17 +107,33 @@ def on_files(files: Files, config: Any) -> Files:
     return files
 
 
+_ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc):`(~?)([^`]+)`")
+
+
+def _role_as_code(match: re.Match[str]) -> str:
+    tilde, target = match.groups()
+    return f"`{target.rsplit('.', 1)[-1] if tilde else target}`"
+
+
+def _plain(line: str) -> str:
+    """A docstring line as Markdown: Sphinx roles as code (``:class:`~a.B``` -> `B`), double backticks single."""
+    return _ROLE.sub(_role_as_code, line).replace("``", "`").replace("|", chr(92) + "|")
+
+
 def _module_map() -> str:
-    rows = ["| Module | What it holds |", "|---|---|"]
+    """One table per package folder (the top level, then each subpackage): module name and the docstring's first line."""
+    sections: dict[str, list[str]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
-        relative = path.relative_to(ROOT)
+        package = ".".join(path.relative_to(ROOT).parent.parts)
         private = path.name.startswith("_") and path.name not in ("__init__.py", "__main__.py")
         doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
         first = doc.strip().splitlines()[0] if doc.strip() else ""
-        name = ".".join(relative.with_suffix("").parts).removesuffix(".__init__")
-        shown = f"`{name}`" + (" (private)" if private else "")
-        rows.append(f"| {shown} | {first.replace('|', chr(92) + '|')} |")
-    return "\n".join(rows)
+        shown = "(the package)" if path.name == "__init__.py" else f"`{path.stem}`" + (" (private)" if private else "")
+        sections.setdefault(package, []).append(f"| {shown} | {_plain(first)} |")
+    parts = []
+    for package, rows in sections.items():
+        parts += [f"**`{package}`**", "", "| Module | What it holds |", "|---|---|", *rows, ""]
+    return "\n".join(parts)
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
