@@ -9,7 +9,10 @@ metadata). What it returns follows the model's task (``task`` in the metadata):
 * binary and multi-label: logits ``(N, 1)`` / ``(N, L)``, or probabilities (sigmoid) with ``softmax=True``; the
   decision thresholds the model uses are in the metadata (``thresholds``);
 * regression: **values** ``(N, K)`` in the targets' original units: the standardisation the model was trained with
-  is undone inside the graph (the statistics are in the metadata as ``target_stats``, for reference only).
+  is undone inside the graph (the statistics are in the metadata as ``target_stats``, for reference only);
+* segmentation: per-pixel **logits** ``(N, num_classes, H, W)`` at the input size, or probabilities (softmax over
+  the classes) with ``softmax=True``; the inputs are letterboxed (``preprocessing`` in the metadata), so a
+  prediction's image part is its top-left ``letterbox_shape`` (:mod:`lit_transfer.data.segmentation_transforms`).
 
 The batch dimension is dynamic; height and width are fixed to ``image_size`` (default: the ``input_size`` of that
 data config).
@@ -74,14 +77,17 @@ class _Exported(nn.Module):
             return out * self.std + self.mean if self.unstandardize else out
         if not self.probabilities:
             return out
-        return out.sigmoid() if self.task in ("binary", "multilabel") else out.softmax(dim=-1)
+        if self.task in ("binary", "multilabel"):
+            return out.sigmoid()
+        return out.softmax(dim=1 if self.task == "segmentation" else -1)
 
 
 def _model_class(hparams: dict[str, Any]) -> type[nn.Module]:
     """The lit_transfer model class a checkpoint's hyper-parameters belong to (never a class from elsewhere)."""
-    from lit_transfer.models import TransferClassifier, TransferRegressor
+    from lit_transfer.models import TransferClassifier, TransferRegressor, TransferSegmenter
 
-    return TransferRegressor if task_of_hparams(hparams) == "regression" else TransferClassifier
+    task = task_of_hparams(hparams)
+    return {"regression": TransferRegressor, "segmentation": TransferSegmenter}.get(task, TransferClassifier)
 
 
 def load_for_export(checkpoint_or_model: str | Path | nn.Module) -> nn.Module:
@@ -156,6 +162,11 @@ def _metadata(model: nn.Module, task: str, probabilities: bool, shape: tuple[int
     thresholds = thresholds_of(model) if task in ("binary", "multilabel") else None
     if thresholds is not None:
         meta["thresholds"] = json.dumps(thresholds)
+    if task == "segmentation":
+        meta["preprocessing"] = (
+            "letterbox: resize the longer side to the input size (aspect ratio kept), pad the bottom and right with"
+            " the mean colour; crop the prediction to the image's part and resize it to the image's size (nearest)"
+        )
     return meta
 
 
