@@ -12,6 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from quiet import quiet_options
 from torch import nn
 from torch.optim import lr_scheduler as sched
 from torch.utils.data import DataLoader, TensorDataset
@@ -138,19 +139,7 @@ class TinyRegressor(pl.LightningModule):
 
 
 def trainer_kwargs(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
-    kwargs: dict[str, Any] = dict(
-        accelerator="cpu",
-        devices=1,
-        deterministic=True,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        enable_checkpointing=False,
-        default_root_dir=tmp_path,
-    )
-    kwargs.update(overrides)
-    return kwargs
+    return quiet_options(tmp_path, **overrides)
 
 
 def every_epoch_checkpoint(dirpath: Path) -> ModelCheckpoint:

@@ -16,6 +16,8 @@ import warnings
 
 import pytest
 import torch
+from quiet import quiet_trainer as _quiet_trainer
+from quiet import tiny_images as _tiny_images
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -61,3 +63,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("ddp") is not None:
             item.add_marker(pytest.mark.flaky(reruns=2, only_rerun=["SIGABRT"]))
+
+
+@pytest.fixture
+def quiet_trainer(tmp_path):
+    """A factory of the quiet CPU Trainer (``tests/quiet.py``) writing under the test's ``tmp_path``."""
+    return lambda **overrides: _quiet_trainer(tmp_path, **overrides)
+
+
+@pytest.fixture
+def tiny_images():
+    """A factory of the tiny random image dataset (``tests/quiet.py``)."""
+    return _tiny_images

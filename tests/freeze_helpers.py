@@ -8,16 +8,11 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from quiet import quiet_trainer, tiny_images
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-
-def fixed_data(n: int = 32, size: int = 16, classes: int = 3, seed: int = 0, shift: float = 0.0) -> TensorDataset:
-    """A dataset built once from a private generator (never from the global RNG)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, size, size, generator=g) + shift
-    y = torch.randint(0, classes, (n,), generator=g)
-    return TensorDataset(x, y)
+fixed_data = tiny_images
 
 
 def loader(dataset: TensorDataset, batch_size: int = 8) -> DataLoader:
@@ -25,19 +20,9 @@ def loader(dataset: TensorDataset, batch_size: int = 8) -> DataLoader:
 
 
 def trainer(tmp_path: Path, max_epochs: int, callbacks: list[Callback] | None = None, **kwargs) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=max_epochs,
-        deterministic=True,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(tmp_path),
-    )
-    defaults.update(kwargs)
-    return L.Trainer(callbacks=callbacks or [], **defaults)
+    """The quiet Trainer (checkpointing left on: the freezing tests resume from checkpoints)."""
+    options = {"enable_checkpointing": True, **kwargs}
+    return quiet_trainer(tmp_path, max_epochs=max_epochs, callbacks=callbacks or [], **options)
 
 
 class Recorder(Callback):

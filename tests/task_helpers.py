@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from quiet import quiet_trainer
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -81,17 +82,4 @@ class EpochLosses(Callback):
 
 
 def fit_trainer(tmp_path: Path, epochs: int, callbacks: list[Callback] | None = None, **kwargs) -> L.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=epochs,
-        deterministic=True,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(tmp_path),
-        enable_checkpointing=False,
-    )
-    options.update(kwargs)
-    return L.Trainer(callbacks=callbacks or [], **options)
+    return quiet_trainer(tmp_path, max_epochs=epochs, callbacks=callbacks or [], **kwargs)

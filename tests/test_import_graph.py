@@ -141,3 +141,13 @@ def test_no_callback_module_imports_another() -> None:
         " module (the Trainer facts are in lit_transfer.trainer_facts, the LR scaling rule in"
         " lit_transfer.optim.batch_rules) or find the other callback through a protocol."
     )
+
+
+def test_the_package_tree_shows_the_architecture() -> None:
+    """At most 8 modules at the top level besides __init__, __main__, errors and _compat; none over 500 lines."""
+    top = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__", "errors", "_compat"))
+    assert len(top) <= 8, f"{len(top)} top-level modules: {top}; move some into the subpackage of their concept"
+    long = {
+        str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500
+    }
+    assert not long, f"modules over 500 lines: {long}"

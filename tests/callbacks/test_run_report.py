@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from quiet import quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -23,17 +24,9 @@ def _loader(n: int = 12, batch_size: int = 4, seed: int = 0) -> DataLoader:
 
 
 def _trainer(tmp_path: Path, report: RunReport, **kwargs) -> Trainer:
-    defaults = dict(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=CSVLogger(tmp_path, name="logs"),
-        callbacks=[report, ModelCheckpoint(monitor="val_loss")],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    defaults.update(kwargs)
-    return Trainer(**defaults)
+    options = dict(max_epochs=2, logger=CSVLogger(tmp_path, name="logs"), enable_checkpointing=True)
+    options["callbacks"] = [report, ModelCheckpoint(monitor="val_loss")]
+    return quiet_trainer(tmp_path, **{**options, **kwargs})
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

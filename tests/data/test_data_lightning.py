@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from quiet import quiet_trainer
 from torch import nn
 
 from lit_transfer.data import BalancedSampler, DigitsDataModule, EpochSampler
@@ -47,18 +48,7 @@ def _digits(**kwargs: object) -> DigitsDataModule:
 
 
 def _trainer(tmp_path: Path, epochs: int, **kwargs: object) -> Trainer:
-    kwargs.setdefault("devices", 1)
-    return Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        reload_dataloaders_every_n_epochs=1,
-        deterministic=True,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    return quiet_trainer(tmp_path, max_epochs=epochs, reload_dataloaders_every_n_epochs=1, **kwargs)
 
 
 def test_ramped_batch_size_applies_and_survives_resume(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from PIL import Image
+from quiet import quiet_trainer
 
 from lit_transfer.backbones import backbone_data_config
 from lit_transfer.data import ImageFolderDataModule
@@ -56,16 +57,7 @@ def _photos(root: Path) -> None:
 
 
 def _trainer(root: Path, **kwargs) -> Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-    )
-    return Trainer(**{**defaults, **kwargs})
+    return quiet_trainer(root, **kwargs)
 
 
 def _datamodule(root: Path, **kwargs) -> ImageFolderDataModule:

@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from quiet import QUIET
 
 from lit_transfer import FreezeUnfreeze, GroupLRFinder, TransferClassifier, find_lr
 from lit_transfer.data import DigitsDataModule
@@ -56,19 +57,7 @@ def _model(lr: float = 1e-3, cls: type[TransferClassifier] = TransferClassifier)
 
 
 def _trainer(**kwargs: Any) -> L.Trainer:
-    options: dict[str, Any] = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "max_epochs": 2,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "limit_val_batches": 2,
-        "deterministic": True,
-        **kwargs,
-    }
-    return L.Trainer(**options)
+    return L.Trainer(**{**QUIET, "max_epochs": 2, "limit_val_batches": 2, **kwargs})
 
 
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
