@@ -138,7 +138,7 @@ def test_a_mistake_in_the_space_exits_2_before_any_trial(tmp_path: Path) -> None
     space.write_text("model.backbon: {choices: [test_resnet]}\n")
     result = _tune(tmp_path, "--space", str(space), "--n_trials", "1")
     assert result.returncode == 2
-    assert "`model.backbon` is not an argument" in result.stderr.strip().splitlines()[-1]
+    assert "model.backbon` is not an argument" in result.stderr.strip().splitlines()[-1]
     assert not list(tmp_path.rglob("trial_*"))
 
 
