@@ -9,7 +9,13 @@ import math
 
 from lit_transfer.errors import is_int, is_number
 
-__all__ = ["check_arguments", "check_regressor_arguments", "check_task_arguments", "check_training_arguments"]
+__all__ = [
+    "check_arguments",
+    "check_auto_owns_its_rates",
+    "check_regressor_arguments",
+    "check_task_arguments",
+    "check_training_arguments",
+]
 
 
 def check_arguments(
@@ -51,6 +57,32 @@ def check_training_arguments(
         raise ValueError(f"`mixup_alpha` and `cutmix_alpha` must be >= 0, got {mixup_alpha!r}, {cutmix_alpha!r}.")
     if warmup_epochs < 0:
         raise ValueError(f"`warmup_epochs` must be >= 0, got {warmup_epochs!r}.")
+
+
+def check_auto_owns_its_rates(policy: object, layer_decay: float | None, frozen_lr_mult: float) -> None:
+    """Refuse ``layer_decay`` or ``frozen_lr_mult`` beside ``freeze: auto``, which sets every group's LR itself.
+
+    AutoFreeze's plan multiplies each group's learning rate (its own layer decay under the trained head, or Auto-RGN
+    rates): a model-level decay on top would stack silently, so the plan's logged rates would not be the ones used.
+
+    Example:
+        >>> from lit_transfer.freezing import AutoFreeze
+        >>> check_auto_owns_its_rates(AutoFreeze(), layer_decay=0.8, frozen_lr_mult=1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `freeze: auto` sets each layer group's learning rate itself ...
+    """
+    from lit_transfer.freezing import AutoFreeze
+
+    if not isinstance(policy, AutoFreeze) or (layer_decay is None and frozen_lr_mult == 1.0):
+        return
+    given = [f"`{k}` ({v!r})" for k, v in (("layer_decay", layer_decay), ("frozen_lr_mult", frozen_lr_mult))]
+    stacked = [g for g, on in zip(given, (layer_decay is not None, frozen_lr_mult != 1.0)) if on]
+    raise ValueError(
+        "`freeze: auto` sets each layer group's learning rate itself (its plan's decay under the trained head, set"
+        f" with `AutoFreeze(layer_decay=...)`), so it does not stack with {' or '.join(stacked)}: unset"
+        " them (`--model.layer_decay null --model.frozen_lr_mult 1`), or choose a fixed freezing policy."
+    )
 
 
 def check_regressor_arguments(

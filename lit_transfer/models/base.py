@@ -45,6 +45,7 @@ from lit_transfer.errors import UnsafeFileError
 from lit_transfer.freezing import FullFineTune, resolve_policy
 from lit_transfer.freezing.layer_groups import LayerGroup
 from lit_transfer.freezing.layer_groups import layer_groups as group_layers
+from lit_transfer.models.arguments import check_auto_owns_its_rates
 from lit_transfer.models.checkpoint_checks import check_checkpoint_fits
 from lit_transfer.models.data_checks import check_unaugmented
 from lit_transfer.models.frozen_features import check_cacheable, frozen_features
@@ -92,6 +93,7 @@ class TransferModule(LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         hp = self.hparams
         self.policy = resolve_policy(hp["freeze"], train_bn=hp["train_bn"])
+        check_auto_owns_its_rates(self.policy, hp["layer_decay"], hp["frozen_lr_mult"])
         hp["freeze"] = self.policy.to_config()  # plain values: checkpoints load with weights_only=True
         pretrained = hp["pretrained"]
         hp["pretrained"] = str(pretrained) if isinstance(pretrained, Path) else pretrained

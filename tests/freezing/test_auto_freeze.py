@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,7 +168,7 @@ class PlanProbe(Callback):
 
 
 def _run(tmp_path, policy, epochs, ckpt_path=None, stop_after=None):
-    model = classifier(policy, layer_decay=0.8)
+    model = classifier(policy)  # no model-level decay: AutoFreeze owns the rates
     recorder, probe = Recorder(), PlanProbe()
     callbacks = [
         recorder,
@@ -337,3 +338,14 @@ def test_the_recipe_decides_once_and_a_resume_follows_the_plan(tmp_path):
         state = torch.load(tmp_path / "lightning_logs" / version / "checkpoints" / "last.ckpt", weights_only=True)
         plans.append(next(v for k, v in state["callbacks"].items() if k.startswith("LayerFreezing"))["policy_state"])
     assert plans[0] == plans[1] and plans[0]["plan"]["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [({"layer_decay": 0.8}, "`layer_decay` (0.8)"), ({"frozen_lr_mult": 0.1}, "`frozen_lr_mult` (0.1)")],
+)
+def test_auto_refuses_a_stacked_model_decay(kwargs, named):
+    """AutoFreeze owns every group's LR multiplier: a model-level decay would stack under its logged plan."""
+    with pytest.raises(ValueError, match=rf"`freeze: auto` sets each layer group's learning rate.*{re.escape(named)}"):
+        TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="auto", **kwargs)
+    TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="freeze_unfreeze", **kwargs)
