@@ -160,7 +160,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         clear = _write_error(target, err)
         if clear is err:
             raise
-        raise clear from err
+        raise clear from None  # the clear message is the one to report, not the bare errno
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()

@@ -49,7 +49,7 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
-        current = current.__cause__ or current.__context__
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)  # `from None`
 
 
 def _raised_by_package(err: BaseException) -> bool:
