@@ -106,3 +106,30 @@ def make_segmentation_csv(root: Path, count: int = 10, seed: int = 1) -> Path:
         writer.writerow(["image", "mask"])
         writer.writerows(rows)
     return table
+
+
+def broken_folder(root: Path, fault: str) -> Path:
+    """A small segmentation folder with one ``fault``: ``missing``, ``size``, ``range``, ``colour``, ``one_class``,
+    ``classes_file`` or ``image`` (a truncated image); return ``root``."""
+    make_segmentation_folder(root, train=3, val=1, test=0, predict=0, classes_file=fault != "one_class")
+    mask = root / "train" / "masks" / "train_001.png"
+    shape = np.asarray(Image.open(mask)).shape
+    if fault == "missing":
+        mask.unlink()
+    elif fault == "size":
+        save_mask(np.zeros((shape[0] // 2, shape[1]), np.uint8), mask)
+    elif fault == "range":
+        save_mask(np.full(shape, 7, np.uint8), mask)
+    elif fault == "colour":
+        colour = np.zeros((*shape, 3), np.uint8)
+        colour[:, : shape[1] // 2] = (230, 60, 60)
+        Image.fromarray(colour).save(mask)
+    elif fault == "one_class":
+        for path in (root / "train" / "masks").iterdir():
+            save_mask(np.zeros(np.asarray(Image.open(path)).shape, np.uint8), path)
+    elif fault == "classes_file":
+        (root / "classes.txt").write_text("background\ndisc\ndisc\n")
+    elif fault == "image":
+        image = next((root / "train" / "images").glob("train_001.*"))
+        image.write_bytes(image.read_bytes()[:40])
+    return root

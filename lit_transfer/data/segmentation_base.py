@@ -141,7 +141,7 @@ class SegmentationDataModule(FileImageDataModule):
             size = image_size(image) if fact.problem is None else None
             problem = mask_problem(fact, size, self.num_classes, self.ignore_index)
             if problem is not None:
-                problems.append(f"  {mask}: {problem}")
+                problems.append(f"  {mask}: {problem}.")
                 colour = colour or fact.colour
         if problems:
             self._raise(problems, colour, split)
@@ -181,4 +181,4 @@ class SegmentationDataModule(FileImageDataModule):
 
 def unreadable_lines(facts: dict[str, MaskFacts]) -> list[str]:
     """``  <mask>: <problem>`` lines of unreadable masks."""
-    return [f"  {path}: {fact.problem}" for path, fact in facts.items()]
+    return [f"  {path}: {fact.problem}." for path, fact in facts.items()]

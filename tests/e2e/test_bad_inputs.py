@@ -186,6 +186,38 @@ def _regressor(**kwargs):
     return TransferRegressor("test_resnet", pretrained=False, **kwargs)
 
 
+def _seg_data(tmp: Path, fault: str, **options):
+    from segmentation_fixture import broken_folder
+
+    from lit_transfer.data import SegmentationFolderDataModule
+
+    data = SegmentationFolderDataModule(broken_folder(tmp / "masks", fault), image_size=32, num_workers=0, **options)
+    data.setup("fit")
+    return data
+
+
+def _segmenter(**kwargs):
+    from lit_transfer import TransferSegmenter
+
+    return TransferSegmenter(kwargs.pop("backbone", "test_resnet"), num_classes=3, pretrained=False, **kwargs)
+
+
+def _fpn_on_48px(tmp: Path):
+    from segmentation_fixture import make_segmentation_folder
+
+    from lit_transfer.data import SegmentationFolderDataModule
+
+    data = SegmentationFolderDataModule(make_segmentation_folder(tmp, 3, 1, 0, 0), image_size=48, num_workers=0)
+    _segmenter(decoder="fpn", decoder_channels=64).check_data(data, "fit")
+
+
+def _classifier_on_masks(tmp: Path):
+    from segmentation_fixture import make_segmentation_folder
+
+    root = make_segmentation_folder(tmp / "masks", 3, 1, 0, 0)
+    return _cli("--config", DEFAULTS, "--data", "SegmentationFolderDataModule", "--data.root", str(root))
+
+
 CASES = [
     # ---------------------------------------------------------------- models
     Case(
@@ -634,6 +666,103 @@ CASES = [
         lambda t: _cli("--config", DEFAULTS, "--model.num_classes", "7"),
         ValueError,
         r"`model\.num_classes` is 7 \(command line `--model\.num_classes`\) but the data \(DigitsDataModule\) has 10",
+    ),
+    # ---------------------------------------------------------------- segmentation
+    Case(
+        "Segmentation",
+        "seg-missing-mask",
+        "An image without its mask",
+        lambda t: _seg_data(t, "missing"),
+        FileNotFoundError,
+        r"1 image\(s\) of '.*train/images' have no mask; each image <name>\.<ext> needs '.*train/masks/<name>\.png'",
+    ),
+    Case(
+        "Segmentation",
+        "seg-mask-size",
+        "A mask of another size than its image",
+        lambda t: _seg_data(t, "size"),
+        ValueError,
+        r"1 train mask\(s\) cannot be used:\n.*train_001\.png: 200x75 px, but its image is 200x150 px",
+    ),
+    Case(
+        "Segmentation",
+        "seg-class-out-of-range",
+        "A class index the classes file does not name",
+        lambda t: _seg_data(t, "range"),
+        ValueError,
+        r"train_001\.png: class index 7 out of range \(0\.\.2, or 255 = ignore\)",
+    ),
+    Case(
+        "Segmentation",
+        "seg-colour-mask",
+        "A colour mask where class indices are expected",
+        lambda t: _seg_data(t, "colour"),
+        ValueError,
+        r"(?s)train_001\.png: is a colour image \(RGB, 2 distinct colours\).*To convert colour masks, map each colour",
+    ),
+    Case(
+        "Segmentation",
+        "seg-one-class",
+        "Masks that hold a single class",
+        lambda t: _seg_data(t, "one_class"),
+        ValueError,
+        r"hold only the class indices \[0\] .*a segmentation needs at least 2 classes",
+    ),
+    Case(
+        "Segmentation",
+        "seg-classes-file",
+        "A classes file that names a class twice",
+        lambda t: _seg_data(t, "classes_file"),
+        ValueError,
+        r"classes\.txt' names \['disc'\] more than once",
+    ),
+    Case(
+        "Segmentation",
+        "seg-bad-image",
+        "A truncated image among the images with masks",
+        lambda t: _seg_data(t, "image"),
+        Exception,
+        r"1 image file\(s\) cannot be decoded:\n.*train_001\.png",
+    ),
+    Case(
+        "Segmentation",
+        "seg-plain-vit",
+        "A backbone without a feature pyramid",
+        lambda t: _segmenter(backbone="test_vit"),
+        ValueError,
+        r"gives feature maps at reductions \[16, 16, 16, 16, 16, 16\], but the U-Net and FPN decoders need",
+    ),
+    Case(
+        "Segmentation",
+        "seg-fpn-size",
+        "An input size the FPN decoder cannot take",
+        _fpn_on_48px,
+        ValueError,
+        r"The FPN decoder needs inputs whose height and width are multiples of 32, but the DataModule gives 48x48",
+    ),
+    Case(
+        "Segmentation",
+        "seg-ignore-index",
+        "`ignore_index` that is a class",
+        lambda t: _segmenter(ignore_index=0),
+        ValueError,
+        r"`ignore_index` 0 is a class index \(0\.\.2\); it must lie outside them",
+    ),
+    Case(
+        "Segmentation",
+        "seg-cache-features",
+        "The feature cache on a segmenter",
+        lambda t: _segmenter(cache_features=True),
+        ValueError,
+        r"`cache_features=True` caches one feature vector per image for a classifier's linear probe",
+    ),
+    Case(
+        "Segmentation",
+        "seg-classifier-on-masks",
+        "Masks with a classifier",
+        _classifier_on_masks,
+        ValueError,
+        r"gives a mask per image \(segmentation\), but the model \(task 'multiclass'\) predicts one label per image",
     ),
 ]
 
