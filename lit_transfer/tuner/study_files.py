@@ -24,7 +24,19 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["best_trial", "importances", "summary", "write_study_files"]
 
-_COLUMNS = ("number", "state", "value", "seed", "started", "seconds", "pruned_at", "retry_of", "run_dir", "overrides")
+_COLUMNS = (
+    "number",
+    "state",
+    "value",
+    "seed",
+    "started",
+    "seconds",
+    "pruned_at",
+    "retry_of",
+    "host",
+    "run_dir",
+    "overrides",
+)
 
 
 def best_trial(study: Study) -> FrozenTrial | None:
@@ -56,6 +68,7 @@ def _row(trial: FrozenTrial, params: Sequence[str]) -> dict[str, Any]:
         "seconds": None if seconds is None else round(seconds, 1),
         "pruned_at": steps[-1] if trial.state == TrialState.PRUNED and steps else None,
         "retry_of": history[0] if history else None,
+        "host": trial.user_attrs.get("host"),
         "run_dir": trial.user_attrs.get("run_dir"),
         "overrides": " ".join(trial.user_attrs.get("overrides") or []),
         **{f"param {name}": trial.params.get(name) for name in params},
