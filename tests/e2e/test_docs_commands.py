@@ -207,7 +207,7 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("docs/export.md", 'python -c "from lit_transfer.export import export_onnx'): Spec(files=("model.onnx",)),
     ("docs/export.md", "session.run(None"): Spec(prelude=_ONNX_FILE, output=("cat.jpg ",)),
     ("docs/tune.md", "--n_trials 20\nlit-transfer fit"): Spec(
-        subs=(("--n_trials 20", "--n_trials 2"),),  # two tiny trials, then the refit of the best
+        subs=(("--n_trials 20", "--n_trials 1"),),  # one tiny trial, then the refit of the best
         output=("Best: trial", "Refit the best on the training data"),
         files=tuple(f"runs/defaults/tune/tune_space/{name}" for name in ("study.db", "trials.csv", "best.yaml")),
     ),
