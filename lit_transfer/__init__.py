@@ -15,6 +15,7 @@ from lit_transfer.callbacks import (
     RunReport,
     SegmentationMaskWriter,
 )
+from lit_transfer.checkpoint_io import AtomicCheckpointIO
 from lit_transfer.cli import TransferCLI
 from lit_transfer.export import export_onnx, export_torchscript
 from lit_transfer.freezing import (
@@ -36,6 +37,7 @@ except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "AtomicCheckpointIO",
     "AutoFreeze",
     "BatchSizeRamp",
     "ExceptionCheckpoint",
