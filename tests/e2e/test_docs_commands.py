@@ -71,6 +71,7 @@ EXCLUDED: dict[tuple[str, str], str] = {
     ): "needs 4 GPUs; tests/e2e/test_ddp_all_features.py: CPU DDP",
     ("docs/multi-gpu.md", "torchrun"): "torchrun on several nodes",
     ("docs/multi-gpu.md", "#SBATCH"): "a SLURM batch script",
+    ("docs/robustness.md", "#SBATCH"): "a SLURM batch script",
     ("docs/offline.md", "hf download"): "downloads from the Hugging Face hub and copies to another machine",
     ("docs/tune.md", "CUDA_VISIBLE_DEVICES=1"): "one worker per GPU; test_tune_cli.py runs workers on a study",
     ("docs/tune.md", "--storage postgresql://"): "a PostgreSQL server: test_tune_cli.py under .ci/with-postgres",
