@@ -11,6 +11,7 @@ thing printed; set ``LIT_TRANSFER_TRACEBACK=1`` for the traceback); 1 for any ot
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
 import logging
@@ -28,6 +29,7 @@ from typing_extensions import override
 
 from lit_transfer.checkpoint_io import use_atomic_checkpoint_io
 from lit_transfer.cli.checkpoints import CheckpointArguments
+from lit_transfer.cli.config_keys import check_config_keys, top_level_keys
 from lit_transfer.cli.help import help_all_requested, tailor_help
 from lit_transfer.cli.interrupts import Stopped, StopSignals, register_trainer
 from lit_transfer.cli.links import DataLinks, class_names, drop_foreign_links
@@ -169,7 +171,13 @@ class TransferCLI(CheckpointArguments, DataLinks):
                 args = self._argv
             else:
                 sys.argv[1:] = self._argv
-        super().parse_arguments(parser, args)
+        try:
+            super().parse_arguments(parser, args)
+        except argparse.ArgumentError:  # name every unknown key of every --config file, not only the first
+            subparsers = getattr(self, "_subcommand_parsers", {})
+            subcommand = next((a for a in self._argv if a in subparsers), None)
+            check_config_keys(self._argv, top_level_keys(subparsers[subcommand] if subcommand else parser))
+            raise
 
     @override
     def instantiate_classes(self) -> None:
@@ -256,7 +264,7 @@ def main(args: ArgsType = None, **kwargs: Any) -> None:
             TransferCLI(args=args, parser_kwargs=parser_kwargs, **kwargs)
             finished = True  # a signal may still have arrived, after the last batch: the work is complete
         except Exception as err:
-            message = user_error_message(err)
+            message = user_error_message(err, argv if isinstance(argv, (list, tuple)) else ())
             if stop.received is None and (message is None or os.environ.get("LIT_TRANSFER_TRACEBACK")):
                 raise
             sys.stderr.flush()

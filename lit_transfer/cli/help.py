@@ -16,6 +16,7 @@ import argparse
 import re
 import textwrap
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from jsonargparse import DefaultHelpFormatter
@@ -142,15 +143,21 @@ def _data_description() -> str:
     )
 
 
-def _describe_main(parser: Any) -> None:
-    from lit_transfer import __version__
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's, as ``lit_transfer.__version__`` reads it)."""
+    try:
+        return version("lit-transfer")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
 
+
+def _describe_main(parser: Any) -> None:
     parser.description = DESCRIPTION
     parser.epilog = EPILOG
     parser.formatter_class = LineFormatter
     if not any("--version" in action.option_strings for action in parser._actions):
         parser.add_argument(
-            "--version", action="version", version=f"lit-transfer {__version__}", help="Print the version and exit."
+            "--version", action="version", version=f"lit-transfer {_version()}", help="Print the version and exit."
         )
     for action in parser._actions:
         if action.__class__.__name__ != "ActionSubCommands":

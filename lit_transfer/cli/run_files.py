@@ -160,8 +160,10 @@ def default_loggers(root_dir: str | os.PathLike, evaluation_dir: Path | None = N
     else:
         run = _run_dir(root_dir)
         save_dir, name, version = str(run.parent.parent), run.parent.name, run.name
-    csv = CSVLogger(save_dir=save_dir, name=name, version=version)
-    tensorboard = TensorBoardLogger(save_dir=save_dir, name=name, version=version)
+    numbered = _VERSION.match(version)  # `version_N` as N: the progress bar's v_num is N, not the name's last 4 chars
+    logged: int | str = int(numbered.group(1)) if numbered else version
+    csv = CSVLogger(save_dir=save_dir, name=name, version=logged)
+    tensorboard = TensorBoardLogger(save_dir=save_dir, name=name, version=logged)
     return [csv, tensorboard]  # CSV first: the Trainer's log_dir (and the checkpoints' folder) is the first logger's
 
 
