@@ -101,6 +101,10 @@ def test_tune_writes_the_study_files_resumes_and_the_best_refits(tmp_path: Path)
     again = _tune(tmp_path, "--space", str(SPACE), "--n_trials", "1", "--trainer.max_epochs=2")  # the same command
     assert again.returncode == 0, again.stderr[-3000:]
     assert _states(_study(tmp_path)) == ["COMPLETE"] * 3  # continued, not restarted
+    (out / "trials.csv").unlink()
+    report = _tune(tmp_path, "--space", str(SPACE), "--n_trials", "0")  # the files again, from the database alone
+    assert report.returncode == 0 and "3 trials (3 complete" in report.stdout
+    assert len((out / "trials.csv").read_text().splitlines()) == 4 and len(_states(_study(tmp_path))) == 3
 
     refit = subprocess.run(
         [str(LIT_TRANSFER), "fit", "--config", str(out / "best.yaml")],
