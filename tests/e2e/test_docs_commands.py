@@ -73,6 +73,8 @@ EXCLUDED: dict[tuple[str, str], str] = {
     ("docs/multi-gpu.md", "#SBATCH"): "a SLURM batch script",
     ("docs/robustness.md", "#SBATCH"): "a SLURM batch script",
     ("docs/offline.md", "hf download"): "downloads from the Hugging Face hub and copies to another machine",
+    ("docs/install.md", "pip install torch==2.14.1 torchvision"): "installs packages; .ci/installed.sh does it",
+    ("docs/install.md", "pip download"): "downloads wheels for another machine",
     ("docs/tune.md", "CUDA_VISIBLE_DEVICES=1"): "one worker per GPU; test_tune_cli.py runs workers on a study",
     ("docs/tune.md", "--storage postgresql://"): "a PostgreSQL server: test_tune_cli.py under .ci/with-postgres",
 }
@@ -318,6 +320,8 @@ def _runnable(words: list[str]) -> bool:
     return False
 
 
+_NOT_RUNS = ("recipes", "--version", "--help", "-h")
+"""``lit-transfer`` commands that train nothing: no tiny-run overrides."""
 _PLACEHOLDER = re.compile(r"path/to/(best|last)\.ckpt|<(best|last)\.ckpt>")
 
 
@@ -364,7 +368,7 @@ def _run_command(words: list[str], cwd: Path, runs: SharedRuns | None = None) ->
         argv, cli_args = [sys.executable, *words[1:]], words[3:] if words[2] == "lit_transfer" else []
     else:
         argv, cli_args = [sys.executable, *words[1:]], []
-    if cli_args:
+    if cli_args and cli_args[0] not in _NOT_RUNS:
         _check_backbone_names(cli_args)
         argv += _tiny_cli(cli_args)
     promises = _promises(cli_args)
