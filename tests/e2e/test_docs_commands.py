@@ -207,6 +207,17 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("docs/regression.md", "python -m lit_transfer.demo.canvases"): Spec(
         output=("sum: MAE=",), files=("data/canvases/test.csv", "digit_sum.onnx"), slow=True
     ),
+    ("docs/segmentation.md", "lit-transfer test --config recipes/defaults.yaml --config recipes/segmentation"): Spec(
+        output=("Predicted masks of",),
+        files=(
+            "data/digit_masks/classes.txt",
+            "runs/segmentation/lightning_logs/version_0/test/per_class_iou.png",
+            "runs/segmentation/lightning_logs/version_0/predict/masks/0000.png",
+            "runs/segmentation/lightning_logs/version_0/predict/overlays/0000.png",
+            "digit_masks.onnx",
+        ),
+        slow=True,
+    ),
     ("docs/export.md", 'python -c "from lit_transfer.export import export_onnx'): Spec(files=("model.onnx",)),
     ("docs/export.md", "session.run(None"): Spec(prelude=_ONNX_FILE, output=("cat.jpg ",)),
     ("docs/tune.md", "--n_trials 20\nlit-transfer fit"): Spec(
@@ -404,7 +415,9 @@ _PROMISES = {
 _TEST_REPORTS = {  # what `test` writes instead of the confusion matrix, for a recipe of another task
     "multilabel.yaml": ("label_ap.csv",),
     "regression.yaml": ("regression.csv", "predicted_vs_true.png"),
+    "segmentation.yaml": ("per_class_iou.csv", "segmentation_samples.png"),
 }
+_MASK_WRITERS = ("segmentation.yaml",)  # `predict` writes predict/masks/<name>.png (the page's Spec), no CSV
 
 
 def _promises(args: list[str]) -> dict[str, str]:
@@ -413,6 +426,8 @@ def _promises(args: list[str]) -> dict[str, str]:
     if recipe is None:
         return _PROMISES
     kept = {name: by for name, by in _PROMISES.items() if by != "test"}
+    if recipe in _MASK_WRITERS:
+        kept.pop("predictions.csv")
     return {**kept, **dict.fromkeys(_TEST_REPORTS[recipe], "test")}
 
 
