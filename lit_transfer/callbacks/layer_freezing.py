@@ -34,7 +34,7 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from typing_extensions import override
@@ -169,6 +169,26 @@ class LayerFreezing(Callback):
                 self._apply([bool(flag) for flag in mask], pl_module, announce=False)
             self._restored = None
         self._follow_in_ddp(trainer, pl_module)
+        self._warn_if_random_backbone(trainer, pl_module)
+
+    def _warn_if_random_backbone(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """One loud line when the policy freezes layers of a backbone without pretrained weights.
+
+        The module says so with ``hparams["pretrained"]`` (``False``: random init, as in
+        :class:`~lit_transfer.TransferClassifier`); a resumed fit (``ckpt_path``) has the checkpoint's weights.
+        """
+        hparams = getattr(pl_module, "hparams", {})
+        if trainer.ckpt_path is not None or "pretrained" not in hparams or hparams["pretrained"] not in (False, None):
+            return
+        frozen = [g.name for g, trains in zip(self.groups, self.trainable_mask or []) if not trains]
+        if not frozen:
+            return
+        rank_zero_warn(
+            f"`freeze: {self.policy.name}` freezes {len(frozen)} of the {len(self.groups)} layer groups of a"
+            " backbone with random weights (`pretrained: false`): frozen random features learn nothing. Fine-tune"
+            " pretrained weights (`--model.pretrained true`, or offline `--model.pretrained"
+            " path/to/weights.safetensors`), or train from scratch with `--model.freeze full_fine_tune`."
+        )
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -1,4 +1,5 @@
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,34 @@ def test_ddp_refreezing_policy_needs_no_unused_parameter_detection(tmp_path):
     """Trainable set all -> head -> all under plain `strategy="ddp_spawn"`: no reducer stall, replicas equal."""
     result = _ddp_run(tmp_path, policy=Refreeze())
     assert result["max"] == 0.0, {k: v for k, v in result["per_param"].items() if v}
+
+
+def _random_backbone_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if "frozen random features learn nothing" in str(w.message)]
+
+
+def test_freezing_a_random_backbone_warns_once_and_not_on_resume_or_full_fine_tune(tmp_path):
+    data = fixed_data()
+    with pytest.warns(UserWarning) as record:
+        trainer(tmp_path, 1).fit(classifier("freeze_unfreeze"), loader(data), loader(data))
+    [message] = _random_backbone_warnings(record)
+    assert message.startswith("`freeze: freeze_unfreeze` freezes") and "--model.freeze full_fine_tune" in message
+    last = next(tmp_path.rglob("*.ckpt"))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        trainer(tmp_path / "resumed", 2).fit(classifier("freeze_unfreeze"), loader(data), loader(data), ckpt_path=last)
+        trainer(tmp_path / "full", 1).fit(classifier("full_fine_tune"), loader(data), loader(data))
+    assert not _random_backbone_warnings(record)
+
+
+def test_freezing_a_pretrained_backbone_does_not_warn(tmp_path):
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in classifier("full_fine_tune").backbone.state_dict().items()}, str(weights))
+    data = fixed_data()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model = TransferClassifier("test_resnet", num_classes=3, pretrained=str(weights), freeze="linear_probe")
+        trainer(tmp_path, 1).fit(model, loader(data), loader(data))
+    assert not _random_backbone_warnings(record)

@@ -5,7 +5,9 @@ is listed in :data:`EXCLUDED`); an exclusion or a per-block note that no longer 
 
 * Shell blocks (bash, sh, console): each ``lit-transfer ...``, ``python -m lit_transfer ...`` and ``python -c ...``
   line runs through a real subprocess of the venv's console script or interpreter. ``lit-transfer`` lines get
-  tiny-run overrides appended (a random-init ``test_resnet``, one epoch of two batches, 32 px photos);
+  tiny-run overrides appended (``test_resnet`` with the pretrained weights of a local file, or random weights
+  where the command asks for them, one epoch of two batches, 32 px photos); none may warn that it freezes a
+  random backbone;
   placeholders such as ``path/to/best.ckpt`` and ``<best.ckpt>`` become a checkpoint of a shared fitted run
   (the digits run; for a command on the photos, a photo run fitted on first need). ``fit`` must leave
   ``best.ckpt``/``last.ckpt`` in ``runs/<name>/lightning_logs/version_N/checkpoints/`` and the files
@@ -351,6 +353,25 @@ def _tiny_cli(args: list[str]) -> list[str]:
     return extra
 
 
+WEIGHTS = "weights/test_resnet.safetensors"
+"""The weights file of the tiny backbone in each block's folder: what a documented ``--model.pretrained`` (or a
+recipe's ``pretrained: true``) loads here, offline."""
+RANDOM_BACKBONE = "frozen random features learn nothing"
+"""The warning of a freezing policy on a backbone without pretrained weights: no documented command may print it."""
+
+
+def _pretrained_weights(args: list[str], cwd: Path) -> list[str]:
+    """``--model.pretrained`` of the local weights file, unless the command itself asks for random weights."""
+    explicit = [
+        a.split("=", 1)[1] if "=" in a else b
+        for a, b in zip(args, [*args[1:], ""])
+        if a.startswith("--model.pretrained")
+    ]
+    if not (cwd / WEIGHTS).is_file() or any(value.lower() == "false" for value in explicit):
+        return []
+    return [f"--model.pretrained={WEIGHTS}"]
+
+
 def _on_photos(args: list[str]) -> bool:
     return "ImageFolderDataModule" in args or any(a.endswith("my_images.yaml") for a in args)
 
@@ -381,12 +402,14 @@ def _run_command(words: list[str], cwd: Path, runs: SharedRuns | None = None) ->
         argv, cli_args = [sys.executable, *words[1:]], []
     if cli_args and cli_args[0] not in _NOT_RUNS:
         _check_backbone_names(cli_args)
-        argv += _tiny_cli(cli_args)
+        argv += _tiny_cli(cli_args) + _pretrained_weights(cli_args, cwd)
     promises = _promises(cli_args)
     before = {name: _files(cwd, f"runs/**/{name}") for name in promises}
     result = subprocess.run(argv, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"exit {result.returncode}: {shlex.join(words)}\n{output[-6000:]}"
+    if _pretrained_weights(cli_args, cwd):
+        assert RANDOM_BACKBONE not in output, f"{shlex.join(words)} froze a random backbone:\n{output[-3000:]}"
     subcommand = cli_args[0] if cli_args else ""
     for name, by in promises.items():
         if subcommand != by:
