@@ -58,6 +58,18 @@ def given_keys(argv: list[str], group: str) -> dict[str, str]:
     return found
 
 
+def _last_flag(argv: list[str], group: str, key: str) -> tuple[str, str | None] | None:
+    """The last ``--<group>.<key>`` (or ``--<group>.init_args.<key>``) in ``argv`` and its value (the one that wins)."""
+    found: tuple[str, str | None] | None = None
+    for i, arg in enumerate(argv):
+        for flag in (f"--{group}.{key}", f"--{group}.init_args.{key}"):
+            if arg.startswith(f"{flag}="):
+                found = (flag, arg.split("=", 1)[1])
+            elif arg == flag:
+                found = (flag, argv[i + 1] if i + 1 < len(argv) else None)
+    return found
+
+
 def epochs_done(checkpoint: dict[str, Any]) -> int:
     """How many epochs the checkpoint has finished (a mid-epoch checkpoint: the epochs before the one it stopped in)."""
     progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
@@ -215,9 +227,9 @@ def _check_batch_size(
     given = init_args.get("batch_size")
     if saved is None or given == saved:
         return []
-    flag = given_keys(argv, "data").get("batch_size")
-    if flag is not None:
-        raise _refuse(flag, given, saved, ckpt_path, "a batch size of")
+    typed = _last_flag(argv, "data", "batch_size")
+    if typed is not None and typed[1] is not None and typed[1].strip() == str(given):  # the flag set it, not a file
+        raise _refuse(typed[0], given, saved, ckpt_path, "a batch size of")
     init_args.batch_size = saved
     return [f"data.batch_size={saved} (the config says {given})"]
 

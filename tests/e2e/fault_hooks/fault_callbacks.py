@@ -1,0 +1,27 @@
+"""A callback the fault tests add with ``--trainer.callbacks+=fault_callbacks.Announce``: it says which batch a loop
+has finished, so a test can send a signal in the middle of ``validate``, ``test`` or ``predict``."""
+
+import sys
+import time
+
+from lightning.pytorch import Callback
+
+
+class Announce(Callback):
+    """Print ``BATCH <stage> <index>`` after every evaluation and prediction batch, then wait ``pause`` seconds."""
+
+    def __init__(self, pause: float = 0.5) -> None:
+        self.pause = pause
+
+    def _say(self, stage: str, batch_idx: int) -> None:
+        print(f"BATCH {stage} {batch_idx}", file=sys.stderr, flush=True)
+        time.sleep(self.pause)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._say("validate", batch_idx)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._say("test", batch_idx)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._say("predict", batch_idx)
