@@ -165,7 +165,9 @@ class TransferCLI(CheckpointArguments, DataLinks):
         argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else sys.argv[1:]
         # `lr-find` is `lr_find`; a missing `recipes/NAME.yaml` is the shipped recipe; `--help-all` shows every option
         self._argv, full_help = help_all_requested(resolve_config_args(normalise_subcommand(argv)))
-        tailor_help(parser, getattr(self, "_subcommand_parsers", {}), full=full_help)
+        if full_help or any(arg in ("-h", "--help") for arg in self._argv):
+            # only for help: a hidden option is also left out of the config.yaml a run saves
+            tailor_help(parser, getattr(self, "_subcommand_parsers", {}), full=full_help)
         if self._argv != argv:
             if isinstance(args, (list, tuple)):
                 args = self._argv
