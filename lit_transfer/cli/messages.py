@@ -52,7 +52,7 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)  # `from None`
+        current = current.__cause__ or current.__context__
 
 
 def _raised_by_package(err: BaseException) -> bool:
@@ -185,6 +185,7 @@ def _flag_spelling(message: str) -> str:
 
     def flag(found: re.Match[str]) -> str:
         name, value = found["name"], found["value"].strip("'\"")
+        value = {"None": "null", "True": "true", "False": "false"}.get(value, value)  # as a flag's value is written
         for group, classes in groups.items():
             bases = [k for c in classes for k in c.__mro__ if k is not object]  # **kwargs go up to the bases
             if any(name in _class_parameters(f"{k.__module__}.{k.__name__}") for k in bases):
