@@ -41,7 +41,7 @@ CASES = [
         "cli-misspelt-model-option",
         "A misspelt model option",
         ("fit", *DEFAULTS, "--model.backbon", "test_resnet"),
-        "Did you mean `model.backbone`?",
+        "Did you mean `--model.backbone`?",
     ),
     CliCase(
         "cli-misspelt-key-in-a-config",
@@ -71,7 +71,7 @@ CASES = [
         "cli-bad-image",
         "A truncated image in the data",
         ("fit", *DEFAULTS, *PHOTOS, *TINY, *QUIET),
-        "pass `on_bad_image='skip'` to leave them out",
+        "pass `--data.on_bad_image skip` to leave them out",
     ),
     CliCase(
         "cli-tiny-image-size",

@@ -625,7 +625,8 @@ CASES = [
         "A misspelt key in a YAML file",
         lambda t: _cli("--config", DEFAULTS, "--config", _yaml(t, {"model": {"init_args": {"backbon": "x"}}})),
         Exception,
-        r"Option 'backbon' is not accepted",
+        r"recipe\.yaml \(the 2nd --config\): `model\.init_args\.backbon` is not an argument of TransferClassifier\. "
+        r"Did you mean `model\.init_args\.backbone`\?",
     ),
     Case(
         "Command line and recipes",
@@ -834,6 +835,7 @@ def write_docs_page() -> None:  # pragma: no cover - a maintenance script, run b
             f"### {case.what}\n\n`{case.id}` — `{kind}`\n\n```text\n{message}\n```\n"
         )
     body = "\n".join(f"## {area}\n\n" + "\n".join(items) for area, items in sections.items())
+    sys.path.insert(0, str(REPO / "tests" / "cli"))  # the command-line cases live with the CLI tests
     from test_cli_errors import docs_section
 
     DOCS_PAGE.write_text(HEADER + "\n" + body + "\n" + CLI_HEADER + "\n" + docs_section())
