@@ -35,6 +35,7 @@ BENCHMARKS = (
     "lr_finder",
     "shift",
     "canvases",
+    "segmentation",
     "tune",
 )
 

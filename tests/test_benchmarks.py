@@ -184,3 +184,19 @@ def test_quick_canvases_reports_the_transfer_gain_it_measured(tmp_path) -> None:
         [b - a for a, b in zip(regression["full_fine_tune"]["mae"], regression["scratch"]["mae"])]
     )
     assert "Multi-label and regression transfer" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_quick_segmentation_reports_the_transfer_gain_it_measured(tmp_path) -> None:
+    assert run.main(["--quick", "--only", "segmentation", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())["results"]["segmentation"]
+    assert "error" not in result, result.get("error")
+    by_shots = result["results"]
+    assert set(by_shots) == {"5", "20"}
+    for scores in by_shots.values():
+        assert {"frozen encoder", "LP-FT", "full fine-tune", "auto", "scratch"} <= set(scores)
+        assert all(0 <= v <= 100 for values in scores.values() for v in values)
+    for shots, gain in result["transfer_gain_miou_points"].items():
+        expected = [a - b for a, b in zip(by_shots[shots]["full fine-tune"], by_shots[shots]["scratch"])]
+        assert gain == pytest.approx(expected)
+    assert "Semantic segmentation transfer" in (tmp_path / "results.md").read_text()
