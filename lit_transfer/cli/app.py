@@ -30,7 +30,7 @@ from typing_extensions import override
 from lit_transfer.checkpoint_io import use_atomic_checkpoint_io
 from lit_transfer.cli.checkpoints import CheckpointArguments
 from lit_transfer.cli.config_keys import check_config_keys, top_level_keys
-from lit_transfer.cli.help import help_all_requested, tailor_help
+from lit_transfer.cli.help import add_version_argument, help_all_requested, tailor_help
 from lit_transfer.cli.interrupts import Stopped, StopSignals, register_trainer
 from lit_transfer.cli.links import DataLinks, class_names, drop_foreign_links
 from lit_transfer.cli.lr_find import LR_FIND, LRFindCommand, normalise_subcommand, run_lr_find
@@ -165,6 +165,7 @@ class TransferCLI(CheckpointArguments, DataLinks):
         argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else sys.argv[1:]
         # `lr-find` is `lr_find`; a missing `recipes/NAME.yaml` is the shipped recipe; `--help-all` shows every option
         self._argv, full_help = help_all_requested(resolve_config_args(normalise_subcommand(argv)))
+        add_version_argument(parser)
         if full_help or any(arg in ("-h", "--help") for arg in self._argv):
             # only for help: a hidden option is also left out of the config.yaml a run saves
             tailor_help(parser, getattr(self, "_subcommand_parsers", {}), full=full_help)

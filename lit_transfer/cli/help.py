@@ -21,7 +21,7 @@ from typing import Any
 
 from jsonargparse import DefaultHelpFormatter
 
-__all__ = ["HELP_ALL", "help_all_requested", "tailor_help"]
+__all__ = ["HELP_ALL", "add_version_argument", "help_all_requested", "tailor_help"]
 
 HELP_ALL = "--help-all"
 """Shows every option of a subcommand (all of Lightning's Trainer options, the linked arguments)."""
@@ -151,14 +151,19 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _describe_main(parser: Any) -> None:
-    parser.description = DESCRIPTION
-    parser.epilog = EPILOG
-    parser.formatter_class = LineFormatter
+def add_version_argument(parser: Any) -> None:
+    """``lit-transfer --version``: prints ``lit-transfer <version>`` and exits (added once)."""
     if not any("--version" in action.option_strings for action in parser._actions):
         parser.add_argument(
             "--version", action="version", version=f"lit-transfer {_version()}", help="Print the version and exit."
         )
+
+
+def _describe_main(parser: Any) -> None:
+    parser.description = DESCRIPTION
+    parser.epilog = EPILOG
+    parser.formatter_class = LineFormatter
+    add_version_argument(parser)
     for action in parser._actions:
         if action.__class__.__name__ != "ActionSubCommands":
             continue
