@@ -160,7 +160,9 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         clear = _write_error(target, err)
         if clear is err:
             raise
-        raise clear from None  # the clear message is the one to report, not the bare errno
+        # The clear message is the one to report: the bare errno keeps no traceback of its own (the message names
+        # the file and the errno), so the CLI's search for the innermost deliberate error finds this one.
+        raise clear from err.with_traceback(None)
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
