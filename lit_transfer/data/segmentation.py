@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from lit_transfer.data import targets as t
 from lit_transfer.data.file_base import Files, check_dir
-from lit_transfer.data.segmentation_base import SegmentationDataModule, image_files, read_classes_file
+from lit_transfer.data.listing import list_images
+from lit_transfer.data.segmentation_base import SegmentationDataModule, read_classes_file
 
 __all__ = ["SegmentationCSVDataModule", "SegmentationFolderDataModule"]
 
@@ -102,7 +103,7 @@ class SegmentationFolderDataModule(SegmentationDataModule):
         if not os.path.isdir(images_dir):
             return None
         masks_dir = os.path.join(self.root, split, "masks")
-        images = image_files(images_dir)
+        images = list_images(images_dir)
         stems = [os.path.splitext(os.path.relpath(p, images_dir))[0] for p in images]
         repeated = sorted({s for s in stems if stems.count(s) > 1})
         if repeated:

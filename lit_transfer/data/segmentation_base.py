@@ -17,7 +17,6 @@ from typing import Any
 import albumentations as A
 from torch.utils.data import Dataset
 
-from lit_transfer.data.decode import is_image_file
 from lit_transfer.data.file_base import FileImageDataModule, Split
 from lit_transfer.data.masks import COLOUR_HINT, MaskError, MaskFacts, image_size, mask_problem, scan_masks
 from lit_transfer.data.segmentation_dataset import SegmentationDataset
@@ -27,18 +26,9 @@ from lit_transfer.data.segmentation_transforms import (
 )
 from lit_transfer.data.targets import random_split
 
-__all__ = ["SegmentationDataModule", "image_files", "read_classes_file"]
+__all__ = ["SegmentationDataModule", "read_classes_file"]
 
 _SHOWN = 20
-
-
-def image_files(folder: str) -> list[str]:
-    """The image files under ``folder`` (recursive, hidden entries skipped), sorted."""
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith(".") and is_image_file(f))
-    return sorted(found)
 
 
 def read_classes_file(path: str | os.PathLike) -> list[str]:
