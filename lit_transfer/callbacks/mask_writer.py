@@ -15,10 +15,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from typing_extensions import override
 
+from lit_transfer.callbacks.report.overlays import mask_image, overlay, save_png
 from lit_transfer.data.decode import load_image
 from lit_transfer.data.masks import image_size
 from lit_transfer.data.segmentation_transforms import restore_size
-from lit_transfer.overlays import mask_image, overlay, save_png
 
 __all__ = ["SegmentationMaskWriter"]
 

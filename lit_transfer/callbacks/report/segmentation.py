@@ -20,8 +20,8 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from lit_transfer.callbacks.report.confusion import TestConfusion, split_batch
 from lit_transfer.callbacks.report.files import _plot, write_csv
+from lit_transfer.callbacks.report.overlays import overlay
 from lit_transfer.models.segmentation_metrics import segmentation_scores
-from lit_transfer.overlays import overlay
 from lit_transfer.tasks import class_names_of
 
 __all__ = ["TestSegmentation", "iou_rows", "plot_per_class_iou", "plot_samples"]
