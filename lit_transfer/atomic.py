@@ -10,7 +10,7 @@ that is cut short leaves a cut-short file under the final name.
 If anything fails while writing (a full disk, an exception, Ctrl-C) the temporary file is removed and the previous
 file under the target name is untouched. A process killed with ``SIGKILL`` cannot clean up; its temporary file is
 named ``.<name>.tmp.<host>.<pid>.<token>`` and :func:`remove_stale_temp_files` removes such files of processes of
-this host that no longer run (the checkpoint writer calls it for each folder it writes into).
+this host that no longer run; :func:`atomic_path` calls it for each folder it first writes into.
 
 A write that fails for lack of space or permission raises :class:`~lit_transfer.errors.FileWriteError` naming the
 file, what is free on its filesystem and that the previous file is kept.
@@ -52,6 +52,7 @@ __all__ = [
 _TEMP_MARK = ".tmp."
 _SPACE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _ACCESS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS}
+_CLEANED: set[str] = set()
 
 
 def _host() -> str:
@@ -147,6 +148,10 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _write_error(target, err) from err
+    folder = os.path.realpath(target.parent)
+    if folder not in _CLEANED:  # once per folder and process: what writers killed with SIGKILL left here
+        _CLEANED.add(folder)
+        remove_stale_temp_files(folder)
     temp = temp_name(target, suffix)
     try:
         yield temp

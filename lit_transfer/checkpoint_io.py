@@ -32,7 +32,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
-from lit_transfer.atomic import atomic_path, remove_stale_temp_files
+from lit_transfer.atomic import atomic_path
 from lit_transfer.file_checks import load_torch_file
 
 __all__ = ["AtomicCheckpointIO", "is_local_path", "use_atomic_checkpoint_io"]
@@ -62,10 +62,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     torch's C++ writer.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._cleaned: set[Path] = set()
-
     @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if not is_local_path(path):
@@ -79,10 +75,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target = _local(path)
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        folder = target.parent.resolve()
-        if folder not in self._cleaned:  # what a writer killed with SIGKILL left here
-            self._cleaned.add(folder)
-            remove_stale_temp_files(folder)
         with atomic_path(target) as temp, temp.open("wb") as handle:
             handle.write(buffer.getbuffer())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -65,7 +66,7 @@ def test_stale_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tm
     dead_pid = int(dead.stdout)
     mine = temp_name(tmp_path / "last.ckpt")
     mine.write_bytes(b"in progress")
-    stale = tmp_path / mine.name.replace(f".{__import__('os').getpid()}.", f".{dead_pid}.")
+    stale = tmp_path / mine.name.replace(f".{os.getpid()}.", f".{dead_pid}.")
     stale.write_bytes(b"left by a kill -9")
     other_host = tmp_path / ".last.ckpt.tmp.some-other-host.1.abcd"
     other_host.write_bytes(b"not ours to judge")
@@ -73,3 +74,12 @@ def test_stale_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tm
     unrelated.write_bytes(b"a user's file")
     assert remove_stale_temp_files(tmp_path) == [stale]
     assert mine.exists() and other_host.exists() and unrelated.exists() and not stale.exists()
+
+
+def test_the_first_write_into_a_folder_removes_what_a_killed_writer_left(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    name = temp_name(tmp_path / "predictions.csv").name
+    left = tmp_path / name.replace(f".{os.getpid()}.", f".{dead.stdout.strip()}.")
+    left.write_text("file,predicted\nhalf")
+    atomic_write_bytes(tmp_path / "predictions.csv", b"file,predicted\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]
