@@ -125,9 +125,10 @@ def _model_description() -> str:
 
     options = _documented([TransferClassifier, TransferRegressor], _MODEL_OPTIONS)
     return (
-        "TransferClassifier (the default) or TransferRegressor (`--model TransferRegressor`). The main options:\n"
+        "TransferClassifier (the default), TransferRegressor (`--model TransferRegressor`) or TransferSegmenter (a"
+        " class per pixel: `--model TransferSegmenter`). The main options:\n"
         f"{_option_lines('model', options)}\n"
-        "Every option: `--model.help TransferClassifier` (or TransferRegressor)."
+        "Every option: `--model.help TransferClassifier` (or TransferRegressor, TransferSegmenter)."
     )
 
 
@@ -137,7 +138,8 @@ def _data_description() -> str:
     options = _documented([ImageFolderDataModule, CSVDataModule], _DATA_OPTIONS)
     return (
         "DigitsDataModule (the embedded digits), ImageFolderDataModule (class folders:"
-        " `--data ImageFolderDataModule --data.root path/to/images`) or CSVDataModule. The main options:\n"
+        " `--data ImageFolderDataModule --data.root path/to/images`), CSVDataModule, or for masks"
+        " SegmentationFolderDataModule and SegmentationCSVDataModule. The main options:\n"
         f"{_option_lines('data', options)}\n"
         "Every option: `--data.help ImageFolderDataModule` (or CSVDataModule, DigitsDataModule)."
     )
