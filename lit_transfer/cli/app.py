@@ -6,7 +6,8 @@ to right, so a recipe is a small overlay on ``recipes/defaults.yaml``. The links
 default callbacks in :mod:`lit_transfer.cli.run_files`; the user's view of all of it is ``docs/getting-started.md``.
 
 Exit status: 0 on success; 2 for a mistake in the command line, a config or the data (the message is the last
-thing printed; set ``LIT_TRANSFER_TRACEBACK=1`` for the traceback); 1 for any other error.
+thing printed; set ``LIT_TRANSFER_TRACEBACK=1`` for the traceback); 128 + the signal (143, 130) for a run stopped by
+SIGTERM or SIGINT (:mod:`lit_transfer.cli.interrupts`); 1 for any other error.
 """
 
 from __future__ import annotations
