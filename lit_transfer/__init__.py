@@ -15,7 +15,7 @@ from lit_transfer.callbacks import (
     RunReport,
     SegmentationMaskWriter,
 )
-from lit_transfer.checkpoint_io import AtomicCheckpointIO
+from lit_transfer.files.checkpoint_io import AtomicCheckpointIO
 from lit_transfer.cli import TransferCLI
 from lit_transfer.export import export_onnx, export_torchscript
 from lit_transfer.freezing import (

@@ -39,7 +39,7 @@ from torch import nn
 
 from lit_transfer._compat import hub_offline
 from lit_transfer.errors import UnsafeFileError, WeightsMismatchError, WeightsUnavailableError
-from lit_transfer.file_checks import check_weights_file
+from lit_transfer.files.checks import check_weights_file
 
 __all__ = ["backbone_data_config", "create_backbone", "hub_reachable", "load_weights_file"]
 

@@ -19,7 +19,7 @@ data config).
 
 Both functions check the exported model against PyTorch on a random batch before writing it (``check=True``), so a
 file that computes something else is never written silently. The file is serialised in memory and written
-atomically (:mod:`lit_transfer.atomic`): under its final name there is the complete file or the previous one, never
+atomically (:mod:`lit_transfer.files.atomic`): under its final name there is the complete file or the previous one, never
 a cut-short one, and a full disk is a :class:`~lit_transfer.errors.FileWriteError` naming the file.
 
 Example:
@@ -45,8 +45,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from lit_transfer.atomic import atomic_write_bytes
-from lit_transfer.file_checks import load_torch_file
+from lit_transfer.files.atomic import atomic_write_bytes
+from lit_transfer.files.checks import load_torch_file
 from lit_transfer.tasks import target_names_of, target_stats_of, task_of, task_of_hparams, thresholds_of
 
 __all__ = ["export_onnx", "export_torchscript", "load_for_export"]

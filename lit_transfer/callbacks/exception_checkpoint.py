@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
-from lit_transfer.checkpoint_io import use_atomic_checkpoint_io
+from lit_transfer.files.checkpoint_io import use_atomic_checkpoint_io
 
 __all__ = ["ExceptionCheckpoint"]
 
@@ -27,7 +27,7 @@ class ExceptionCheckpoint(Callback):
     * it is never picked up by itself. Lightning resumes every later ``fit`` from an ``OnExceptionCheckpoint``'s
       file when one exists; this callback is not one, so a run resumes only from the ``ckpt_path`` it is given;
     * it is written atomically (a Trainer with Lightning's default ``TorchCheckpointIO`` gets
-      :class:`~lit_transfer.checkpoint_io.AtomicCheckpointIO` at ``setup``, which every checkpoint of the run then
+      :class:`~lit_transfer.files.checkpoint_io.AtomicCheckpointIO` at ``setup``, which every checkpoint of the run then
       uses), and a failure while writing it (a full disk) is reported as a warning: the exception that stopped
       ``fit`` stays the one raised, and no earlier checkpoint is replaced by a broken file.
 

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from lit_transfer.atomic import atomic_open
+from lit_transfer.files.atomic import atomic_open
 from lit_transfer.errors import check_positive_int
 from lit_transfer.tasks import class_names_of, target_names_of, task_of
 
@@ -41,7 +41,7 @@ class PredictionCSVWriter(BasePredictionWriter):
     are dropped).
 
     The file appears only when every prediction is in it: it is written to a temporary name beside it and renamed
-    (:mod:`lit_transfer.atomic`). A previous run's file at the same path is removed when ``predict`` starts, so a
+    (:mod:`lit_transfer.files.atomic`). A previous run's file at the same path is removed when ``predict`` starts, so a
     ``predict`` that is interrupted, fails or is killed never leaves an older, complete-looking CSV behind.
 
     Args:

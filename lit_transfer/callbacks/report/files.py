@@ -7,7 +7,7 @@ target), and the PNGs ``learning_curves.png``, ``schedule.png``, ``confusion_mat
 ``predicted_vs_true.png``. The names leave ``metrics.csv`` to
 Lightning's ``CSVLogger``, which writes into the same folder.
 
-Every file is written atomically (:mod:`lit_transfer.atomic`): a report file is complete or absent (the previous
+Every file is written atomically (:mod:`lit_transfer.files.atomic`): a report file is complete or absent (the previous
 one kept), never cut short by an interruption or a full disk.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_transfer import plots
-from lit_transfer.atomic import atomic_open, atomic_path
+from lit_transfer.files.atomic import atomic_open, atomic_path
 from lit_transfer.tasks import MONITOR
 
 __all__ = [

@@ -69,7 +69,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, ignore_index: int = 255, alpha:
 
 def save_png(image: Image.Image, path: str | os.PathLike) -> None:
     """Save ``image`` as a PNG atomically (complete under its name, or not at all)."""
-    from lit_transfer.atomic import atomic_path
+    from lit_transfer.files.atomic import atomic_path
 
     with atomic_path(path) as temporary:
         image.save(temporary, format="PNG")

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from lit_transfer.errors import CorruptFileError, UnsafeFileError
-from lit_transfer.file_checks import (
+from lit_transfer.files.checks import (
     check_weights_file,
     checkpoint_problem,
     load_safetensors_file,

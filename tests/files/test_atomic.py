@@ -9,7 +9,7 @@ import sys
 import pytest
 from fault_helpers import fill, tmpfs
 
-from lit_transfer.atomic import atomic_open, atomic_path, atomic_write_bytes, remove_stale_temp_files, temp_name
+from lit_transfer.files.atomic import atomic_open, atomic_path, atomic_write_bytes, remove_stale_temp_files, temp_name
 from lit_transfer.errors import FileWriteError
 
 

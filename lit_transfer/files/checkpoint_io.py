@@ -3,11 +3,11 @@
 Lightning's ``TorchCheckpointIO`` writes a checkpoint through an fsspec transaction whose temporary file lives in
 ``$TMPDIR``; when ``$TMPDIR`` is on another filesystem than the run (a tmpfs, as on most clusters) the final move is
 a copy, and a copy cut short by a kill or a full disk leaves a broken ``last.ckpt`` in place of the good one. This
-plugin writes local checkpoints with :func:`lit_transfer.atomic.atomic_path` instead (a temporary file next to the
+plugin writes local checkpoints with :func:`lit_transfer.files.atomic.atomic_path` instead (a temporary file next to the
 target, ``fsync``, ``os.replace``), so a checkpoint file is always either the previous complete one or the new
 complete one. Remote paths (``s3://``, ``gs://``, any fsspec protocol but ``file``) keep Lightning's behaviour.
 
-Loading goes through :func:`lit_transfer.file_checks.load_torch_file` for local files: an empty, cut-short or
+Loading goes through :func:`lit_transfer.files.checks.load_torch_file` for local files: an empty, cut-short or
 random file raises :class:`~lit_transfer.errors.CorruptFileError` naming the file, instead of a bare ``EOFError``.
 
 The ``lit-transfer`` command installs it unless a ``CheckpointIO`` plugin is configured; the package's
@@ -32,8 +32,8 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
-from lit_transfer.atomic import atomic_path
-from lit_transfer.file_checks import load_torch_file
+from lit_transfer.files.atomic import atomic_path
+from lit_transfer.files.checks import load_torch_file
 
 __all__ = ["AtomicCheckpointIO", "is_local_path", "use_atomic_checkpoint_io"]
 
