@@ -15,9 +15,9 @@ from lit_transfer.callbacks import (
     RunReport,
     SegmentationMaskWriter,
 )
-from lit_transfer.files.checkpoint_io import AtomicCheckpointIO
 from lit_transfer.cli import TransferCLI
 from lit_transfer.export import export_onnx, export_torchscript
+from lit_transfer.files.checkpoint_io import AtomicCheckpointIO
 from lit_transfer.freezing import (
     AutoFreeze,
     FreezeUnfreeze,

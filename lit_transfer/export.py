@@ -19,8 +19,8 @@ data config).
 
 Both functions check the exported model against PyTorch on a random batch before writing it (``check=True``), so a
 file that computes something else is never written silently. The file is serialised in memory and written
-atomically (:mod:`lit_transfer.files.atomic`): under its final name there is the complete file or the previous one, never
-a cut-short one, and a full disk is a :class:`~lit_transfer.errors.FileWriteError` naming the file.
+atomically (:mod:`lit_transfer.files.atomic`): under its final name there is the complete file or the previous one,
+never a cut-short one, and a full disk is a :class:`~lit_transfer.errors.FileWriteError` naming the file.
 
 Example:
     >>> import tempfile, pathlib

@@ -14,8 +14,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from lit_transfer.files.atomic import atomic_open
 from lit_transfer.errors import check_positive_int
+from lit_transfer.files.atomic import atomic_open
 from lit_transfer.tasks import class_names_of, target_names_of, task_of
 
 __all__ = ["PredictionCSVWriter"]

@@ -28,7 +28,6 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from lit_transfer.files.checkpoint_io import use_atomic_checkpoint_io
 from lit_transfer.cli.checkpoints import CheckpointArguments
 from lit_transfer.cli.config_keys import check_config_keys, top_level_keys
 from lit_transfer.cli.help import add_version_argument, help_all_requested, tailor_help
@@ -45,6 +44,7 @@ from lit_transfer.cli.run_files import (
     merge_callbacks,
 )
 from lit_transfer.cli.tune import TUNE, TuneCommand, run_tune
+from lit_transfer.files.checkpoint_io import use_atomic_checkpoint_io
 from lit_transfer.models import TransferClassifier
 from lit_transfer.models.base import TransferModule
 from lit_transfer.tasks import task_of

@@ -18,11 +18,11 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from lit_transfer.files.atomic import remove_stale_temp_files
 from lit_transfer.cli.arguments import command_line_value
 from lit_transfer.cli.resume import check_resume
 from lit_transfer.cli.run_files import LOGS_NAME, checkpoint_candidates
 from lit_transfer.errors import CorruptFileError
+from lit_transfer.files.atomic import remove_stale_temp_files
 from lit_transfer.files.checks import checkpoint_problem, load_torch_file
 
 __all__ = ["CheckpointArguments", "read_checkpoint", "saved_training_facts"]

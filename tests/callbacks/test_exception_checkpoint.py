@@ -17,8 +17,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lit_transfer.callbacks import ExceptionCheckpoint
-from lit_transfer.files.checkpoint_io import AtomicCheckpointIO, use_atomic_checkpoint_io
 from lit_transfer.errors import CorruptFileError, FileWriteError
+from lit_transfer.files.checkpoint_io import AtomicCheckpointIO, use_atomic_checkpoint_io
 
 
 class FailAt(pl.Callback):

@@ -133,7 +133,9 @@ def test_fit_then_resume_from_last(tmp_path: Path) -> None:
     run_dir = Path(first.trainer.log_dir)
     for name in ("config.yaml", "metrics.csv", "hparams.yaml"):
         assert (run_dir / name).is_file(), name
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]  # every option the run used, not help's few
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())[
+        "trainer"
+    ]  # every option the run used, not help's few
     assert saved["limit_train_batches"] == 2 and saved["enable_progress_bar"] is False
     assert list(run_dir.glob("events.out.tfevents.*"))
     last = find_last_checkpoint(tmp_path)

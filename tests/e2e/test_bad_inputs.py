@@ -650,7 +650,8 @@ CASES = [
         "Multi-label data with a multiclass model",
         lambda t: _canvas_cli(t, "--data.label_column", "digits", "--data.label_delimiter", "|"),
         ValueError,
-        r"a set of labels \(multi-label\), but the model's `task` is 'multiclass'\. Set `task: multilabel` \(`--model\.task multilabel`",
+        r"a set of labels \(multi-label\), but the model's `task` is 'multiclass'\. Set `task: multilabel` "
+        r"\(`--model\.task multilabel`",
     ),
     Case(
         "Command line and recipes",

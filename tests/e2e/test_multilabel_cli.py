@@ -53,7 +53,10 @@ TASKS = {
 }
 WRONG = {  # the same data with the default model: a multiclass TransferClassifier
     "multilabel": (TASKS["multilabel"][2:], "(`--model.task multilabel` on the command line)"),
-    "regression": (TASKS["regression"][2:], "Use `TransferRegressor` (`--model TransferRegressor` on the command line)"),
+    "regression": (
+        TASKS["regression"][2:],
+        "Use `TransferRegressor` (`--model TransferRegressor` on the command line)",
+    ),
 }
 
 

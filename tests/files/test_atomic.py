@@ -9,8 +9,8 @@ import sys
 import pytest
 from fault_helpers import fill, tmpfs
 
-from lit_transfer.files.atomic import atomic_open, atomic_path, atomic_write_bytes, remove_stale_temp_files, temp_name
 from lit_transfer.errors import FileWriteError
+from lit_transfer.files.atomic import atomic_open, atomic_path, atomic_write_bytes, remove_stale_temp_files, temp_name
 
 
 def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):

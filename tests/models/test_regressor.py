@@ -132,7 +132,9 @@ def test_a_datamodule_of_other_outputs_or_statistics_is_refused(tmp_path):
     unstandardised = _model(TaskData("regression", standardize=False))
     with pytest.raises(ValueError, match=r"standardises its targets with `target_stats=.*but the model undoes"):
         fit_trainer(tmp_path, 1).fit(unstandardised, datamodule=data)
-    with pytest.raises(ValueError, match=r"holds multilabel labels, but the model `TransferRegressor` regresses numbers"):
+    with pytest.raises(
+        ValueError, match=r"holds multilabel labels, but the model `TransferRegressor` regresses numbers"
+    ):
         fit_trainer(tmp_path, 1).fit(_model(data), datamodule=TaskData("multilabel"))
 
 
