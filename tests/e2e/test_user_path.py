@@ -92,7 +92,9 @@ def test_bad_image_is_refused_in_a_few_lines_and_leaves_nothing(workdir: Path) -
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) <= 8, result.stderr
-    assert "broken.jpg" in result.stderr and "on_bad_image='skip'" in lines[-1]
+    assert (
+        "broken.jpg" in result.stderr and "`--data.on_bad_image skip`" in lines[-1]
+    )  # the flag spelling the user typed
     assert "Traceback" not in result.stderr
     assert _checkpoints(workdir) == []  # no on_exception.ckpt for an error before training: nothing to hijack
 

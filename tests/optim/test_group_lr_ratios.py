@@ -24,8 +24,8 @@ def _classifier(**kwargs) -> TransferClassifier:
 
 
 def _configured(model: TransferClassifier) -> dict:
-    """``model.configure_optimizers()`` as Lightning calls it: with a Trainer attached."""
-    model.trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    """``model.configure_optimizers()`` as Lightning calls it: with a Trainer attached (a run of 10 steps, no data)."""
+    model.trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, max_steps=10)
     return model.configure_optimizers()
 
 
@@ -62,7 +62,7 @@ def test_a_scalar_max_lr_keeps_the_layer_decay_of_a_classifier_optimizer() -> No
 
 def test_nothing_changes_when_there_is_nothing_to_keep() -> None:
     """Per-group max_lr lists, uniform scales and other schedulers are left as built; a second call is a no-op."""
-    model = _classifier()
+    model = _classifier(warmup_epochs=0)  # no data attached: no epoch to warm up over
     optimizer = _configured(model)["optimizer"]  # default schedule: built from each group's own LR
     per_group = OneCycleLR(optimizer, max_lr=[MAX_LR * s for s in _scales(optimizer).tolist()], total_steps=10)
     before = _lrs(optimizer)
@@ -77,7 +77,7 @@ def test_nothing_changes_when_there_is_nothing_to_keep() -> None:
 
 
 def test_a_nested_scalar_one_cycle_is_refused_with_the_fix() -> None:
-    optimizer = _configured(_classifier())["optimizer"]
+    optimizer = _configured(_classifier(warmup_epochs=0))["optimizer"]
     warm = LinearLR(optimizer, 0.5, total_iters=2)
     nested = SequentialLR(optimizer, [warm, OneCycleLR(optimizer, max_lr=MAX_LR, total_steps=10)], milestones=[2])
     with pytest.raises(ValueError, match=r"OneCycleLR inside SequentialLR got one `max_lr` \(0\.001\).*as a list"):
