@@ -58,11 +58,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Retry only the 2-process DDP tests, and only on SIGABRT.
 
     A spawned DDP worker can abort in interpreter teardown after its fit has finished ("terminate called without an
-    active exception"); no other failure, and no other test, is retried.
+    active exception", SIGABRT; a command run in a subprocess shows the first); no other failure, and no other test,
+    is retried.
     """
     for item in items:
         if item.get_closest_marker("ddp") is not None:
-            item.add_marker(pytest.mark.flaky(reruns=2, only_rerun=["SIGABRT"]))
+            item.add_marker(
+                pytest.mark.flaky(reruns=2, only_rerun=["SIGABRT", "terminate called without an active exception"])
+            )
 
 
 @pytest.fixture

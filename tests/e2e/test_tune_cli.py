@@ -205,6 +205,9 @@ def test_workers_share_one_study_and_a_killed_workers_trial_is_retried(tmp_path:
     victim = _worker(a_dir, storage, n_trials=3, name=name, log="victim.log")
     _wait_running_trial(lambda: optuna.load_study(study_name=name, storage=storage), time.monotonic() + 120)
     other = _worker(b_dir, storage, n_trials=2, name=name, log="other.log")
+    # Optuna recognises a dead worker by its stale heartbeat: a worker killed between creating its trial and the first
+    # heartbeat (a few milliseconds) leaves a trial nothing can tell from a live one, so let one heartbeat (1 s) pass
+    time.sleep(2)
     victim.send_signal(signal.SIGKILL)  # mid-trial: no chance to tell the database
     victim.wait(timeout=30)
     assert other.wait(timeout=300) == 0, (b_dir / "other.log").read_text()[-3000:]
