@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -16,24 +15,9 @@ from lit_transfer.data.duplicates import drop_repeats, same_file_groups
 from lit_transfer.data.file_base import FileImageDataModule, Files, check_classes, check_dir
 from lit_transfer.data.splits import stratified_split
 
-__all__ = ["CSVDataModule"]
+__all__ = ["CSVDataModule", "TableSplits"]
 
 _COLUMN_HINT = "Set `path_column` and `label_column` (or `label_columns` / `target_columns`) to the right names."
-
-
-def _resolve_paths(table: t.Table, column: str) -> list[str]:
-    base = Path(table.path).resolve().parent
-    paths = [str(base / row[column]) for row in table.rows]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        shown = "\n".join(f"  {p}" for p in missing[:20]) + (
-            f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
-        )
-        raise FileNotFoundError(
-            f"`{table.argument}` {table.path!r} lists {len(missing)} file(s) that do not exist (paths are relative "
-            f"to the CSV's folder):\n{shown}"
-        )
-    return paths
 
 
 def _cell_key(cell: str, delimiter: str | None) -> object:
@@ -46,7 +30,31 @@ def _cell_key(cell: str, delimiter: str | None) -> object:
         return cell
 
 
-class CSVDataModule(FileImageDataModule):
+class TableSplits:
+    """The files of a DataModule whose splits are CSV tables: the tables' files per split, the predict list or folder.
+
+    Expects ``_tables`` (split -> (paths, targets)), ``_predict_list`` and ``predict_dir`` set by ``__init__``.
+    """
+
+    _tables: dict[str, tuple[Any, Any]]
+    _predict_list: list[str] | None
+    predict_dir: str | None
+
+    def _labelled_files(self, split: Literal["train", "val", "test"]) -> Files | None:
+        table = self._tables.get(split)
+        return None if table is None else (list(table[0]), list(table[1] or []))
+
+    def _split_hint(self, split: str) -> str:
+        return "Pass `predict_csv` or `predict_dir`." if split == "predict" else f"Pass `{split}_csv`."
+
+    def _predict_source(self) -> str | None:
+        return self.predict_dir
+
+    def _predict_files(self) -> list[str] | None:
+        return list(self._predict_list) if self._predict_list is not None else super()._predict_files()  # type: ignore[misc]
+
+
+class CSVDataModule(TableSplits, FileImageDataModule):
     """Images listed in CSV files: a path column (relative to the CSV's folder, or absolute) and their targets.
 
     The targets say the task (:attr:`task`):
@@ -158,7 +166,7 @@ class CSVDataModule(FileImageDataModule):
             if csv_path is not None:
                 columns = (path_column, *self._target_columns())
                 tables[split] = t.read_table(csv_path, f"{split}_csv", columns, _COLUMN_HINT)
-        paths = {split: _resolve_paths(table, path_column) for split, table in tables.items()}
+        paths = {split: t.resolve_paths(table, path_column) for split, table in tables.items()}
         for split in list(tables):  # each image once, before targets, statistics and the hold-out are computed
             tables[split], paths[split] = self._unique_rows(tables[split], paths[split])
         values = self._read_targets(tables)
@@ -167,7 +175,7 @@ class CSVDataModule(FileImageDataModule):
         self._predict_list: list[str] | None = None
         if predict_csv is not None:
             predict = t.read_table(predict_csv, "predict_csv", (path_column,), "Set `path_column` to the right name.")
-            self._predict_list = _resolve_paths(predict, path_column)
+            self._predict_list = t.resolve_paths(predict, path_column)
 
     def _unique_rows(self, table: t.Table, paths: list[str]) -> tuple[t.Table, list[str]]:
         """``table`` without the rows that repeat an earlier row's image and targets (an error if targets differ)."""
@@ -287,16 +295,3 @@ class CSVDataModule(FileImageDataModule):
         if self.task == "multilabel":
             return f"{self.num_classes} labels"
         return f"{self.num_classes} classes"
-
-    def _labelled_files(self, split: Literal["train", "val", "test"]) -> Files | None:
-        table = self._tables.get(split)
-        return None if table is None else (list(table[0]), list(table[1] or []))
-
-    def _split_hint(self, split: str) -> str:
-        return "Pass `predict_csv` or `predict_dir`." if split == "predict" else f"Pass `{split}_csv`."
-
-    def _predict_source(self) -> str | None:
-        return self.predict_dir
-
-    def _predict_files(self) -> list[str] | None:
-        return list(self._predict_list) if self._predict_list is not None else super()._predict_files()

@@ -11,10 +11,10 @@ evaluation, image-and-mask augmentations, batches ``(images, masks)``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Literal
 
 from lit_transfer.data import targets as t
+from lit_transfer.data.csv_table import TableSplits
 from lit_transfer.data.file_base import Files, check_dir
 from lit_transfer.data.listing import list_images
 from lit_transfer.data.segmentation_base import SegmentationDataModule, read_classes_file
@@ -136,7 +136,7 @@ class SegmentationFolderDataModule(SegmentationDataModule):
         return default if os.path.isdir(default) else None
 
 
-class SegmentationCSVDataModule(SegmentationDataModule):
+class SegmentationCSVDataModule(TableSplits, SegmentationDataModule):
     """Images and masks listed in CSV tables: an ``image`` and a ``mask`` column per row.
 
     Paths are relative to the CSV's folder (or absolute). ``classes_file`` names the classes (one per line, in
@@ -181,8 +181,8 @@ class SegmentationCSVDataModule(SegmentationDataModule):
         for split, csv_path in (("train", train_csv), ("val", val_csv), ("test", test_csv)):
             if csv_path is not None:
                 table = t.read_table(csv_path, f"{split}_csv", (image_column, mask_column), hint)
-                images = _resolve(table, image_column, "image")
-                self._tables[split] = (images, list(_resolve(table, mask_column, "mask")))
+                images = t.resolve_paths(table, image_column, "image")
+                self._tables[split] = (images, list(t.resolve_paths(table, mask_column, "mask")))
         if classes_file is not None and not os.path.isfile(classes_file):
             raise FileNotFoundError(f"`classes_file` {os.fspath(classes_file)!r} does not exist.")
         names = read_classes_file(classes_file) if classes_file is not None else None
@@ -191,30 +191,4 @@ class SegmentationCSVDataModule(SegmentationDataModule):
         self._predict_list: list[str] | None = None
         if predict_csv is not None:
             predict = t.read_table(predict_csv, "predict_csv", (image_column,), "Set `image_column` to the right name.")
-            self._predict_list = _resolve(predict, image_column, "image")
-
-    def _labelled_files(self, split: Literal["train", "val", "test"]) -> Files | None:
-        table = self._tables.get(split)
-        return None if table is None else (list(table[0]), list(table[1] or []))
-
-    def _split_hint(self, split: str) -> str:
-        return "Pass `predict_csv` or `predict_dir`." if split == "predict" else f"Pass `{split}_csv`."
-
-    def _predict_source(self) -> str | None:
-        return self.predict_dir
-
-    def _predict_files(self) -> list[str] | None:
-        return list(self._predict_list) if self._predict_list is not None else super()._predict_files()
-
-
-def _resolve(table: t.Table, column: str, kind: str) -> list[str]:
-    """The column's paths, relative to the table's folder; every missing file listed in one error."""
-    base = Path(table.path).resolve().parent
-    paths = [str(base / row[column]) for row in table.rows]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise FileNotFoundError(
-            f"`{table.argument}` {table.path!r} lists {len(missing)} {kind} file(s) (column {column!r}) that do not"
-            f" exist (paths are relative to the CSV's folder):\n{_listing(missing)}"
-        )
-    return paths
+            self._predict_list = t.resolve_paths(predict, image_column, "image")

@@ -40,6 +40,7 @@ __all__ = [
     "numeric_targets",
     "random_split",
     "read_table",
+    "resolve_paths",
     "standardize",
     "target_stats",
 ]
@@ -88,6 +89,32 @@ def _utf8_text(path: str, argument: str) -> str:
             " allow (the file was probably saved as Latin-1 or Windows-1252). Save it as UTF-8, e.g. `iconv -f cp1252"
             " -t utf-8 old.csv > new.csv`, or 'CSV UTF-8' in a spreadsheet's Save As."
         ) from None
+
+
+def resolve_paths(table: Table, column: str, kind: str = "") -> list[str]:
+    """The paths of a table's ``column``, relative to the table's folder; every missing file listed in one error.
+
+    Args:
+        table: The table.
+        column: The column of paths.
+        kind: What the files are (``"mask"``), named with the column in the message when given.
+
+    Raises:
+        FileNotFoundError: Naming the table's argument and file, the count and the first 20 missing paths.
+    """
+    base = Path(table.path).resolve().parent
+    paths = [str(base / row[column]) for row in table.rows]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        shown = "\n".join(f"  {p}" for p in missing[:20]) + (
+            f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+        )
+        what = f"{kind} file(s) (column {column!r})" if kind else "file(s)"
+        raise FileNotFoundError(
+            f"`{table.argument}` {table.path!r} lists {len(missing)} {what} that do not exist (paths are relative to"
+            f" the CSV's folder):\n{shown}"
+        )
+    return paths
 
 
 def read_table(path: str | os.PathLike, argument: str, columns: Sequence[str], hint: str) -> Table:
