@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["command_line_value", "where_set"]
+__all__ = ["command_line_value", "where_set", "without_options"]
 
 
 def command_line_value(argv: list[str], group: str, key: str) -> tuple[str, str | None] | None:
@@ -44,3 +44,25 @@ def where_set(config_files: Iterable[Any], argv: list[str], key: str) -> str | N
         if isinstance(model.get("init_args"), dict) and key in model["init_args"]:
             return f"{path}: `model.init_args.{key}`"
     return None
+
+
+def without_options(argv: Iterable[str], names: Iterable[str]) -> list[str]:
+    """``argv`` without the options ``--<name> value`` and ``--<name>=value`` of every name in ``names``.
+
+    Example:
+        >>> without_options(["fit", "--ckpt_path", "last", "--n_trials=3", "--x", "1"], ["ckpt_path", "n_trials"])
+        ['fit', '--x', '1']
+    """
+    dropped = set(names)
+    kept: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        name = token[2:].split("=", 1)[0] if token.startswith("--") else None
+        if name in dropped:
+            skip = "=" not in token
+            continue
+        kept.append(token)
+    return kept

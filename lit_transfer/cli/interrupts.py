@@ -22,6 +22,8 @@ from typing import Any
 from lightning.pytorch import Trainer
 from lightning.pytorch.trainer.states import RunningStage, TrainerStatus
 
+from lit_transfer.cli.arguments import without_options
+
 __all__ = ["STOP_SIGNALS", "StopSignals", "Stopped", "register_trainer", "resume_command"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -153,16 +155,4 @@ def resume_command(argv: Sequence[str], ckpt_path: str) -> str:
         >>> resume_command(["fit", "--config", "a.yaml", "--ckpt_path", "last"], "runs/x/on_exception.ckpt")
         'lit-transfer fit --config a.yaml --ckpt_path runs/x/on_exception.ckpt'
     """
-    kept: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg == "--ckpt_path":
-            skip = True
-            continue
-        if arg.startswith("--ckpt_path="):
-            continue
-        kept.append(arg)
-    return shlex.join(["lit-transfer", *kept, "--ckpt_path", ckpt_path])
+    return shlex.join(["lit-transfer", *without_options(argv, ["ckpt_path"]), "--ckpt_path", ckpt_path])

@@ -30,6 +30,7 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 from optuna.trial import FrozenTrial
 
+from lit_transfer.cli.arguments import without_options
 from lit_transfer.tasks import MONITOR, task_of
 from lit_transfer.tuner.folds import FoldSplit
 from lit_transfer.tuner.reporting import TrialReporter
@@ -98,20 +99,7 @@ def _fit_args(argv: list[str]) -> list[str]:
     """The user's ``fit`` arguments: ``argv`` after ``tune``, without the search's own options."""
     if TUNE not in argv:
         raise ValueError("`lit-transfer tune` builds its trials from the command line: call it with a list of args.")
-    own = tune_options()
-    rest = argv[argv.index(TUNE) + 1 :]
-    kept: list[str] = []
-    skip = False
-    for token in rest:
-        if skip:
-            skip = False
-            continue
-        name = token[2:].split("=", 1)[0] if token.startswith("--") else None
-        if name in own:
-            skip = "=" not in token
-            continue
-        kept.append(token)
-    return kept
+    return without_options(argv[argv.index(TUNE) + 1 :], tune_options())
 
 
 def _direction(metric: str, direction: str | None, task: str) -> Direction:

@@ -114,23 +114,21 @@ def test_a_run_bounded_by_max_steps_warms_up_for_warmup_epochs_then_decays(tmp_p
     assert all(a > b for a, b in zip(lrs.lrs[4:], lrs.lrs[5:]))  # then decaying for the rest of the run
 
 
-def test_the_default_schedule_refuses_an_epoch_of_unknown_length(tmp_path):
-    class Stream(torch.utils.data.IterableDataset):
-        def __iter__(self):
-            data = fixed_data(n=16)
-            return iter(data[i] for i in range(len(data)))
+class _Stream(torch.utils.data.IterableDataset):
+    """16 tiny images as a stream: no length, so no epoch of known size."""
 
+    def __iter__(self):
+        data = fixed_data(n=16)
+        return iter(data[i] for i in range(len(data)))
+
+
+def test_the_default_schedule_refuses_an_epoch_of_unknown_length(tmp_path):
     model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
     with pytest.raises(ValueError, match=r"no known length.*schedule given in epochs"):
-        trainer(tmp_path, None, max_steps=4).fit(model, torch.utils.data.DataLoader(Stream(), batch_size=8))
+        trainer(tmp_path, None, max_steps=4).fit(model, torch.utils.data.DataLoader(_Stream(), batch_size=8))
 
 
 def test_the_default_schedule_refuses_a_run_of_unknown_length(tmp_path):
-    class Stream(torch.utils.data.IterableDataset):
-        def __iter__(self):
-            data = fixed_data(n=16)
-            return iter(data[i] for i in range(len(data)))
-
     model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
     with pytest.raises(ValueError, match=r"needs the run's length in optimizer steps.*`trainer.max_steps`"):
-        trainer(tmp_path, 1).fit(model, torch.utils.data.DataLoader(Stream(), batch_size=8))
+        trainer(tmp_path, 1).fit(model, torch.utils.data.DataLoader(_Stream(), batch_size=8))
