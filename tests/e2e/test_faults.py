@@ -19,7 +19,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,35 +26,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_helpers import LIT_TRANSFER, photo_args
 from fault_helpers import tmpfs
 from photo_fixture import make_photo_csv, make_photo_folder
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
-LIT_TRANSFER = Path(sys.executable).parent / "lit-transfer"
 HOOKS = Path(__file__).resolve().parent / "fault_hooks"
-TINY = [
-    "--config",
-    str(REPO / "recipes" / "defaults.yaml"),
-    "--data",
-    "ImageFolderDataModule",
-    "--data.root",
-    "photos",
-    "--model.backbone",
-    "test_resnet",
-    "--data.image_size",
-    "16",
-    "--data.batch_size",
-    "8",
-    "--data.num_workers",
-    "0",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.default_root_dir",
-    "runs",
-]
+TINY = [*photo_args(image_size=16, batch_size=8), "--trainer.default_root_dir", "runs"]
 TEMP_FILE = re.compile(r"^\.\w[\w.-]*\.tmp\.")
 
 

@@ -19,30 +19,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import LIT_TRANSFER, photo_args
 from photo_fixture import CLASSES, make_photo_folder
 
 REPO = Path(__file__).resolve().parents[2]
-LIT_TRANSFER = Path(sys.executable).parent / "lit-transfer"
-TINY = [
-    "--config",
-    str(REPO / "recipes" / "defaults.yaml"),
-    "--data",
-    "ImageFolderDataModule",
-    "--data.root",
-    "photos",
-    "--model.backbone",
-    "test_resnet",
-    "--data.image_size",
-    "32",
-    "--data.batch_size",
-    "16",
-    "--data.num_workers",
-    "0",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-]
+TINY = photo_args(image_size=32, batch_size=16)
 
 NOISE = (
     "💡",  # Lightning's litlogger / litmodels advertisements
