@@ -181,6 +181,21 @@ def _wait_running_trial(study_of: object, deadline: float) -> None:
     raise AssertionError("the first worker never started a trial")
 
 
+def _wait_mid_trial(study_of: object, worker_dir: Path, deadline: float) -> int:
+    """The number of a trial the worker in ``worker_dir`` is in the middle of: running, with a first validation.
+
+    Its first reported validation proves the fit (and Optuna's heartbeat thread) is under way and most of its
+    epochs are still ahead, so a kill right after lands inside the trial, however fast the machine.
+    """
+    while time.monotonic() < deadline:
+        for trial in study_of().get_trials(deepcopy=False):  # type: ignore[operator]
+            mine = (worker_dir / str(trial.user_attrs.get("run_dir", "\0"))).is_dir()
+            if trial.state.name == "RUNNING" and mine and 1 <= len(trial.intermediate_values) <= 3:
+                return trial.number
+        time.sleep(0.05)
+    raise AssertionError(f"the worker in {worker_dir} was never seen early in a trial")
+
+
 def _storages() -> list[object]:
     url = os.environ.get(POSTGRES_ENV)
     postgres = pytest.param(
@@ -206,8 +221,10 @@ def test_workers_share_one_study_and_a_killed_workers_trial_is_retried(tmp_path:
     _wait_running_trial(lambda: optuna.load_study(study_name=name, storage=storage), time.monotonic() + 120)
     other = _worker(b_dir, storage, n_trials=2, name=name, log="other.log")
     # Optuna recognises a dead worker by its stale heartbeat: a worker killed between creating its trial and the first
-    # heartbeat (a few milliseconds) leaves a trial nothing can tell from a live one, so let one heartbeat (1 s) pass
-    time.sleep(2)
+    # heartbeat leaves a trial nothing can tell from a live one, and one killed between trials leaves none to retry;
+    # so kill the victim once its trial has reported a validation (a fast machine finishes a trial in ~1 s)
+    study_of = lambda: optuna.load_study(study_name=name, storage=storage)  # noqa: E731
+    killed = _wait_mid_trial(study_of, a_dir, time.monotonic() + 120)
     victim.send_signal(signal.SIGKILL)  # mid-trial: no chance to tell the database
     victim.wait(timeout=30)
     assert other.wait(timeout=300) == 0, (b_dir / "other.log").read_text()[-3000:]
@@ -218,7 +235,7 @@ def test_workers_share_one_study_and_a_killed_workers_trial_is_retried(tmp_path:
     study = optuna.load_study(study_name=name, storage=storage)
     trials = study.get_trials(deepcopy=False)
     failed = [t for t in trials if t.state.name == "FAIL"]
-    assert len(failed) == 1, [t.state.name for t in trials]
+    assert [t.number for t in failed] == [killed], [t.state.name for t in trials]
     retried = [t for t in trials if (t.system_attrs.get("retry_history") or [None])[0] == failed[0].number]
     assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
     assert retried[0].params == failed[0].params and retried[0].user_attrs["seed"] == failed[0].user_attrs["seed"]
