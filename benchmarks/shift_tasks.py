@@ -25,6 +25,9 @@ IMAGE_SIZE = 32
 LAYER_DECAY = 0.7
 WEIGHT_DECAY = 0.05
 LABEL_SMOOTHING = 0.1
+FALLBACK = f"LP-FT at epoch 1 + layer decay {LAYER_DECAY} (auto's fallback)"
+"""The control row: ``auto``'s stated default (one head-only epoch, then every group with layer decay), as a fixed
+policy."""
 
 
 class InvertedDigits(DigitsDataModule):
@@ -107,6 +110,7 @@ def policies(epochs: int) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         "freeze": freezing.FullFineTune(),
         "layer_decay": LAYER_DECAY,
     }
+    table[FALLBACK] = {"freeze": freezing.FreezeUnfreeze(unfreeze_at_epoch=1), "layer_decay": LAYER_DECAY}
     if getattr(freezing, "AutoFreeze", None) is None:
         missing["auto"] = "lit_transfer.freezing.AutoFreeze is not available"
     else:
