@@ -191,6 +191,7 @@ def source_weights(
     epochs: int | None = None,
     seed: int | None = None,
     classes: Sequence[int] = SOURCE_CLASSES,
+    backbone: str = BACKBONE,
 ) -> tuple[Path, dict[str, Any]]:
     """The quick start's source model: ``resnet10t`` trained on digits 0-4, saved as safetensors without its head.
 
@@ -205,6 +206,8 @@ def source_weights(
         seed: Seed of the initialisation, the training order and the augmentation (default: the quick start's).
         classes: The source task's digits (default: the quick start's 0-4; e.g. all ten for an input-level shift);
             any other set is passed as a ``--data.classes`` override after the recipe.
+        backbone: The timm architecture trained by the recipe (default: the quick start's :data:`BACKBONE`); any
+            other is passed as a ``--model.backbone`` override after the recipe and named in the file name.
 
     Returns:
         The weights file and its metadata (recipe arguments, source test accuracy, training time).
@@ -218,20 +221,21 @@ def source_weights(
     seed = source_model.SOURCE_SEED if seed is None else seed
     classes = [int(c) for c in classes]
     override = [] if tuple(classes) == SOURCE_CLASSES else [f"--data.classes={classes}"]
+    override += [] if backbone == BACKBONE else [f"--model.backbone={backbone}"]
     recipe = source_model.source_args(Path("<run dir>"), epochs, seed=seed, image_size=image_size) + override
     recipe = [arg.replace(str(source_model.RECIPES), "recipes") for arg in recipe]
     digest = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:8]
-    path = CACHE_DIR / f"source_{BACKBONE}_{image_size}px_{epochs}ep_seed{seed}_{digest}.safetensors"
+    path = CACHE_DIR / f"source_{backbone}_{image_size}px_{epochs}ep_seed{seed}_{digest}.safetensors"
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
         return path, json.loads(meta_path.read_text())
     with tempfile.TemporaryDirectory() as run_dir:
         args = source_model.source_args(Path(run_dir), epochs, seed=seed, image_size=image_size) + override
         args += ["--trainer.accelerator=cpu", *source_model.QUIET_ARGS]
-        result, backbone = source_model.train_source(args)
-    source_model.save_backbone(backbone, path, head=False)
+        result, network = source_model.train_source(args)
+    source_model.save_backbone(network, path, head=False)
     meta = {
-        "backbone": BACKBONE,
+        "backbone": backbone,
         "classes": classes,
         "image_size": image_size,
         "epochs": epochs,

@@ -25,6 +25,7 @@ told which task it is on. The chosen learning rate is then used at every shot co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,17 +72,19 @@ def select_lrs(
     seeds: tuple[int, ...],
     quick: bool,
     workers: int = 1,
+    tasks: Sequence[ShiftTask] = TASKS,
     **settings: Any,
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[float, list[float]]]]]:
     """Validation accuracy of every (task, policy, lr) at :data:`SELECT_SHOTS` shots; the chosen lr per task/policy.
 
-    ``settings`` (``epochs``, ``limit_eval_batches``) go to every :func:`~benchmarks.shift_tasks.fine_tune` run.
+    ``settings`` (``epochs``, ``limit_eval_batches``) go to every :func:`~benchmarks.shift_tasks.fine_tune` run;
+    ``tasks`` are this benchmark's two shifts unless given (``auto``'s one lr is the best mean over ``tasks``).
 
     Returns:
         ``chosen[task][policy]`` and ``scores[task][policy][lr]`` (validation accuracies over ``seeds``, %).
     """
     shots = 1 if quick else SELECT_SHOTS
-    keys = [(task, name, lr) for task in TASKS for name in table for lr in lr_grid(name, quick)]
+    keys = [(task, name, lr) for task in tasks for name in table for lr in lr_grid(name, quick)]
     jobs = [
         {"task": task, "spec": table[name], "weights": weights[task.key], "shots": shots, "seed": seed, "lr": lr}
         | {"split": "val", **settings}
@@ -89,18 +92,18 @@ def select_lrs(
         for seed in seeds
     ]
     accuracies = iter(acc for acc, _ in fine_tune_all(jobs, workers, "choosing learning rates"))
-    scores: dict[str, dict[str, dict[float, list[float]]]] = {t.key: {name: {} for name in table} for t in TASKS}
+    scores: dict[str, dict[str, dict[float, list[float]]]] = {t.key: {name: {} for name in table} for t in tasks}
     for task, name, lr in keys:
         scores[task.key][name][lr] = [next(accuracies) for _ in seeds]
-    chosen: dict[str, dict[str, float]] = {task.key: {} for task in TASKS}
+    chosen: dict[str, dict[str, float]] = {task.key: {} for task in tasks}
     for name in table:
-        if name == AUTO:  # one setting for both tasks: the best mean over the tasks
+        if name == AUTO:  # one setting for every task: the best mean over the tasks
             grid = lr_grid(name, quick)
-            best = max(grid, key=lambda lr: sum(common.mean_std(scores[t.key][name][lr])[0] for t in TASKS))
-            for task in TASKS:
+            best = max(grid, key=lambda lr: sum(common.mean_std(scores[t.key][name][lr])[0] for t in tasks))
+            for task in tasks:
                 chosen[task.key][name] = best
             continue
-        for task in TASKS:
+        for task in tasks:
             by_lr = scores[task.key][name]
             chosen[task.key][name] = max(by_lr, key=lambda lr: common.mean_std(by_lr[lr])[0])
     return chosen, scores

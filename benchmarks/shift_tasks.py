@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +58,7 @@ class ShiftTask:
         source_classes: Digits the source model is trained on (clean scans).
         target_classes: Digits of the target task.
         inverted: Whether the target's scans are inverted (:class:`InvertedDigits`).
+        backbone: The timm architecture of the source and target models (default: :data:`common.BACKBONE`).
     """
 
     key: str
@@ -65,6 +66,7 @@ class ShiftTask:
     source_classes: tuple[int, ...]
     target_classes: tuple[int, ...]
     inverted: bool
+    backbone: str = common.BACKBONE
 
     def datamodule(self, shots: int | None, seed: int, **kwargs: Any) -> DigitsDataModule:
         """The target task's DataModule (``shots`` scans per class, drawn with ``seed``) at :data:`IMAGE_SIZE` px."""
@@ -163,6 +165,7 @@ def fine_tune(
     lr: float,
     split: str,
     limit_eval_batches: int | None = None,
+    backbone: str | None = None,
 ) -> tuple[float, list[str]]:
     """Fine-tune the source ``weights`` on ``task`` with one policy; score the final weights on ``split``.
 
@@ -176,6 +179,7 @@ def fine_tune(
         lr: AdamW learning rate.
         split: ``"val"`` (the validation scans, for choosing settings) or ``"test"`` (held-out scans).
         limit_eval_batches: Score only this many batches of ``split`` (``--quick``); all by default.
+        backbone: The timm architecture of ``weights`` (default: the task's, :data:`common.BACKBONE` unless set).
 
     Returns:
         The accuracy (%) on ``split`` and the ``lit_transfer`` INFO lines logged during the run.
@@ -190,7 +194,7 @@ def fine_tune(
         shots, seed, batch_size=min(16, len(task.target_classes) * shots), train_transform=augmentation()
     )
     model = TransferClassifier(
-        common.BACKBONE,
+        backbone or task.backbone,
         num_classes=data.num_classes,
         pretrained=weights,
         freeze=spec["freeze"],
@@ -217,20 +221,26 @@ def _fine_tune_job(job: dict[str, Any]) -> tuple[float, list[str]]:
     return fine_tune(**job)
 
 
-def fine_tune_all(jobs: list[dict[str, Any]], workers: int = 1, label: str = "") -> list[tuple[float, list[str]]]:
+def fine_tune_all(
+    jobs: list[dict[str, Any]],
+    workers: int = 1,
+    label: str = "",
+    runner: Callable[[dict[str, Any]], Any] = _fine_tune_job,
+) -> list[Any]:
     """:func:`fine_tune` for every job (its keyword arguments), in order; ``workers > 1`` runs them in that many
     spawned processes of one thread each (every run is seeded by its own arguments, so the results do not depend
-    on which process ran it)."""
+    on which process ran it). ``runner`` replaces the call of :func:`fine_tune` on one job's arguments (a module-level
+    function, for the spawned processes); by default each result is ``(accuracy, INFO lines)``."""
     import multiprocessing
     import sys
 
-    results: list[tuple[float, list[str]]] = []
+    results: list[Any] = []
     if workers <= 1:
-        iterator: Any = map(_fine_tune_job, jobs)
+        iterator: Any = map(runner, jobs)
         pool = None
     else:
         pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
-        iterator = pool.imap(_fine_tune_job, jobs)
+        iterator = pool.imap(runner, jobs)
     try:
         for done, result in enumerate(iterator, 1):
             results.append(result)
