@@ -34,9 +34,11 @@ BENCHMARKS = (
     "swats",
     "lr_finder",
     "shift",
+    "heldout",
     "canvases",
     "segmentation",
     "tune",
+    "peers",
 )
 
 
