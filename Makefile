@@ -33,6 +33,7 @@ docs: setup
 	$(BIN)/mkdocs build --strict
 
 bench: setup
+	$(PIP) install -q -e ".[peers]"   # fastai, for the peers benchmark's fastai row
 	$(BIN)/python -m benchmarks.run
 
 bench-quick: setup
