@@ -209,5 +209,9 @@ def _feature_loaders(trainer: pl.Trainer, loaders: list[Any], cache: FeatureCach
             replaced.append(loader)
             continue
         cached = cache.features_of(trainer, loader, role)
-        replaced.append(DataLoader(cached, batch_sampler=loader.batch_sampler, collate_fn=_whole_batch))
+        # The image loader's generator: each new iterator draws its base seed where the image loader's would (from
+        # the global RNG when it has none), so later draws (dropout) match a run on images.
+        replaced.append(
+            DataLoader(cached, batch_sampler=loader.batch_sampler, collate_fn=_whole_batch, generator=loader.generator)
+        )
     return replaced

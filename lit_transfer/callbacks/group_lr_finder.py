@@ -39,6 +39,9 @@ class GroupLRFinder(Callback):
         smoothing: Exponential smoothing of the recorded loss.
         diverge_factor: Stop once the smoothed loss exceeds this multiple of its minimum (``None``: never).
         apply: Train with the suggestion (``False``: only record it).
+        cache_features: Run the test's head steps on features the frozen backbone computed once: ``None``
+            (default) when the first phase trains the classifier alone on a frozen backbone, ``True`` to require
+            it, ``False`` to run every step on images (see :mod:`lit_transfer.tuner.range_test`).
         out_dir: Folder for the plot and CSV (default ``<trainer.log_dir>/lr_find``); written by rank 0.
 
     Attributes:
@@ -59,11 +62,15 @@ class GroupLRFinder(Callback):
         diverge_factor: float | None = 4.0,
         apply: bool = True,
         out_dir: str | Path | None = None,
+        cache_features: bool | None = None,
     ) -> None:
         check_range(min_lr, max_lr, num_steps, diverge_factor)
         if rule not in RULES:
             raise ValueError(f"`rule` must be one of {list(RULES)}, got {rule!r}.")
         smooth_losses([], smoothing)  # checks the range
+        if cache_features not in (None, True, False):
+            raise ValueError(f"`cache_features` must be true, false or null (decide), got {cache_features!r}.")
+        self.cache_features = cache_features
         self.min_lr, self.max_lr, self.num_steps = float(min_lr), float(max_lr), num_steps
         self.rule, self.smoothing, self.diverge_factor = rule, smoothing, diverge_factor
         self.apply = apply
@@ -92,6 +99,7 @@ class GroupLRFinder(Callback):
             self.num_steps,
             smoothing=self.smoothing,
             diverge_factor=self.diverge_factor,
+            cache_features=self.cache_features,
         )
         self.result = finder_result(curve, self.rule, self.smoothing, trainer, time.perf_counter() - started)
         if trainer.is_global_zero and self._write_files:

@@ -36,6 +36,7 @@ class LRFindCommand:
         max_lr: float = 1.0,
         num_steps: int = 100,
         rule: Rule = DEFAULT_RULE,
+        cache_features: bool | None = None,
     ) -> None:
         """Run an LR range test of the model's first freezing phase and print the learning rate to use.
 
@@ -46,6 +47,8 @@ class LRFindCommand:
             max_lr: Configured (head) learning rate of the last step.
             num_steps: Optimizer steps of the exponential ramp (the test stops earlier once the loss diverges).
             rule: How the suggestion is read off the curve: valley, steep or minimum (docs/lr-finder.md).
+            cache_features: Run the head's steps on features the frozen backbone computed once (default: when the
+                first phase trains the classifier alone); false: every step on images.
         """
 
 

@@ -24,7 +24,8 @@ What depends on the task is left to a subclass, through these hooks (torchgeo's 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
@@ -48,7 +49,7 @@ from lit_transfer.freezing.layer_groups import layer_groups as group_layers
 from lit_transfer.models.arguments import check_auto_owns_its_rates
 from lit_transfer.models.checkpoint_checks import check_checkpoint_fits
 from lit_transfer.models.data_checks import check_unaugmented
-from lit_transfer.models.frozen_features import check_cacheable, frozen_features
+from lit_transfer.models.frozen_features import check_cacheable, frozen_features, trains_classifier_only
 from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable, configure_optimization
 from lit_transfer.models.reseeding import BatchReseeding
 from lit_transfer.models.trained_preprocessing import TrainedPreprocessing
@@ -259,11 +260,29 @@ class TransferModule(LightningModule):
 
     def outputs_of(self, x: torch.Tensor) -> torch.Tensor:
         """Raw outputs of images, or of cached features (2-D, from :class:`FeatureCache`'s loaders) during ``fit``."""
-        if not self.hparams["cache_features"] or x.ndim != 2:
+        if x.ndim != 2 or not (self.hparams["cache_features"] or self.__dict__.get("_features_as_inputs")):
             return self(x)
         features = nn.functional.dropout(x, p=self.hparams["drop_rate"], training=self.training)
         get_classifier = cast("Callable[[], nn.Module]", self.backbone.get_classifier)  # timm API, not on `nn.Module`
         return cast("torch.Tensor", get_classifier()(features))
+
+    @contextmanager
+    def classifier_on_features(self) -> Iterator[Callable[[torch.Tensor], torch.Tensor] | None]:
+        """While only the classifier trains (a frozen backbone, no mixup): its inputs may be frozen features.
+
+        Yields the frozen backbone's feature extractor (:func:`~lit_transfer.models.frozen_features.frozen_features`)
+        and, inside the block, takes 2-D batches as features in the training step, as with ``cache_features``; yields
+        ``None`` (and changes nothing) when more than the classifier trains now. The LR range test uses it to run
+        a head-only first phase on features computed once (:mod:`lit_transfer.tuner.range_test`).
+        """
+        if self.mixup is not None or not trains_classifier_only(self.backbone):
+            yield None
+            return
+        self.__dict__["_features_as_inputs"] = True
+        try:
+            yield partial(frozen_features, self.backbone)
+        finally:
+            self.__dict__["_features_as_inputs"] = False
 
     def configure_callbacks(self) -> list[Callback]:
         """A guard against NaN/inf losses, the LayerFreezing callback that applies ``freeze``, the feature cache."""

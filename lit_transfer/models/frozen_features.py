@@ -59,3 +59,27 @@ def frozen_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
         forward_head = cast("Callable[..., torch.Tensor]", backbone.forward_head)
         forward_features = cast("Callable[[torch.Tensor], torch.Tensor]", backbone.forward_features)
         return forward_head(forward_features(x), pre_logits=True)
+
+
+def trains_classifier_only(backbone: nn.Module) -> bool:
+    """Whether, in the backbone's current state, only its classifier trains and nothing before it is random.
+
+    True when every parameter outside ``backbone.get_classifier()`` has ``requires_grad=False`` and every BatchNorm,
+    dropout and drop-path module outside it is in eval mode: the state a linear probe, or the head-only first phase
+    of freeze-unfreeze, is in once :class:`~lit_transfer.callbacks.LayerFreezing` has frozen it. Then the
+    classifier's input of a sample is :func:`frozen_features` of it, whatever the step.
+    """
+    get_classifier = getattr(backbone, "get_classifier", None)
+    if not callable(get_classifier) or not hasattr(backbone, "forward_head"):
+        return False
+    classifier = cast("nn.Module", get_classifier())
+    inside = {id(p) for p in classifier.parameters()} | {id(m) for m in classifier.modules()}
+    if any(p.requires_grad for p in backbone.parameters() if id(p) not in inside):
+        return False
+    for module in backbone.modules():
+        if id(module) in inside or not module.training:
+            continue
+        random_or_batch_dependent = isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
+        if random_or_batch_dependent or "DropPath" in type(module).__name__:
+            return False
+    return True

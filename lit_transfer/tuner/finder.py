@@ -48,6 +48,7 @@ def find_lr(
     smoothing: float = DEFAULT_SMOOTHING,
     diverge_factor: float | None = 4.0,
     out_dir: str | Path | None = None,
+    cache_features: bool | None = None,
 ) -> LRFinderResult:
     """Run an LR range test of ``model``'s first freezing phase; leave the model and the RNG as they were.
 
@@ -66,6 +67,8 @@ def find_lr(
         diverge_factor: Stop once the smoothed loss exceeds this multiple of its minimum (``None``: never).
         out_dir: Where to write the plot and CSV (nothing is written when ``None``; call
             :meth:`LRFinderResult.save` yourself).
+        cache_features: Run the head's steps on features the frozen backbone computed once: ``None`` (default)
+            when the first phase trains the classifier alone, ``True`` to require it, ``False`` to step on images.
 
     Returns:
         The :class:`LRFinderResult`.
@@ -79,7 +82,17 @@ def find_lr(
         >>> len(result.lrs) <= 10 and result.group_ratios["head"] == 1.0
         True
     """
-    finder = GroupLRFinder(min_lr, max_lr, num_steps, rule, smoothing, diverge_factor, apply=False, out_dir=out_dir)
+    finder = GroupLRFinder(
+        min_lr,
+        max_lr,
+        num_steps,
+        rule,
+        smoothing,
+        diverge_factor,
+        apply=False,
+        out_dir=out_dir,
+        cache_features=cache_features,
+    )
     finder._stop_after_test = True
     finder._write_files = out_dir is not None
     if trainer is None:

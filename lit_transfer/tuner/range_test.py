@@ -13,6 +13,15 @@ the module's own hooks behave as in the fit, with:
   ``lr``) times ``lr_k / reference``, where ``reference`` is the optimizer's configured LR (``defaults["lr"]``,
   the head's under layer decay) and ``lr_k`` ramps exponentially from ``min_lr`` to ``max_lr``: layer-decay ratios
   and any per-group multiplier are kept.
+* **Head steps on cached features.** When the first phase trains the classifier alone on a frozen backbone (a
+  linear probe, freeze-unfreeze's first epochs; no mixup), the backbone's features of the training data are
+  computed once, at the test's first epoch, by a :class:`~lit_transfer.callbacks.FeatureCache`, and every step runs
+  the head on them, served through the loader's own batch sampler (same batches, same order): a step costs a
+  classifier's forward and backward instead of a backbone's forward. On data without augmentation the curve is the
+  one the steps on images give (checked in ``tests/tuner/test_range_test_cache.py``); with augmentation every epoch
+  of the test sees the one view of each sample drawn for that pass, where steps on images see a fresh view per
+  epoch. ``cache_features=False`` runs every step on images; the module opts in through
+  ``classifier_on_features`` (:class:`~lit_transfer.models.base.TransferModule`).
 * **Exact restoration.** Afterwards the parameters (values, ``requires_grad``, ``.grad``), buffers, module modes,
   the optimizers' state and LRs, the schedulers, the precision plugin, the fit loop's progress, the global RNG
   states and the trainer's settings are put back, and torchmetrics objects the test updated are reset: the fit
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -37,6 +47,7 @@ from torchmetrics import Metric
 from typing_extensions import override
 
 from lit_transfer._compat import metric_update_count, reset_fit_loop_data, reset_logged_results
+from lit_transfer.callbacks.feature_cache import FeatureCache
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.errors import is_int
 from lit_transfer.freezing import FreezingPolicy
@@ -53,6 +64,7 @@ class RangeTestCurve:
     lrs: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     stopped_early: bool = False
+    cached_features: bool = False
 
 
 def check_range(min_lr: float, max_lr: float, num_steps: int, diverge_factor: float | None) -> None:
@@ -167,6 +179,39 @@ class _Ramp(Callback):
         return self.diverge_factor is not None and step > 1 and smoothed > self.diverge_factor * self._best
 
 
+class _HeadOnFeatures(Callback):
+    """From the test's first epoch on, serve the training batches as frozen features when only the head trains.
+
+    Listed after the freezing callbacks, so the first phase's ``requires_grad`` flags and module modes are set when
+    it looks at them.
+    """
+
+    def __init__(self, wanted: bool | None, stack: ExitStack) -> None:
+        self.wanted = wanted
+        self.stack = stack
+        self.cache: FeatureCache | None = None
+        self._decided = False
+
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._decided:
+            self._decided = True
+            self.cache = self._cache_for(pl_module) if self.wanted is not False else None
+        if self.cache is not None:
+            self.cache.serve_training(trainer)
+
+    def _cache_for(self, pl_module: LightningModule) -> FeatureCache | None:
+        opt_in = getattr(pl_module, "classifier_on_features", None)
+        extract = self.stack.enter_context(opt_in()) if callable(opt_in) else None
+        if extract is None and self.wanted:
+            raise ValueError(
+                "`cache_features=True` needs a first phase that trains the classifier alone on a frozen backbone"
+                f" (e.g. `freeze: linear_probe` or `freeze_unfreeze`, no mixup) of a lit_transfer model; the"
+                f" {type(pl_module).__name__} trains more. Leave `cache_features` unset (or False)."
+            )
+        return None if extract is None else FeatureCache(extract)
+
+
 class _Snapshot:
     """Everything a range test changes, taken at ``on_fit_start`` and put back afterwards."""
 
@@ -243,6 +288,7 @@ def run_range_test(
     num_steps: int,
     smoothing: float = DEFAULT_SMOOTHING,
     diverge_factor: float | None = 4.0,
+    cache_features: bool | None = None,
 ) -> RangeTestCurve:
     """Run an LR range test of the module's first freezing phase from ``on_fit_start``; leave no trace.
 
@@ -254,12 +300,15 @@ def run_range_test(
         num_steps: Optimizer steps of the ramp.
         smoothing: Exponential smoothing of the loss used to detect divergence.
         diverge_factor: Stop once the smoothed loss exceeds this multiple of its minimum (``None``: never).
+        cache_features: Run the head's steps on features the frozen backbone computed once: ``None`` (default)
+            when the first phase trains the classifier alone, ``True`` to require it, ``False`` never.
 
     Returns:
         The recorded curve (reference LR and raw loss per step).
 
     Raises:
-        ValueError: For a module with several optimizers or manual optimization, or a bad range.
+        ValueError: For a module with several optimizers or manual optimization, or a bad range, or
+            ``cache_features=True`` when more than the classifier trains.
     """
     check_range(min_lr, max_lr, num_steps, diverge_factor)
     if not pl_module.automatic_optimization or len(trainer.optimizers) != 1:
@@ -267,21 +316,28 @@ def run_range_test(
             "The LR range test needs automatic optimization with one optimizer; this module has"
             f" {len(trainer.optimizers)} optimizer(s) and automatic_optimization={pl_module.automatic_optimization}."
         )
+    if cache_features not in (None, True, False):
+        raise ValueError(f"`cache_features` must be True, False or None (decide), got {cache_features!r}.")
     ramp = _Ramp(trainer.optimizers[0], min_lr, max_lr, num_steps, smoothing, diverge_factor)
     snapshot = _Snapshot(trainer, pl_module)
     loop = trainer.fit_loop
-    try:
-        with isolate_rng(include_cuda=True):
-            freezing = [c for c in callbacks_of(trainer) if isinstance(c, LayerFreezing)]
-            for callback in freezing:
-                callback.policy = cast("FreezingPolicy", _FirstPhase(callback.policy))
-            trainer.callbacks = [*freezing, ramp]  # type: ignore[attr-defined]
-            trainer.loggers = []
-            trainer.limit_val_batches = 0
-            trainer.strategy.lr_scheduler_configs = []
-            loop.max_epochs, loop.min_epochs = -1, None
-            loop.epoch_loop.max_steps, loop.epoch_loop.min_steps = -1, None
-            loop.run()
-    finally:
-        snapshot.restore()
+    with ExitStack() as stack:
+        features = _HeadOnFeatures(cache_features, stack)
+        try:
+            with isolate_rng(include_cuda=True):
+                freezing = [c for c in callbacks_of(trainer) if isinstance(c, LayerFreezing)]
+                for callback in freezing:
+                    callback.policy = cast("FreezingPolicy", _FirstPhase(callback.policy))
+                trainer.callbacks = [*freezing, features, ramp]  # type: ignore[attr-defined]
+                trainer.loggers = []
+                trainer.limit_val_batches = 0
+                trainer.strategy.lr_scheduler_configs = []
+                loop.max_epochs, loop.min_epochs = -1, None
+                loop.epoch_loop.max_steps, loop.epoch_loop.min_steps = -1, None
+                loop.run()
+        finally:
+            if features.cache is not None:
+                features.cache.clear()
+            snapshot.restore()
+    ramp.curve.cached_features = features.cache is not None
     return ramp.curve

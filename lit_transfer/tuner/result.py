@@ -36,6 +36,7 @@ class LRFinderResult:
             suggestion), by group name.
         trainable_groups: ``"k/n"``: the layer groups the first phase trains, or ``None`` without LayerFreezing.
         stopped_early: Whether the test stopped before ``num_steps`` because the loss diverged.
+        cached_features: Whether the head's steps ran on features the frozen backbone computed once.
         seconds: Wall time of the test.
         plot_path: The PNG written by :meth:`save` (``None`` until then).
         csv_path: The CSV written by :meth:`save`.
@@ -51,6 +52,7 @@ class LRFinderResult:
     group_ratios: dict[str, float] = field(default_factory=dict)
     trainable_groups: str | None = None
     stopped_early: bool = False
+    cached_features: bool = False
     seconds: float = 0.0
     plot_path: Path | None = None
     csv_path: Path | None = None
@@ -125,7 +127,8 @@ class LRFinderResult:
             )
         lines = [f"LR range test: suggested lr {self.suggestion:.2g} ({self.rule} rule, {len(self.lrs)} steps)"]
         if self.trainable_groups:
-            lines.append(f"  first phase trains {self.trainable_groups} layer groups")
+            on = " (head steps on cached backbone features)" if self.cached_features else ""
+            lines.append(f"  first phase trains {self.trainable_groups} layer groups{on}")
         named = {name: lr for name, lr in self.group_lrs().items() if not name.endswith(".no_decay")}
         groups = ", ".join(f"{name} {lr:.2g}" for name, lr in named.items())
         if groups:
@@ -159,5 +162,6 @@ def finder_result(
         group_ratios=ratios,
         trainable_groups=phase,
         stopped_early=curve.stopped_early,
+        cached_features=curve.cached_features,
         seconds=seconds,
     )

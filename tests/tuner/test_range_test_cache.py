@@ -1,0 +1,82 @@
+"""The range test's head steps on cached backbone features: the same curve as steps on images, and when it applies."""
+
+from __future__ import annotations
+
+import functools
+
+import lightning as L
+import pytest
+import torch
+from quiet import QUIET
+
+from lit_transfer import FreezeUnfreeze, GroupLRFinder, TransferClassifier, find_lr
+from lit_transfer.data import DigitsDataModule
+
+
+def _data() -> DigitsDataModule:
+    """Unaugmented scans: a sample's input, and so its features, are the same every epoch."""
+    return DigitsDataModule(
+        classes=[0, 1, 2], shots_per_class=8, image_size=16, batch_size=8, num_workers=0, train_transform="none"
+    )
+
+
+def _model(freeze: object = None, drop_rate: float = 0.0) -> TransferClassifier:
+    L.seed_everything(7)
+    return TransferClassifier(
+        "test_resnet",
+        num_classes=3,
+        pretrained=False,
+        freeze=freeze if freeze is not None else FreezeUnfreeze(unfreeze_at_epoch=1),
+        layer_decay=0.5,
+        drop_rate=drop_rate,
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.05),
+    )
+
+
+@pytest.mark.parametrize("drop_rate", [0.0, 0.3])
+def test_cached_features_give_the_curve_of_steps_on_images(drop_rate: float) -> None:
+    """12 steps span 4 epochs of 3 batches: the cached path serves the same batches, in the same order, every epoch."""
+    options = {"num_steps": 12, "min_lr": 1e-4, "max_lr": 1.0, "diverge_factor": None}
+    on_images = find_lr(_model(drop_rate=drop_rate), _data(), cache_features=False, **options)
+    on_features = find_lr(_model(drop_rate=drop_rate), _data(), **options)  # default: decide
+    assert not on_images.cached_features and on_features.cached_features
+    assert on_features.lrs == on_images.lrs
+    assert on_features.losses == pytest.approx(on_images.losses, rel=1e-4, abs=1e-5)
+    assert on_features.suggestions == on_images.suggestions
+    assert "cached backbone features" in on_features.summary()
+
+
+def test_the_cached_test_leaves_the_model_as_it_was() -> None:
+    model = _model()
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    result = find_lr(model, _data(), num_steps=10, cache_features=True)
+    assert result.cached_features
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert not model.__dict__.get("_features_as_inputs")  # 2-D inputs are features only inside the test
+    with pytest.raises(RuntimeError):
+        model.outputs_of(torch.zeros(2, 8))  # a 2-D batch goes to the backbone again, which refuses it
+
+
+def test_a_first_phase_that_trains_the_backbone_steps_on_images() -> None:
+    model = _model(freeze="full_fine_tune")
+    assert not find_lr(model, _data(), num_steps=6).cached_features
+    with pytest.raises(ValueError, match=r"`cache_features=True` needs a first phase that trains the classifier alone"):
+        find_lr(_model(freeze="full_fine_tune"), _data(), num_steps=6, cache_features=True)
+
+
+def test_callback_refuses_a_cache_flag_that_is_not_a_bool() -> None:
+    with pytest.raises(ValueError, match="`cache_features` must be true, false or null"):
+        GroupLRFinder(cache_features="yes")  # type: ignore[arg-type]
+
+
+def test_callback_on_cached_features_trains_as_configured() -> None:
+    """The callback's cached test leaves no trace in the fit that follows (its suggestion applied as usual)."""
+    model = _model()
+    finder = GroupLRFinder(num_steps=8, min_lr=1e-4, apply=False)
+    L.Trainer(**{**QUIET, "max_epochs": 2, "callbacks": [finder]}).fit(model, _data())
+    assert finder.result is not None and finder.result.cached_features
+    plain = _model()
+    L.Trainer(**{**QUIET, "max_epochs": 2}).fit(plain, _data())
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
