@@ -4,6 +4,7 @@
   back on exit (a measurement in eval mode, an LR range test that stops in the first freezing phase).
 * :func:`seeded_rng`: Lightning's :func:`~lightning.pytorch.utilities.seed.isolate_rng` around a fixed seed, so a
   side computation draws the same numbers every time and the run's own streams continue where they were.
+* :func:`set_frozen_modes`: eval mode for the sub-trees whose parameters are all frozen, train mode elsewhere.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["kept_training_state", "seeded_rng"]
+__all__ = ["kept_training_state", "seeded_rng", "set_frozen_modes"]
 
 
 @contextmanager
@@ -66,3 +68,28 @@ def seeded_rng(seed: int) -> Iterator[None]:
         np.random.seed(seed % 2**32)
         random.seed(seed)
         yield
+
+
+def set_frozen_modes(module: nn.Module, frozen: set[int], train_bn: bool = False) -> None:
+    """Eval mode for sub-trees whose parameters are all in ``frozen`` (ids), train mode elsewhere.
+
+    BatchNorm, dropout and drop-path inside a frozen sub-tree then behave as at inference; a module without
+    parameters follows its parent. ``train_bn`` keeps every BatchNorm layer in train mode (fastai's choice).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout(), nn.Linear(2, 2))
+        >>> set_frozen_modes(net, {id(p) for p in net[0].parameters()})
+        >>> [m.training for m in net]
+        [False, True, True]
+    """
+    modes: dict[str, bool] = {}
+    for name, sub in module.named_modules():
+        params = [id(p) for p in sub.parameters()]
+        if params:
+            training = not all(p in frozen for p in params)
+            if isinstance(sub, _BatchNorm) and train_bn:
+                training = True
+        else:
+            training = modes.get(name.rpartition(".")[0], True)
+        modes[name] = training
+        sub.training = training

@@ -48,7 +48,9 @@ from lit_transfer.freezing.layer_groups import (
     layout_fingerprint,
     module_layer_groups,
 )
-from lit_transfer.freezing.measure import apply_lr_multipliers, check_measurable, plan_auto_freeze
+from lit_transfer.freezing.measure import apply_lr_multipliers, plan_auto_freeze
+from lit_transfer.freezing.trial_data import check_measurable
+from lit_transfer.training_state import set_frozen_modes
 
 __all__ = ["LayerFreezing"]
 
@@ -257,18 +259,7 @@ class LayerFreezing(Callback):
         """
         if not pl_module.training:
             return
-        frozen = self._frozen_ids()
-        modes: dict[str, bool] = {}
-        for name, module in pl_module.named_modules():
-            params = [id(p) for p in module.parameters()]
-            if params:
-                training = not all(p in frozen for p in params)
-                if isinstance(module, _BatchNorm) and self.policy.train_bn:
-                    training = True
-            else:
-                training = modes.get(name.rpartition(".")[0], True)
-            modes[name] = training
-            module.training = training
+        set_frozen_modes(pl_module, self._frozen_ids(), self.policy.train_bn)
 
     # -------------------------------------------------------------------- DDP
     def _follow_in_ddp(self, trainer: Trainer, pl_module: LightningModule) -> None:

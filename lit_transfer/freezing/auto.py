@@ -1,20 +1,24 @@
-"""``AutoFreeze``: a policy that decides how deep to fine-tune, and each group's learning rate, from the data.
+"""``AutoFreeze``: a policy that chooses how deep to fine-tune by short trial fine-tunes scored on validation data.
 
-The measurement it decides from runs in :mod:`lit_transfer.freezing.measure`, called by
+The trials run in :mod:`lit_transfer.freezing.trials` (the candidates and successive halving) and
+:mod:`lit_transfer.freezing.measure` (the sandbox on the Trainer's data), called by
 :class:`~lit_transfer.callbacks.LayerFreezing` at the decision epoch.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lit_transfer.errors import check_positive_int, is_int, is_number
 from lit_transfer.freezing.base import FreezingPolicy, head_only, mask_depth
+from lit_transfer.freezing.trials import Candidate, TrialResult, depth_candidates
 
 __all__ = ["AutoFreeze", "AutoFreezePlan"]
+
+ALL = "all"
+"""The depth that trains every group (a value of ``AutoFreeze(depths=...)``)."""
 
 
 @dataclass(frozen=True)
@@ -23,91 +27,116 @@ class AutoFreezePlan:
 
     Attributes:
         epoch: The first epoch of the plan (the head alone trained before it).
-        samples_per_class: Training samples per class measured at the decision.
-        relative_grad_norms: Each group's ``||g|| / ||w||`` (stem first, the head last) on the measured batches.
+        samples_per_class: Training samples per class at the decision.
+        chosen: The chosen candidate's name (e.g. ``"linear probe"``, ``"layer4 + head"``, ``"all groups"``).
+        reason: Why: ``"validation"`` (the trials' best), ``"default: <why>"`` (the stated fallback).
         mask: Which groups train from ``epoch`` on (stem first, the head last).
         lr_mults: Each group's learning-rate multiplier from ``epoch`` on (1 for frozen groups and the head).
+        trials: Each tried candidate's name, trial steps, validation loss and the paired standard error of its
+            difference from the lowest loss, lowest first (empty when no trial ran).
+        val_samples: Validation samples the trials were scored on (0 when none ran).
     """
 
     epoch: int
     samples_per_class: float
-    relative_grad_norms: tuple[float, ...]
+    chosen: str
+    reason: str
     mask: tuple[bool, ...]
     lr_mults: tuple[float, ...]
+    trials: tuple[TrialResult, ...] = field(default=())
+    val_samples: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (for the checkpoint)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        state = asdict(self)
+        state["mask"], state["lr_mults"] = list(self.mask), list(self.lr_mults)
+        state["trials"] = [asdict(t) for t in self.trials]
+        return state
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> AutoFreezePlan:
-        """Reverse of :meth:`to_dict`."""
+        """Reverse of :meth:`to_dict` (a plan of an earlier release, without trials, loads with none)."""
         return cls(
             epoch=int(state["epoch"]),
             samples_per_class=float(state["samples_per_class"]),
-            relative_grad_norms=tuple(float(v) for v in state["relative_grad_norms"]),
+            chosen=str(state.get("chosen", "")),
+            reason=str(state.get("reason", "")),
             mask=tuple(bool(v) for v in state["mask"]),
             lr_mults=tuple(float(v) for v in state["lr_mults"]),
+            trials=tuple(TrialResult(**t) for t in state.get("trials", ())),
+            val_samples=int(state.get("val_samples", 0)),
         )
 
     def describe(self, group_names: Sequence[str]) -> str:
-        """The decision in one line, e.g. ``AutoFreeze: 10 samples/class; ...; from epoch 1 train layer4, head``."""
-        norms = " ".join(f"{n} {v:.2g}" for n, v in zip(group_names, self.relative_grad_norms))
+        """The decision in one line, e.g. ``AutoFreeze: 10 samples/class; validation loss ...; chose ...``."""
+        if self.trials:
+            scores = ", ".join(
+                f"{t.name} {t.val_loss:.3g}"
+                + (f" (paired se {t.paired_se:.2g})" if t.paired_se else "")
+                + f" after {t.steps} steps"
+                for t in self.trials
+            )
+            evidence = f"validation loss on {self.val_samples} samples: {scores}"
+        else:
+            evidence = "no trials"
         chosen = [(n, m) for n, m, flag in zip(group_names, self.lr_mults, self.mask) if flag]
         return (
-            f"AutoFreeze: {self.samples_per_class:.4g} samples/class; relative gradient norm {norms}; from epoch"
-            f" {self.epoch} train {', '.join(n for n, _ in chosen)} at LR x {', '.join(f'{m:.2g}' for _, m in chosen)}"
+            f"AutoFreeze: {self.samples_per_class:.4g} samples/class; {evidence}; chose {self.chosen}"
+            f" ({self.reason}): from epoch {self.epoch} train {', '.join(n for n, _ in chosen)}"
+            f" at LR x {', '.join(f'{m:.2g}' for _, m in chosen)}"
         )
 
 
 class AutoFreeze(FreezingPolicy):
-    """Decide how deep to fine-tune, and each group's learning rate, from the target task itself.
+    """Choose how deep to fine-tune from the target task itself: short trial fine-tunes scored on validation.
 
     The run starts as a linear probe: the head alone trains for ``probe_epochs`` epochs (LP-FT, Kumar et al.,
     ICLR 2022: fine-tuning under a trained head distorts the pretrained features less). At the start of the first
-    fine-tuning epoch LayerFreezing measures, on ``measure_batches`` fixed training batches with the model in eval
-    mode (see :mod:`lit_transfer.freezing.measure`), each group's relative gradient norm ``||g|| / ||w||`` under the
-    trained head (Auto-RGN, Lee et al., ICLR 2023): groups whose features the task wants changed get larger
-    gradients relative to their weights, whatever the kind of shift (early groups for an input shift, late ones for
-    a shift of the labels). It also counts training samples per class ``n``. Then, for the groups below the head,
-    with ``r`` each group's norm divided by the largest:
+    epoch after it, :class:`~lit_transfer.callbacks.LayerFreezing` tries each candidate depth (``depths``: how many
+    groups below the head train; ``0`` keeps the linear probe, ``"all"`` trains every group) from the run's current
+    weights in a sandbox: ``trial_steps`` optimizer steps on seeded training batches with the run's optimizer and
+    base learning rates, each trained group at ``lr * layer_decay ** i`` (``i`` steps below the head), then the
+    task's loss on up to ``max_val_samples`` validation samples. Successive halving (Jamieson & Talwalkar, 2016)
+    keeps the best ``1 / halving`` of the candidates and gives the survivors ``halving`` times more steps, until one
+    is left. The weights, optimizer, random generators, modes and flags are restored afterwards: only the decision
+    leaves the sandbox.
 
-    * **how deep** follows the data (the rule of thumb "more data, retrain more layers"): of the ``G`` groups below
-      the head, the ``k = clip(ceil(G * log(n) / log(all_groups_at)), 1, G)`` nearest the head train, so with one
-      sample per class only the last group trains, and from ``all_groups_at`` samples per class every group does;
-    * **how fast** each trained group learns follows ``lr_rule``: ``"layer_decay"`` (the default) multiplies the
-      rate of the group ``i`` steps below the head by ``layer_decay ** i``, as the model's own ``layer_decay`` does
-      (leave that one unset, or the two multiply); ``"rgn"`` uses Auto-RGN's rates instead, ``max(r, min_lr_mult)``
-      with ``r`` the group's relative gradient norm over the largest below the head. The head keeps its rate.
+    The candidate with the lowest validation loss wins, except that the stated default (``default``, every group
+    with layer decay: the LP-FT + layer-decay recipe) is kept unless the winner beats it by more than
+    ``min_advantage`` paired standard errors of the per-sample losses; and with fewer than ``min_val_samples``
+    validation samples (or no validation data) no trial runs and the default is taken, as the log line says. So
+    the linear probe is chosen when fine-tuning lowers validation loss less than training the head alone does,
+    which is what a task where fine-tuning hurts looks like.
 
-    The measured norms are always reported in the decision's log line. ``lr_rule="layer_decay"`` is the default
-    because on both tasks of the package's two-shift benchmark (``docs/concepts/choosing.md``) the stem has the
-    largest relative gradient norm, so per-group Auto-RGN rates would move the stem fastest whatever the shift.
-
-    The plan (the mask, the multipliers, the measured numbers and its epoch) is kept in the checkpoint: a resume,
+    The plan (the mask, the multipliers, the trials' numbers, its epoch) is kept in the checkpoint: a resume,
     before or after the decision, follows the same plan, and the multipliers, already in the restored optimizer and
-    scheduler state, are not applied twice.
+    scheduler state, are not applied twice. Under DDP rank 0 runs the trials and broadcasts the plan.
 
     Args:
         probe_epochs: Epochs of linear probing before the decision: an integer ``>= 1``, or a fraction of
             ``max_epochs`` in ``(0, 1)`` (rounded, at least 1).
-        measure_batches: Training batches the measurement runs on (forward and backward, no optimizer step).
-        all_groups_at: Samples per class from which every group trains.
-        lr_rule: ``"layer_decay"`` or ``"rgn"``: how a trained group's learning-rate multiplier is set (above).
-        layer_decay: Decay per group below the head of ``lr_rule="layer_decay"``, in ``(0, 1]``.
-        min_lr_mult: Smallest learning-rate multiplier of a trained group under ``lr_rule="rgn"``, in ``(0, 1]``.
-        seed: Seed of the measured subset of the training data (and of its augmentations).
+        depths: Candidate depths: integers ``>= 0`` (groups below the head) or ``"all"``.
+        default: The depth taken without evidence (too little validation data, or no clear winner).
+        trial_steps: Optimizer steps of each candidate in the first halving round; ``None`` takes one epoch of the
+            training loader's steps, at least 4 and at most 50.
+        halving: Survivors per round are the best ``ceil(n / halving)``; ``halving >= len(depths)`` is one round.
+        max_val_samples: Validation samples the trials are scored on (a seeded subset when there are more).
+        min_val_samples: Fewer validation samples than this: no trials, the default.
+        min_advantage: Paired standard errors by which a candidate must beat the default to replace it.
+        layer_decay: Learning-rate decay per group below the head of every trained group, in ``(0, 1]``.
+        seed: Seed of the trials' training batches (and their augmentations).
         train_bn: See :class:`FreezingPolicy`.
 
     Example:
         >>> policy = AutoFreeze()
         >>> policy.trainable_mask(epoch=0, num_groups=4)  # linear probe first
         [False, False, False, True]
-        >>> plan = policy.decide([0.02, 0.1, 0.4, 0.9], samples_per_class=300, epoch=1)
+        >>> names = ["stem", "layer1", "layer2", "head"]
+        >>> [c.name for c in policy.candidates(names)]
+        ['linear probe', 'layer2 + head', 'all groups']
+        >>> plan = policy.fallback(names, samples_per_class=10, epoch=1, why="no validation data")
         >>> plan.mask, plan.lr_mults
         ((True, True, True, True), (0.343, 0.49, 0.7, 1.0))
-        >>> policy.decide([0.02, 0.1, 0.4, 0.9], samples_per_class=1, epoch=1).mask
-        (False, False, True, True)
     """
 
     name = "auto"
@@ -115,45 +144,49 @@ class AutoFreeze(FreezingPolicy):
     def __init__(
         self,
         probe_epochs: int | float = 1,
-        measure_batches: int = 4,
-        all_groups_at: int = 10,
-        lr_rule: str = "layer_decay",
+        depths: Sequence[int | str] = (0, 1, ALL),
+        default: int | str = ALL,
+        trial_steps: int | None = None,
+        halving: int = 3,
+        max_val_samples: int = 128,
+        min_val_samples: int = 20,
+        min_advantage: float = 1.0,
         layer_decay: float = 0.7,
-        min_lr_mult: float = 0.1,
         seed: int = 0,
         train_bn: bool = False,
     ) -> None:
         super().__init__(train_bn)
-        if not is_number(probe_epochs):
-            raise ValueError(f"`probe_epochs` must be an integer >= 1 or a fraction in (0, 1), got {probe_epochs!r}.")
-        if isinstance(probe_epochs, float) and probe_epochs.is_integer() and probe_epochs >= 1:
-            probe_epochs = int(probe_epochs)
-        if (isinstance(probe_epochs, int) and probe_epochs < 1) or (
-            isinstance(probe_epochs, float) and not 0 < probe_epochs < 1
-        ):
+        self.probe_epochs = _check_probe_epochs(probe_epochs)
+        depths = [depths] if isinstance(depths, (int, str)) else list(depths)
+        if not depths or not all(_is_depth(d) for d in depths):
             raise ValueError(
-                f"`probe_epochs` must be an integer >= 1 (epochs of linear probing before AutoFreeze decides) or a"
-                f" fraction of max_epochs in (0, 1), got {probe_epochs!r}."
+                f"`depths` must be a list of integers >= 0 (groups below the head) or {ALL!r}, got {depths!r}."
             )
-        check_positive_int("measure_batches", measure_batches)
-        if not is_int(all_groups_at) or all_groups_at < 2:
-            raise ValueError(f"`all_groups_at` must be an integer >= 2 (samples per class), got {all_groups_at!r}.")
-        if lr_rule not in ("layer_decay", "rgn"):
-            raise ValueError(f"`lr_rule` must be 'layer_decay' or 'rgn', got {lr_rule!r}.")
+        if not _is_depth(default):
+            raise ValueError(f"`default` must be an integer >= 0 or {ALL!r}, got {default!r}.")
+        if trial_steps is not None:
+            check_positive_int("trial_steps", trial_steps)
+        if not is_int(halving) or halving < 2:
+            raise ValueError(f"`halving` must be an integer >= 2, got {halving!r}.")
+        check_positive_int("max_val_samples", max_val_samples)
+        if not is_int(min_val_samples) or min_val_samples < 2:
+            raise ValueError(f"`min_val_samples` must be an integer >= 2, got {min_val_samples!r}.")
+        if not is_number(min_advantage) or min_advantage < 0:
+            raise ValueError(f"`min_advantage` must be a number >= 0 (standard errors), got {min_advantage!r}.")
         if not is_number(layer_decay) or not 0 < layer_decay <= 1:
             raise ValueError(f"`layer_decay` must be in (0, 1], got {layer_decay!r}.")
-        if not is_number(min_lr_mult) or not 0 < min_lr_mult <= 1:
-            raise ValueError(f"`min_lr_mult` must be in (0, 1], got {min_lr_mult!r}.")
         if not is_int(seed):
             raise ValueError(f"`seed` must be an integer, got {seed!r}.")
-        self.probe_epochs = probe_epochs
-        self.measure_batches = measure_batches
-        self.all_groups_at = all_groups_at
-        self.lr_rule = lr_rule
+        self.depths: list[int | str] = depths
+        self.default = default
+        self.trial_steps = trial_steps
+        self.halving = int(halving)
+        self.max_val_samples = int(max_val_samples)
+        self.min_val_samples = int(min_val_samples)
+        self.min_advantage = float(min_advantage)
         self.layer_decay = float(layer_decay)
-        self.min_lr_mult = float(min_lr_mult)
         self.seed = seed
-        self.decision_epoch = probe_epochs if isinstance(probe_epochs, int) else 1
+        self.decision_epoch = self.probe_epochs if isinstance(self.probe_epochs, int) else 1
         self.plan: AutoFreezePlan | None = None
 
     def bind(self, group_names: Sequence[str], max_epochs: int | None = None) -> None:
@@ -171,32 +204,67 @@ class AutoFreeze(FreezingPolicy):
         """Whether ``epoch`` is at or past the decision epoch and nothing has been decided yet."""
         return self.plan is None and epoch >= self.decision_epoch
 
-    def decide(self, relative_grad_norms: Sequence[float], samples_per_class: float, epoch: int) -> AutoFreezePlan:
-        """The plan for measured relative gradient norms (stem first, the head last) and samples per class.
+    def candidates(self, group_names: Sequence[str]) -> list[Candidate]:
+        """The candidate plans for these groups (stem first, the head last), duplicates removed."""
+        return depth_candidates(group_names, self.depths, self.layer_decay)
+
+    def default_candidate(self, group_names: Sequence[str]) -> Candidate:
+        """The plan taken without evidence."""
+        return depth_candidates(group_names, [self.default], self.layer_decay)[0]
+
+    def fallback(self, group_names: Sequence[str], samples_per_class: float, epoch: int, why: str) -> AutoFreezePlan:
+        """The default plan, with the reason no trial decided (also kept as :attr:`plan`)."""
+        default = self.default_candidate(group_names)
+        return self._keep(AutoFreezePlan(epoch, samples_per_class, default.name, f"default: {why}", *default.plan))
+
+    def choose(
+        self,
+        group_names: Sequence[str],
+        results: Sequence[TrialResult],
+        samples_per_class: float,
+        epoch: int,
+        val_samples: int,
+    ) -> AutoFreezePlan:
+        """The plan from the trials' results (the last round's survivor first, see :func:`successive_halving`).
 
         Args:
-            relative_grad_norms: Each group's ``||g|| / ||w||``, the head last.
+            group_names: The layer groups' names, the head last.
+            results: Every candidate's last trial, best first; ``paired_se`` against the best.
             samples_per_class: Training samples per class.
             epoch: The first epoch of the plan.
+            val_samples: Validation samples the trials were scored on.
 
         Returns:
             The plan (also kept as :attr:`plan`).
         """
-        norms = [max(0.0, float(v)) for v in relative_grad_norms]
-        body = norms[:-1]
-        largest = max(body, default=0.0)
-        ratios = [v / largest if largest > 0 else 1.0 for v in body]
-        n = max(1.0, float(samples_per_class))
-        below = len(body)
-        depth = max(1, min(below, math.ceil(below * math.log(n) / math.log(self.all_groups_at) - 1e-9)))
-        mask = [index >= below - depth for index in range(below)] + [True]
-        if self.lr_rule == "rgn":
-            rates = [max(r, self.min_lr_mult) for r in ratios]
-        else:
-            rates = [self.layer_decay ** (below - index) for index in range(below)]
-        mults = [rate if train else 1.0 for rate, train in zip(rates, mask)] + [1.0]
-        self.plan = AutoFreezePlan(epoch, n, tuple(norms), tuple(mask), tuple(round(m, 6) for m in mults))
-        return self.plan
+        by_name = {c.name: c for c in self.candidates(group_names)}
+        best = results[0]
+        default = self.default_candidate(group_names)
+        reason = "lowest validation loss"
+        chosen = by_name[best.name]
+        rival = next((r for r in results if r.name == default.name), None)
+        if best.name != default.name and rival is not None:
+            margin = rival.val_loss - best.val_loss
+            if margin <= self.min_advantage * rival.paired_se:
+                chosen = default
+                reason = (
+                    f"default: {best.name} was not lower by more than {self.min_advantage:g} paired standard"
+                    f" error{'s' if self.min_advantage != 1 else ''}"
+                )
+            else:
+                reason = f"lowest validation loss, {margin / max(rival.paired_se, 1e-12):.1f} se below the default"
+        plan = AutoFreezePlan(epoch, samples_per_class, chosen.name, reason, *chosen.plan, tuple(results), val_samples)
+        return self._keep(plan)
+
+    def first_round_steps(self, steps_per_epoch: int | None) -> int:
+        """Steps of each candidate in the first round: ``trial_steps``, else one epoch clipped to [4, 50]."""
+        if self.trial_steps is not None:
+            return self.trial_steps
+        return max(4, min(50, steps_per_epoch or 4))
+
+    def _keep(self, plan: AutoFreezePlan) -> AutoFreezePlan:
+        self.plan = plan
+        return plan
 
     def trainable_mask(self, epoch: int, num_groups: int) -> list[bool]:  # noqa: D102
         if self.plan is None or epoch < self.plan.epoch:
@@ -222,10 +290,32 @@ class AutoFreeze(FreezingPolicy):
     def _args(self) -> dict[str, Any]:
         return {
             "probe_epochs": self.probe_epochs,
-            "measure_batches": self.measure_batches,
-            "all_groups_at": self.all_groups_at,
-            "lr_rule": self.lr_rule,
+            "depths": list(self.depths),
+            "default": self.default,
+            "trial_steps": self.trial_steps,
+            "halving": self.halving,
+            "max_val_samples": self.max_val_samples,
+            "min_val_samples": self.min_val_samples,
+            "min_advantage": self.min_advantage,
             "layer_decay": self.layer_decay,
-            "min_lr_mult": self.min_lr_mult,
             "seed": self.seed,
         }
+
+
+def _is_depth(value: object) -> bool:
+    return value == ALL or (is_int(value) and int(value) >= 0)  # type: ignore[call-overload]
+
+
+def _check_probe_epochs(probe_epochs: int | float) -> int | float:
+    if not is_number(probe_epochs):
+        raise ValueError(f"`probe_epochs` must be an integer >= 1 or a fraction in (0, 1), got {probe_epochs!r}.")
+    if isinstance(probe_epochs, float) and probe_epochs.is_integer() and probe_epochs >= 1:
+        probe_epochs = int(probe_epochs)
+    if (isinstance(probe_epochs, int) and probe_epochs < 1) or (
+        isinstance(probe_epochs, float) and not 0 < probe_epochs < 1
+    ):
+        raise ValueError(
+            f"`probe_epochs` must be an integer >= 1 (epochs of linear probing before AutoFreeze decides) or a"
+            f" fraction of max_epochs in (0, 1), got {probe_epochs!r}."
+        )
+    return probe_epochs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import copy
 import json
 import logging
 import os
@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,7 +24,9 @@ from torch.utils.data import DataLoader, IterableDataset, Subset
 from lit_transfer import AutoFreeze, LayerFreezing, TransferClassifier
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.freezing import FreezeUnfreeze, resolve_policy
-from lit_transfer.freezing.measure import measurement_batches, relative_gradient_norms
+from lit_transfer.freezing.sandbox import TrialBench
+from lit_transfer.freezing.trial_data import validation_set
+from lit_transfer.freezing.trials import Candidate, TrialResult, paired_standard_error, successive_halving
 from lit_transfer.training_state import seeded_rng
 
 NAMES = ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
@@ -37,34 +38,73 @@ def classifier(policy, **kwargs) -> TransferClassifier:
 
 
 # ------------------------------------------------------------------------------------------------ the decision
-def test_less_data_trains_fewer_groups_nearest_the_head():
-    norms = [0.5, 0.05, 0.2, 0.1, 0.4, 2.0]  # the head's (last) norm does not count; the depth does not follow them
-    masks = [AutoFreeze().decide(norms, samples_per_class=n, epoch=1).mask for n in (1, 2, 5, 10, 10**5)]
-    sizes = [sum(mask) for mask in masks]
-    assert sizes == sorted(sizes) and sizes[0] == 2 and sizes[-1] == 6  # last group + head ... all groups
-    assert masks[0] == (False, False, False, False, True, True)
-    assert masks[3] == (True,) * 6  # all_groups_at=10 samples per class: every group
-    for small, large in itertools.pairwise(masks):
-        assert all(b or not a for a, b in zip(small, large))  # more data never freezes a group that trained
-        assert list(small) == sorted(small)  # the trained groups are the ones nearest the head
+def result(name: str, loss: float, se: float = 0.0, steps: int = 4) -> TrialResult:
+    return TrialResult(name, steps, loss, se)
 
 
-def test_rates_follow_the_layer_decay_or_the_norms():
-    norms = [0.01, 0.05, 0.2, 0.1, 0.4, 2.0]
-    plan = AutoFreeze(layer_decay=0.5).decide(norms, samples_per_class=1000, epoch=3)
-    assert plan.lr_mults == (0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0)  # 0.5 ** steps below the head
-    assert plan.epoch == 3
-    shallow = AutoFreeze(layer_decay=0.5).decide(norms, samples_per_class=1, epoch=3)
-    assert shallow.lr_mults == (1.0, 1.0, 1.0, 1.0, 0.5, 1.0)  # frozen groups keep 1
-    rgn = AutoFreeze(lr_rule="rgn", min_lr_mult=0.2).decide(norms, samples_per_class=1000, epoch=3)
-    assert rgn.lr_mults == (0.2, 0.2, 0.5, 0.25, 1.0, 1.0)  # norm / largest below the head, floored
+def test_candidates_are_depths_from_the_head_with_layer_decay():
+    candidates = AutoFreeze(depths=[0, 1, 2, "all", 99], layer_decay=0.5).candidates(NAMES)
+    assert [c.name for c in candidates] == ["linear probe", "layer4 + head", "layer3.. + head", "all groups"]
+    assert [sum(c.mask) for c in candidates] == [1, 2, 3, 6]  # 99 groups is every group: a duplicate, dropped
+    assert all(list(c.mask) == sorted(c.mask) for c in candidates)  # the trained groups are those nearest the head
+    assert candidates[-1].lr_mults == (0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0)  # 0.5 ** steps below the head
+    assert candidates[1].lr_mults == (1.0, 1.0, 1.0, 1.0, 0.5, 1.0)  # frozen groups keep 1
+
+
+def test_successive_halving_keeps_the_best_and_gives_the_survivors_more_steps():
+    gains = {"a": 0.01, "b": 0.05, "c": 0.03, "d": 0.02}
+    trained: dict[str, int] = {}
+
+    def run(candidate, steps):
+        trained[candidate.name] = trained.get(candidate.name, 0) + steps
+        return torch.full((8,), 1.0) - gains[candidate.name] * trained[candidate.name] + 0.01 * torch.arange(8)
+
+    candidates = [Candidate(name, (True,), (1.0,)) for name in "abcd"]
+    results = successive_halving(candidates, run, first_steps=2, halving=2)
+    assert [(r.name, r.steps) for r in results] == [("b", 6), ("c", 6), ("d", 2), ("a", 2)]
+    assert results[0].paired_se == 0.0 and all(r.val_loss > results[0].val_loss for r in results[1:])
+    one_round = successive_halving(candidates, run, first_steps=3, halving=4)
+    assert [r.steps for r in one_round] == [3, 3, 3, 3]
+
+
+def test_paired_standard_error_is_that_of_the_per_sample_differences():
+    a, b = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([0.5, 2.0, 2.0, 4.5])
+    diff = (a - b).double()
+    assert paired_standard_error(a, b) == pytest.approx(float(diff.std() / 2.0))
+    assert paired_standard_error(a, a + 1.0) == 0.0  # a constant difference is no noise
+
+
+def test_the_default_stays_unless_another_candidate_is_clearly_better():
+    policy = AutoFreeze()
+    clear = policy.choose(NAMES, [result("linear probe", 0.3), result("all groups", 0.9, se=0.1)], 8.0, 1, 40)
+    assert clear.chosen == "linear probe" and clear.mask == (False,) * 5 + (True,)
+    assert clear.reason.startswith("lowest validation loss, 6.0 se below the default")
+    unclear = policy.choose(NAMES, [result("linear probe", 0.3), result("all groups", 0.35, se=0.1)], 8.0, 1, 40)
+    assert unclear.chosen == "all groups" and unclear.mask == (True,) * 6
+    assert unclear.reason.startswith("default: linear probe was not lower by more than 1 paired standard error")
+    eager = AutoFreeze(min_advantage=0).choose(
+        NAMES, [result("linear probe", 0.3), result("all groups", 0.35, 0.1)], 8, 1, 40
+    )
+    assert eager.chosen == "linear probe"
+    best_is_default = policy.choose(NAMES, [result("all groups", 0.2), result("layer4 + head", 0.3, 0.01)], 8, 2, 40)
+    assert best_is_default.chosen == "all groups" and best_is_default.epoch == 2
+    assert best_is_default.lr_mults == (0.16807, 0.2401, 0.343, 0.49, 0.7, 1.0)
+    line = best_is_default.describe(NAMES)
+    assert line.startswith("AutoFreeze: 8 samples/class; validation loss on 40 samples: all groups 0.2 after 4 steps")
+    assert "chose all groups (lowest validation loss): from epoch 2 train stem, layer1" in line
+
+
+def test_without_evidence_the_stated_default_is_the_plan():
+    plan = AutoFreeze(default=1).fallback(NAMES, 3.0, 1, "no validation data")
+    assert plan.chosen == "layer4 + head" and plan.reason == "default: no validation data" and not plan.trials
+    assert "no trials; chose layer4 + head (default: no validation data)" in plan.describe(NAMES)
 
 
 def test_the_probe_comes_first_and_the_plan_follows():
     policy = AutoFreeze(probe_epochs=2)
     assert policy.trainable_mask(1, 6) == [False] * 5 + [True]
     assert policy.awaits_plan(2) and not policy.awaits_plan(1)
-    policy.decide([0.1, 0.1, 0.1, 0.1, 1.0, 1.0], samples_per_class=1, epoch=2)
+    policy.choose(NAMES, [result("layer4 + head", 0.2), result("all groups", 0.9, se=0.1)], 1.0, 2, 30)
     assert policy.trainable_mask(1, 6) == [False] * 5 + [True]
     assert policy.trainable_mask(5, 6) == [False] * 4 + [True, True]
     assert policy.trainable_depth(5, 6) == 2 and not policy.awaits_plan(5)
@@ -89,13 +129,17 @@ def test_fractional_probe_epochs_follow_max_epochs():
         ({"probe_epochs": 1.5}, "probe_epochs"),
         ({"probe_epochs": True}, "probe_epochs"),
         ({"probe_epochs": "1"}, "probe_epochs"),
-        ({"measure_batches": 0}, "measure_batches"),
-        ({"all_groups_at": 1}, "all_groups_at"),
-        ({"lr_rule": "norms"}, "lr_rule"),
+        ({"depths": []}, "depths"),
+        ({"depths": [-1]}, "depths"),
+        ({"depths": ["most"]}, "depths"),
+        ({"default": "some"}, "default"),
+        ({"trial_steps": 0}, "trial_steps"),
+        ({"halving": 1}, "halving"),
+        ({"max_val_samples": 0}, "max_val_samples"),
+        ({"min_val_samples": 1}, "min_val_samples"),
+        ({"min_advantage": -1}, "min_advantage"),
         ({"layer_decay": 0}, "layer_decay"),
         ({"layer_decay": 1.5}, "layer_decay"),
-        ({"min_lr_mult": 0}, "min_lr_mult"),
-        ({"min_lr_mult": 2.0}, "min_lr_mult"),
         ({"seed": 0.5}, "seed"),
     ],
 )
@@ -113,49 +157,85 @@ def test_names_and_configs_round_trip():
     assert resolve_policy(policy.to_config()) == policy
 
 
-# --------------------------------------------------------------------------------------------- the measurement
+# ----------------------------------------------------------------------------------------------- the sandbox
 def _rng_states():
     return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
 
 
+class BenchAtEpochOne(Callback):
+    """Runs the trials by hand at the start of epoch 1 (as LayerFreezing does) and records what they touched."""
+
+    def __init__(self, wrapped: bool) -> None:
+        self.wrapped = wrapped
+        self.checked = False
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch != 1:
+            return
+        freezing = next(c for c in trainer.callbacks if isinstance(c, LayerFreezing))
+        dataset = trainer.train_dataloader.dataset
+        if self.wrapped:  # a user's loader over torch's Subset of the augmented dataset
+            trainer.fit_loop._combined_loader.flattened[0] = DataLoader(Subset(dataset, range(len(dataset))), 8)
+        optimizer = trainer.optimizers[0]
+        params = {n: p.detach().clone() for n, p in pl_module.state_dict().items()}
+        opt_state = copy.deepcopy(optimizer.state_dict())
+        flags = [p.requires_grad for p in pl_module.parameters()]
+        modes = [m.training for m in pl_module.modules()]
+        grads = [None if p.grad is None else p.grad.clone() for p in pl_module.parameters()]
+        dataset.set_epoch(1)
+        sample = dataset[5][0].clone()
+        dataset.set_epoch(1)  # the next draw repeats it, unless something else draws from the pipeline
+        torch.manual_seed(7)
+        before = _rng_states()
+        val = validation_set(trainer, max_samples=24, seed=0)
+        candidates = freezing.policy.candidates([g.name for g in freezing.groups])
+        with seeded_rng(0):
+            bench = TrialBench(trainer, pl_module, freezing.groups, val, seed=0)
+            first = [bench.run(c, 2) for c in candidates]
+            bench.close()
+        after = _rng_states()
+        assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2] == after[2]
+        assert torch.equal(dataset[5][0], sample)  # the training pipeline's generator did not move
+        for name, value in pl_module.state_dict().items():  # weights and BatchNorm statistics
+            assert torch.equal(value, params[name]), name
+        assert [p.requires_grad for p in pl_module.parameters()] == flags
+        assert [m.training for m in pl_module.modules()] == modes
+        now = [p.grad for p in pl_module.parameters()]
+        assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(grads, now))
+        assert str(optimizer.state_dict()) == str(opt_state)
+        assert len(first) == 3 and all(len(losses) == 24 for losses in first)
+        assert not torch.equal(first[0], first[2])  # the candidates trained differently
+        with seeded_rng(0):  # the same seed: the same batches, augmented alike, the same losses
+            bench = TrialBench(trainer, pl_module, freezing.groups, val, seed=0)
+            again = [bench.run(c, 2) for c in candidates]
+            bench.close()
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+        self.checked = True
+
+
 @pytest.mark.parametrize("wrapped", [False, True], ids=["dataset", "subset"])
-def test_the_measurement_leaves_generators_modes_flags_and_augmentations_as_they_were(wrapped):
+def test_the_trials_leave_weights_optimizer_generators_modes_flags_and_augmentations_as_they_were(tmp_path, wrapped):
     data = DigitsDataModule(classes=[0, 1, 2], image_size=16, batch_size=8, train_transform="light", seed=3)
-    data.setup("fit")
-    loader_ = data.train_dataloader()
-    dataset = loader_.dataset
-    if wrapped:  # a user's loader over torch's Subset of the augmented dataset
-        loader_ = DataLoader(Subset(dataset, range(len(dataset))), batch_size=8)
-    model = classifier("auto")
-    groups = model.layer_groups
-    model.train()
-    for group in groups[:-2]:
-        for p in group.params:
-            p.requires_grad_(False)
-    flags = [p.requires_grad for p in model.parameters()]
-    dataset.set_epoch(1)
-    expected_sample = dataset[5][0].clone()
-    dataset.set_epoch(1)
-    torch.manual_seed(7)
-    before = _rng_states()
+    check = BenchAtEpochOne(wrapped)
+    policy = AutoFreeze(probe_epochs=5)  # decides after the check
+    t = trainer(tmp_path, 2, [check], limit_train_batches=2, limit_val_batches=1)
+    t.fit(classifier(policy), datamodule=data)
+    assert check.checked
 
-    with seeded_rng(0):
-        batches = measurement_batches(SimpleNamespace(train_dataloader=loader_), count=2, seed=0)
-        norms = relative_gradient_norms(model, groups, batches)
 
-    after = _rng_states()
-    assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2] == after[2]
-    assert torch.equal(dataset[5][0], expected_sample)  # the training pipeline's generator did not move
-    assert all(m.training for m in model.modules())
-    assert [p.requires_grad for p in model.parameters()] == flags
-    assert all(p.grad is None for p in model.parameters())
-    assert len(batches) == 2 and len(batches[0][0]) == 8 and len(norms) == len(groups)
-    assert all(v > 0 for v in norms)
-    with seeded_rng(0):  # the same seed draws the same subset, augmented alike: the same numbers
-        again = relative_gradient_norms(
-            model, groups, measurement_batches(SimpleNamespace(train_dataloader=loader_), count=2, seed=0)
-        )
-    assert again == norms
+def test_fine_tuning_that_hurts_keeps_the_linear_probe(tmp_path, caplog):
+    """At a rate that wrecks the backbone in a few steps, every fine-tuning candidate loses to the probe."""
+    data = DigitsDataModule(classes=[0, 1, 2], image_size=16, batch_size=8, shots_per_class=8, seed=0)
+    model = classifier("auto", optimizer=lambda groups: torch.optim.AdamW(groups, lr=0.3))
+    t = trainer(tmp_path, 2, limit_val_batches=0)  # no validation loop: the trials use the DataModule's split
+    with caplog.at_level(logging.INFO):
+        t.fit(model, datamodule=data)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("AutoFreeze:")]
+    assert len(lines) == 1 and "chose linear probe (lowest validation loss" in lines[0], lines
+    assert "validation loss on " in lines[0] and "all groups" in lines[0] and "layer4 + head" in lines[0]
+    freezing = next(c for c in t.callbacks if isinstance(c, LayerFreezing))
+    assert freezing.trainable_mask == [False] * 5 + [True]
+    assert freezing.policy.plan.lr_mults == (1.0,) * 6
 
 
 # ------------------------------------------------------------------------------------------------------- a run
@@ -177,18 +257,19 @@ def _run(tmp_path, policy, epochs, ckpt_path=None, stop_after=None):
     ]
     if stop_after:
         callbacks.append(StopAfter(stop_after))
-    data = fixed_data(n=24)
+    data, val = fixed_data(n=24), fixed_data(n=24, seed=1)  # the trials score on the validation loader
     t = trainer(tmp_path, epochs, callbacks)
-    t.fit(model, loader(data), ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+    t.fit(model, loader(data), loader(val), ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
     return model, recorder, probe.state
 
 
 def test_probe_then_plan_with_rates_in_optimizer_and_schedule(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
-        _, auto, state = _run(tmp_path / "a", AutoFreeze(), 3)
+        _, auto, state = _run(tmp_path / "a", AutoFreeze(depths=["all"]), 3)
     plan = state["policy_state"]["plan"]
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("AutoFreeze:")]
-    assert len(lines) == 1 and "samples/class; relative gradient norm stem" in lines[0] and "from epoch 1" in lines[0]
+    assert len(lines) == 1 and "samples/class; validation loss on 24 samples: all groups" in lines[0]
+    assert "from epoch 1" in lines[0] and plan["trials"][0]["steps"] == 4
     assert plan["epoch"] == 1 and plan["samples_per_class"] == 8.0  # 24 samples, 3 classes
     assert state["trainable_mask"] == plan["mask"] and state["trainable_groups"] == sum(plan["mask"])
     assert auto.epochs[0]["trainable"] == ("backbone.fc.weight", "backbone.fc.bias")
@@ -223,7 +304,7 @@ def test_resume_is_exact_and_does_not_measure_again(tmp_path, stop_after, caplog
 
 def test_any_lightning_module_gets_the_mask_and_a_warning_about_rates(tmp_path):
     """PlainModule's SGD holds every parameter in one param group: the multipliers cannot apply to it."""
-    callback = LayerFreezing(AutoFreeze(all_groups_at=2))  # every group trains, at different rates
+    callback = LayerFreezing(AutoFreeze())  # no validation data: the default, every group at different rates
     model = PlainModule()
     with pytest.warns(UserWarning, match="several layer groups"):
         trainer(tmp_path, 2, [callback]).fit(model, loader(fixed_data()))
@@ -236,6 +317,9 @@ def test_any_lightning_module_gets_the_mask_and_a_warning_about_rates(tmp_path):
 class DictBatches(PlainModule):
     def training_step(self, batch, batch_idx):
         return torch.nn.functional.cross_entropy(self(batch["x"]), batch["y"])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.training_step(batch, batch_idx))
 
 
 class Stream(IterableDataset):
@@ -255,7 +339,8 @@ def test_data_it_cannot_measure_on_is_a_clear_error(tmp_path, model, data, match
     """An iterable dataset is refused before the first step; a batch that is not a tuple at the decision."""
     steps = Recorder()
     with pytest.raises(ValueError, match=match):
-        trainer(tmp_path, 2, [LayerFreezing("auto"), steps]).fit(model(), DataLoader(data, batch_size=8))
+        batches = DataLoader(data, batch_size=8)
+        trainer(tmp_path, 2, [LayerFreezing("auto"), steps]).fit(model(), batches, batches)
     assert list(steps.epochs) == ([] if isinstance(data, Stream) else [0])
 
 

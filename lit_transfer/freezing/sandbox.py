@@ -1,0 +1,131 @@
+"""``TrialBench``: short trial fine-tunes of candidate plans on the run's own module, leaving no trace.
+
+The trials train the run's module in place (no copy of the model), with a private optimizer of the run's
+optimizer class, hyper-parameters and state, at the base learning rates (``initial_lr``, what the schedule rises
+to) times each candidate's per-group multipliers. What they change is put back when the bench closes:
+
+* every parameter's and buffer's value (BatchNorm statistics included), every ``.grad``, ``requires_grad`` flag
+  and module mode;
+* the random generators (the trials run inside :func:`lit_transfer.training_state.seeded_rng`);
+* the run's optimizer, its schedulers and the DDP wrapper are not touched: gradients come from
+  ``torch.autograd.grad`` on the unwrapped module, so no DDP hook or gradient exchange runs.
+
+A candidate trained in an earlier round of successive halving continues from its own saved weights and optimizer
+state.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from lit_transfer.freezing.layer_groups import LayerGroup
+from lit_transfer.freezing.trial_data import TrainStream, ValidationSet, batch_loss, per_sample_losses
+from lit_transfer.freezing.trials import Candidate
+from lit_transfer.training_state import kept_training_state, set_frozen_modes
+
+__all__ = ["TrialBench"]
+
+
+class TrialBench:
+    """Run candidates' trials on a live run; :meth:`close` restores the run exactly.
+
+    Args:
+        trainer: The Trainer of the run (its optimizer, precision and data).
+        pl_module: The module (trained in place during the trials).
+        groups: The layer groups, the head last.
+        val: The validation samples the trials are scored on.
+        seed: Seed of the training batches.
+        train_bn: Whether BatchNorm layers of frozen groups train (the policy's ``train_bn``).
+    """
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        groups: Sequence[LayerGroup],
+        val: ValidationSet,
+        seed: int,
+        train_bn: bool = False,
+    ) -> None:
+        if len(trainer.optimizers) != 1:
+            raise ValueError(f"the trials follow one optimizer; the run has {len(trainer.optimizers)}")
+        self.trainer, self.module, self.groups, self.val, self.train_bn = trainer, pl_module, groups, val, train_bn
+        self.stream = TrainStream(trainer, seed)
+        self.optimizer = trainer.optimizers[0]
+        self.start = _clone_state(pl_module)
+        self.grads = [(p, p.grad) for p in pl_module.parameters()]
+        self.saved: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any], int]] = {}
+        self.owner = {id(p): index for index, group in enumerate(groups) for p in group.params}
+        self.precision = trainer.precision_plugin
+
+    def run(self, candidate: Candidate, steps: int) -> torch.Tensor:
+        """Train ``candidate`` ``steps`` more optimizer steps; its per-sample validation losses."""
+        weights, opt_state, done = self.saved.get(candidate.name, (self.start, self.optimizer.state_dict(), 0))
+        self.module.load_state_dict(weights)
+        optimizer = self._optimizer(candidate, opt_state)
+        with kept_training_state(self.module):
+            frozen = self._freeze(candidate.mask)
+            self.module.train()
+            set_frozen_modes(self.module, frozen, self.train_bn)
+            trained = [p for p in self.module.parameters() if p.requires_grad]
+            for index in range(done, done + steps):
+                self._step(optimizer, trained, self.stream.batch(index))
+            self.module.eval()
+            with torch.no_grad(), self.precision.forward_context():
+                losses = torch.cat([per_sample_losses(self.module, batch) for batch in self.val.batches()])
+        self.saved[candidate.name] = (_clone_state(self.module), copy.deepcopy(optimizer.state_dict()), done + steps)
+        return losses.detach().cpu()
+
+    def close(self) -> None:
+        """Put back the run's weights, buffers and gradients (flags and modes are kept by each trial)."""
+        self.module.load_state_dict(self.start)
+        for param, grad in self.grads:
+            param.grad = grad
+        self.saved.clear()
+
+    def _optimizer(self, candidate: Candidate, state: dict[str, Any]) -> torch.optim.Optimizer:
+        """A private optimizer over the module's parameters: the run's class, hyper-parameters and state."""
+        groups = [{**g, "params": list(g["params"])} for g in self.optimizer.param_groups]
+        optimizer = type(self.optimizer)(groups)  # type: ignore[call-arg]
+        optimizer.load_state_dict(copy.deepcopy(state))
+        for group in optimizer.param_groups:
+            owners = {self.owner[id(p)] for p in group["params"] if id(p) in self.owner}
+            mult = candidate.lr_mults[owners.pop()] if len(owners) == 1 else 1.0
+            group["lr"] = float(group.get("initial_lr", group["lr"])) * mult
+        return optimizer
+
+    def _freeze(self, mask: Sequence[bool]) -> set[int]:
+        frozen: set[int] = set()
+        for flag, group in zip(mask, self.groups):
+            for param in group.params:
+                param.requires_grad_(flag)
+                if not flag:
+                    frozen.add(id(param))
+        if self.train_bn:
+            for module in self.module.modules():
+                if isinstance(module, _BatchNorm):
+                    for param in module.parameters(recurse=False):
+                        param.requires_grad_(True)
+        return frozen
+
+    def _step(self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], batch: Any) -> None:
+        with torch.enable_grad(), self.precision.forward_context():
+            loss = batch_loss(self.module, batch)
+        grads = torch.autograd.grad(loss.float(), params, allow_unused=True)
+        if not all(g is None or bool(torch.isfinite(g).all()) for g in grads):
+            return  # an overflow under mixed precision: skip the step, as a GradScaler would
+        for param, grad in zip(params, grads):
+            param.grad = grad
+        optimizer.step()
+        for param in params:
+            param.grad = None
+
+
+def _clone_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
