@@ -1,0 +1,128 @@
+"""The held-out tasks of the ``heldout`` benchmark: new shifts and new architectures, kept apart from ``shift``.
+
+Every task is built like the development tasks of :mod:`benchmarks.shift_tasks` (a source model trained here from
+the digits by the quick start's source recipe, then a few-shot target task at 32x32 px), with shifts and
+backbones the development suite does not use:
+
+- **input-level shifts** (the source model is trained on all ten clean digits; the target is the same ten digits
+  with a fixed corruption of every scan, :class:`CorruptedDigits`): rotated by 90 degrees, blurred, and low
+  contrast with Gaussian noise;
+- **output-level shifts** (new labels on clean scans): digits 0-6 -> 7-9, and even digits -> odd digits;
+- **three backbone families**: a ResNet (``resnet14t``), a MobileNet (``mobilenetv3_small_100``) and a ConvNeXt
+  (``convnext_atto``), none of them the development suite's ``resnet10t``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from benchmarks.shift_tasks import ShiftTask, fine_tune
+from lit_transfer.data import DigitsDataModule
+
+CORRUPTIONS = ("rot90", "blur", "noise")
+"""The input corruptions of :class:`CorruptedDigits`."""
+NOISE_SEED = 1234
+"""Seed of the fixed noise of ``noise`` (one draw over all 1,797 scans, the same for every split and run seed)."""
+CONTRAST, NOISE_STD = 0.35, 24.0
+"""``noise``: intensities scaled by ``CONTRAST`` around mid-grey, plus Gaussian noise of this std (0-255 scale)."""
+BLUR_KERNEL = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16.0
+"""``blur``: a 3x3 binomial (Gaussian-like) kernel on the 8x8 scans, applied twice."""
+
+
+def corrupt(images: np.ndarray, corruption: str) -> np.ndarray:
+    """Apply one deterministic corruption to ``uint8`` scans ``(N, 8, 8)``; same shape and dtype out.
+
+    Args:
+        images: All scans (the corruption of a scan depends on its index alone, never on the split or run seed).
+        corruption: One of :data:`CORRUPTIONS`.
+
+    Returns:
+        The corrupted scans.
+    """
+    if corruption == "rot90":
+        return np.ascontiguousarray(np.rot90(images, k=1, axes=(1, 2)))
+    values = images.astype(np.float64)
+    if corruption == "blur":
+        for _ in range(2):
+            padded = np.pad(values, ((0, 0), (1, 1), (1, 1)), mode="constant")
+            values = sum(
+                BLUR_KERNEL[i, j] * padded[:, i : i + values.shape[1], j : j + values.shape[2]]
+                for i in range(3)
+                for j in range(3)
+            )
+    elif corruption == "noise":
+        noise = np.random.default_rng(NOISE_SEED).normal(0.0, NOISE_STD, size=values.shape)
+        values = 127.5 + CONTRAST * (values - 127.5) + noise
+    else:
+        raise ValueError(f"`corruption` must be one of {CORRUPTIONS}, got {corruption!r}.")
+    return np.rint(values).clip(0, 255).astype(np.uint8)
+
+
+class CorruptedDigits(DigitsDataModule):
+    """:class:`~lit_transfer.data.DigitsDataModule` with one fixed corruption of every scan of every split.
+
+    Like :class:`~benchmarks.shift_tasks.InvertedDigits`: deterministic (the same for train, validation and test
+    scans), with the splits, labels and few-shot draws of the clean module with the same arguments.
+
+    Args:
+        corruption: One of :data:`CORRUPTIONS` (see :func:`corrupt`).
+        **kwargs: The arguments of :class:`~lit_transfer.data.DigitsDataModule`.
+    """
+
+    def __init__(self, corruption: str, **kwargs: Any) -> None:
+        if corruption not in CORRUPTIONS:
+            raise ValueError(f"`corruption` must be one of {CORRUPTIONS}, got {corruption!r}.")
+        super().__init__(**kwargs)
+        self.corruption = corruption
+
+    def _splits(self) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]]:
+        images, digits, splits = super()._splits()
+        return corrupt(images, self.corruption), digits, splits
+
+
+@dataclass(frozen=True)
+class HeldoutTask(ShiftTask):
+    """A held-out source -> target pair: a :class:`~benchmarks.shift_tasks.ShiftTask` with an input corruption.
+
+    Attributes:
+        corruption: One of :data:`CORRUPTIONS` for an input-level shift, ``""`` for clean target scans.
+    """
+
+    corruption: str = ""
+
+    @property
+    def level(self) -> str:
+        """``input`` (a corruption of the scans) or ``output`` (new labels)."""
+        return "input" if self.corruption else "output"
+
+    def datamodule(self, shots: int | None, seed: int, **kwargs: Any) -> DigitsDataModule:
+        """The target task's DataModule (``shots`` scans per class, drawn with ``seed``) at 32 px."""
+        if not self.corruption:
+            return super().datamodule(shots, seed, **kwargs)
+        return CorruptedDigits(
+            self.corruption, classes=self.target_classes, shots_per_class=shots, image_size=32, seed=seed, **kwargs
+        )
+
+
+ALL = tuple(range(10))
+EVEN, ODD = (0, 2, 4, 6, 8), (1, 3, 5, 7, 9)
+RESNET, MOBILENET, CONVNEXT = "resnet14t", "mobilenetv3_small_100", "convnext_atto"
+TASKS = (
+    HeldoutTask("rot90", f"{RESNET}, input: 0-9 -> 0-9 rotated 90°", ALL, ALL, False, RESNET, "rot90"),
+    HeldoutTask("split7", f"{RESNET}, output: digits 0-6 -> 7-9", tuple(range(7)), (7, 8, 9), False, RESNET),
+    HeldoutTask("blur", f"{MOBILENET}, input: 0-9 -> 0-9 blurred", ALL, ALL, False, MOBILENET, "blur"),
+    HeldoutTask("parity", f"{MOBILENET}, output: even digits -> odd digits", EVEN, ODD, False, MOBILENET),
+    HeldoutTask("noise", f"{CONVNEXT}, input: 0-9 -> 0-9 low contrast + noise", ALL, ALL, False, CONVNEXT, "noise"),
+)
+"""The held-out tasks: three input-level and two output-level shifts over three backbone families."""
+
+
+def timed_fine_tune(job: dict[str, Any]) -> tuple[float, list[str], float]:
+    """:func:`~benchmarks.shift_tasks.fine_tune` on one job's arguments, with its wall time (s, data to score)."""
+    start = time.perf_counter()
+    accuracy, lines = fine_tune(**job)
+    return accuracy, lines, time.perf_counter() - start
