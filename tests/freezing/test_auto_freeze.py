@@ -363,12 +363,12 @@ def test_ddp_ranks_follow_one_plan_and_stay_identical(tmp_path):
     model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
     callbacks = [LayerFreezing(AutoFreeze()), GatherParams(str(tmp_path / "diff.json")), WritePlan(tmp_path)]
     t = trainer(tmp_path, 3, callbacks, devices=2, strategy="ddp_spawn", enable_checkpointing=False)
-    t.fit(model, loader(fixed_data(n=32), batch_size=4))
+    t.fit(model, loader(fixed_data(n=32), batch_size=4), loader(fixed_data(n=24, seed=1), batch_size=4))
     result = json.loads((tmp_path / "diff.json").read_text())
     assert result["max"] == 0.0, {k: v for k, v in result["per_param"].items() if v}
     plans = [json.loads((tmp_path / f"plan{rank}.json").read_text()) for rank in (0, 1)]
-    assert plans[0] == plans[1]
-    assert plans[0]["plan"]["mask"].count(True) >= 2
+    assert plans[0] == plans[1]  # rank 0 ran the trials (on every validation sample), rank 1 follows its plan
+    assert len(plans[0]["plan"]["trials"]) == 3 and plans[0]["plan"]["val_samples"] == 24
 
 
 @pytest.mark.ddp
@@ -383,16 +383,15 @@ def test_ddp_resume_after_the_decision_keeps_the_plan_and_the_replicas_identical
         every_epoch = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
         callbacks = [LayerFreezing(AutoFreeze()), GatherParams(str(root / "diff.json")), WritePlan(root), every_epoch]
         t = trainer(root, epochs, callbacks, devices=2, strategy="ddp_spawn")
-        t.fit(
-            model, loader(fixed_data(n=32), batch_size=4), ckpt_path=ckpt_path, weights_only=True if ckpt_path else None
-        )
+        train, val = loader(fixed_data(n=32), batch_size=4), loader(fixed_data(n=24, seed=1), batch_size=4)
+        t.fit(model, train, val, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
         return json.loads((root / "diff.json").read_text())
 
     run(tmp_path / "a", 2)
     result = run(tmp_path / "b", 3, ckpt_path=tmp_path / "a" / "epoch=1.ckpt")
     assert result["max"] == 0.0, {k: v for k, v in result["per_param"].items() if v}
     first, resumed = (json.loads((tmp_path / d / "plan0.json").read_text()) for d in ("a", "b"))
-    assert resumed["plan"] == first["plan"]
+    assert resumed["plan"] == first["plan"] and first["plan"]["trials"]
 
 
 # --------------------------------------------------------------------------------------------------------- CLI
