@@ -130,8 +130,9 @@ def test_shift_input_task_inverts_every_scan_and_keeps_the_splits() -> None:
     assert splits_a == splits_b and (labels_a == labels_b).all() and (a.astype(int) + b == 255).all()
     assert isinstance(inputs.datamodule(1, seed=0), shift_tasks.InvertedDigits)
     table, missing = shift_tasks.policies(12)
-    assert len(table) + len(missing) == 8 and not set(table) & set(missing)
+    assert len(table) + len(missing) == 9 and not set(table) & set(missing)
     assert {"linear probe", "first group + head", "last group + head", "full fine-tune", "auto"} <= {*table, *missing}
+    assert table[shift_tasks.FALLBACK]["layer_decay"] == shift_tasks.LAYER_DECAY
     assert all(set(spec) <= {"freeze", "layer_decay"} for spec in table.values())
 
 
