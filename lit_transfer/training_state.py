@@ -1,7 +1,7 @@
 """Work on a module or the generators without leaving a trace: one owner of "save, do, restore".
 
 * :func:`kept_training_state`: every parameter's ``requires_grad`` and every submodule's train/eval mode are put
-  back on exit (a measurement in eval mode, an LR range test that stops in the first freezing phase).
+  back on exit (AutoFreeze's trials, an LR range test that stops in the first freezing phase).
 * :func:`seeded_rng`: Lightning's :func:`~lightning.pytorch.utilities.seed.isolate_rng` around a fixed seed, so a
   side computation draws the same numbers every time and the run's own streams continue where they were.
 * :func:`set_frozen_modes`: eval mode for the sub-trees whose parameters are all frozen, train mode elsewhere.

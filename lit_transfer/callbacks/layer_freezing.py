@@ -21,9 +21,10 @@ How it stays correct across phase changes:
   SurgicalFineTune`). Checkpoints store the mask (and, for compatibility, the count of trainable groups; older
   checkpoints with the count alone still load).
 * **Decided policies.** :class:`~lit_transfer.freezing.AutoFreeze` is decided once, at the start of its first
-  fine-tuning epoch, by a measurement on rank 0 that is broadcast to every rank (:mod:`lit_transfer.freezing.measure`);
-  its learning-rate multipliers go into the optimizer and its schedulers then, and its plan into this callback's
-  state, so a resume follows the plan without measuring or multiplying again.
+  fine-tuning epoch, by trial fine-tunes on rank 0 whose plan is broadcast to every rank
+  (:mod:`lit_transfer.freezing.measure`); its learning-rate multipliers go into the optimizer and its schedulers
+  then, and its plan into this callback's state, so a resume follows the plan without new trials or multiplying
+  again.
 """
 
 from __future__ import annotations

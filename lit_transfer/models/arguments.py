@@ -62,8 +62,8 @@ def check_training_arguments(
 def check_auto_owns_its_rates(policy: object, layer_decay: float | None, frozen_lr_mult: float) -> None:
     """Refuse ``layer_decay`` or ``frozen_lr_mult`` beside ``freeze: auto``, which sets every group's LR itself.
 
-    AutoFreeze's plan multiplies each group's learning rate (its own layer decay under the trained head, or Auto-RGN
-    rates): a model-level decay on top would stack silently, so the plan's logged rates would not be the ones used.
+    AutoFreeze's plan multiplies each trained group's learning rate by its own layer decay under the head: a
+    model-level decay on top would stack silently, so the plan's logged rates would not be the ones used.
 
     Example:
         >>> from lit_transfer.freezing import AutoFreeze

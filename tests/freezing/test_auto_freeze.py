@@ -1,4 +1,4 @@
-"""AutoFreeze: linear probe, one measurement, a plan that trains, checkpoints, resumes and agrees across DDP ranks."""
+"""AutoFreeze: linear probe, trial fine-tunes scored on validation, a plan that trains, checkpoints, resumes and agrees across DDP ranks."""
 
 from __future__ import annotations
 
@@ -403,7 +403,7 @@ def _lit_transfer(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_the_recipe_decides_once_and_a_resume_follows_the_plan(tmp_path):
-    """`lit-transfer fit` with recipes/auto.yaml, then `--ckpt_path last` past the decision: no second measurement."""
+    """`lit-transfer fit` with recipes/auto.yaml, then `--ckpt_path last` past the decision: no second trials."""
     args = [
         *("--config", str(RECIPES / "defaults.yaml"), "--config", str(RECIPES / "auto.yaml")),
         *TINY,
