@@ -205,9 +205,10 @@ class _HeadOnFeatures(Callback):
         extract = self.stack.enter_context(opt_in()) if callable(opt_in) else None
         if extract is None and self.wanted:
             raise ValueError(
-                "`cache_features=True` needs a first phase that trains the classifier alone on a frozen backbone"
-                f" (e.g. `freeze: linear_probe` or `freeze_unfreeze`, no mixup) of a lit_transfer model; the"
-                f" {type(pl_module).__name__} trains more. Leave `cache_features` unset (or False)."
+                "The LR range test's `cache_features` is true, but the first phase of this"
+                f" {type(pl_module).__name__} trains more than the classifier on a frozen backbone (cached features"
+                " need e.g. `freeze: linear_probe` or `freeze_unfreeze` of a lit_transfer model, no mixup). Leave"
+                " `cache_features` unset (decide) or set it to false."
             )
         return None if extract is None else FeatureCache(extract)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -62,7 +65,7 @@ def test_the_cached_test_leaves_the_model_as_it_was() -> None:
 def test_a_first_phase_that_trains_the_backbone_steps_on_images() -> None:
     model = _model(freeze="full_fine_tune")
     assert not find_lr(model, _data(), num_steps=6).cached_features
-    with pytest.raises(ValueError, match=r"`cache_features=True` needs a first phase that trains the classifier alone"):
+    with pytest.raises(ValueError, match=r"`cache_features` is true, but the first phase of this TransferClassifier"):
         find_lr(_model(freeze="full_fine_tune"), _data(), num_steps=6, cache_features=True)
 
 
@@ -80,3 +83,22 @@ def test_callback_on_cached_features_trains_as_configured() -> None:
     plain = _model()
     L.Trainer(**{**QUIET, "max_epochs": 2}).fit(plain, _data())
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
+
+
+def test_cli_lr_find_steps_on_cached_features_unless_told_not_to(tmp_path: Path) -> None:
+    """`lit-transfer lr-find` on the defaults recipe (freeze-unfreeze): cached by default; a bad flag exits 2."""
+    from test_lr_finder import TINY, _env  # the CLI helpers of the finder's own tests
+
+    def lr_find(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [str(Path(sys.executable).parent / "lit-transfer"), "lr-find", *TINY, "--num_steps", "8", *extra]
+        return subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+
+    cached = lr_find()
+    assert cached.returncode == 0, cached.stderr[-3000:]
+    assert "first phase trains 1/" in cached.stdout and "(head steps on cached backbone features)" in cached.stdout
+    on_images = lr_find("--cache_features", "false")
+    assert on_images.returncode == 0, on_images.stderr[-3000:]
+    assert "first phase trains 1/" in on_images.stdout and "cached backbone features" not in on_images.stdout
+    refused = lr_find("--model.freeze", "full_fine_tune", "--cache_features", "true")
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert refused.stderr.strip().splitlines()[-1].startswith("The LR range test's `cache_features` is true, but")
