@@ -1,4 +1,4 @@
-"""AutoFreeze: linear probe, trial fine-tunes scored on validation, a plan that trains, checkpoints, resumes and agrees across DDP ranks."""
+"""AutoFreeze: linear probe, trial fine-tunes scored on validation, a plan that trains, resumes and agrees in DDP."""
 
 from __future__ import annotations
 

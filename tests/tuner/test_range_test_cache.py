@@ -74,11 +74,12 @@ def test_callback_refuses_a_cache_flag_that_is_not_a_bool() -> None:
         GroupLRFinder(cache_features="yes")  # type: ignore[arg-type]
 
 
-def test_callback_on_cached_features_trains_as_configured() -> None:
+def test_callback_on_cached_features_trains_as_configured(tmp_path: Path) -> None:
     """The callback's cached test leaves no trace in the fit that follows (its suggestion applied as usual)."""
     model = _model()
     finder = GroupLRFinder(num_steps=8, min_lr=1e-4, apply=False)
-    L.Trainer(**{**QUIET, "max_epochs": 2, "callbacks": [finder]}).fit(model, _data())
+    L.Trainer(**{**QUIET, "max_epochs": 2, "callbacks": [finder], "default_root_dir": tmp_path}).fit(model, _data())
+    assert (tmp_path / "lr_find" / "loss_vs_lr.csv").is_file()  # the curve goes to the run's folder
     assert finder.result is not None and finder.result.cached_features
     plain = _model()
     L.Trainer(**{**QUIET, "max_epochs": 2}).fit(plain, _data())
