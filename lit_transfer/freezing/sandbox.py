@@ -1,8 +1,10 @@
 """``TrialBench``: short trial fine-tunes of candidate plans on the run's own module, leaving no trace.
 
 The trials train the run's module in place (no copy of the model), with a private optimizer of the run's
-optimizer class, hyper-parameters and state, at the base learning rates (``initial_lr``, what the schedule rises
-to) times each candidate's per-group multipliers. What they change is put back when the bench closes:
+optimizer class, hyper-parameters and state. Each trial is the run in miniature: from the base learning rates
+(``initial_lr``, what the schedule rises to) times the candidate's per-group multipliers, the rates follow a cosine
+to zero over the trial's steps, so a candidate is scored after it has settled, as the run's own schedule lets it
+settle, not in the middle of its largest steps. What the trials change is put back when the bench closes:
 
 * every parameter's and buffer's value (BatchNorm statistics included), every ``.grad``, ``requires_grad`` flag
   and module mode;
@@ -17,6 +19,7 @@ state.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +28,13 @@ from lightning.pytorch import LightningModule, Trainer
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lit_transfer.freezing.layer_groups import LayerGroup
-from lit_transfer.freezing.trial_data import TrainStream, ValidationSet, batch_loss, per_sample_losses
+from lit_transfer.freezing.trial_data import (
+    TrainStream,
+    ValidationSet,
+    batch_loss,
+    inputs_targets,
+    per_sample_losses,
+)
 from lit_transfer.freezing.trials import Candidate
 from lit_transfer.training_state import kept_training_state, set_frozen_modes
 
@@ -74,8 +83,12 @@ class TrialBench:
             self.module.train()
             set_frozen_modes(self.module, frozen, self.train_bn)
             trained = [p for p in self.module.parameters() if p.requires_grad]
-            for index in range(done, done + steps):
+            peaks = [group["lr"] for group in optimizer.param_groups]
+            for k, index in enumerate(range(done, done + steps)):
+                for group, peak in zip(optimizer.param_groups, peaks):
+                    group["lr"] = peak * 0.5 * (1.0 + math.cos(math.pi * k / steps))  # a run in miniature
                 self._step(optimizer, trained, self.stream.batch(index))
+            self._recalibrate_batchnorm(range(done, done + steps))
             self.module.eval()
             with torch.no_grad(), self.precision.forward_context():
                 losses = torch.cat([per_sample_losses(self.module, batch) for batch in self.val.batches()])
@@ -113,6 +126,30 @@ class TrialBench:
                     for param in module.parameters(recurse=False):
                         param.requires_grad_(True)
         return frozen
+
+    def _recalibrate_batchnorm(self, indices: range) -> None:
+        """Re-estimate the running statistics of the BatchNorm layers in train mode on the trial's batches.
+
+        A few steps move running averages (momentum 0.1) only part of the way to the statistics of the features
+        the trial produced, so a candidate that trains BatchNorm layers would be scored with stale statistics, a
+        penalty the full run does not pay. Each such layer gets the cumulative average over the trial's batches
+        (as ``torch.optim.swa_utils.update_bn`` does); the bench restores the run's statistics when it closes.
+        """
+        layers = [m for m in self.module.modules() if isinstance(m, _BatchNorm) and m.training]
+        if not layers:
+            return
+        momenta = [m.momentum for m in layers]
+        for layer in layers:
+            layer.reset_running_stats()
+            layer.momentum = None
+        try:
+            with torch.no_grad(), self.precision.forward_context():
+                for index in indices:
+                    inputs, _ = inputs_targets(self.module, self.stream.batch(index))
+                    self.module(inputs)
+        finally:
+            for layer, momentum in zip(layers, momenta):
+                layer.momentum = momentum
 
     def _step(self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], batch: Any) -> None:
         with torch.enable_grad(), self.precision.forward_context():

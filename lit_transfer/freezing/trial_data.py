@@ -193,18 +193,23 @@ def _loss(pl_module: LightningModule, outputs: torch.Tensor, targets: torch.Tens
 
 def batch_loss(pl_module: LightningModule, batch: Any) -> torch.Tensor:
     """The training loss of one ``(inputs, targets, ...)`` batch on the module's device (see :func:`_loss`)."""
-    inputs, targets = _inputs_targets(pl_module, batch)
+    inputs, targets = inputs_targets(pl_module, batch)
     return _loss(pl_module, pl_module(inputs), targets)
 
 
 def per_sample_losses(pl_module: LightningModule, batch: Any) -> torch.Tensor:
     """The evaluation loss of each sample of one ``(inputs, targets, ...)`` batch (no gradient)."""
-    inputs, targets = _inputs_targets(pl_module, batch)
+    inputs, targets = inputs_targets(pl_module, batch)
     outputs = pl_module(inputs)
     return torch.stack([_loss(pl_module, outputs[i : i + 1], targets[i : i + 1]).float() for i in range(len(outputs))])
 
 
-def _inputs_targets(pl_module: LightningModule, batch: Any) -> tuple[Any, Any]:
+def inputs_targets(pl_module: LightningModule, batch: Any) -> tuple[Any, Any]:
+    """``(inputs, targets)`` of a ``(inputs, targets, ...)`` batch on the module's device.
+
+    Raises:
+        ValueError: When the batch is not such a tuple (a dict, a bare tensor), naming the fix.
+    """
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
     if not isinstance(batch, (list, tuple)) or len(batch) < 2:
