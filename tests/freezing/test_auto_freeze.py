@@ -19,6 +19,7 @@ from callback_helpers import StopAfter
 from cli_helpers import RECIPES, TINY
 from freeze_helpers import GatherParams, PlainModule, Recorder, fixed_data, loader, trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from quiet import quiet_trainer
 from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from lit_transfer import AutoFreeze, LayerFreezing, TransferClassifier
@@ -223,19 +224,53 @@ def test_the_trials_leave_weights_optimizer_generators_modes_flags_and_augmentat
     assert check.checked
 
 
-def test_fine_tuning_that_hurts_keeps_the_linear_probe(tmp_path, caplog):
-    """At a rate that wrecks the backbone in a few steps, every fine-tuning candidate loses to the probe."""
-    data = DigitsDataModule(classes=[0, 1, 2], image_size=16, batch_size=8, shots_per_class=8, seed=0)
-    model = classifier("auto", optimizer=lambda groups: torch.optim.AdamW(groups, lr=0.3))
-    t = trainer(tmp_path, 2, limit_val_batches=0)  # no validation loop: the trials use the DataModule's split
-    with caplog.at_level(logging.INFO):
-        t.fit(model, datamodule=data)
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("AutoFreeze:")]
-    assert len(lines) == 1 and "chose linear probe (lowest validation loss" in lines[0], lines
-    assert "validation loss on " in lines[0] and "all groups" in lines[0] and "layer4 + head" in lines[0]
-    freezing = next(c for c in t.callbacks if isinstance(c, LayerFreezing))
-    assert freezing.trainable_mask == [False] * 5 + [True]
-    assert freezing.policy.plan.lr_mults == (1.0,) * 6
+def _source_backbone(root: Path) -> dict[str, torch.Tensor]:
+    """A ``test_resnet`` trained on digits 0-2: features that already separate the target's classes."""
+    torch.manual_seed(0)
+    source = TransferClassifier(
+        "test_resnet",
+        num_classes=3,
+        pretrained=False,
+        freeze="full_fine_tune",
+        optimizer=lambda groups: torch.optim.AdamW(groups, lr=3e-3),
+    )
+    data = DigitsDataModule(classes=[0, 1, 2], image_size=16, batch_size=32, seed=0)
+    quiet_trainer(root, max_epochs=4, limit_val_batches=0, enable_checkpointing=False).fit(source, datamodule=data)
+    return {k: v for k, v in source.backbone.state_dict().items() if not k.startswith("fc.")}
+
+
+@pytest.mark.slow
+def test_the_data_decide_and_fine_tuning_that_hurts_keeps_the_linear_probe(tmp_path, caplog):
+    """The same source and target: at a rate that wrecks pretrained features in a few steps, the probe stays; at a
+    moderate rate on inverted scans (an input shift the source never saw), fine-tuning wins."""
+    backbone = _source_backbone(tmp_path / "source")
+
+    def decide(lr: float, inverted: bool) -> tuple[str, list[bool]]:
+        model = classifier("auto", optimizer=lambda groups: torch.optim.AdamW(groups, lr=lr))
+        model.backbone.load_state_dict(backbone, strict=False)
+        kind = InvertedScans if inverted else DigitsDataModule
+        data = kind(classes=[0, 1, 2], image_size=16, batch_size=8, shots_per_class=8, seed=0)
+        t = trainer(tmp_path / f"{lr}-{inverted}", 2, limit_val_batches=0)  # the trials use the DataModule's split
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            t.fit(model, datamodule=data)
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("AutoFreeze:")]
+        assert len(lines) == 1 and "validation loss on " in lines[0], lines
+        freezing = next(c for c in t.callbacks if isinstance(c, LayerFreezing))
+        return lines[0], freezing.trainable_mask
+
+    line, mask = decide(lr=0.3, inverted=False)
+    assert "chose linear probe (lowest validation loss" in line and mask == [False] * 5 + [True], line
+    line, mask = decide(lr=3e-3, inverted=True)
+    assert "chose linear probe" not in line and sum(mask) > 1, line
+
+
+class InvertedScans(DigitsDataModule):
+    """The digits with inverted intensity (``255 - v`` on every scan of every split)."""
+
+    def _splits(self):
+        images, digits, splits = super()._splits()
+        return 255 - images, digits, splits
 
 
 # ------------------------------------------------------------------------------------------------------- a run
