@@ -3,7 +3,9 @@
 Every figure is measured in this run, side by side (interleaved repeats, medians); the markdown goes to
 ``<out>/results.md`` (included by the docs' benchmarks page) with a machine header, the raw figures to
 ``<out>/results.json``. ``--only`` reruns a subset and keeps the other benchmarks' latest results of the same
-mode from ``results.json``. Targets are printed as PASS/MISS; the exit status does not depend on them.
+mode from ``results.json``. ``--merge a,b`` runs nothing: it takes the results, plots and included files of
+folders written by earlier runs with ``--out`` (benchmarks run in parallel, one folder each) into ``<out>``, as
+``--only`` would have. Targets are printed as PASS/MISS; the exit status does not depend on them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import importlib
 import inspect
 import json
+import shutil
 import sys
 import time
 import traceback
@@ -88,23 +91,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 seed, fewer epochs and repeats (a few minutes)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--out", default="docs/benchmarks", help="output folder for results.md, JSON and PNGs")
+    parser.add_argument("--merge", default="", help="comma-separated folders of earlier --out runs to merge (no run)")
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
-    unknown = [n for n in names if n not in BENCHMARKS]
-    if unknown:
-        parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     info = common.machine_info()
-    start = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
-    for name in names:
-        print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)
-        results[name] = run_one(name, args.quick, out)
-        print(results[name]["markdown"] + f"\n\n({name}: {results[name]['seconds']:.0f} s)\n", flush=True)
-    total = time.perf_counter() - start
+    if args.merge:
+        for folder in (Path(f.strip()) for f in args.merge.split(",") if f.strip()):
+            results.update(_merged_folder(folder, out, args.quick, parser))
+        names = list(results)
+        total = sum(float(r.get("seconds", 0.0)) for r in results.values())
+    else:
+        names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+        unknown = [n for n in names if n not in BENCHMARKS]
+        if unknown:
+            parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+        start = time.perf_counter()
+        for name in names:
+            print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)
+            results[name] = run_one(name, args.quick, out)
+            print(results[name]["markdown"] + f"\n\n({name}: {results[name]['seconds']:.0f} s)\n", flush=True)
+        total = time.perf_counter() - start
     previous = out / "results.json"
-    if args.only and previous.is_file():  # keep the other benchmarks' latest results of the same mode
+    if (args.only or args.merge) and previous.is_file():  # keep the other benchmarks' latest results of the same mode
         saved = json.loads(previous.read_text())
         kept = saved.get("results", {})
         if saved.get("quick") == args.quick and all("markdown" in r for r in kept.values()):
@@ -133,6 +143,21 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(results))
     print(f"\n[benchmarks] wrote {out / 'results.md'} ({total / 60:.1f} min)")
     return 0
+
+
+def _merged_folder(folder: Path, out: Path, quick: bool, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The results of an earlier ``--out folder`` run, its other files (plots, included markdown) copied to ``out``."""
+    saved_path = folder / "results.json"
+    if not saved_path.is_file():
+        parser.error(f"--merge: {saved_path} does not exist (run `python -m benchmarks.run --out {folder}` first)")
+    saved = json.loads(saved_path.read_text())
+    if bool(saved.get("quick")) != quick:
+        parser.error(f"--merge: {folder} holds {'quick' if saved.get('quick') else 'full'} results; match --quick")
+    if folder.resolve() != out.resolve():
+        for path in folder.iterdir():
+            if path.is_file() and path.suffix in (".png", ".md", ".csv") and path.name != "results.md":
+                shutil.copy2(path, out / path.name)
+    return {name: result for name, result in saved.get("results", {}).items() if name in BENCHMARKS}
 
 
 if __name__ == "__main__":

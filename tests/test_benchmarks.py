@@ -55,6 +55,34 @@ def test_unknown_benchmark_is_refused() -> None:
         run.main(["--only", "nope"])
 
 
+def test_merge_takes_runs_made_in_parallel_into_one_page(tmp_path) -> None:
+    def section(name: str, ok: bool) -> dict:
+        return {"markdown": f"### The {name} section", "targets": {f"{name} goal": ok}, "seconds": 60.0}
+
+    out, a, b = tmp_path / "docs", tmp_path / "a", tmp_path / "b"
+    for folder, results in (
+        (out, {"overhead": section("old overhead", True), "shift": section("old shift", True)}),
+        (a, {"shift": section("new shift", False)}),
+        (b, {"heldout": section("heldout", True)}),
+    ):
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({"quick": False, "results": results}))
+    (a / "shift_auto_decisions.md").write_text("decided")
+    (a / "results.md").write_text("a's own page, not copied")
+    assert run.main(["--merge", f"{a},{b}", "--out", str(out)]) == 0
+    merged = json.loads((out / "results.json").read_text())["results"]
+    assert list(merged) == ["overhead", "shift", "heldout"]  # the suite's order; the others' latest kept
+    assert merged["shift"]["markdown"] == "### The new shift section"
+    text = (out / "results.md").read_text()
+    assert "The old overhead section" in text and "The new shift section" in text and "old shift" not in text
+    assert "| shift | new shift goal | MISS |" in text and "| heldout | heldout goal | PASS |" in text
+    assert (out / "shift_auto_decisions.md").read_text() == "decided"
+    with pytest.raises(SystemExit):  # a quick run does not merge into full results
+        run.main(["--merge", str(a), "--out", str(out), "--quick"])
+    with pytest.raises(SystemExit):
+        run.main(["--merge", str(tmp_path / "missing"), "--out", str(out)])
+
+
 def test_quick_smith_verdicts_follow_its_numbers_and_the_others_are_kept(tmp_path, capsys) -> None:
     earlier = {"markdown": "### Earlier overhead section", "targets": {"t": False}, "seconds": 1.0}
     (tmp_path / "results.json").write_text(json.dumps({"quick": True, "results": {"overhead": earlier}}))
