@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmarks import common
 from benchmarks.heldout_tasks import TASKS, timed_fine_tune
-from benchmarks.shift import AUTO, FULL, SELECT_SEEDS, SELECT_SHOTS, mean, select_lrs
+from benchmarks.shift import AUTO, FULL, SELECT_SEEDS, SELECT_SHOTS, decisions_markdown, mean, select_lrs
 from benchmarks.shift_tasks import FALLBACK, IMAGE_SIZE, fine_tune_all, policies
 
 SOURCE_EPOCHS = 30
@@ -145,15 +145,6 @@ def goals(
     return targets, notes, averaged
 
 
-def decisions_markdown(decisions: dict[str, dict[int, str]]) -> str:
-    """What ``auto`` logged on each task at each shot count (first seed), as a markdown list."""
-    parts = []
-    for task in TASKS:
-        lines = [f"    - {k} shot{'s' if k > 1 else ''}/class: `{line}`" for k, line in decisions[task.key].items()]
-        parts.append(f"- {task.title}:\n" + "\n".join(lines))
-    return "\n".join(parts)
-
-
 def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     """Select each policy's learning rate on validation, then every task x policy x shots x seed on the test split."""
     common.set_threads(1)
@@ -200,7 +191,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     k = shots[-1]
     pairs = compare(results, seconds, k)
     targets, notes, averaged = goals(results, pairs, k)
-    decision_text = decisions_markdown(decisions)
+    decision_text = decisions_markdown(decisions, TASKS)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / DECISIONS_FILE).write_text(GENERATED + decision_text + "\n")
     markdown = section(quick, table, results, pairs, averaged, chosen, val_scores, sources, seeds, shots, notes)

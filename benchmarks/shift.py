@@ -196,12 +196,12 @@ def plot(results: dict[str, dict[str, dict[int, list[float]]]], shots: tuple[int
     return common.save_figure(figure, out_dir, "shift_accuracy_vs_shots.png")
 
 
-def decisions_markdown(decisions: dict[str, dict[int, str]]) -> str:
-    """What ``auto`` logged on each task at each shot count (first seed), as a markdown list."""
+def decisions_markdown(decisions: dict[str, dict[int, str]], tasks: Sequence[Any] = TASKS) -> str:
+    """What ``auto`` logged on each of ``tasks`` at each shot count (first seed), as a markdown list."""
     if not any(decisions.values()):
         return "`auto` did not run (`lit_transfer.freezing.AutoFreeze` is not available), so it decided nothing."
     parts = []
-    for task in TASKS:
+    for task in tasks:
         lines = [f"    - {k} shot{'s' if k > 1 else ''}/class: `{line}`" for k, line in decisions[task.key].items()]
         parts.append(f"- {task.title}:\n" + "\n".join(lines))
     return "\n".join(parts)

@@ -78,3 +78,18 @@ def quiet_trainer(tmp_path):
 def tiny_images():
     """A factory of the tiny random image dataset (``tests/quiet.py``)."""
     return _tiny_images
+
+
+@pytest.fixture
+def restored_process_state():
+    """Put back what a benchmark quiets for its own process (logger levels, warning filters, torch threads)."""
+    import logging
+
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "lit_transfer")
+    levels = {name: logging.getLogger(name).level for name in names}
+    threads = torch.get_num_threads()
+    with warnings.catch_warnings():
+        yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    torch.set_num_threads(threads)

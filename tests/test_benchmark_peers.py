@@ -4,31 +4,16 @@ whose table and figures must follow from the curves it wrote."""
 from __future__ import annotations
 
 import json
-import logging
 import math
 import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from benchmarks import common, peer_recipes, peers, run
 from benchmarks.peer_recipes import Curve, Setting
 
-
-@pytest.fixture(autouse=True)
-def _restore_process_state() -> Iterator[None]:
-    """The benchmark quiets loggers, warnings and threads for its own process; the tests that follow need them back."""
-    names = ("lightning", "lightning.pytorch", "lightning.fabric", "lit_transfer")
-    levels = {name: logging.getLogger(name).level for name in names}
-    threads = torch.get_num_threads()
-    with warnings.catch_warnings():
-        yield
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restored_process_state")  # the suite quiets its process
 
 
 def test_rounds_rotate_the_method_order_and_run_every_lr_on_the_rounds_seed() -> None:

@@ -4,27 +4,12 @@ comparisons of its own figures with its targets."""
 from __future__ import annotations
 
 import json
-import logging
-import warnings
-from collections.abc import Iterator
 
 import pytest
-import torch
 
 from benchmarks import common, run
 
-
-@pytest.fixture(autouse=True)
-def _restore_process_state() -> Iterator[None]:
-    """The suite quiets loggers, warnings and threads for its own process; the tests that follow need them back."""
-    names = ("lightning", "lightning.pytorch", "lightning.fabric", "lit_transfer")
-    levels = {name: logging.getLogger(name).level for name in names}
-    threads = torch.get_num_threads()
-    with warnings.catch_warnings():
-        yield
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restored_process_state")  # the suite quiets its process
 
 
 def test_md_table_and_stats() -> None:

@@ -4,30 +4,15 @@ its paired statistics are the textbook ones, and its quick run's verdicts are th
 from __future__ import annotations
 
 import json
-import logging
 import math
 import statistics
-import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import torch
 
 from benchmarks import common, heldout, heldout_tasks, run, shift_tasks
 
-
-@pytest.fixture(autouse=True)
-def _restore_process_state() -> Iterator[None]:
-    """The suite quiets loggers, warnings and threads for its own process; the tests that follow need them back."""
-    names = ("lightning", "lightning.pytorch", "lightning.fabric", "lit_transfer")
-    levels = {name: logging.getLogger(name).level for name in names}
-    threads = torch.get_num_threads()
-    with warnings.catch_warnings():
-        yield
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restored_process_state")  # the suite quiets its process
 
 
 def test_heldout_tasks_are_new_shifts_on_three_new_backbone_families() -> None:
