@@ -71,6 +71,16 @@ def test_sigterm_outside_a_training_loop_stops_at_once_and_is_recorded():
 
 
 def test_sigint_is_a_keyboard_interrupt_and_recorded():
+    # as in a foreground run: a process started in the background (`cmd &`) inherits SIGINT ignored, and
+    # StopSignals keeps it ignored on purpose, so the test sets Python's own handler first
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _sigint_is_recorded()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _sigint_is_recorded() -> None:
     with StopSignals() as stop, pytest.raises(KeyboardInterrupt):
         signal.raise_signal(signal.SIGINT)  # to this thread, so the handler runs here, not on a busy machine's whim
         time.sleep(10)  # interrupted by the handler's KeyboardInterrupt; a handler that never runs fails the test
