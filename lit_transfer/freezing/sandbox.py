@@ -66,6 +66,7 @@ class TrialBench:
             raise ValueError(f"the trials follow one optimizer; the run has {len(trainer.optimizers)}")
         self.trainer, self.module, self.groups, self.val, self.train_bn = trainer, pl_module, groups, val, train_bn
         self.stream = TrainStream(trainer, seed)
+        self.val_batches = val.batches()  # no augmentation: collated once, scored for every candidate
         self.optimizer = trainer.optimizers[0]
         self.start = _clone_state(pl_module)
         self.grads = [(p, p.grad) for p in pl_module.parameters()]
@@ -91,7 +92,7 @@ class TrialBench:
             self._recalibrate_batchnorm(range(done, done + steps))
             self.module.eval()
             with torch.no_grad(), self.precision.forward_context():
-                losses = torch.cat([per_sample_losses(self.module, batch) for batch in self.val.batches()])
+                losses = torch.cat([per_sample_losses(self.module, batch) for batch in self.val_batches])
         self.saved[candidate.name] = (_clone_state(self.module), copy.deepcopy(optimizer.state_dict()), done + steps)
         return losses.detach().cpu()
 

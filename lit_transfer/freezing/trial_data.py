@@ -104,16 +104,23 @@ class TrainStream:
         self.collate = getattr(loader, "collate_fn", None) or default_collate
         self.per_epoch = max(1, len(self.dataset) // self.batch_size)
         self.seed = seed
+        self._orders: dict[int, list[int]] = {}
 
     def batch(self, index: int) -> Any:
         """Batch ``index`` of the stream (drawn inside its own seeded generators)."""
         epoch, position = divmod(index, self.per_epoch)
         seed = self.seed * 1_000_003 + index
-        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + epoch))
-        picked = order[position * self.batch_size : (position + 1) * self.batch_size].tolist()
+        picked = self._order(epoch)[position * self.batch_size : (position + 1) * self.batch_size]
         with seeded_rng(seed):
             _reseed(self.dataset, seed)
             return self.collate([self.dataset[i] for i in picked])
+
+    def _order(self, epoch: int) -> list[int]:
+        """The seeded permutation of the dataset for ``epoch`` of the stream (drawn once per epoch)."""
+        if epoch not in self._orders:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            self._orders[epoch] = torch.randperm(len(self.dataset), generator=generator).tolist()
+        return self._orders[epoch]
 
 
 @dataclass
