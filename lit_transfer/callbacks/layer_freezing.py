@@ -37,7 +37,6 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from typing_extensions import override
 
 from lit_transfer._compat import rewrap_ddp
@@ -48,6 +47,7 @@ from lit_transfer.freezing.layer_groups import (
     check_optimizers_hold_every_parameter,
     layout_fingerprint,
     module_layer_groups,
+    set_trainable,
 )
 from lit_transfer.freezing.measure import apply_lr_multipliers, plan_auto_freeze
 from lit_transfer.freezing.trial_data import check_measurable
@@ -223,30 +223,14 @@ class LayerFreezing(Callback):
             mask = list(trainable)
             if len(mask) != n:
                 raise ValueError(f"A trainable mask needs one entry per layer group ({n}), got {len(mask)}.")
-        for flag, group in zip(mask, self.groups):
-            for param in group.params:
-                param.requires_grad_(flag)
-                if not flag:
-                    param.grad = None
+        set_trainable(pl_module, self.groups, mask, self.policy.train_bn)
         self.trainable_mask = mask
         self.trainable_groups = sum(mask)
-        if self.policy.train_bn:
-            for module in self._frozen_batchnorms(pl_module):
-                for param in module.parameters(recurse=False):
-                    param.requires_grad_(True)
         if announce:
             chosen = [g for g, flag in zip(self.groups, mask) if flag]
             trainable_params = sum(g.numel for g in chosen)
             names = [g.name for g in chosen]
             rank_zero_info(f"LayerFreezing: {len(chosen)}/{n} groups train ({trainable_params:,} params): {names}")
-
-    def _frozen_batchnorms(self, pl_module: LightningModule) -> list[nn.Module]:
-        frozen = self._frozen_ids()
-        return [
-            m
-            for m in pl_module.modules()
-            if isinstance(m, _BatchNorm) and any(id(p) in frozen for p in m.parameters(recurse=False))
-        ]
 
     def _frozen_ids(self) -> set[int]:
         mask = self.trainable_mask or [True] * len(self.groups)

@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from timm.models import group_parameters
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
     "LayerGroup",
@@ -31,6 +32,7 @@ __all__ = [
     "layout_fingerprint",
     "module_layer_groups",
     "parameters_missing_from",
+    "set_trainable",
 ]
 
 
@@ -306,3 +308,25 @@ def check_optimizers_hold_every_parameter(
         " self.parameters())`: frozen parameters cost nothing, since torch optimizers skip parameters without a"
         " gradient."
     )
+
+
+def set_trainable(module: nn.Module, groups: Sequence[LayerGroup], mask: Sequence[bool], train_bn: bool) -> set[int]:
+    """Set ``requires_grad`` of each group's parameters by ``mask``; the ids of the frozen ones.
+
+    A frozen parameter's ``.grad`` is cleared, so no optimizer moves it. With ``train_bn`` the BatchNorm layers inside
+    frozen groups keep training (their affine parameters stay trainable), as fastai does.
+    """
+    frozen: set[int] = set()
+    for flag, group in zip(mask, groups):
+        for param in group.params:
+            param.requires_grad_(flag)
+            if not flag:
+                param.grad = None
+                frozen.add(id(param))
+    if train_bn:
+        for sub in module.modules():
+            own = list(sub.parameters(recurse=False))
+            if isinstance(sub, _BatchNorm) and any(id(p) in frozen for p in own):
+                for param in own:
+                    param.requires_grad_(True)
+    return frozen

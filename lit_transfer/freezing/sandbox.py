@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lit_transfer.freezing.layer_groups import LayerGroup
+from lit_transfer.freezing.layer_groups import LayerGroup, set_trainable
 from lit_transfer.freezing.trial_data import (
     TrainStream,
     ValidationSet,
@@ -80,7 +80,7 @@ class TrialBench:
         self.module.load_state_dict(weights)
         optimizer = self._optimizer(candidate, opt_state)
         with kept_training_state(self.module):
-            frozen = self._freeze(candidate.mask)
+            frozen = set_trainable(self.module, self.groups, candidate.mask, self.train_bn)
             self.module.train()
             set_frozen_modes(self.module, frozen, self.train_bn)
             trained = [p for p in self.module.parameters() if p.requires_grad]
@@ -113,20 +113,6 @@ class TrialBench:
             mult = candidate.lr_mults[owners.pop()] if len(owners) == 1 else 1.0
             group["lr"] = float(group.get("initial_lr", group["lr"])) * mult
         return optimizer
-
-    def _freeze(self, mask: Sequence[bool]) -> set[int]:
-        frozen: set[int] = set()
-        for flag, group in zip(mask, self.groups):
-            for param in group.params:
-                param.requires_grad_(flag)
-                if not flag:
-                    frozen.add(id(param))
-        if self.train_bn:
-            for module in self.module.modules():
-                if isinstance(module, _BatchNorm):
-                    for param in module.parameters(recurse=False):
-                        param.requires_grad_(True)
-        return frozen
 
     def _recalibrate_batchnorm(self, indices: range) -> None:
         """Re-estimate the running statistics of the BatchNorm layers in train mode on the trial's batches.
