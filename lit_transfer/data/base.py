@@ -11,6 +11,7 @@ from typing import Any
 import albumentations as A
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
@@ -242,7 +243,14 @@ class BaseImageDataModule(LightningDataModule):
         return {"batch_size": self.batch_size}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore ``batch_size`` from :meth:`state_dict`."""
+        """Restore ``batch_size`` from :meth:`state_dict` when a ``fit`` resumes.
+
+        ``validate``, ``test`` and ``predict`` with a checkpoint keep the batch size they were given: the checkpoint's
+        is the training run's, and an evaluation's batch size does not change its results.
+        """
+        trainer = self.trainer
+        if trainer is not None and trainer.state.fn != TrainerFn.FITTING:
+            return
         if "batch_size" in state_dict:
             self.batch_size = int(state_dict["batch_size"])
 

@@ -6,7 +6,9 @@ from collections import Counter
 
 import pytest
 import torch
+from quiet import quiet_trainer
 
+from lit_transfer import TransferClassifier
 from lit_transfer.data import BalancedSampler, DigitsDataModule, EpochSampler
 
 
@@ -102,6 +104,28 @@ def test_batch_size_state_dict_round_trip() -> None:
     assert resumed.batch_size == 16
     images, _ = next(iter(resumed.train_dataloader()))
     assert images.shape[0] == 16
+
+
+def test_an_evaluation_from_a_checkpoint_keeps_its_own_batch_size(tmp_path) -> None:
+    """A fit resumes with the checkpoint's batch size; validate/test/predict keep the one they were given."""
+    model = TransferClassifier("test_resnet", num_classes=3, pretrained=False)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2)
+    trainer.fit(model, DigitsDataModule(classes=[0, 1, 2], batch_size=8, image_size=16, num_workers=0))
+    ckpt = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    evaluation = DigitsDataModule(classes=[0, 1, 2], batch_size=2, image_size=16, num_workers=0)
+    evaluator = quiet_trainer(tmp_path, limit_val_batches=3)
+    evaluator.validate(model, evaluation, ckpt_path=str(ckpt))
+    assert evaluation.batch_size == 2
+    assert evaluator.num_val_batches == [3]
+    assert len(next(iter(evaluation.val_dataloader()))[0]) == 2
+
+    resumed = DigitsDataModule(classes=[0, 1, 2], batch_size=2, image_size=16, num_workers=0)
+    quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=1, limit_val_batches=1).fit(
+        model, resumed, ckpt_path=str(ckpt)
+    )
+    assert resumed.batch_size == 8
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, "8"])
