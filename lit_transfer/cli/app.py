@@ -17,6 +17,7 @@ import importlib
 import inspect
 import logging
 import os
+import select
 import sys
 import warnings
 from typing import Any
@@ -247,7 +248,8 @@ def main(args: ArgsType = None, **kwargs: Any) -> None:
     thing printed and exit status 2; any other error propagates with its traceback (status 1).
     ``LIT_TRANSFER_TRACEBACK=1`` shows the traceback of a mistake too. A command stopped by SIGTERM or SIGINT exits
     with ``128 + signal`` (143, 130) after saving what it can, and says how to resume
-    (:mod:`lit_transfer.cli.interrupts`).
+    (:mod:`lit_transfer.cli.interrupts`). Output piped into a reader that closes early (``| head``) ends quietly
+    with status 141, as ``cat`` does.
 
     For programmatic use, build :class:`TransferCLI` directly: ``cli = TransferCLI(args=[...], run=False)``.
 
@@ -258,6 +260,28 @@ def main(args: ArgsType = None, **kwargs: Any) -> None:
     Raises:
         SystemExit: With status 2 after printing a user's mistake, ``128 + signal`` after a stop signal.
     """
+    try:
+        return _run(args, **kwargs)
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        # The reader of the output went away (`lit-transfer recipes | head`): stop quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        raise SystemExit(141) from None  # 128 + SIGPIPE, the status a shell shows for `cat` here
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reading end is closed."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() (Windows), or no real stdout
+        return False
+
+
+def _run(args: ArgsType, **kwargs: Any) -> None:
+    """:func:`main` without its handling of a closed output pipe."""
     argv = sys.argv[1:] if args is None else args
     if isinstance(argv, (list, tuple)) and list(argv[:1]) == ["recipes"]:  # not a Trainer subcommand
         return recipes_command([str(a) for a in argv[1:]])

@@ -145,3 +145,17 @@ def test_version_and_lr_find_spelled_both_ways(ran: dict) -> None:
     for spelling in ("lr-find", "lr_find"):
         result = ran[f"{spelling}-help"]
         assert result.returncode == 0 and "lit-transfer [options] lr-find" in result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("args", [("recipes",), ("fit", "--help"), ("--version",)])
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """``lit-transfer recipes | head``: the reader closes early; no traceback, the status a shell gives ``cat``."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [str(LIT_TRANSFER), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before the command writes anything: its first write meets a closed pipe
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) in (0, 141)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
