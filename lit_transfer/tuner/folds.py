@@ -4,12 +4,14 @@ The hook is the DataModule's public datasets. After the DataModule's own ``setup
 callback's ``setup``), :class:`FoldSplit` replaces ``train_dataset`` by the training split without fold ``k`` and
 ``val_dataset`` by fold ``k`` itself, drawn through the DataModule's evaluation transform. Everything downstream
 (samplers, balanced sampling, the loaders, AutoFreeze's count of samples per class) reads those attributes, so any
-DataModule whose training dataset has ``labels`` (and ``transform``, for the evaluation copy) works unchanged; the
-package's DataModules all do. The DataModule's own validation split is not used while a fold is trained.
+DataModule whose training dataset has ``labels`` or, for segmentation, ``masks`` (and ``transform``, for the
+evaluation copy) works unchanged; the package's DataModules all do. The DataModule's own validation split is not
+used while a fold is trained.
 
 Single-label data is split by class (scikit-learn's ``StratifiedKFold``); multi-label and regression targets
-(rows of values) by a plain shuffled ``KFold``. The split is a function of the labels, ``k`` and the seed alone:
-the search stores the seed in the study, so every trial and every worker scores the same folds.
+(rows of values) and segmentation masks (several classes in each) by a plain shuffled ``KFold``. The split is a
+function of the labels, ``k`` and the seed alone: the search stores the seed in the study, so every trial and every
+worker scores the same folds.
 """
 
 from __future__ import annotations
@@ -126,10 +128,13 @@ class FoldSplit(Callback):
         datamodule: Any = getattr(trainer, "datamodule", None)  # assigned by Lightning's data connector
         train = getattr(datamodule, "train_dataset", None)
         labels = getattr(train, "labels", None)
+        masks = getattr(train, "masks", None)
+        if labels is None and masks is not None:  # a mask holds several classes: no strata, a row per sample
+            labels = np.asarray(masks, dtype=object).reshape(-1, 1)
         if train is None or labels is None or not hasattr(train, "transform"):
             raise ValueError(
-                f"`--folds` needs a DataModule whose `train_dataset` has `labels` and a `transform` after `setup`;"
-                f" {type(datamodule).__name__} gives {type(train).__name__}. Use one of lit_transfer.data's"
+                "`--folds` needs a DataModule whose `train_dataset` has `labels` (or `masks`) and a `transform` after"
+                f" `setup`; {type(datamodule).__name__} gives {type(train).__name__}. Use one of lit_transfer.data's"
                 " DataModules, or tune without `--folds`."
             )
         kept, held = fold_indices(labels, self.folds, self.seed)[self.fold]

@@ -12,9 +12,10 @@ import pytest
 from cli_helpers import RECIPES
 from lightning.pytorch import Trainer
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from segmentation_fixture import make_segmentation_folder
 
-from lit_transfer import TransferClassifier
-from lit_transfer.data import DigitsDataModule
+from lit_transfer import TransferClassifier, TransferSegmenter
+from lit_transfer.data import DigitsDataModule, SegmentationFolderDataModule
 from lit_transfer.tuner.folds import FoldSplit, FoldSubset, fold_indices
 from lit_transfer.tuner.reporting import TrialReporter
 from lit_transfer.tuner.search import SearchSettings, open_study
@@ -111,6 +112,20 @@ def test_fold_split_replaces_the_training_and_validation_sets_of_a_datamodule() 
     assert split.sizes == (8, 4) and sorted(data.val_dataset.labels) == [0, 0, 1, 1]
     assert not set(data.train_dataset.indices) & set(data.val_dataset.indices)
     assert data.val_dataset.dataset.transform is not data.train_dataset.dataset.transform  # evaluation pipeline
+
+
+def test_fold_split_cuts_a_segmentation_training_split_into_plain_folds(tmp_path: Path) -> None:
+    root = make_segmentation_folder(tmp_path / "masks", train=6, val=2, test=0, predict=0)
+    data = SegmentationFolderDataModule(root, image_size=32, batch_size=2, num_workers=0)
+    model = TransferSegmenter("test_resnet", num_classes=data.num_classes, pretrained=False, decoder_channels=16)
+    split = FoldSplit(fold=2, folds=3, seed=0)
+    trainer = Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False, callbacks=[split])
+    trainer.fit(model, datamodule=data)
+    assert split.sizes == (4, 2) and "val_miou" in trainer.callback_metrics
+    train, held = data.train_dataset, data.val_dataset
+    assert isinstance(train, FoldSubset) and isinstance(held, FoldSubset)
+    assert sorted(train.indices + held.indices) == list(range(6))  # the masks of the training split, once each
+    assert held.dataset.masks == train.dataset.masks and held.dataset.transform is not train.dataset.transform
 
 
 def test_reporter_reports_every_validation_and_a_prune_stops_the_fit() -> None:
