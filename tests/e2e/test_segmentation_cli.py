@@ -1,8 +1,8 @@
 """Segmentation through the real ``lit-transfer`` command on photo-like files with masks of mixed sizes.
 
-fit → test (per-class IoU and the sample grid in the run's ``test/``) → predict (a mask per image at its own size
-in ``predict/masks/``, overlays) → export, in subprocesses; a colour mask ends the command with exit status 2 and the
-conversion as its last line; ``recipes/segmentation.yaml`` fits and reloads on the digit-mask canvases.
+fit → validate → test (per-class IoU and the sample grid in the run's ``test/``) → predict (a mask per image at its
+own size in ``predict/masks/``, overlays) → export, in subprocesses; a colour mask ends the command with exit status 2
+and the conversion as its last line; ``recipes/segmentation.yaml`` fits and reloads on the digit-mask canvases.
 """
 
 from __future__ import annotations
@@ -87,6 +87,10 @@ def test_fit_test_predict_export_on_photos_with_masks(workdir: Path) -> None:
     best = run / "checkpoints" / "best.ckpt"
     saved = torch.load(best, weights_only=True)
     assert saved["hyper_parameters"]["class_names"] == list(CLASSES) and "val_miou" in str(saved["callbacks"])
+
+    validate = _run(workdir, "validate", *ARGS, "--ckpt_path", "best")
+    assert validate.returncode == 0, validate.stderr[-3000:]
+    assert "val_miou" in validate.stdout and "val_iou_disc" in validate.stdout
 
     test = _run(workdir, "test", *ARGS, "--ckpt_path", "best")
     assert test.returncode == 0, test.stderr[-3000:]
