@@ -23,6 +23,7 @@ What depends on the task is left to a subclass, through these hooks (torchgeo's 
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ from lit_transfer.callbacks.feature_cache import FeatureCache
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.errors import UnsafeFileError
+from lit_transfer.files.checks import load_torch_file
 from lit_transfer.freezing import FullFineTune, resolve_policy
 from lit_transfer.freezing.layer_groups import LayerGroup
 from lit_transfer.freezing.layer_groups import layer_groups as group_layers
@@ -57,6 +59,8 @@ from lit_transfer.models.trained_preprocessing import TrainedPreprocessing
 __all__ = ["Split", "TransferModule"]
 
 Split = Literal["train", "val", "test"]
+
+_OTHER_CHECKPOINT = "Load another checkpoint of the run (its best.ckpt, last.ckpt or on_exception.ckpt)."
 
 
 class TransferModule(LightningModule):
@@ -214,9 +218,15 @@ class TransferModule(LightningModule):
 
         Returns:
             The model, with the checkpoint's weights.
+
+        Raises:
+            CorruptFileError: The file is empty, cut short or not a PyTorch file (named, with the fix).
+            UnsafeFileError: The file holds pickled objects that a weights-only load refuses.
         """
         kwargs.setdefault("pretrained", False)
         kwargs.setdefault("weights_only", True)
+        if isinstance(checkpoint_path, (str, os.PathLike)) and Path(checkpoint_path).is_file():
+            load_torch_file(checkpoint_path, hint=_OTHER_CHECKPOINT, mmap=True)  # a broken file: one line naming it
         try:
             return cast("Self", super().load_from_checkpoint(checkpoint_path, *args, **kwargs))
         except pickle.UnpicklingError as err:

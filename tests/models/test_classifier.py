@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 
 from lit_transfer import FreezeUnfreeze, TransferClassifier
-from lit_transfer.errors import CheckpointMismatchError
+from lit_transfer.errors import CheckpointMismatchError, CorruptFileError
 
 
 def make(**kwargs):
@@ -179,6 +179,19 @@ def test_checkpoint_of_other_head_is_refused_with_package_error(tmp_path):
     t.save_checkpoint(tmp_path / "m.ckpt")
     with pytest.raises(CheckpointMismatchError, match=r"5 classes.*fc\.weight"):
         TransferClassifier.load_from_checkpoint(tmp_path / "m.ckpt", num_classes=5)
+
+
+@pytest.mark.parametrize("cut", ["empty", "cut short", "random bytes"])
+def test_a_broken_checkpoint_is_named_with_what_is_wrong(tmp_path, cut):
+    model = make()
+    t = trainer(tmp_path, 1)
+    t.fit(model, loader(fixed_data()))
+    path = tmp_path / "last.ckpt"
+    t.save_checkpoint(path)
+    data = path.read_bytes()
+    path.write_bytes({"empty": b"", "cut short": data[: len(data) // 2], "random bytes": bytes(range(256)) * 8}[cut])
+    with pytest.raises(CorruptFileError, match=r"checkpoint '.*last\.ckpt' .*Load another checkpoint of the run"):
+        TransferClassifier.load_from_checkpoint(path)
 
 
 def test_checkpoint_as_backbone_weights_for_a_new_task(tmp_path):
