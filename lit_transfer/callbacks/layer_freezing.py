@@ -178,10 +178,13 @@ class LayerFreezing(Callback):
         """One loud line when the policy freezes layers of a backbone without pretrained weights.
 
         The module says so with ``hparams["pretrained"]`` (``False``: random init, as in
-        :class:`~lit_transfer.TransferClassifier`); a resumed fit (``ckpt_path``) has the checkpoint's weights.
+        :class:`~lit_transfer.TransferClassifier`); a resumed fit (``ckpt_path``) has the checkpoint's weights, and so
+        has a module that says ``weights_from_checkpoint`` (one built by ``load_from_checkpoint``).
         """
         hparams = getattr(pl_module, "hparams", {})
-        if trainer.ckpt_path is not None or "pretrained" not in hparams or hparams["pretrained"] not in (False, None):
+        if trainer.ckpt_path is not None or getattr(pl_module, "weights_from_checkpoint", False):
+            return
+        if "pretrained" not in hparams or hparams["pretrained"] not in (False, None):
             return
         frozen = [g.name for g, trains in zip(self.groups, self.trainable_mask or []) if not trains]
         if not frozen:

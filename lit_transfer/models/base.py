@@ -115,6 +115,7 @@ class TransferModule(LightningModule):
         self.configure_task()
         self._train_metrics_logged = False
         self.reseeding = BatchReseeding()
+        self.weights_from_checkpoint = False  # set when a checkpoint's weights are loaded
         if hp["cache_features"]:
             check_cacheable(self.policy, self.backbone, uses_mixup=self.mixup is not None)
 
@@ -242,6 +243,7 @@ class TransferModule(LightningModule):
         check_checkpoint_fits(self.state_dict(), checkpoint, self.hparams, self.describe_head())
         self.preprocessing.restore(checkpoint, self._trainer)
         self.reseeding.restore(checkpoint)
+        self.weights_from_checkpoint = True  # trained weights, whatever `pretrained` says
 
     def describe_head(self) -> str:
         """The head in words, for error messages (e.g. ``"3 classes"``)."""

@@ -301,6 +301,9 @@ def test_freezing_a_random_backbone_warns_once_and_not_on_resume_or_full_fine_tu
         warnings.simplefilter("always")
         trainer(tmp_path / "resumed", 2).fit(classifier("freeze_unfreeze"), loader(data), loader(data), ckpt_path=last)
         trainer(tmp_path / "full", 1).fit(classifier("full_fine_tune"), loader(data), loader(data))
+        trained = TransferClassifier.load_from_checkpoint(last)  # trained weights, though `pretrained` is False
+        trainer(tmp_path / "loaded", 1).fit(trained, loader(data), loader(data))
+    assert trained.hparams["pretrained"] is False
     assert not _random_backbone_warnings(record)
 
 
