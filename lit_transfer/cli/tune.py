@@ -125,6 +125,8 @@ def _settings(root: Path, task: str, options: dict[str, Any], space_path: str) -
         if value is not None and (value < 0 or (name == "folds" and value < 2)):
             least = 2 if name == "folds" else 0
             raise ValueError(f"`--{name}` must be at least {least} (or null), got {value!r}.")
+    if options["timeout"] is not None and options["timeout"] <= 0:
+        raise ValueError(f"`--timeout` must be a positive number of seconds (or null), got {options['timeout']!r}.")
     for name in ("heartbeat_interval", "grace_period"):
         if options[name] < 1:
             raise ValueError(f"`--{name}` must be a positive number of seconds, got {options[name]!r}.")

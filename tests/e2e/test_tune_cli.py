@@ -146,6 +146,13 @@ def test_a_mistake_in_the_space_exits_2_before_any_trial(tmp_path: Path) -> None
     assert not list(tmp_path.rglob("trial_*"))
 
 
+def test_a_timeout_that_is_not_positive_exits_2_before_any_trial(tmp_path: Path) -> None:
+    result = _tune(tmp_path, "--space", str(SPACE), "--timeout", "-5")
+    assert result.returncode == 2
+    assert "`--timeout` must be a positive number of seconds" in result.stderr.strip().splitlines()[-1]
+    assert not list(tmp_path.rglob("trial_*")) and not list(tmp_path.rglob("study.db"))
+
+
 def _worker(cwd: Path, storage: str, n_trials: int, name: str, log: str) -> subprocess.Popen[str]:
     command = [
         str(LIT_TRANSFER),
