@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +98,9 @@ def fit_and_test(name: str, args: Sequence[str], seed: int = 0) -> tuple[RunResu
         ``datamodule`` and ``trainer`` are the trained ones.
     """
     start = time.perf_counter()
-    cli = TransferCLI(args=list(args), run=False)
+    with warnings.catch_warnings():  # the demo's own options are in sys.argv; `args` is the whole command line
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        cli = TransferCLI(args=list(args), run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
     result = RunResult(name, seed, {k: float(v) for k, v in metrics.items()}, time.perf_counter() - start)

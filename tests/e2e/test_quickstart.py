@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +42,17 @@ def fast_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(quickstart, "fit_and_test", keep)
         printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
+        with contextlib.redirect_stdout(printed), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             rows = main(["--fast", "--baselines", "--seeds", "0", "1", "--out", str(out)])
-    return {"out": out, "rows": rows, "text": printed.getvalue(), "clis": clis}
+    warned = [str(w.message) for w in caught]
+    return {"out": out, "rows": rows, "text": printed.getvalue(), "clis": clis, "warned": warned}
+
+
+def test_the_quick_start_does_not_warn_about_its_own_command_line(fast_run: dict[str, Any]) -> None:
+    """It passes each run's whole command line to the CLI while its own options are in ``sys.argv``."""
+    assert len(sys.argv) > 1  # as when the quick start is run with options
+    assert not [w for w in fast_run["warned"] if "args parameter is intended" in w]
 
 
 def test_rows_and_table_cover_every_run_and_seed(fast_run: dict[str, Any]) -> None:
