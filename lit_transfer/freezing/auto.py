@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lit_transfer.errors import check_positive_int, is_int, is_number
-from lit_transfer.freezing.base import FreezingPolicy, head_only, mask_depth
+from lit_transfer.freezing.base import FreezingPolicy, mask_depth
 from lit_transfer.freezing.trials import Candidate, TrialResult, depth_candidates
 
 __all__ = ["AutoFreeze", "AutoFreezePlan"]
@@ -125,6 +125,9 @@ class AutoFreeze(FreezingPolicy):
         min_advantage: Paired standard errors by which a candidate must beat the default to replace it.
         layer_decay: Learning-rate decay per group below the head of every trained group, in ``(0, 1]``.
         seed: Seed of the trials' training batches (and their augmentations).
+        new_groups: The model's new, randomly initialised groups on top (the head; a segmenter's decoder and head,
+            which :class:`~lit_transfer.TransferSegmenter` sets): the probe trains them, every candidate trains
+            them at the full rate, and depths count the groups below them.
         train_bn: See :class:`FreezingPolicy`.
 
     Example:
@@ -153,6 +156,7 @@ class AutoFreeze(FreezingPolicy):
         min_advantage: float = 1.0,
         layer_decay: float = 0.7,
         seed: int = 0,
+        new_groups: int = 1,
         train_bn: bool = False,
     ) -> None:
         super().__init__(train_bn)
@@ -177,6 +181,7 @@ class AutoFreeze(FreezingPolicy):
             raise ValueError(f"`layer_decay` must be in (0, 1], got {layer_decay!r}.")
         if not is_int(seed):
             raise ValueError(f"`seed` must be an integer, got {seed!r}.")
+        check_positive_int("new_groups", new_groups)
         self.depths: list[int | str] = depths
         self.default = default
         self.trial_steps = trial_steps
@@ -186,6 +191,7 @@ class AutoFreeze(FreezingPolicy):
         self.min_advantage = float(min_advantage)
         self.layer_decay = float(layer_decay)
         self.seed = seed
+        self.new_groups = int(new_groups)
         self.decision_epoch = self.probe_epochs if isinstance(self.probe_epochs, int) else 1
         self.plan: AutoFreezePlan | None = None
 
@@ -206,11 +212,11 @@ class AutoFreeze(FreezingPolicy):
 
     def candidates(self, group_names: Sequence[str]) -> list[Candidate]:
         """The candidate plans for these groups (stem first, the head last), duplicates removed."""
-        return depth_candidates(group_names, self.depths, self.layer_decay)
+        return depth_candidates(group_names, self.depths, self.layer_decay, self.new_groups)
 
     def default_candidate(self, group_names: Sequence[str]) -> Candidate:
         """The plan taken without evidence."""
-        return depth_candidates(group_names, [self.default], self.layer_decay)[0]
+        return depth_candidates(group_names, [self.default], self.layer_decay, self.new_groups)[0]
 
     def fallback(self, group_names: Sequence[str], samples_per_class: float, epoch: int, why: str) -> AutoFreezePlan:
         """The default plan, with the reason no trial decided (also kept as :attr:`plan`)."""
@@ -267,8 +273,8 @@ class AutoFreeze(FreezingPolicy):
         return plan
 
     def trainable_mask(self, epoch: int, num_groups: int) -> list[bool]:  # noqa: D102
-        if self.plan is None or epoch < self.plan.epoch:
-            return head_only(num_groups)
+        if self.plan is None or epoch < self.plan.epoch:  # the probe: the new part alone
+            return [index >= num_groups - self.new_groups for index in range(num_groups)]
         if len(self.plan.mask) != num_groups:
             raise ValueError(
                 f"The AutoFreeze plan covers {len(self.plan.mask)} layer groups, the model has {num_groups}."
@@ -299,6 +305,7 @@ class AutoFreeze(FreezingPolicy):
             "min_advantage": self.min_advantage,
             "layer_decay": self.layer_decay,
             "seed": self.seed,
+            "new_groups": self.new_groups,
         }
 
 

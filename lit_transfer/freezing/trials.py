@@ -54,31 +54,37 @@ class TrialResult:
     paired_se: float
 
 
-def depth_candidates(group_names: Sequence[str], depths: Sequence[int | str], layer_decay: float) -> list[Candidate]:
+def depth_candidates(
+    group_names: Sequence[str], depths: Sequence[int | str], layer_decay: float, new_groups: int = 1
+) -> list[Candidate]:
     """One candidate per depth (groups below the head that train; ``"all"`` every one), duplicates removed.
 
-    A trained group ``i`` steps below the head gets the multiplier ``layer_decay ** i``.
+    A trained group ``i`` steps below the head gets the multiplier ``layer_decay ** i``. The last ``new_groups``
+    groups are the model's new part (the head; a segmenter's decoder and head) and train in every candidate at the
+    full rate; depths count the groups below them.
 
     Example:
         >>> [(c.name, c.lr_mults) for c in depth_candidates(["stem", "layer1", "head"], [0, 1, 5, "all"], 0.5)]
         [('linear probe', (1.0, 1.0, 1.0)), ('layer1 + head', (1.0, 0.5, 1.0)), ('all groups', (0.25, 0.5, 1.0))]
     """
-    below = len(group_names) - 1
+    below = len(group_names) - new_groups
+    top = "head" if new_groups == 1 else " + ".join(group_names[below:])
     seen: set[tuple[bool, ...]] = set()
     candidates: list[Candidate] = []
     for depth in depths:
         count = below if depth == "all" else min(int(depth), below)
-        mask = (*tuple(index >= below - count for index in range(below)), True)
+        mask = (*tuple(index >= below - count for index in range(below)), *(True,) * new_groups)
         if mask in seen:
             continue
         seen.add(mask)
-        mults = (*tuple(round(layer_decay ** (below - i), 6) if mask[i] else 1.0 for i in range(below)), 1.0)
+        mults = (*tuple(round(layer_decay ** (below - i), 6) if mask[i] else 1.0 for i in range(below)),)
+        mults += (1.0,) * new_groups
         if count == 0:
-            name = "linear probe"
+            name = "linear probe" if new_groups == 1 else top
         elif count == below:
             name = "all groups"
         else:
-            name = f"{group_names[below - count]} + head" if count == 1 else f"{group_names[below - count]}.. + head"
+            name = f"{group_names[below - count]}{'' if count == 1 else '..'} + {top}"
         candidates.append(Candidate(name, mask, mults))
     return candidates
 

@@ -11,13 +11,23 @@ one the model records, runs and saves):
 * ``freeze_unfreeze`` (at epoch ``k``) -> ``{0: 2, k: -1}``: the decoder and head first, then everything (LP-FT);
 * ``gradual_unfreeze`` -> the same steps, one group deeper at each (``{0: 2, start: 3, ...}``).
 
-Explicit schedules (``unfreeze_at_epochs``), ``surgical`` (name ``decoder`` among its groups to train it),
-``full_fine_tune`` and ``auto`` are taken as they are.
+* ``auto`` -> the same policy object, with ``new_groups=2``: its probe trains the decoder and head, and every candidate
+  depth trains them (the shallowest candidate is "decoder + head", a frozen encoder).
+
+Explicit schedules (``unfreeze_at_epochs``), ``surgical`` (name ``decoder`` among its groups to train it) and
+``full_fine_tune`` are taken as they are.
 """
 
 from __future__ import annotations
 
-from lit_transfer.freezing import FreezeUnfreeze, FreezingPolicy, GradualUnfreeze, LinearProbe, UnfreezeAtEpochs
+from lit_transfer.freezing import (
+    AutoFreeze,
+    FreezeUnfreeze,
+    FreezingPolicy,
+    GradualUnfreeze,
+    LinearProbe,
+    UnfreezeAtEpochs,
+)
 
 __all__ = ["with_decoder"]
 
@@ -31,6 +41,9 @@ def with_decoder(policy: FreezingPolicy, num_groups: int) -> FreezingPolicy:
         >>> with_decoder(GradualUnfreeze(every_n_epochs=2), num_groups=5)
         UnfreezeAtEpochs(schedule={0: 2, 2: 3, 4: 4, 6: 5}, train_bn=False)
     """
+    if isinstance(policy, AutoFreeze):
+        policy.new_groups = 2  # set on the caller's object, which is the one that gets the plan
+        return policy
     if isinstance(policy, LinearProbe):
         schedule = {0: 2}
     elif isinstance(policy, FreezeUnfreeze):

@@ -121,11 +121,10 @@ class TransferSegmenter(TransferModule):
                 " Set `cache_features: false` (a frozen encoder still skips its backward pass)."
             )
         super().__init__(optimizer, lr_scheduler)
+        asked = repr(self.policy)
         restated = with_decoder(self.policy, len(self.layer_groups))
-        if restated is not self.policy:
-            rank_zero_info(
-                f"TransferSegmenter: `freeze` {self.policy!r} trains the decoder with the head: {restated!r}."
-            )
+        if repr(restated) != asked:
+            rank_zero_info(f"TransferSegmenter: `freeze` {asked} trains the decoder with the head: {restated!r}.")
             self.policy = restated
             self.hparams["freeze"] = restated.to_config()
 

@@ -12,7 +12,7 @@ from segmentation_fixture import CLASSES, make_segmentation_folder
 from task_helpers import EpochLosses, TaskData, fit_trainer
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from lit_transfer import FreezeUnfreeze, LinearProbe, SurgicalFineTune, TransferSegmenter, UnfreezeAtEpochs
+from lit_transfer import AutoFreeze, FreezeUnfreeze, LinearProbe, SurgicalFineTune, TransferSegmenter, UnfreezeAtEpochs
 from lit_transfer.data import SegmentationFolderDataModule
 from lit_transfer.models.segmentation_losses import SegmentationLoss
 from lit_transfer.models.segmentation_metrics import PixelConfusion, segmentation_scores
@@ -101,6 +101,24 @@ def test_explicit_policies_are_kept():
     surgical = SurgicalFineTune(groups=["decoder"])
     assert _model(freeze=surgical).policy is surgical
     assert _model(freeze="full_fine_tune").policy.trainable_mask(0, 7) == [True] * 7
+
+
+def test_auto_trains_the_decoder_with_the_head_in_its_probe_and_every_candidate(photos, tmp_path):
+    policy = AutoFreeze(min_val_samples=2, trial_steps=2)
+    model = _model(freeze=policy)
+    assert model.policy is policy and policy.new_groups == 2  # the caller's object gets the plan
+    assert model.hparams["freeze"]["new_groups"] == 2  # what checkpoints record
+    assert [c.name for c in policy.candidates([g.name for g in model.layer_groups])] == [
+        "decoder + head",
+        "layer4 + decoder + head",
+        "all groups",
+    ]
+    probe = TrainableAtEpochs()
+    fit_trainer(tmp_path, 2, [probe], limit_train_batches=1, limit_val_batches=1).fit(model, datamodule=_data(photos))
+    assert probe.trainable[0] == {"decoder", "head"}
+    assert policy.plan is not None and len(policy.plan.trials) == 3  # the trials ran
+    assert {"decoder", "head"} <= probe.trainable[1]
+    assert policy.plan.mask[-2:] == (True, True) and policy.plan.lr_mults[-2:] == (1.0, 1.0)
 
 
 class TrainableAtEpochs(Callback):
