@@ -14,14 +14,15 @@ with each policy:
   reads as ``UnfreezeAtEpochs({0: 2})``);
 * ``LP-FT``: the decoder and head for the first third of the epochs, then everything;
 * ``full fine-tune`` and ``full fine-tune + layer decay`` (:data:`LAYER_DECAY`);
-* ``auto`` (:class:`~lit_transfer.freezing.AutoFreeze` with its defaults);
+* ``auto`` (:class:`~lit_transfer.freezing.AutoFreeze` with its defaults; its trials score the candidates on
+  :data:`VAL` validation canvases, which no other row uses);
 * ``scratch``: the same network from random init, everything training.
 
 Every row: about :data:`STEPS` optimizer steps (the epochs are ``ceil(STEPS / steps per epoch)``), batch
 :data:`BATCH`, AdamW (lr :data:`LR`, weight decay 0.05), the default warmup + cosine schedule, no augmentation, no
-validation; scored by the mean IoU over the 6 classes (``test_miou``) on :data:`TEST` test canvases; mean ± std over
-seeds 0, 1, 2 (the seed draws the decoder's and head's initialisation and the training order; the canvases are the
-same). The transfer gain is full fine-tuning minus scratch, as measured.
+validation epochs; scored by the mean IoU over the 6 classes (``test_miou``) on :data:`TEST` test canvases; mean ±
+std over seeds 0, 1, 2 (the seed draws the decoder's and head's initialisation and the training order; the canvases
+are the same). The transfer gain is full fine-tuning minus scratch, as measured.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ CELL = 32
 """Cell size (px) of the canvases and input size of the source task: the 64 px canvases hold 32 px digits."""
 SHOTS = (5, 20, 50)
 TEST = 100
+VAL = 24
 STEPS = 60
 BATCH = 8
 LR = 2e-3
@@ -45,7 +47,7 @@ WEIGHT_DECAY = 0.05
 LAYER_DECAY = 0.7
 DECODER_CHANNELS = 64
 SEEDS = (0, 1, 2)
-QUICK: dict[str, Any] = {"source_epochs": 2, "steps": 4, "shots": (5, 20), "test": 16, "seeds": (0,)}
+QUICK: dict[str, Any] = {"source_epochs": 2, "steps": 4, "shots": (5, 20), "test": 16, "val": 20, "seeds": (0,)}
 """``--quick``: a smoke test of the code path (a 2-epoch source, 4 steps per row, 16 test canvases, one seed)."""
 
 
@@ -81,8 +83,10 @@ def epochs_for(shots: int, steps: int) -> int:
     return max(2, math.ceil(steps / math.ceil(shots / BATCH)))
 
 
-def train(spec: dict[str, Any], weights: str, train_csv: Path, test_csv: Path, classes: Path, seed: int, epochs: int):
-    """Fit one policy; return its test mIoU (%)."""
+def train(
+    spec: dict[str, Any], weights: str, csvs: dict[str, Path], classes: Path, seed: int, epochs: int
+) -> tuple[float, tuple[str, str] | None]:
+    """Fit one policy on ``csvs`` (``train``, ``val``, ``test``); its test mIoU (%) and ``auto``'s choice and why."""
     import lightning as L
     import torch
 
@@ -91,8 +95,9 @@ def train(spec: dict[str, Any], weights: str, train_csv: Path, test_csv: Path, c
 
     L.seed_everything(seed, verbose=False)
     data = SegmentationCSVDataModule(
-        train_csv,
-        test_csv=test_csv,
+        csvs["train"],
+        val_csv=csvs["val"],
+        test_csv=csvs["test"],
         classes_file=classes,
         val_fraction=0,
         image_size=2 * CELL,
@@ -113,7 +118,9 @@ def train(spec: dict[str, Any], weights: str, train_csv: Path, test_csv: Path, c
     )
     trainer = common.make_trainer(max_epochs=epochs, limit_val_batches=0)
     trainer.fit(model, datamodule=data)
-    return 100.0 * float(trainer.test(model, datamodule=data, verbose=False)[0]["test_miou"])
+    miou = 100.0 * float(trainer.test(model, datamodule=data, verbose=False)[0]["test_miou"])
+    plan = getattr(model.policy, "plan", None)
+    return miou, None if plan is None else (plan.chosen, plan.reason)
 
 
 def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
@@ -123,27 +130,40 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     common.set_threads(1)
     common.quiet()
     settings: dict[str, Any] = (
-        QUICK if quick else {"source_epochs": None, "steps": STEPS, "shots": SHOTS, "test": TEST, "seeds": SEEDS}
+        QUICK
+        if quick
+        else {"source_epochs": None, "steps": STEPS, "shots": SHOTS, "test": TEST, "val": VAL, "seeds": SEEDS}
     )
     weights, meta = common.source_weights(CELL, epochs=settings["source_epochs"])
     shots, seeds = tuple(settings["shots"]), tuple(settings["seeds"])
     results: dict[int, dict[str, list[float]]] = {}
     names: list[str] = []
+    chosen: dict[int, list[str]] = {}
+    reasons: dict[int, list[str]] = {}
     with tempfile.TemporaryDirectory() as folder:
         root = write_segmentation_canvases(
-            Path(folder) / "canvases", train=max(shots), val=0, test=settings["test"], predict=0, cell=CELL, seed=0
+            Path(folder) / "canvases",
+            train=max(shots),
+            val=settings["val"],
+            test=settings["test"],
+            predict=0,
+            cell=CELL,
+            seed=0,
         )
-        test_csv = _table(root, "test", None, Path(folder) / "test.csv")
+        csvs = {split: _table(root, split, None, Path(folder) / f"{split}.csv") for split in ("val", "test")}
         for count in shots:
-            train_csv = _table(root, "train", count, Path(folder) / f"train_{count}.csv")
+            csvs["train"] = _table(root, "train", count, Path(folder) / f"train_{count}.csv")
             epochs = epochs_for(count, settings["steps"])
             table = policies(epochs)
             names = names or [n.split(" (")[0] for n in table]
             results[count] = {}
             for seed in seeds:
                 for spec, short in zip(table.values(), names):
-                    miou = train(spec, str(weights), train_csv, test_csv, root / "classes.txt", seed, epochs)
+                    miou, choice = train(spec, str(weights), csvs, root / "classes.txt", seed, epochs)
                     results[count].setdefault(short, []).append(miou)
+                    if choice is not None:
+                        chosen.setdefault(count, []).append(choice[0])
+                        reasons.setdefault(count, []).append(choice[1])
     gains = {n: [a - b for a, b in zip(results[n]["full fine-tune"], results[n]["scratch"])] for n in shots}
     rows = [[name, *(common.fmt_pm(results[n][name]) for n in shots)] for name in names]
     markdown = "\n\n".join(
@@ -159,22 +179,27 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
             f" the test mIoU (%) on {settings['test']} canvases drawn from held-out scans. Every row about"
             f" {settings['steps']} optimizer steps (epochs = ceil(steps / steps per epoch)), batch {BATCH}, AdamW lr"
             f" {LR:g}, weight decay {WEIGHT_DECAY:g}, warmup + cosine, no augmentation; LP-FT trains the decoder and"
-            " head for the first third of the epochs; mean ± std over"
+            " head for the first third of the epochs; `auto` scores its candidates on"
+            f" {settings['val']} validation canvases, which no other row uses; mean ± std over"
             f" {len(seeds)} seed(s).",
             common.md_table(["Policy", *(f"{n} masks: test mIoU (%)" for n in shots)], rows),
             "Transfer gain, full fine-tuning minus scratch (same budget), as measured: "
             + "; ".join(f"{n} masks {common.fmt_pm(gains[n])} points" for n in shots)
             + " (a negative value: scratch was better).",
+            "`auto` chose, per seed: " + "; ".join(f"{n} masks: {', '.join(chosen.get(n, []))}" for n in shots) + ".",
         ]
     )
     return {
         "results": {str(n): r for n, r in results.items()},
         "transfer_gain_miou_points": {str(n): g for n, g in gains.items()},
+        "auto_chose": {str(n): c for n, c in chosen.items()},
+        "auto_reasons": {str(n): r for n, r in reasons.items()},
         "source": meta,
         "config": {
             "cell": CELL,
             "shots": list(shots),
             "test": settings["test"],
+            "val": settings["val"],
             "steps": settings["steps"],
             "batch": BATCH,
             "lr": LR,

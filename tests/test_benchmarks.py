@@ -214,3 +214,7 @@ def test_quick_segmentation_reports_the_transfer_gain_it_measured(tmp_path) -> N
         expected = [a - b for a, b in zip(by_shots[shots]["full fine-tune"], by_shots[shots]["scratch"])]
         assert gain == pytest.approx(expected)
     assert "Semantic segmentation transfer" in (tmp_path / "results.md").read_text()
+    chose = result["auto_chose"]  # auto's trials ran on the validation canvases: a candidate, not the default
+    assert set(chose) == {"5", "20"} and all(len(c) == 1 for c in chose.values())
+    reasons = [r for rs in result["auto_reasons"].values() for r in rs]
+    assert all(not r.startswith("default:") or "paired standard" in r for r in reasons), reasons  # not a fallback
