@@ -151,3 +151,15 @@ def test_the_package_tree_shows_the_architecture() -> None:
         str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500
     }
     assert not long, f"modules over 500 lines: {long}"
+
+
+def test_no_public_name_is_defined_in_two_modules() -> None:
+    """One name, one thing: a public function or class is defined once in the package (``main``, each runnable
+    module's entry point, aside), so an import never picks the wrong namesake."""
+    where: dict[str, list[str]] = {}
+    for name, path in _modules().items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                where.setdefault(node.name, []).append(name)
+    twice = {name: found for name, found in where.items() if len(found) > 1 and name != "main"}
+    assert not twice, f"names defined in several modules: {twice}; rename all but the one that owns the concept"

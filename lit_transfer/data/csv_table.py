@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lit_transfer.data import targets as t
 from lit_transfer.data.decode import unique_sorted
 from lit_transfer.data.duplicates import drop_repeats, same_file_groups
-from lit_transfer.data.file_base import FileImageDataModule, Files, check_classes, check_dir
+from lit_transfer.data.file_base import FileImageDataModule, Files, check_dir, check_two_classes
 from lit_transfer.data.splits import stratified_split
 
 __all__ = ["CSVDataModule", "TableSplits"]
@@ -214,7 +214,7 @@ class CSVDataModule(TableSplits, FileImageDataModule):
     def _read_classes(self, tables: dict[str, t.Table]) -> dict[str, np.ndarray]:
         column = self.label_column
         self.class_names = unique_sorted([row[column] for row in tables["train"].rows])
-        check_classes(
+        check_two_classes(
             self.class_names,
             f"`train_csv` {tables['train'].path!r} (column {column!r})",
             "Label the rows with at least two distinct classes.",
@@ -250,14 +250,14 @@ class CSVDataModule(TableSplits, FileImageDataModule):
                 s: t.label_sets(table, self.label_column, delimiter, self.allow_empty_labels)
                 for s, table in tables.items()
             }
-            self.class_names = t.class_names_of(sets["train"])
+            self.class_names = t.distinct_labels(sets["train"])
             if not self.class_names:
                 raise ValueError(
                     f"`train_csv` {tables['train'].path!r} (column {self.label_column!r}) has no label in any row."
                 )
             out = {s: t.multi_hot(tables[s], self.label_column, sets[s], self.class_names) for s in tables}
         kept = self._training_rows(out["train"], has_val="val" in tables)
-        self.label_frequencies = t.label_frequencies(out["train"][kept])
+        self.label_frequencies = t.label_fractions(out["train"][kept])
         absent = [name for name, f in zip(self.class_names, self.label_frequencies) if f == 0]
         if absent:
             rank_zero_warn(

@@ -211,7 +211,7 @@ def _summary(files: dict[Split, Files]) -> str:
     return ", ".join(f"{split} {len(paths)}" for split, (paths, _) in files.items())
 
 
-def check_classes(class_names: list[str], where: str, hint: str) -> None:
+def check_two_classes(class_names: list[str], where: str, hint: str) -> None:
     """Raise ``ValueError`` naming ``where`` unless there are at least two classes."""
     if len(class_names) < 2:
         raise ValueError(

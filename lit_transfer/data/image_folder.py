@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from lit_transfer.data.file_base import FileImageDataModule, Files, check_classes, check_dir
+from lit_transfer.data.file_base import FileImageDataModule, Files, check_dir, check_two_classes
 from lit_transfer.data.listing import has_image, list_images
 
 __all__ = ["ImageFolderDataModule"]
@@ -51,7 +51,7 @@ class ImageFolderDataModule(FileImageDataModule):
         train_dir = check_dir(os.path.join(self.root, "train"), "root/train", _LAYOUT)
         super().__init__(**kwargs)
         self.class_names = self._class_dirs(train_dir)
-        check_classes(self.class_names, f"Training folder {train_dir!r}", _LAYOUT)
+        check_two_classes(self.class_names, f"Training folder {train_dir!r}", _LAYOUT)
         for name in self.class_names:
             if not has_image(os.path.join(train_dir, name)):
                 raise ValueError(

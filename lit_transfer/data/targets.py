@@ -32,9 +32,9 @@ __all__ = [
     "Table",
     "Task",
     "check_task_options",
-    "class_names_of",
+    "distinct_labels",
     "label_flags",
-    "label_frequencies",
+    "label_fractions",
     "label_sets",
     "multi_hot",
     "numeric_targets",
@@ -303,11 +303,11 @@ def random_split(count: int, fraction: float, seed: int) -> tuple[list[int], lis
     return sorted(order[held:].tolist()), sorted(order[:held].tolist())
 
 
-def label_frequencies(targets: np.ndarray) -> list[float]:
+def label_fractions(targets: np.ndarray) -> list[float]:
     """The fraction of rows holding each label of multi-hot ``targets``.
 
     Example:
-        >>> label_frequencies(np.array([[1, 0], [1, 1], [0, 0], [1, 0]], dtype=np.float32))
+        >>> label_fractions(np.array([[1, 0], [1, 1], [0, 0], [1, 0]], dtype=np.float32))
         [0.75, 0.25]
     """
     return [float(v) for v in np.asarray(targets, dtype=np.float64).mean(axis=0)] if len(targets) else []
@@ -343,6 +343,6 @@ def standardize(values: np.ndarray, stats: dict[str, list[float]] | None) -> np.
     return ((np.asarray(values, dtype=np.float64) - mean) / std).astype(np.float32)
 
 
-def class_names_of(sets: list[list[str]]) -> list[str]:
+def distinct_labels(sets: list[list[str]]) -> list[str]:
     """The distinct labels of ``sets``, sorted as class names are (numerically when all are integers)."""
     return unique_sorted([label for labels in sets for label in labels])
