@@ -113,6 +113,12 @@ CASES = [
         ("test", *DEFAULTS, "--trainer.default_root_dir", "empty_runs", "--ckpt_path", "best"),
         "found no best.ckpt",
     ),
+    CliCase(
+        "cli-auto-with-layer-decay",
+        "`freeze: auto` stacked on a model-level `layer_decay`",
+        ("fit", *DEFAULTS, "--model.freeze", "auto", "--model.layer_decay", "0.8"),
+        "so it does not stack with `layer_decay` (0.8): unset them (`--model.layer_decay null",
+    ),
 ]
 
 
