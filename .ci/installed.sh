@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The pip user's path: build the sdist and the wheel (the wheel from the sdist), install the wheel with the export
 # extra into a fresh virtual environment, and run the installed package from a folder outside the clone: the quick
-# --version, the recipe list, a recipe by its documented path, predict, an ONNX export and the quick start (--fast).
+# --version, the recipe list, a recipe by its documented path, predict, an ONNX export and the quick start (--fast);
+# then the sdist's own packaging, import-graph and recipes-command tests from the unpacked sdist.
 #
 #   .ci/installed.sh            a new venv in a temporary folder, removed at the end
 #   LIT_TRANSFER_VENV=DIR .ci/installed.sh
@@ -97,5 +98,12 @@ python -c "import onnxruntime; s = onnxruntime.InferenceSession('model.onnx'); p
 step "the quick start, fast form"
 python -m lit_transfer.demo.quickstart --fast --out runs/quickstart
 [ -n "$(find runs/quickstart -name 'best.ckpt' -print -quit)" ] || fail "the quick start left no best.ckpt"
+
+step "the sdist's own tests (packaging, import graph, the recipes command), run from the unpacked sdist"
+mkdir -p "$WORK/sdist"
+tar -xzf "$SDIST" -C "$WORK/sdist"
+SDIST_ROOT="$(find "$WORK/sdist" -mindepth 1 -maxdepth 1 -type d)"
+python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" "pytest-rerunfailures>=14"
+(cd "$SDIST_ROOT" && python -m pytest -q tests/test_packaging.py tests/test_import_graph.py tests/cli/test_recipes_command.py)
 
 step "the installed package works from $USER_DIR"
