@@ -184,6 +184,22 @@ def fine_tune(
     Returns:
         The accuracy (%) on ``split`` and the ``lit_transfer`` INFO lines logged during the run.
     """
+    model, data = build(task, spec, weights, shots=shots, seed=seed, lr=lr, backbone=backbone)
+    accuracy, lines, _ = fit_and_score(model, data, epochs=epochs, split=split, limit_eval_batches=limit_eval_batches)
+    return accuracy, lines
+
+
+def build(
+    task: ShiftTask,
+    spec: dict[str, Any],
+    weights: str,
+    *,
+    shots: int,
+    seed: int,
+    lr: float,
+    backbone: str | None = None,
+) -> tuple[Any, DigitsDataModule]:
+    """The seeded model and DataModule a :func:`fine_tune` run starts from (same arguments)."""
     import lightning as L
     import torch
 
@@ -202,14 +218,25 @@ def fine_tune(
         label_smoothing=LABEL_SMOOTHING,
         optimizer=lambda groups: torch.optim.AdamW(groups, lr=lr, weight_decay=WEIGHT_DECAY),
     )
+    return model, data
+
+
+def fit_and_score(
+    model: Any, data: DigitsDataModule, *, epochs: int, split: str, limit_eval_batches: int | None = None
+) -> tuple[float, list[str], float]:
+    """Train a :func:`build` pair as :func:`fine_tune` does; its accuracy on ``split``, INFO lines and fit time (s)."""
+    import time
+
     limit = 1.0 if limit_eval_batches is None else limit_eval_batches
     trainer = common.make_trainer(max_epochs=epochs, limit_val_batches=0, limit_test_batches=limit)
     with captured_info() as lines:
+        start = time.perf_counter()
         trainer.fit(model, datamodule=data)
+        seconds = time.perf_counter() - start
     if split == "test":
-        return common.test_accuracy(trainer, model, data), lines
+        return common.test_accuracy(trainer, model, data), lines, seconds
     scores = common.make_trainer(limit_val_batches=limit).validate(model, datamodule=data, verbose=False)
-    return 100.0 * float(scores[0]["val_acc"]), lines
+    return 100.0 * float(scores[0]["val_acc"]), lines, seconds
 
 
 def _init_worker() -> None:

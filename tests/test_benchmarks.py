@@ -218,3 +218,39 @@ def test_quick_segmentation_reports_the_transfer_gain_it_measured(tmp_path) -> N
     assert set(chose) == {"5", "20"} and all(len(c) == 1 for c in chose.values())
     reasons = [r for rs in result["auto_reasons"].values() for r in rs]
     assert all(not r.startswith("default:") or "paired standard" in r for r in reasons), reasons  # not a fallback
+
+
+def test_quick_heldout_lr_finder_figures_and_verdicts_follow_its_runs(tmp_path) -> None:
+    from benchmarks import heldout_lr_finder
+
+    assert run.main(["--quick", "--only", "heldout_lr_finder", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())["results"]["heldout_lr_finder"]
+    assert "error" not in result, result.get("error")
+    keys = list(heldout_lr_finder.QUICK["tasks"])
+    seeds = list(heldout_lr_finder.QUICK["seeds"])
+    assert list(result["tasks"]) == keys and result["config"]["seeds"] == seeds
+    near, fast = True, True
+    for key in keys:
+        task, runs = result["tasks"][key], result["runs"][key]
+        assert len(runs["grid"]) == len(runs["finder"]) == len(seeds)
+        assert str(result["grid_lr"][key]) in result["validation"][key]  # the grid's lr is one it was scored with
+        finder, grid = [r["test_acc"] for r in runs["finder"]], [r["test_acc"] for r in runs["grid"]]
+        assert task["finder_acc"] == finder and task["grid_acc"] == grid
+        assert all(0 <= acc <= 100 for acc in finder + grid)
+        assert task["finder_lr"] == [r["lr"] for r in runs["finder"]]
+        assert all(r["lr"] is not None and 0 < r["lr"] <= 1.0 for r in runs["finder"])
+        assert all(0 < r["steps"] <= result["config"]["num_steps"] for r in runs["finder"])
+        # the paired difference is the mean of the per-seed differences; the ratio is finder time over its fit's
+        diffs = [a - b for a, b in zip(finder, grid)]
+        assert task["paired"][0] == pytest.approx(sum(diffs) / len(diffs))
+        ratios = [r["finder_seconds"] / r["fit_seconds"] for r in runs["finder"]]
+        assert task["time_ratio"] == pytest.approx(ratios) and all(r > 0 for r in ratios)
+        near = near and common.mean_std(finder)[0] >= common.mean_std(grid)[0] - heldout_lr_finder.NEAR
+        fast = fast and common.mean_std(ratios)[0] < heldout_lr_finder.TIME_SHARE
+    assert list(result["targets"].values()) == [near, fast]
+    section = (tmp_path / heldout_lr_finder.SECTION_FILE).read_text()
+    assert section.startswith(heldout_lr_finder.GENERATED) and "{#heldout-lr-finder}" not in section
+    assert "not the held-out result" in section and f"{result['tasks'][keys[0]]['paired'][0]:+.1f}" in section
+    text = (tmp_path / "results.md").read_text()
+    for target, ok in zip(result["targets"], [near, fast]):
+        assert f"| heldout_lr_finder | {target} | {common.verdict(ok)} |" in text
