@@ -11,6 +11,7 @@ from lightning.pytorch.utilities.parsing import lightning_getattr, lightning_has
 from typing_extensions import override
 
 from lit_transfer.callbacks._ramp_schedule import RampSchedule, ramp_total_steps
+from lit_transfer.errors import check_int, is_int, is_number
 from lit_transfer.optim.batch_rules import Rule, check_rule, follow_batch, resolve_rule
 from lit_transfer.optim.rescale import resize_step_scheduler
 from lit_transfer.trainer_facts import (
@@ -23,11 +24,6 @@ from lit_transfer.trainer_facts import (
 )
 
 __all__ = ["BatchSizeRamp", "ramp_total_steps"]
-
-
-def _positive(name: str, value: Any, kind: type[int] | type[float] = int) -> None:
-    if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive {kind.__name__}, got {value!r}.")
 
 
 class BatchSizeRamp(Callback):
@@ -85,14 +81,14 @@ class BatchSizeRamp(Callback):
             if not milestones:
                 raise ValueError(f"`milestones` must not be empty, got {milestones!r}.")
             for epoch, value in milestones.items():
-                if not isinstance(epoch, int) or epoch < 0 or not isinstance(value, (int, float)) or value <= 0:
+                if not is_int(epoch) or epoch < 0 or not is_number(value) or value <= 0:
                     raise ValueError(f"`milestones` needs epoch >= 0 and factor > 0, got {epoch!r}: {value!r}.")
         else:
-            _positive("every_n_epochs", every_n_epochs)
+            check_int("every_n_epochs", every_n_epochs, minimum=1, expected="a positive int")
             if not isinstance(factor, (int, float)) or factor <= 0:
                 raise ValueError(f"`factor` must be > 0, got {factor!r}.")
         if max_batch_size is not None:
-            _positive("max_batch_size", max_batch_size)
+            check_int("max_batch_size", max_batch_size, minimum=1, expected="a positive int")
         for name, choice, allowed in [
             ("mode", mode, ("batch", "accumulate", "auto")),
             ("lr_coupling", lr_coupling, ("hold", "scale")),

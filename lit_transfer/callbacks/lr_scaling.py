@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.optim import Optimizer
 from typing_extensions import override
 
+from lit_transfer.errors import check_int, check_positive_int
 from lit_transfer.optim.batch_rules import Rule, check_rule, follow_batch, resolve_rule, scale_factor
 from lit_transfer.trainer_facts import (
     GlobalBatch,
@@ -78,12 +79,10 @@ class LRScaling(Callback):
         batch_size_attr: str = "batch_size",
     ) -> None:
         check_rule(rule, "rule")
-        if not isinstance(base_batch_size, int) or isinstance(base_batch_size, bool) or base_batch_size <= 0:
-            raise ValueError(f"`base_batch_size` must be a positive integer, got {base_batch_size!r}.")
+        check_positive_int("base_batch_size", base_batch_size)
         if warmup_epochs < 0:
             raise ValueError(f"`warmup_epochs` must be >= 0, got {warmup_epochs!r}.")
-        if not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"`warmup_steps` must be a non-negative integer, got {warmup_steps!r}.")
+        check_int("warmup_steps", warmup_steps, minimum=0)
         if warmup_epochs and warmup_steps:
             raise ValueError(
                 f"Set either `warmup_epochs` ({warmup_epochs!r}) or `warmup_steps` ({warmup_steps!r}), not both."

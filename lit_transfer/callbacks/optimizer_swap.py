@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 from typing_extensions import override
 
 from lit_transfer.callbacks import _swats
+from lit_transfer.errors import check_int, is_number
 from lit_transfer.optim.rescale import rebind_scheduler, scale_learning_rates, scheduler_configs_of
 from lit_transfer.trainer_facts import param_group_name
 
@@ -104,15 +105,15 @@ class OptimizerSwap(Callback):
         if len(chosen) != 1:
             raise ValueError(f"Set exactly one trigger of `at_epoch`, `at_step`, `criterion`; got {triggers}.")
         for name, value in (("at_epoch", at_epoch), ("at_step", at_step)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
+            if value is not None:
+                check_int(name, value, minimum=0)
         if criterion not in (None, "swats"):
             raise ValueError(f"`criterion` must be 'swats' or None, got {criterion!r}.")
         if lr is None:
             lr = "swats" if criterion == "swats" else "keep"
         if lr == "swats" and criterion != "swats":
             raise ValueError("`lr='swats'` needs `criterion='swats'`.")
-        if not (lr in ("keep", "swats") or (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0)):
+        if not (lr in ("keep", "swats") or (is_number(lr) and lr > 0)):
             raise ValueError(f"`lr` must be a positive float, 'keep' or 'swats', got {lr!r}.")
         if swats_eps <= 0:
             raise ValueError(f"`swats_eps` must be > 0, got {swats_eps!r}.")

@@ -15,6 +15,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from lit_transfer.errors import is_int
 from lit_transfer.tasks import thresholds_of
 
 __all__ = ["TestConfusion", "class_names_for", "split_batch"]
@@ -66,7 +67,7 @@ def _declared_class_count(pl_module: LightningModule, trainer: Trainer | None) -
         hparams.get("num_classes"),
         getattr(datamodule, "num_classes", None),
     ):
-        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+        if is_int(count) and count > 0:
             return count
     return None
 
