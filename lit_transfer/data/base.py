@@ -20,6 +20,7 @@ from lit_transfer.data.preprocessing import DataConfig, resolve_preprocessing
 from lit_transfer.data.samplers import BalancedSampler, EpochSampler
 from lit_transfer.data.transforms import build_eval_transform, build_train_transform, validate_train_transform
 from lit_transfer.data.workers import seed_worker
+from lit_transfer.errors import check_int
 
 
 def default_num_workers() -> int:
@@ -77,10 +78,9 @@ class BaseImageDataModule(LightningDataModule):
         drop_last: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
-        if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
-            raise ValueError(f"`num_workers` must be a non-negative int or None, got {num_workers!r}.")
+        check_int("batch_size", batch_size, minimum=1, expected="a positive int")
+        if num_workers is not None:
+            check_int("num_workers", num_workers, minimum=0, expected="a non-negative int or None")
         if in_chans not in (1, 3):
             raise ValueError(f"`in_chans` must be 1 or 3, got {in_chans!r}.")
         validate_train_transform(train_transform)

@@ -27,6 +27,7 @@ from lit_transfer.data.base import BaseImageDataModule
 from lit_transfer.data.dataset import ArrayDataset
 from lit_transfer.data.pipeline import TransformArg
 from lit_transfer.data.splits import few_shot, stratified_split
+from lit_transfer.errors import check_int
 
 ALL_DIGITS: tuple[int, ...] = tuple(range(10))
 
@@ -87,8 +88,8 @@ class DigitsDataModule(BaseImageDataModule):
         classes = [int(c) for c in classes]
         if len(classes) < 2 or len(set(classes)) != len(classes) or not set(classes) <= set(ALL_DIGITS):
             raise ValueError(f"`classes` must be at least 2 distinct digits in 0-9, got {classes!r}.")
-        if shots_per_class is not None and (not isinstance(shots_per_class, int) or shots_per_class < 1):
-            raise ValueError(f"`shots_per_class` must be a positive int or None, got {shots_per_class!r}.")
+        if shots_per_class is not None:
+            check_int("shots_per_class", shots_per_class, minimum=1, expected="a positive int or None")
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0 <= value < 1:
                 raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")

@@ -17,6 +17,8 @@ import cv2
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from timm.data import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from lit_transfer.errors import check_int
+
 __all__ = [
     "INTERPOLATIONS",
     "MIN_IMAGE_SIZE",
@@ -155,8 +157,7 @@ def resolve_preprocessing(
         raise ValueError(f"`data_config['input_size']` must be (C, H, W), got {input_size!r}.")
     size = (int(input_size[1]), int(input_size[2]))
     if image_size is not None:
-        if not isinstance(image_size, int) or image_size <= 0:
-            raise ValueError(f"`image_size` must be a positive int or None, got {image_size!r}.")
+        check_int("image_size", image_size, minimum=1, expected="a positive int or None")
         if (image_size, image_size) != size:
             rank_zero_info(f"Image size {image_size} overrides the backbone's input size {size[0]}x{size[1]}.")
         size = (image_size, image_size)

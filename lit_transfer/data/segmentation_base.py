@@ -25,6 +25,7 @@ from lit_transfer.data.segmentation_transforms import (
     build_segmentation_train_transform,
 )
 from lit_transfer.data.targets import random_split
+from lit_transfer.errors import check_int
 
 __all__ = ["SegmentationDataModule", "read_classes_file"]
 
@@ -81,8 +82,7 @@ class SegmentationDataModule(FileImageDataModule):
 
     def __init__(self, ignore_index: int = 255, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or not 0 <= ignore_index <= 65535:
-            raise ValueError(f"`ignore_index` must be an integer in 0..65535 (255 by default), got {ignore_index!r}.")
+        check_int("ignore_index", ignore_index, 0, 65535, expected="an integer in 0..65535 (255 by default)")
         if self.balanced_sampling:
             raise ValueError(
                 "`balanced_sampling=True` draws class-balanced images, but a mask holds several classes per image."
