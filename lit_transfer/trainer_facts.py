@@ -26,6 +26,8 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import lightning.pytorch as pl
 from lightning.pytorch.utilities.parsing import lightning_getattr, lightning_hasattr
 
+from lit_transfer.errors import is_int
+
 __all__ = [
     "BatchSchedule",
     "GlobalBatch",
@@ -100,7 +102,7 @@ def loader_batch_size(loader: Any) -> int | None:
     size = getattr(loader, "batch_size", None)
     if size is None:
         size = getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
-    return int(size) if isinstance(size, int) and not isinstance(size, bool) else None
+    return int(size) if is_int(size) else None
 
 
 def samples_per_rank(trainer: pl.Trainer) -> int | None:

@@ -31,6 +31,7 @@ from lightning.pytorch.cli import LightningCLI
 from optuna.trial import FrozenTrial
 
 from lit_transfer.cli.arguments import without_options
+from lit_transfer.errors import is_int
 from lit_transfer.tasks import MONITOR, task_of
 from lit_transfer.tuner.folds import FoldSplit
 from lit_transfer.tuner.reporting import TrialReporter
@@ -265,7 +266,7 @@ def run_tune(cli: LightningCLI, model: LightningModule, datamodule: LightningDat
     for extreme in space.extremes():  # every key and value parses before the first trial runs
         _parsed(cli_class, [*base, *extreme])
     seed = config.get("seed_everything")
-    options["seed"] = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+    options["seed"] = seed if is_int(seed) else 0
     root = Path(config["trainer"]["default_root_dir"] if isinstance(config.get("trainer"), Namespace) else "runs")
     settings = _settings(root, task_of(model), options, space.source)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lit_transfer.errors import check_positive_int, is_int, is_number
+from lit_transfer.errors import check_int, check_positive_int, is_int, is_number
 from lit_transfer.freezing.base import FreezingPolicy, mask_depth
 from lit_transfer.freezing.trials import Candidate, TrialResult, depth_candidates
 
@@ -170,17 +170,14 @@ class AutoFreeze(FreezingPolicy):
             raise ValueError(f"`default` must be an integer >= 0 or {ALL!r}, got {default!r}.")
         if trial_steps is not None:
             check_positive_int("trial_steps", trial_steps)
-        if not is_int(halving) or halving < 2:
-            raise ValueError(f"`halving` must be an integer >= 2, got {halving!r}.")
+        check_int("halving", halving, minimum=2)
         check_positive_int("max_val_samples", max_val_samples)
-        if not is_int(min_val_samples) or min_val_samples < 2:
-            raise ValueError(f"`min_val_samples` must be an integer >= 2, got {min_val_samples!r}.")
+        check_int("min_val_samples", min_val_samples, minimum=2)
         if not is_number(min_advantage) or min_advantage < 0:
             raise ValueError(f"`min_advantage` must be a number >= 0 (standard errors), got {min_advantage!r}.")
         if not is_number(layer_decay) or not 0 < layer_decay <= 1:
             raise ValueError(f"`layer_decay` must be in (0, 1], got {layer_decay!r}.")
-        if not is_int(seed):
-            raise ValueError(f"`seed` must be an integer, got {seed!r}.")
+        check_int("seed", seed)
         check_positive_int("new_groups", new_groups)
         self.depths: list[int | str] = depths
         self.default = default
@@ -310,7 +307,7 @@ class AutoFreeze(FreezingPolicy):
 
 
 def _is_depth(value: object) -> bool:
-    return value == ALL or (is_int(value) and int(value) >= 0)  # type: ignore[call-overload]
+    return value == ALL or (is_int(value) and int(value) >= 0)
 
 
 def _check_probe_epochs(probe_epochs: int | float) -> int | float:

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from lit_transfer.errors import is_int
+from lit_transfer.errors import check_int
 
 __all__ = ["FreezingPolicy", "check_epoch", "head_only", "mask_depth"]
 
@@ -100,9 +100,7 @@ class FreezingPolicy(ABC):
 
 def check_epoch(name: str, value: int) -> int:
     """Return ``value`` if it is a non-negative integer epoch, else raise a ``ValueError`` naming ``name``."""
-    if not is_int(value) or value < 0:
-        raise ValueError(f"`{name}` must be a non-negative integer epoch, got {value!r}.")
-    return value
+    return check_int(name, value, minimum=0, expected="a non-negative integer epoch")
 
 
 def mask_depth(mask: Sequence[bool]) -> int:

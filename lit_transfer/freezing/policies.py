@@ -210,7 +210,7 @@ class SurgicalFineTune(FreezingPolicy):
         if not isinstance(groups, Sequence) or not groups:
             raise ValueError(f"`groups` must be a non-empty list of group indices or names, got {groups!r}.")
         for entry in groups:
-            if isinstance(entry, bool) or not isinstance(entry, (int, str)) or entry == "":
+            if not (is_int(entry) or isinstance(entry, str)) or entry == "":
                 raise ValueError(
                     f"`groups` entries must be group indices (0 = the first group, -2 = the last before the head)"
                     f" or group names such as 'stem', got {entry!r} in {list(groups)!r}."

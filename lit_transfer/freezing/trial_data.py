@@ -20,6 +20,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 from torch.utils.data import default_collate
 
+from lit_transfer.errors import is_int
 from lit_transfer.trainer_facts import loader_batch_size, train_loader
 from lit_transfer.training_state import seeded_rng
 
@@ -62,9 +63,9 @@ def samples_per_class(trainer: Trainer, pl_module: LightningModule) -> float:
     dataset = getattr(train_loader(trainer), "dataset", None)
     size = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else 0
     classes = getattr(getattr(trainer, "datamodule", None), "num_classes", None)
-    if not isinstance(classes, int):
+    if not is_int(classes):
         classes = getattr(pl_module, "hparams", {}).get("num_classes")
-    if not isinstance(classes, int):
+    if not is_int(classes):
         labels = getattr(dataset, "labels", None)
         classes = len(set(labels)) if labels else 1
     return size / max(1, classes)

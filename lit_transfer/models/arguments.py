@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from lit_transfer.errors import is_int, is_number
+from lit_transfer.errors import check_int, is_number
 
 __all__ = [
     "check_arguments",
@@ -35,8 +35,7 @@ def check_arguments(
         ...
         ValueError: `layer_decay` must be in (0, 1] (e.g. 0.65-0.9), got 1.5.
     """
-    if not is_int(num_classes) or num_classes < 2:
-        raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
+    check_int("num_classes", num_classes, minimum=2)
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(
             f"`class_names` has {len(class_names)} names but `num_classes` is {num_classes}; they must agree"
@@ -100,8 +99,7 @@ def check_regressor_arguments(
         ...
         ValueError: `target_stats` must be {"mean": [...], "std": [...]} with 2 number(s) each, ...
     """
-    if not is_int(num_outputs) or num_outputs < 1:
-        raise ValueError(f"`num_outputs` must be an integer >= 1, got {num_outputs!r}.")
+    check_int("num_outputs", num_outputs, minimum=1, expected="an integer >= 1")
     if target_names is not None and len(target_names) != num_outputs:
         raise ValueError(
             f"`target_names` has {len(target_names)} names but `num_outputs` is {num_outputs}; they must agree"
@@ -113,7 +111,7 @@ def check_regressor_arguments(
         if not sizes_ok or len(mean) != num_outputs or len(std) != num_outputs:  # type: ignore[arg-type]
             sizes_ok = False
         values_ok = sizes_ok and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            is_number(v) and math.isfinite(v)
             for v in [*mean, *std]  # type: ignore[misc]
         )
         if not values_ok or not all(v > 0 for v in std):  # type: ignore[union-attr]
@@ -174,7 +172,7 @@ def check_task_arguments(
             )
         return
     values = list(pos_weight)
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)
+    numbers = all(is_number(v) and v > 0 for v in values)
     if len(values) != width or not numbers:
         raise ValueError(
             f"`pos_weight` must hold {width} positive number{'s' if width > 1 else ''} (one per"

@@ -10,6 +10,8 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lit_transfer.errors import is_int
+
 __all__ = ["check_classes", "check_unaugmented"]
 
 
@@ -27,7 +29,7 @@ def check_classes(num_classes: int, class_names: list[str] | None, datamodule: A
     """
     theirs = getattr(datamodule, "num_classes", None)
     kind = type(datamodule).__name__
-    if isinstance(theirs, int) and not isinstance(theirs, bool) and theirs > 0 and theirs != num_classes:
+    if is_int(theirs) and theirs > 0 and theirs != num_classes:
         raise ValueError(
             f"The DataModule ({kind}) has {theirs} classes but the model was built with `num_classes={num_classes}`:"
             f" labels >= {min(num_classes, theirs)} would not fit the head. Build the model with"

@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from lit_transfer.errors import is_int
 from lit_transfer.freezing import FreezingPolicy
 from lit_transfer.models.arguments import check_regressor_arguments, check_training_arguments
 from lit_transfer.models.base import Split, TransferModule
@@ -150,7 +151,7 @@ class TransferRegressor(TransferModule):
         kind = type(datamodule).__name__
         theirs = getattr(datamodule, "num_outputs", None)
         ours = self.head_size()
-        if isinstance(theirs, int) and not isinstance(theirs, bool) and theirs != ours:
+        if is_int(theirs) and theirs != ours:
             raise ValueError(
                 f"The DataModule ({kind}) has {theirs} regression targets but the model was built with"
                 f" `num_outputs={ours}`. Build the model with `num_outputs=datamodule.num_outputs` (and"

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lit_transfer.errors import is_int
+
 __all__ = ["BatchReseeding", "draw_seed", "reseed_for_batch"]
 
 
@@ -121,5 +123,5 @@ class BatchReseeding:
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Take the checkpoint's seed, when it has one (checkpoints written before this feature do not)."""
         seed = checkpoint.get(self.KEY)
-        if isinstance(seed, int) and not isinstance(seed, bool):
+        if is_int(seed):
             self.seed = seed

@@ -15,6 +15,8 @@ import torch
 from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
 from torch import nn
 
+from lit_transfer.errors import check_int, is_number
+
 __all__ = ["LOSS_TERMS", "SegmentationLoss", "check_loss_arguments", "loss_terms"]
 
 LOSS_TERMS: tuple[str, ...] = ("ce", "dice", "focal")
@@ -53,8 +55,7 @@ def check_loss_arguments(loss: str, num_classes: int, ignore_index: int, class_w
 class is ignored.
     """
     loss_terms(loss)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise ValueError(f"`ignore_index` must be an integer (255 by default), got {ignore_index!r}.")
+    check_int("ignore_index", ignore_index, expected="an integer (255 by default)")
     if 0 <= ignore_index < num_classes:
         raise ValueError(
             f"`ignore_index` {ignore_index} is a class index (0..{num_classes - 1}); it must lie outside them (255 by"
@@ -63,7 +64,7 @@ class is ignored.
     if class_weights is None:
         return
     values = list(class_weights)
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values)
+    numbers = all(is_number(v) and v >= 0 for v in values)
     if len(values) != num_classes or not numbers or not any(v > 0 for v in values):
         raise ValueError(
             f"`class_weights` must hold {num_classes} non-negative numbers (one per class, not all 0), got"

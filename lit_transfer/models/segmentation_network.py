@@ -22,6 +22,8 @@ from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from torch import nn
 from torch.nn import functional as F
 
+from lit_transfer.errors import check_int
+
 __all__ = ["DECODERS", "SegmentationNetwork", "check_decoder_arguments", "encoder_reductions"]
 
 Decoder = Literal["unet", "fpn"]
@@ -44,8 +46,7 @@ GroupNorm with 32 groups over half that width), got 48.
     """
     if decoder not in DECODERS:
         raise ValueError(f"`decoder` must be one of {', '.join(map(repr, DECODERS))}, got {decoder!r}.")
-    if isinstance(decoder_channels, bool) or not isinstance(decoder_channels, int) or decoder_channels < 16:
-        raise ValueError(f"`decoder_channels` must be an integer >= 16, got {decoder_channels!r}.")
+    check_int("decoder_channels", decoder_channels, minimum=16)
     if decoder == "fpn" and decoder_channels % 64:
         raise ValueError(
             "`decoder_channels` of the FPN decoder must be a multiple of 64 (its segmentation blocks use GroupNorm"

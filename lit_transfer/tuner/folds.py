@@ -27,6 +27,8 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from torch.utils.data import Dataset
 from typing_extensions import override
 
+from lit_transfer.errors import check_int
+
 __all__ = ["FoldSplit", "FoldSubset", "fold_indices"]
 
 
@@ -49,8 +51,7 @@ def fold_indices(labels: Sequence[Any] | np.ndarray, folds: int, seed: int) -> l
         >>> [sorted(int(i) // 3 for i in held) for _, held in parts]  # one sample of each class per fold
         [[0, 1], [0, 1], [0, 1]]
     """
-    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
-        raise ValueError(f"`--folds` must be an int of at least 2, got {folds!r}.")
+    check_int("--folds", folds, minimum=2, expected="an int of at least 2")
     array = np.asarray(labels)
     if len(array) < folds:
         raise ValueError(

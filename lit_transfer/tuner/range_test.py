@@ -49,7 +49,7 @@ from typing_extensions import override
 from lit_transfer._compat import metric_update_count, reset_fit_loop_data, reset_logged_results
 from lit_transfer.callbacks.feature_cache import FeatureCache
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
-from lit_transfer.errors import is_int
+from lit_transfer.errors import check_int
 from lit_transfer.freezing import FreezingPolicy
 from lit_transfer.trainer_facts import callbacks_of
 from lit_transfer.tuner.suggest import DEFAULT_SMOOTHING
@@ -73,8 +73,7 @@ def check_range(min_lr: float, max_lr: float, num_steps: int, diverge_factor: fl
         raise ValueError(f"`min_lr` must be a positive number, got {min_lr!r}.")
     if not (isinstance(max_lr, (int, float)) and max_lr > min_lr and math.isfinite(max_lr)):
         raise ValueError(f"`max_lr` must be a number larger than `min_lr` ({min_lr!r}), got {max_lr!r}.")
-    if not is_int(num_steps) or num_steps < 5:
-        raise ValueError(f"`num_steps` must be an integer of at least 5 (100 is usual), got {num_steps!r}.")
+    check_int("num_steps", num_steps, minimum=5, expected="an integer of at least 5 (100 is usual)")
     if diverge_factor is not None and not diverge_factor > 1:
         raise ValueError(
             f"`diverge_factor` must be larger than 1 (or None to never stop early), got {diverge_factor!r}."

@@ -38,6 +38,8 @@ from optuna.distributions import (
 )
 from optuna.trial import BaseTrial
 
+from lit_transfer.errors import is_number
+
 __all__ = ["Param", "SearchSpace", "load_space"]
 
 _GROUPS = ("model.", "data.", "trainer.")
@@ -185,7 +187,7 @@ def _param(where: str, key: str, spec: Any) -> Param:
         raise ValueError(f"{prefix}: a range has `low`, `high` and optionally `log` or `step`, got {sorted(spec)}.")
     low, high, log, step = spec["low"], spec["high"], bool(spec.get("log", False)), spec.get("step")
     numbers = (low, high) if step is None else (low, high, step)
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in numbers):
+    if any(not is_number(v) or not math.isfinite(v) for v in numbers):
         raise ValueError(f"{prefix}: `low`, `high` and `step` must be finite numbers, got {spec!r}.")
     if not low < high:
         raise ValueError(f"{prefix}: `low` must be below `high`, got low={low!r}, high={high!r}.")
