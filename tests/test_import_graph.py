@@ -163,3 +163,58 @@ def test_no_public_name_is_defined_in_two_modules() -> None:
                 where.setdefault(node.name, []).append(name)
     twice = {name: found for name, found in where.items() if len(found) > 1 and name != "main"}
     assert not twice, f"names defined in several modules: {twice}; rename all but the one that owns the concept"
+
+
+def bool_excluding_int_checks(source: str) -> list[int]:
+    """Lines of ``source`` where one boolean expression tests a value with ``isinstance(x, bool)`` and
+    ``isinstance(x, int)`` (or a tuple holding ``int``): a copy of ``lit_transfer.errors.is_int``/``is_number``."""
+
+    def classes(node: ast.expr) -> set[str]:
+        elements = node.elts if isinstance(node, ast.Tuple) else [node]
+        return {e.id for e in elements if isinstance(e, ast.Name)}
+
+    lines = set()
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.BoolOp):
+            continue
+        tested: dict[str, set[str]] = {}
+        for call in ast.walk(node):
+            if (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Name)
+                and call.func.id == "isinstance"
+                and len(call.args) == 2
+            ):
+                tested.setdefault(ast.dump(call.args[0]), set()).update(classes(call.args[1]))
+        if any({"bool", "int"} <= found for found in tested.values()):
+            lines.add(node.lineno)
+    return sorted(lines)
+
+
+def test_the_int_check_finder_sees_the_copies() -> None:
+    """The negative control: the copies the package had before ``errors.check_int`` are found, other checks not."""
+    copies = (
+        "def f(x, v):\n"
+        "    if not isinstance(x, int) or isinstance(x, bool) or x <= 0:\n"
+        "        raise ValueError(x)\n"
+        "    ok = all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in v)\n"
+        "    return isinstance(v, bool) or not isinstance(\n"
+        "        v, (int, str)\n"
+        "    )\n"
+    )
+    assert bool_excluding_int_checks(copies) == [2, 4, 5]
+    others = "ok = isinstance(x, bool) or isinstance(y, int)\nflag = isinstance(x, int) and x > 0\n"
+    assert bool_excluding_int_checks(others) == []
+
+
+def test_only_errors_defines_what_an_integer_is() -> None:
+    """``True`` is an ``int`` to ``isinstance``; the checks that exclude it live in ``lit_transfer.errors`` only."""
+    copies = {
+        str(path.relative_to(PACKAGE.parent)): lines
+        for module, path in _modules().items()
+        if module != "lit_transfer.errors" and (lines := bool_excluding_int_checks(path.read_text()))
+    }
+    assert not copies, (
+        f"bool-excluding int checks outside lit_transfer/errors.py (file: lines): {copies}. Use"
+        " lit_transfer.errors.is_int / is_number, or check_int / check_positive_int for an argument check."
+    )
