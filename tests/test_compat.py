@@ -10,6 +10,7 @@ import torch
 from freeze_helpers import PlainModule, fixed_data, loader
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+from quiet import quiet_trainer
 from torch.optim.lr_scheduler import ChainedScheduler, CyclicLR, LinearLR, OneCycleLR, ReduceLROnPlateau, StepLR
 
 from lit_transfer import _compat
@@ -59,18 +60,7 @@ class _Validated(PlainModule):
 
 def test_is_accumulating_and_replace_loop_dataloaders(tmp_path) -> None:
     probe = _Probe()
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=4,
-        accumulate_grad_batches=2,
-        callbacks=[probe],
-        logger=False,
-        num_sanity_val_steps=0,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=4, accumulate_grad_batches=2, callbacks=[probe])
     model = _Validated()
     trainer.fit(model, loader(fixed_data(n=8), batch_size=2), loader(fixed_data(n=8), batch_size=8))
     seen = model.seen
@@ -146,17 +136,11 @@ def test_rewrap_ddp(tmp_path) -> None:
     assert _compat.rewrap_ddp(SingleDeviceStrategy("cpu")) is False
     model, probe = _FrozenBackbone(), _Rewrap()
     frozen = model.backbone[0].weight.detach().clone()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
+    trainer = quiet_trainer(
+        tmp_path,
         strategy="ddp",  # one process: a real DDP wrapper over a gloo group of one
         max_epochs=2,
         callbacks=[probe],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
     )
     try:
         trainer.fit(model, loader(fixed_data(n=8), batch_size=4))
@@ -188,15 +172,7 @@ class _Logged(PlainModule):
 
 
 def test_reset_fit_loop_data_and_logged_results(tmp_path) -> None:
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=1)
     trainer.fit(_Logged(), loader(fixed_data()))
     loop = trainer.fit_loop
     assert loop._combined_loader is not None and "probe" in trainer.callback_metrics

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from quiet import quiet_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_transfer.export import export_onnx, export_torchscript, load_for_export
@@ -24,15 +24,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune", class_names=["a", "b", "c"]
     )
     data = TensorDataset(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))
-    trainer = Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-    )
+    trainer = quiet_trainer(root, max_steps=1)
     trainer.fit(model, DataLoader(data, batch_size=4))
     path = root / "model.ckpt"
     trainer.save_checkpoint(path)
@@ -102,16 +94,7 @@ def test_model_fit_on_digits_exports_at_its_trained_size(tmp_path: Path) -> None
         classes=[0, 1, 2], shots_per_class=2, image_size=32, batch_size=6, data_config={"mean": [0.4]}
     )
     model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
-    trainer = Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=1)
     trainer.fit(model, datamodule=dm)
     trainer.save_checkpoint(tmp_path / "digits.ckpt")
     path = export_onnx(tmp_path / "digits.ckpt", tmp_path / "digits.onnx")
@@ -123,15 +106,7 @@ def test_model_fit_on_digits_exports_at_its_trained_size(tmp_path: Path) -> None
 
 
 def _fit_once(model: torch.nn.Module, targets: torch.Tensor, root: Path) -> Path:
-    trainer = Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-    )
+    trainer = quiet_trainer(root, max_steps=1)
     trainer.fit(model, DataLoader(TensorDataset(torch.randn(len(targets), 3, 32, 32), targets), batch_size=4))
     trainer.save_checkpoint(root / "model.ckpt")
     return root / "model.ckpt"
