@@ -99,6 +99,29 @@ def compare(
     return out
 
 
+def noise_note(title: str, se: float, unmeasured: str, difference: str, consequence: str) -> str | None:
+    """The note on a task whose paired standard error is unknown (one seed) or above the :data:`NEAR` goal.
+
+    Args:
+        title: The task.
+        se: The paired standard error (points; NaN with one seed).
+        unmeasured: What to say with one seed.
+        difference: Which difference the error is of (completes "the paired standard error ...").
+        consequence: The end of the sentence (what follows for the verdict).
+
+    Returns:
+        The note, or ``None`` when the error is within the goal.
+    """
+    if math.isnan(se):
+        return f"{title}: {unmeasured}"
+    if se > NEAR:
+        return (
+            f"**Below the seed noise** on {title}: the paired standard error {difference} is {se:.1f} points, more"
+            f" than the {NEAR:g}-point goal{consequence}"
+        )
+    return None
+
+
 def goals(
     results: dict[str, dict[str, dict[int, list[float]]]], pairs: dict[str, dict[str, Any]], k: int
 ) -> tuple[dict[str, bool], list[str], dict[str, float]]:
@@ -123,14 +146,14 @@ def goals(
             f" {fmt_paired(pair['vs_full'])} points ({common.verdict(vs_full >= 0.0)}); wall time auto / control"
             f" row {ratio}x ({common.verdict(statistics.fmean(pair['time_ratio']) <= TIME_RATIO)})."
         )
-        if math.isnan(gap_se):
-            notes.append(f"{task.title}: one seed, so no paired standard error: the goals are not tested here.")
-        elif gap_se > NEAR:
-            notes.append(
-                f"**Below the seed noise** on {task.title}: the paired standard error against the best fixed policy"
-                f" is {gap_se:.1f} points, more than the {NEAR:g}-point goal; more seeds ({SEEDS_ENV}=n) are needed"
-                " before this task's verdict means anything."
-            )
+        note = noise_note(
+            task.title,
+            gap_se,
+            "one seed, so no paired standard error: the goals are not tested here.",
+            "against the best fixed policy",
+            f"; more seeds ({SEEDS_ENV}=n) are needed before this task's verdict means anything.",
+        )
+        notes += [note] if note else []
     runner_up = max((p for p in averaged if p != AUTO), key=lambda p: averaged[p])
     notes.append(
         f"Mean over the {len(TASKS)} tasks: auto {averaged[AUTO]:.1f} %, best fixed policy {runner_up}"
