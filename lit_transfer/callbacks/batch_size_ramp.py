@@ -85,7 +85,7 @@ class BatchSizeRamp(Callback):
                     raise ValueError(f"`milestones` needs epoch >= 0 and factor > 0, got {epoch!r}: {value!r}.")
         else:
             check_int("every_n_epochs", every_n_epochs, minimum=1, expected="a positive int")
-            if not isinstance(factor, (int, float)) or factor <= 0:
+            if not is_number(factor) or factor <= 0:
                 raise ValueError(f"`factor` must be > 0, got {factor!r}.")
         if max_batch_size is not None:
             check_int("max_batch_size", max_batch_size, minimum=1, expected="a positive int")

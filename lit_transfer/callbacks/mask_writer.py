@@ -19,7 +19,7 @@ from lit_transfer.callbacks.report.overlays import mask_image, overlay, save_png
 from lit_transfer.data.decode import load_image
 from lit_transfer.data.masks import image_size
 from lit_transfer.data.segmentation_transforms import restore_size
-from lit_transfer.errors import check_int
+from lit_transfer.errors import check_int, is_number
 
 __all__ = ["SegmentationMaskWriter"]
 
@@ -53,7 +53,7 @@ class SegmentationMaskWriter(BasePredictionWriter):
     def __init__(self, output_dir: str | os.PathLike | None = None, overlays: int = 8, alpha: float = 0.5) -> None:
         super().__init__(write_interval="batch")
         check_int("overlays", overlays, minimum=0)
-        if not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
+        if not is_number(alpha) or not 0 < alpha <= 1:
             raise ValueError(f"`alpha` must be in (0, 1], got {alpha!r}.")
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.overlays = overlays

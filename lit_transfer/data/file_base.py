@@ -24,6 +24,7 @@ from lit_transfer.data.decode import BadImageError, format_bad_files, scan_image
 from lit_transfer.data.duplicates import drop_repeats, same_file_groups, warn_overlaps
 from lit_transfer.data.listing import list_images
 from lit_transfer.data.splits import stratified_split
+from lit_transfer.errors import is_number
 
 Split = Literal["train", "val", "test", "predict"]
 Files = tuple[list[str], list[Any] | None]
@@ -62,7 +63,7 @@ class FileImageDataModule(BaseImageDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        if not is_number(val_fraction) or not 0 <= val_fraction < 1:
             raise ValueError(f"`val_fraction` must be in [0, 1), got {val_fraction!r}.")
         if on_bad_image not in ("error", "skip"):
             raise ValueError(f"`on_bad_image` must be 'error' or 'skip', got {on_bad_image!r}.")

@@ -49,7 +49,7 @@ from typing_extensions import override
 from lit_transfer._compat import metric_update_count, reset_fit_loop_data, reset_logged_results
 from lit_transfer.callbacks.feature_cache import FeatureCache
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
-from lit_transfer.errors import check_int
+from lit_transfer.errors import check_int, is_number
 from lit_transfer.freezing import FreezingPolicy
 from lit_transfer.trainer_facts import callbacks_of
 from lit_transfer.tuner.suggest import DEFAULT_SMOOTHING
@@ -69,9 +69,9 @@ class RangeTestCurve:
 
 def check_range(min_lr: float, max_lr: float, num_steps: int, diverge_factor: float | None) -> None:
     """Refuse a range that cannot be ramped, naming the argument and the fix."""
-    if not (isinstance(min_lr, (int, float)) and min_lr > 0 and math.isfinite(min_lr)):
+    if not (is_number(min_lr) and min_lr > 0 and math.isfinite(min_lr)):
         raise ValueError(f"`min_lr` must be a positive number, got {min_lr!r}.")
-    if not (isinstance(max_lr, (int, float)) and max_lr > min_lr and math.isfinite(max_lr)):
+    if not (is_number(max_lr) and max_lr > min_lr and math.isfinite(max_lr)):
         raise ValueError(f"`max_lr` must be a number larger than `min_lr` ({min_lr!r}), got {max_lr!r}.")
     check_int("num_steps", num_steps, minimum=5, expected="an integer of at least 5 (100 is usual)")
     if diverge_factor is not None and not diverge_factor > 1:
@@ -85,7 +85,7 @@ def reference_lr(optimizer: torch.optim.Optimizer) -> float:
     lr = optimizer.defaults.get("lr")
     if isinstance(lr, torch.Tensor):
         lr = float(lr)
-    if not isinstance(lr, (int, float)) or not lr > 0:
+    if not is_number(lr) or not lr > 0:
         raise ValueError(
             f"The optimizer {type(optimizer).__name__} has no positive configured `lr` ({lr!r}) to scale the param"
             " groups' LRs by: build it with an `lr`."

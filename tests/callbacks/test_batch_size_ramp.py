@@ -51,6 +51,7 @@ class EpochLog(Callback):
         ({"milestones": {-1: 2}}, "epoch >= 0"),
         ({"every_n_epochs": 0}, "`every_n_epochs`.*0"),
         ({"every_n_epochs": 1, "factor": -2}, "`factor`.*-2"),
+        ({"every_n_epochs": 1, "factor": True}, "`factor`.*True"),
         ({"every_n_epochs": 1, "max_batch_size": 0}, "`max_batch_size`.*0"),
         ({"every_n_epochs": 1, "mode": "both"}, "`mode`.*'both'"),
         ({"every_n_epochs": 1, "lr_coupling": "x"}, "`lr_coupling`.*'x'"),

@@ -98,6 +98,8 @@ def test_folder_errors_name_path_and_fix(tmp_path: Path) -> None:
     ok = _tree(tmp_path / "ok", {"a": 1, "b": 1})
     with pytest.raises(ValueError, match=r"`val_fraction` must be in \[0, 1\), got 1\.5"):
         ImageFolderDataModule(ok, val_fraction=1.5)
+    with pytest.raises(ValueError, match=r"`val_fraction` must be in \[0, 1\), got False"):
+        ImageFolderDataModule(ok, val_fraction=False)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`on_bad_image` must be 'error' or 'skip', got 'ignore'"):
         ImageFolderDataModule(ok, on_bad_image="ignore")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`in_chans` must be 1 or 3, got 4"):

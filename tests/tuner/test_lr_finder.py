@@ -144,7 +144,12 @@ def test_rules_read_the_expected_points_of_a_synthetic_curve() -> None:
 
 @pytest.mark.parametrize(
     ("options", "match"),
-    [({"num_steps": 2}, "num_steps"), ({"min_lr": 0.0}, "min_lr"), ({"max_lr": 1e-7}, "max_lr")],
+    [
+        ({"num_steps": 2}, "num_steps"),
+        ({"min_lr": 0.0}, "min_lr"),
+        ({"max_lr": 1e-7}, "max_lr"),
+        ({"max_lr": True}, "max_lr"),  # a bool is not a learning rate
+    ],
 )
 def test_bad_range_is_refused_before_training(options: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
