@@ -69,8 +69,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """One seed of one task: the grid's fine-tune at the chosen LR (``job["kind"] == "grid"``), or the finder then
     the fine-tune at its suggestion (``"finder"``); test accuracy (%), fit time (s) and, for the finder, its
     suggestion, wall time and steps."""
-    from lit_transfer import find_lr
-
     task, spec, weights = job["task"], job["spec"], job["weights"]
     at = {"shots": job["shots"], "seed": job["seed"]}
     fit = {"epochs": job["epochs"], "split": "test", "limit_eval_batches": job["limit_eval_batches"]}
@@ -79,16 +77,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         lr = float(job["lr"])
     else:
         model, data = build(task, spec, weights, lr=BUILD_LR, **at)
-        seconds, found = common.timed(
-            lambda: find_lr(
-                model,
-                data,
-                min_lr=lr_finder.MIN_LR,
-                max_lr=lr_finder.MAX_LR,
-                num_steps=job["num_steps"],
-                trainer=common.make_trainer(),
-            )
-        )
+        seconds, found = lr_finder.timed_range_test(model, data, job["num_steps"])
         out = {"lr": found.suggestion, "finder_seconds": seconds, "steps": len(found.lrs)}
         out["cached_features"] = found.cached_features
         if found.suggestion is None:  # the curve was too short to tell: no fine-tune, a missing accuracy

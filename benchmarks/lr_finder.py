@@ -87,15 +87,21 @@ def fine_tune(weights: str, seed: int, lr: float, epochs: int) -> dict[str, floa
     return {"val_acc": val, "test_acc": common.test_accuracy(evaluator, model, data), "seconds": seconds}
 
 
+def timed_range_test(model: Any, data: Any, num_steps: int) -> tuple[float, Any]:
+    """``find_lr`` from :data:`MIN_LR` to :data:`MAX_LR` in ``num_steps`` on a fresh Trainer: its seconds and result."""
+    from lit_transfer import find_lr
+
+    return common.timed(
+        lambda: find_lr(model, data, min_lr=MIN_LR, max_lr=MAX_LR, num_steps=num_steps, trainer=common.make_trainer())
+    )
+
+
 def finder(weights: str, seed: int, epochs: int, num_steps: int, out_dir: str | None = None) -> dict[str, Any]:
     """The range test on the model a fine-tune of ``seed`` would start from: each rule's suggestion and its time."""
-    from lit_transfer import find_lr
     from lit_transfer.tuner.suggest import smooth_losses, suggest_lr
 
     model, data = _setup(weights, seed, 1e-3, epochs)
-    seconds, result = common.timed(
-        lambda: find_lr(model, data, min_lr=MIN_LR, max_lr=MAX_LR, num_steps=num_steps, trainer=common.make_trainer())
-    )
+    seconds, result = timed_range_test(model, data, num_steps)
     if out_dir is not None:
         result.plot(f"{out_dir}/lr_finder_curve.png")
     reference = suggest_lr(result.lrs, smooth_losses(result.losses, REFERENCE_SMOOTHING), "valley")
