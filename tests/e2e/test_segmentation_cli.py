@@ -120,6 +120,20 @@ def test_fit_test_predict_export_on_photos_with_masks(workdir: Path) -> None:
     assert (workdir / "model.onnx").is_file()
 
 
+def test_auto_on_photos_with_masks_trials_candidates_that_train_the_decoder(tmp_path: Path) -> None:
+    make_segmentation_folder(tmp_path / "photos", train=8, val=4, test=0, predict=0)
+    auto = "{policy: auto, min_val_samples: 2, trial_steps: 2}"
+    fit = _run(tmp_path, "fit", *ARGS, "--trainer.max_epochs", "2", "--model.freeze", auto)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    output = fit.stdout + fit.stderr
+    assert "trains the decoder with the head" in output and "new_groups=2" in output
+    [line] = [x for x in output.splitlines() if x.startswith("AutoFreeze:")]
+    assert "validation loss on 4 samples" in line, line
+    assert "decoder + head" in line and "layer4 + decoder + head" in line and "linear probe" not in line, line
+    saved = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)
+    assert saved["hyper_parameters"]["freeze"]["new_groups"] == 2
+
+
 def test_segmentation_recipe_fits_and_reloads(tmp_path: Path) -> None:
     root = write_segmentation_canvases(tmp_path / "digit_masks", train=8, val=4, test=4, predict=2, cell=16)
     args = [
