@@ -223,8 +223,8 @@ def section(
         parts.append(f"on {', '.join(cached)} the head's steps ran on backbone features computed once")
     if on_images:
         parts.append(
-            f"on {', '.join(on_images)} every step ran on images (the first phase trains more than the classifier on"
-            " a frozen backbone, so the package does not cache)"
+            f"on {', '.join(on_images)} every step ran on images (the first phase trains more than the head on a"
+            " frozen backbone, so the package does not cache)"
         )
     where = "; ".join(parts)
     once = (
@@ -232,7 +232,10 @@ def section(
         " one seed, two tasks, a few evaluation batches); these figures are not the held-out result."
         if quick
         else "The finder's rule and settings were chosen on the development task (`benchmarks/lr_finder.py`); this"
-        " is its report on the held-out tasks, run once, nothing tuned on it, misses published as they came."
+        " is its report on the held-out tasks, nothing tuned on it, misses published as they came. It is the"
+        " suite's second run: the first ran the head's steps of MobileNetV3 and ConvNeXt on images, because their"
+        " head group holds layers besides the classifier; the range test then learned to cache `forward_features`"
+        " for such heads. The rule, its settings and the tasks did not change."
     )
     lr_rows = [
         [t.key, " / ".join(f"{lr:g}: {mean(v):.1f}" for lr, v in val_scores[t.key][FALLBACK].items())] for t in tasks

@@ -40,7 +40,7 @@ class GroupLRFinder(Callback):
         diverge_factor: Stop once the smoothed loss exceeds this multiple of its minimum (``None``: never).
         apply: Train with the suggestion (``False``: only record it).
         cache_features: Run the test's head steps on features the frozen backbone computed once: ``None``
-            (default) when the first phase trains the classifier alone on a frozen backbone, ``True`` to require
+            (default) when the first phase trains the head alone on a frozen backbone, ``True`` to require
             it, ``False`` to run every step on images (see :mod:`lit_transfer.tuner.range_test`).
         out_dir: Folder for the plot and CSV (default ``<trainer.log_dir>/lr_find``); written by rank 0.
 

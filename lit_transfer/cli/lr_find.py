@@ -48,7 +48,7 @@ class LRFindCommand:
             num_steps: Optimizer steps of the exponential ramp (the test stops earlier once the loss diverges).
             rule: How the suggestion is read off the curve: valley, steep or minimum (docs/lr-finder.md).
             cache_features: Run the head's steps on features the frozen backbone computed once (default: when the
-                first phase trains the classifier alone); false: every step on images.
+                first phase trains the head alone); false: every step on images.
         """
 
 

@@ -51,7 +51,13 @@ from lit_transfer.freezing.layer_groups import layer_groups as group_layers
 from lit_transfer.models.arguments import check_auto_owns_its_rates
 from lit_transfer.models.checkpoint_checks import check_checkpoint_fits
 from lit_transfer.models.data_checks import check_unaugmented
-from lit_transfer.models.frozen_features import check_cacheable, frozen_features, trains_classifier_only
+from lit_transfer.models.frozen_features import (
+    TrunkFeatures,
+    check_cacheable,
+    frozen_features,
+    trains_classifier_only,
+    trains_head_group_only,
+)
 from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable, configure_optimization
 from lit_transfer.models.reseeding import BatchReseeding
 from lit_transfer.models.trained_preprocessing import TrainedPreprocessing
@@ -271,30 +277,51 @@ class TransferModule(LightningModule):
         return cast("torch.Tensor", self.backbone(x))
 
     def outputs_of(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw outputs of images, or of cached features (2-D, from :class:`FeatureCache`'s loaders) during ``fit``."""
-        if x.ndim != 2 or not (self.hparams["cache_features"] or self.__dict__.get("_features_as_inputs")):
+        """Raw outputs of images, or of features served in their place (:class:`FeatureCache`'s loaders in ``fit``).
+
+        Cached pre-logit features (2-D, ``cache_features=True`` or a classifier-only phase of :meth:`head_on_features`)
+        go through dropout and the classifier; a head-group phase's ``forward_features`` outputs go through the
+        backbone's ``forward_head``.
+        """
+        served = self.__dict__.get("_features_as_inputs")
+        if served == "trunk":
+            forward_head = cast("Callable[[torch.Tensor], torch.Tensor]", self.backbone.forward_head)  # timm API
+            return forward_head(x)
+        if x.ndim != 2 or not (self.hparams["cache_features"] or served):
             return self(x)
         features = nn.functional.dropout(x, p=self.hparams["drop_rate"], training=self.training)
         get_classifier = cast("Callable[[], nn.Module]", self.backbone.get_classifier)  # timm API, not on `nn.Module`
         return cast("torch.Tensor", get_classifier()(features))
 
     @contextmanager
-    def classifier_on_features(self) -> Iterator[Callable[[torch.Tensor], torch.Tensor] | None]:
-        """While only the classifier trains (a frozen backbone, no mixup): its inputs may be frozen features.
+    def head_on_features(self) -> Iterator[Callable[[torch.Tensor], torch.Tensor] | None]:
+        """While only the head trains (a frozen, deterministic backbone before it; no mixup): inputs may be features.
 
-        Yields the frozen backbone's feature extractor (:func:`~lit_transfer.models.frozen_features.frozen_features`)
-        and, inside the block, takes 2-D batches as features in the training step, as with ``cache_features``; yields
-        ``None`` (and changes nothing) when more than the classifier trains now. The LR range test uses it to run
-        a head-only first phase on features computed once (:mod:`lit_transfer.tuner.range_test`).
+        Yields a feature extractor and, inside the block, takes the batches it computed as inputs of the training
+        step: the pre-logit features (:func:`~lit_transfer.models.frozen_features.frozen_features`) when the
+        classifier alone trains, else the output of timm's ``forward_features``
+        (:class:`~lit_transfer.models.frozen_features.TrunkFeatures`) when the head group trains alone (a head with
+        its own layers, such as MobileNetV3's ``conv_head`` or ConvNeXt's ``head.norm``); yields ``None`` (and
+        changes nothing) when more trains now. The LR range test uses it to run a head-only first phase on features
+        computed once (:mod:`lit_transfer.tuner.range_test`).
         """
-        if self.mixup is not None or not trains_classifier_only(self.backbone):
+        extract: Callable[[torch.Tensor], torch.Tensor]
+        if self.mixup is not None:
+            served = None
+        elif trains_classifier_only(self.backbone):
+            served, extract = "pre_logits", partial(frozen_features, self.backbone)
+        elif trains_head_group_only(self.backbone):
+            served, extract = "trunk", TrunkFeatures(self.backbone)
+        else:
+            served = None
+        if served is None:
             yield None
             return
-        self.__dict__["_features_as_inputs"] = True
+        self.__dict__["_features_as_inputs"] = served
         try:
-            yield partial(frozen_features, self.backbone)
+            yield extract
         finally:
-            self.__dict__["_features_as_inputs"] = False
+            self.__dict__["_features_as_inputs"] = None
 
     def configure_callbacks(self) -> list[Callback]:
         """A guard against NaN/inf losses, the LayerFreezing callback that applies ``freeze``, the feature cache."""

@@ -5,6 +5,12 @@ backbone computed once (Kornblith et al., 2019's fixed-feature protocol). This m
 model: :func:`frozen_features` (the backbone's pre-logit features) and :func:`check_cacheable` (the policy and the
 head keep them fixed). Computing them over a dataset, sharing them across DDP ranks and serving them to the fit and
 validation loops is Trainer business, done by the :class:`~lit_transfer.callbacks.FeatureCache` callback.
+
+Some timm heads hold more than the classifier (MobileNetV3's ``conv_head``, ConvNeXt's ``head.norm``): a phase that
+trains the head group then trains layers after the pooling. :func:`trains_head_group_only` says when the rest of the
+backbone is frozen and deterministic, and :class:`TrunkFeatures` gives what timm's ``forward_features`` returns
+(the input of ``forward_head``, before pooling), checking on its first batch that nothing it ran trains or is
+random; ``forward_head`` then runs live on them, as it does inside ``forward``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from lit_transfer.freezing import FreezingPolicy, LinearProbe
 from lit_transfer.freezing.layer_groups import layer_groups
 from lit_transfer.training_state import kept_training_state
 
-__all__ = ["check_cacheable", "frozen_features"]
+__all__ = ["TrunkFeatures", "check_cacheable", "frozen_features", "trains_head_group_only"]
 
 
 def check_cacheable(policy: FreezingPolicy, backbone: nn.Module, uses_mixup: bool) -> None:
@@ -61,6 +67,26 @@ def frozen_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return forward_head(forward_features(x), pre_logits=True)
 
 
+def _random_or_batch_dependent(module: nn.Module) -> bool:
+    """BatchNorm, dropout and drop-path: modules whose output in training mode depends on the batch or the RNG."""
+    stochastic = isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
+    return stochastic or "DropPath" in type(module).__name__
+
+
+def _deterministic_outside(backbone: nn.Module, inside: set[int]) -> bool:
+    """Whether no parameter outside ``inside`` (ids) trains and no module outside it is random in training mode."""
+    if any(p.requires_grad for p in backbone.parameters() if id(p) not in inside):
+        return False
+    outside = (module for module in backbone.modules() if id(module) not in inside)
+    return not any(module.training and _random_or_batch_dependent(module) for module in outside)
+
+
+def _timm_head_api(backbone: nn.Module) -> bool:
+    """Whether the backbone has timm's ``get_classifier``, ``forward_features`` and ``forward_head``."""
+    names = ("get_classifier", "forward_head", "forward_features")
+    return all(callable(getattr(backbone, name, None)) for name in names)
+
+
 def trains_classifier_only(backbone: nn.Module) -> bool:
     """Whether, in the backbone's current state, only its classifier trains and nothing before it is random.
 
@@ -69,17 +95,77 @@ def trains_classifier_only(backbone: nn.Module) -> bool:
     of freeze-unfreeze, is in once :class:`~lit_transfer.callbacks.LayerFreezing` has frozen it. Then the
     classifier's input of a sample is :func:`frozen_features` of it, whatever the step.
     """
-    get_classifier = getattr(backbone, "get_classifier", None)
-    if not callable(get_classifier) or not hasattr(backbone, "forward_head"):
+    if not _timm_head_api(backbone):
         return False
-    classifier = cast("nn.Module", get_classifier())
+    classifier = cast("Callable[[], object]", backbone.get_classifier)()  # timm API, not on `nn.Module`
+    if not isinstance(classifier, nn.Module):  # e.g. LeViT's pair of heads
+        return False
     inside = {id(p) for p in classifier.parameters()} | {id(m) for m in classifier.modules()}
-    if any(p.requires_grad for p in backbone.parameters() if id(p) not in inside):
+    return _deterministic_outside(backbone, inside)
+
+
+def trains_head_group_only(backbone: nn.Module) -> bool:
+    """Whether only the backbone's head group (its last layer group) trains and nothing outside the head is random.
+
+    The head's modules are those whose parameters all belong to the head group (with everything inside them);
+    every parameter outside them must be frozen and every BatchNorm, dropout and drop-path module outside them in
+    eval mode. Then ``forward_features`` of a sample is the same at every step (:class:`TrunkFeatures` checks on
+    its first batch that it runs none of the head's modules) and ``forward_head`` on it gives the step's outputs.
+    """
+    if not _timm_head_api(backbone):
         return False
+    head_params = {id(p) for p in layer_groups(backbone)[-1].params}
+    if any(p.requires_grad for p in backbone.parameters(recurse=False)):  # used anywhere in `forward`: not a head
+        return False
+    inside: set[int] = set(head_params)
     for module in backbone.modules():
-        if id(module) in inside or not module.training:
-            continue
-        random_or_batch_dependent = isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
-        if random_or_batch_dependent or "DropPath" in type(module).__name__:
-            return False
-    return True
+        params = list(module.parameters())
+        if module is not backbone and params and all(id(p) in head_params for p in params):
+            inside.update(id(m) for m in module.modules())
+    return _deterministic_outside(backbone, inside)
+
+
+class TrunkFeatures:
+    """What timm's ``forward_features`` gives for a batch (the input of ``forward_head``), in eval mode, no gradients.
+
+    On its first batch it records every module ``forward_features`` runs and refuses (``ValueError``) any that has
+    a trainable parameter or was random in training mode before the call: features computed once must be the ones
+    every step would compute.
+
+    Args:
+        backbone: The timm model, frozen outside its head group (:func:`trains_head_group_only`).
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        self.backbone = backbone
+        self.checked = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``forward_features`` output of a batch (checked on the first call)."""
+        backbone = self.backbone
+        forward_features = cast("Callable[[torch.Tensor], torch.Tensor]", backbone.forward_features)  # timm API
+        with kept_training_state(backbone), torch.no_grad():
+            if self.checked:
+                backbone.eval()
+                return forward_features(x)
+            modes = {id(m): m.training for m in backbone.modules()}
+            backbone.eval()
+            ran: list[nn.Module] = []
+            hooks = [m.register_forward_pre_hook(lambda module, _: ran.append(module)) for m in backbone.modules()]
+            try:
+                features = forward_features(x)
+            finally:
+                for hook in hooks:
+                    hook.remove()
+        names = {id(m): name for name, m in backbone.named_modules()}
+        trains = [m for m in dict.fromkeys(ran) if any(p.requires_grad for p in m.parameters(recurse=False))]
+        random = [m for m in dict.fromkeys(ran) if modes[id(m)] and _random_or_batch_dependent(m)]
+        live = [names[id(m)] for m in dict.fromkeys([*trains, *random])]
+        if live:
+            raise ValueError(
+                f"Cached features need a frozen, deterministic `forward_features`, but in {type(backbone).__name__}"
+                f" it runs {', '.join(live[:3])}, which train(s) or are random in this phase. Set"
+                " `cache_features: false`."
+            )
+        self.checked = True
+        return features

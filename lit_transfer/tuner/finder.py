@@ -68,7 +68,7 @@ def find_lr(
         out_dir: Where to write the plot and CSV (nothing is written when ``None``; call
             :meth:`LRFinderResult.save` yourself).
         cache_features: Run the head's steps on features the frozen backbone computed once: ``None`` (default)
-            when the first phase trains the classifier alone, ``True`` to require it, ``False`` to step on images.
+            when the first phase trains the head alone, ``True`` to require it, ``False`` to step on images.
 
     Returns:
         The :class:`LRFinderResult`.

@@ -13,15 +13,17 @@ the module's own hooks behave as in the fit, with:
   ``lr``) times ``lr_k / reference``, where ``reference`` is the optimizer's configured LR (``defaults["lr"]``,
   the head's under layer decay) and ``lr_k`` ramps exponentially from ``min_lr`` to ``max_lr``: layer-decay ratios
   and any per-group multiplier are kept.
-* **Head steps on cached features.** When the first phase trains the classifier alone on a frozen backbone (a
-  linear probe, freeze-unfreeze's first epochs; no mixup), the backbone's features of the training data are
-  computed once, at the test's first epoch, by a :class:`~lit_transfer.callbacks.FeatureCache`, and every step runs
-  the head on them, served through the loader's own batch sampler (same batches, same order): a step costs a
-  classifier's forward and backward instead of a backbone's forward. On data without augmentation the curve is the
-  one the steps on images give (checked in ``tests/tuner/test_range_test_cache.py``); with augmentation every epoch
-  of the test sees the one view of each sample drawn for that pass, where steps on images see a fresh view per
-  epoch. ``cache_features=False`` runs every step on images; the module opts in through
-  ``classifier_on_features`` (:class:`~lit_transfer.models.base.TransferModule`).
+* **Head steps on cached features.** When the first phase trains the head alone on a frozen backbone (a linear
+  probe, freeze-unfreeze's first epochs; no mixup), the backbone's features of the training data are computed
+  once, at the test's first epoch, by a :class:`~lit_transfer.callbacks.FeatureCache`, and every step runs the head
+  on them, served through the loader's own batch sampler (same batches, same order): a step costs the head's
+  forward and backward instead of a backbone's forward. The features are the pre-logit ones when the head group is
+  the classifier alone, else the output of ``forward_features`` (a head with its own layers, as MobileNetV3's and
+  ConvNeXt's, runs them on it at every step). On data without augmentation the curve is the one the steps on
+  images give (checked in ``tests/tuner/test_range_test_cache.py``); with augmentation every epoch of the test
+  sees the one view of each sample drawn for that pass, where steps on images see a fresh view per epoch.
+  ``cache_features=False`` runs every step on images; the module opts in through ``head_on_features``
+  (:class:`~lit_transfer.models.base.TransferModule`).
 * **Exact restoration.** Afterwards the parameters (values, ``requires_grad``, ``.grad``), buffers, module modes,
   the optimizers' state and LRs, the schedulers, the precision plugin, the fit loop's progress, the global RNG
   states and the trainer's settings are put back, and torchmetrics objects the test updated are reset: the fit
@@ -200,12 +202,12 @@ class _HeadOnFeatures(Callback):
             self.cache.serve_training(trainer)
 
     def _cache_for(self, pl_module: LightningModule) -> FeatureCache | None:
-        opt_in = getattr(pl_module, "classifier_on_features", None)
+        opt_in = getattr(pl_module, "head_on_features", None)
         extract = self.stack.enter_context(opt_in()) if callable(opt_in) else None
         if extract is None and self.wanted:
             raise ValueError(
                 "The LR range test's `cache_features` is true, but the first phase of this"
-                f" {type(pl_module).__name__} trains more than the classifier on a frozen backbone (cached features"
+                f" {type(pl_module).__name__} trains more than the head on a frozen backbone (cached features"
                 " need e.g. `freeze: linear_probe` or `freeze_unfreeze` of a lit_transfer model, no mixup). Leave"
                 " `cache_features` unset (decide) or set it to false."
             )
@@ -301,14 +303,14 @@ def run_range_test(
         smoothing: Exponential smoothing of the loss used to detect divergence.
         diverge_factor: Stop once the smoothed loss exceeds this multiple of its minimum (``None``: never).
         cache_features: Run the head's steps on features the frozen backbone computed once: ``None`` (default)
-            when the first phase trains the classifier alone, ``True`` to require it, ``False`` never.
+            when the first phase trains the head alone, ``True`` to require it, ``False`` never.
 
     Returns:
         The recorded curve (reference LR and raw loss per step).
 
     Raises:
         ValueError: For a module with several optimizers or manual optimization, or a bad range, or
-            ``cache_features=True`` when more than the classifier trains.
+            ``cache_features=True`` when more than the head trains.
     """
     check_range(min_lr, max_lr, num_steps, diverge_factor)
     if not pl_module.automatic_optimization or len(trainer.optimizers) != 1:

@@ -16,17 +16,17 @@ from lit_transfer import FreezeUnfreeze, GroupLRFinder, TransferClassifier, find
 from lit_transfer.data import DigitsDataModule
 
 
-def _data() -> DigitsDataModule:
+def _data(image_size: int = 16) -> DigitsDataModule:
     """Unaugmented scans: a sample's input, and so its features, are the same every epoch."""
     return DigitsDataModule(
-        classes=[0, 1, 2], shots_per_class=8, image_size=16, batch_size=8, num_workers=0, train_transform="none"
+        classes=[0, 1, 2], shots_per_class=8, image_size=image_size, batch_size=8, num_workers=0, train_transform="none"
     )
 
 
-def _model(freeze: object = None, drop_rate: float = 0.0) -> TransferClassifier:
+def _model(freeze: object = None, drop_rate: float = 0.0, backbone: str = "test_resnet") -> TransferClassifier:
     L.seed_everything(7)
     return TransferClassifier(
-        "test_resnet",
+        backbone,
         num_classes=3,
         pretrained=False,
         freeze=freeze if freeze is not None else FreezeUnfreeze(unfreeze_at_epoch=1),
@@ -47,6 +47,20 @@ def test_cached_features_give_the_curve_of_steps_on_images(drop_rate: float) -> 
     assert on_features.losses == pytest.approx(on_images.losses, rel=1e-4, abs=1e-5)
     assert on_features.suggestions == on_images.suggestions
     assert "cached backbone features" in on_features.summary()
+
+
+@pytest.mark.parametrize("drop_rate", [0.0, 0.3])
+def test_a_head_with_its_own_layers_steps_on_trunk_features(drop_rate: float) -> None:
+    """ConvNeXt's head group holds `head.norm` too: the steps run `forward_head` on cached `forward_features`."""
+    options = {"num_steps": 12, "min_lr": 1e-4, "max_lr": 1.0, "diverge_factor": None}
+    model = _model(drop_rate=drop_rate, backbone="test_convnext")
+    on_images = find_lr(model, _data(32), cache_features=False, **options)
+    on_features = find_lr(_model(drop_rate=drop_rate, backbone="test_convnext"), _data(32), **options)
+    assert not on_images.cached_features and on_features.cached_features
+    assert on_features.losses == pytest.approx(on_images.losses, rel=1e-4, abs=1e-5)
+    assert on_features.suggestions == on_images.suggestions
+    assert model.__dict__.get("_features_as_inputs") is None
+    assert model.outputs_of(torch.zeros(2, 3, 32, 32)).shape == (2, 3)  # images again after the test
 
 
 def test_the_cached_test_leaves_the_model_as_it_was() -> None:
