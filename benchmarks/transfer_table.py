@@ -18,12 +18,13 @@ the augmentation.
 Final configuration: 64x64 inputs for source and target; source 30 epochs; target 40 epochs, lr 3e-3 (linear
 probe 1e-2), weight decay 0.05, label smoothing 0.1, layer decay 0.7, freeze-unfreeze at epoch 5, gradual
 unfreezing every 2 epochs, digit-safe affine augmentation. It was chosen at 10 shots on the validation split of
-digits 5-9 (134 scans, never the test split), one configuration for all seeds and rows. At 32x32 every variant
-tried scored 89.8-93.8 % mean validation accuracy with its best policy: target epochs 30/40/50, layer decay
-0.7/0.8, lr 3e-3/5e-3, label smoothing 0/0.1, batch 8/16, a 60-epoch source, weight averaging (EMA, SWA), mixup,
-CutMix, drop-path, dropout, SGD with Nesterov momentum, a stronger affine augmentation. Doubling the input size
-(the 8x8 scans upsampled 8x instead of 4x, so the network keeps more spatial resolution through its stride-32
-stem and stages) was the one change that helped: 95.0-95.3 % for the three layer-decay rows.
+digits 5-9 (134 scans, never the test split), one configuration for all seeds and rows. At 32x32 inputs no
+variant tried lifted the best policy's mean validation accuracy above the 95 % goal: target epochs 30/40/50, layer
+decay 0.7/0.8, lr 3e-3/5e-3, label smoothing 0/0.1, batch 8/16, a 60-epoch source, weight averaging (EMA, SWA),
+mixup, CutMix, drop-path, dropout, SGD with Nesterov momentum, a stronger affine augmentation. Doubling the input
+size (the 8x8 scans upsampled 8x instead of 4x, so the network keeps more spatial resolution through its stride-32
+stem and stages) was the one change that did. Those exploratory runs are not kept; this benchmark's own output
+(``docs/benchmarks/results.md``) holds the measured figures of the final configuration.
 """
 
 from __future__ import annotations

@@ -201,3 +201,21 @@ def test_example_images_are_small() -> None:
     assert {p.name for p in images} >= {"learning_curves.png", "schedule.png", "confusion_matrix.png"}
     for image in images:
         assert image.stat().st_size < 200_000, image.name
+
+
+def test_no_measured_figure_is_typed_into_recipes_readme_or_docstrings() -> None:
+    """Measured accuracies live in the files the benchmarks generate (docs/benchmarks/), never typed by hand."""
+    typed = re.compile(r"\d+\.\d+ ?%")
+    sources = [ROOT / "README.md", *sorted((ROOT / "lit_transfer" / "recipes").glob("*.yaml"))]
+    sources += sorted((ROOT / "lit_transfer").rglob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
+    offenders = []
+    for path in sources:
+        previous = ""
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            stripped = line.strip()
+            doctest_output = previous.startswith(">>>")  # computed by the example above it, and checked
+            is_text = path.suffix != ".py" or stripped.startswith("#") or not re.search(r"[{}()=]", stripped)
+            if is_text and not doctest_output and typed.search(line):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {stripped}")
+            previous = stripped
+    assert not offenders, "\n".join(offenders)
