@@ -287,6 +287,7 @@ def _ddp_fit(tmp_path: Path, cache: bool) -> tuple[list[float], dict]:
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # over ~15 s on 2 cores
 def test_cached_probe_under_ddp_matches_the_uncached_one(tmp_path):
     plain_spreads, plain = _ddp_fit(tmp_path, cache=False)
     cached_spreads, cached = _ddp_fit(tmp_path, cache=True)

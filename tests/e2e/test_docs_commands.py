@@ -136,8 +136,10 @@ def _report(*names: str) -> tuple[str, ...]:
 # Per-block notes: (page, a string of the block) -> Spec. Blocks without one run with the generic substitutions.
 SPECS: dict[tuple[str, str], Spec] = {
     ("docs/getting-started.md", "--ckpt_path last --trainer.max_epochs 20"): Spec(
-        before="--model.backbone resnet18.a1_in1k"  # resumes, tests and predicts the fit of the block before
+        before="--model.backbone resnet18.a1_in1k",  # resumes, tests and predicts the fit of the block before
+        slow=True,  # three commands
     ),
+    ("docs/install.md", "lit-transfer recipes copy fine_tune my_fine_tune.yaml"): Spec(slow=True),  # three commands
     ("docs/getting-started.md", 'ImageFolderDataModule("my_images", data_config'): Spec(
         files=_report("learning_curves.png", "schedule.png", "epochs.csv", "steps.csv", "checkpoints")
     ),
@@ -226,6 +228,7 @@ SPECS: dict[tuple[str, str], Spec] = {
         subs=(("--n_trials 20", "--n_trials 1"),),  # one tiny trial, then the refit of the best
         output=("Best: trial", "Refit the best on the training data"),
         files=tuple(f"runs/defaults/tune/tune_space/{name}" for name in ("study.db", "trials.csv", "best.yaml")),
+        slow=True,  # a trial, the refit of the best, then a fit
     ),
     ("docs/tune.md", "--folds 5"): Spec(
         subs=(("--n_trials 20", "--n_trials 1"), ("--folds 5", "--folds 2")),

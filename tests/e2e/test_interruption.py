@@ -117,6 +117,7 @@ def _interrupt_after_unfreeze(tmp_path: Path, root: Path, sig: int) -> dict:
     return {"path": saved[0], **torch.load(saved[0], weights_only=True)}
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores
 def test_sigterm_mid_epoch_then_resume(tmp_path):
     root = tmp_path / "run"
     state = _interrupt_after_unfreeze(tmp_path, root, signal.SIGTERM)

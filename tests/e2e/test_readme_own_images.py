@@ -79,6 +79,7 @@ def test_the_recipe_asks_for_pretrained_weights(folder: Path) -> None:
     assert config["model"]["init_args"]["freeze"]["class_path"].endswith("FreezeUnfreeze")
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores
 def test_random_backbone_warns_and_a_weights_file_does_not(folder: Path) -> None:
     random = _fit(folder, "--model.pretrained=false")
     output = random.stdout + random.stderr

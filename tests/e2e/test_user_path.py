@@ -125,6 +125,7 @@ def test_ctrl_c_exits_non_zero_and_keeps_the_state_in_the_run(workdir: Path, int
     assert exception["global_step"] >= last["global_step"]
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores
 def test_resume_last_then_test_predict_and_export(workdir: Path, interrupted: dict) -> None:
     run: Path = interrupted["run"]
     newest_epoch = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
@@ -193,6 +194,7 @@ def _docs_onnx_script() -> str:
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores
 def test_auto_on_photos_says_what_it_decided_and_why(tmp_path: Path) -> None:
     """`freeze: auto` on a photo folder: too few validation photos for the trials is the stated default; allowed
     fewer, the trials run on the photos and score them on the validation folder."""

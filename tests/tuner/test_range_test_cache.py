@@ -100,6 +100,7 @@ def test_callback_on_cached_features_trains_as_configured(tmp_path: Path) -> Non
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores
 def test_cli_lr_find_steps_on_cached_features_unless_told_not_to(tmp_path: Path) -> None:
     """`lit-transfer lr-find` on the defaults recipe (freeze-unfreeze): cached by default; a bad flag exits 2."""
     from test_lr_finder import TINY, _env  # the CLI helpers of the finder's own tests
