@@ -55,6 +55,7 @@ from lit_transfer.models.frozen_features import (
     TrunkFeatures,
     check_cacheable,
     frozen_features,
+    head_is_classifier,
     trains_classifier_only,
     trains_head_group_only,
 )
@@ -124,6 +125,7 @@ class TransferModule(LightningModule):
         self.weights_from_checkpoint = False  # set when a checkpoint's weights are loaded
         if hp["cache_features"]:
             check_cacheable(self.policy, self.backbone, uses_mixup=self.mixup is not None)
+        self._caches_trunk = bool(hp["cache_features"]) and not head_is_classifier(self.backbone)
 
     @property
     def task(self) -> str:
@@ -280,10 +282,14 @@ class TransferModule(LightningModule):
         """Raw outputs of images, or of features served in their place (:class:`FeatureCache`'s loaders in ``fit``).
 
         Cached pre-logit features (2-D, ``cache_features=True`` or a classifier-only phase of :meth:`head_on_features`)
-        go through dropout and the classifier; a head-group phase's ``forward_features`` outputs go through the
-        backbone's ``forward_head``.
+        go through dropout and the classifier; cached ``forward_features`` outputs (a head group with layers of its
+        own, inside ``fit`` with ``cache_features=True``, or a head-group phase of :meth:`head_on_features`) go
+        through the backbone's ``forward_head``.
         """
         served = self.__dict__.get("_features_as_inputs")
+        trainer = self._trainer
+        if self._caches_trunk and trainer is not None and trainer.state.fn == "fit":
+            served = "trunk"  # every fit batch, validation included, is served by the FeatureCache
         if served == "trunk":
             forward_head = cast("Callable[[torch.Tensor], torch.Tensor]", self.backbone.forward_head)  # timm API
             return forward_head(x)
@@ -329,7 +335,8 @@ class TransferModule(LightningModule):
         if not isinstance(self.policy, FullFineTune) or self.policy.train_bn:
             callbacks.append(LayerFreezing(self.policy))
         if self.hparams["cache_features"]:
-            callbacks.append(FeatureCache(partial(frozen_features, self.backbone)))
+            extract = TrunkFeatures(self.backbone) if self._caches_trunk else partial(frozen_features, self.backbone)
+            callbacks.append(FeatureCache(extract))
         return callbacks
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:

@@ -25,15 +25,15 @@ from lit_transfer.freezing import FreezingPolicy, LinearProbe
 from lit_transfer.freezing.layer_groups import layer_groups
 from lit_transfer.training_state import kept_training_state
 
-__all__ = ["TrunkFeatures", "check_cacheable", "frozen_features", "trains_head_group_only"]
+__all__ = ["TrunkFeatures", "check_cacheable", "frozen_features", "head_is_classifier", "trains_head_group_only"]
 
 
 def check_cacheable(policy: FreezingPolicy, backbone: nn.Module, uses_mixup: bool) -> None:
-    """Raise unless the features before the classifier stay fixed for the whole run.
+    """Raise unless the features before the head stay fixed for the whole run.
 
     Args:
         policy: The freezing policy; it must be a linear probe without ``train_bn``.
-        backbone: The timm model; its head group must hold only the classifier (a final norm would train).
+        backbone: The timm model (with ``forward_features``, ``forward_head`` and ``get_classifier``).
         uses_mixup: Whether mixup/CutMix changes the inputs.
 
     Raises:
@@ -46,15 +46,24 @@ def check_cacheable(policy: FreezingPolicy, backbone: nn.Module, uses_mixup: boo
         )
     if uses_mixup:
         raise ValueError("`cache_features=True` cannot be combined with mixup/CutMix, which change every input.")
-    head = {id(p) for p in layer_groups(backbone)[-1].params}
-    get_classifier = cast("Callable[[], nn.Module]", backbone.get_classifier)  # timm API, not on `nn.Module`
-    classifier = {id(p) for p in get_classifier().parameters()}
-    if head != classifier:
+    if not _timm_head_api(backbone):
         raise ValueError(
-            f"`cache_features=True` needs a head that is only the classifier; the head group of"
-            f" {type(backbone).__name__} also holds other layers (e.g. a final norm), which a linear probe trains."
-            " Set `cache_features: false`."
+            f"`cache_features=True` needs a timm model with `forward_features` and `forward_head`; got"
+            f" {type(backbone).__name__}. Set `cache_features: false`."
         )
+
+
+def head_is_classifier(backbone: nn.Module) -> bool:
+    """Whether the backbone's head group is its classifier alone: a linear probe's input is then pre-logit.
+
+    Otherwise (MobileNetV3's ``conv_head``, ConvNeXt's ``head.norm``) a linear probe trains layers of the head
+    after the pooling, and what stays fixed is the output of ``forward_features`` (:class:`TrunkFeatures`).
+    """
+    classifier = cast("Callable[[], object]", backbone.get_classifier)()  # timm API, not on `nn.Module`
+    if not isinstance(classifier, nn.Module):
+        return False
+    head = {id(p) for p in layer_groups(backbone)[-1].params}
+    return head == {id(p) for p in classifier.parameters()}
 
 
 def frozen_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:

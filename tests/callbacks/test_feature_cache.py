@@ -161,9 +161,40 @@ def test_cache_refused_for_a_trainable_backbone():
         )
 
 
-def test_cache_refused_when_the_head_holds_a_norm():
-    with pytest.raises(ValueError, match="final norm"):
-        TransferClassifier("test_convnext", num_classes=3, pretrained=False, freeze="linear_probe", cache_features=True)
+class BatchShapes(L.Callback):
+    """Records the shape of each training batch's inputs."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.shapes.append(tuple(batch[0].shape))
+
+
+@pytest.mark.parametrize("backbone", ["test_convnext", "mobilenetv3_small_050"])
+def test_a_head_with_layers_of_its_own_trains_on_cached_forward_features(tmp_path, backbone):
+    """ConvNeXt's head norm and MobileNetV3's conv_head train in a linear probe: the cache holds what comes before."""
+    runs = {}
+    for cache in (False, True):
+        torch.manual_seed(0)
+        model = TransferClassifier(
+            backbone, num_classes=3, pretrained=False, freeze="linear_probe", cache_features=cache, drop_rate=0.2
+        )
+        record = BatchShapes()
+        train, val = fixed_data(n=24, size=32, seed=1), fixed_data(n=8, size=32, seed=2)
+        torch.manual_seed(1)
+        trainer(tmp_path / str(cache), 2, [record]).fit(model, loader(train, batch_size=8), loader(val, batch_size=4))
+        runs[cache] = (model, record.shapes)
+    plain, cached = runs[False][0], runs[True][0]
+    assert {len(shape) for shape in runs[True][1]} == {4} and runs[True][1] != runs[False][1]  # features, not images
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(value, cached.state_dict()[name], rtol=1e-5, atol=1e-6, msg=name)
+    results = quiet_trainer_validate(tmp_path, cached, loader(fixed_data(n=8, size=32, seed=2), batch_size=4))
+    assert 0.0 <= results["val_acc"] <= 1.0  # validate after the fit sees images again
+
+
+def quiet_trainer_validate(tmp_path: Path, model: TransferClassifier, data: DataLoader) -> dict:
+    return trainer(tmp_path / "validate", 1).validate(model, dataloaders=data, verbose=False)[0]
 
 
 def test_cache_refused_with_mixup():
