@@ -109,6 +109,12 @@ def replace_loop_dataloaders(loop: Any, replace: Callable[[list[Any]], list[Any]
     return True
 
 
+def loop_dataloaders(loop: Any) -> list[Any]:
+    """The DataLoaders a fit or evaluation loop iterates now (``loop._combined_loader.flattened``; none unset)."""
+    combined = getattr(loop, "_combined_loader", None)
+    return [] if combined is None else list(combined.flattened)
+
+
 def child_schedulers(scheduler: Any) -> Iterator[Any]:
     """The schedulers a ``SequentialLR`` or ``ChainedScheduler`` wraps (``_schedulers``); nothing for others."""
     yield from getattr(scheduler, "_schedulers", None) or []

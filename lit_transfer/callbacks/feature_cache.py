@@ -27,9 +27,9 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from typing_extensions import override
 
-from lit_transfer._compat import replace_loop_dataloaders
+from lit_transfer._compat import loop_dataloaders, replace_loop_dataloaders
 
-__all__ = ["CachedFeatures", "FeatureCache"]
+__all__ = ["CachedFeatures", "FeatureCache", "serving_features"]
 
 Extract = Callable[[torch.Tensor], torch.Tensor]
 
@@ -160,6 +160,12 @@ class FeatureCache(Callback):
             probe_x = self.extract(probe[0].to(device)).float()
             local_x, local_y = probe_x[:0], probe[1][:0].to(device)
         return _gather(trainer, local_x, local_y, size)
+
+
+def serving_features(trainer: pl.Trainer, training: bool) -> bool:
+    """Whether the fit's training (``training=True``) or validation loop iterates loaders over cached features now."""
+    loop = trainer.fit_loop if training else trainer.fit_loop.epoch_loop.val_loop
+    return any(isinstance(getattr(loader, "dataset", None), CachedFeatures) for loader in loop_dataloaders(loop))
 
 
 def _gather(trainer: pl.Trainer, local_x: torch.Tensor, local_y: torch.Tensor, size: int) -> CachedFeatures:

@@ -40,7 +40,7 @@ from torchmetrics import MetricCollection
 from typing_extensions import Self
 
 from lit_transfer.backbones import backbone_data_config, create_backbone
-from lit_transfer.callbacks.feature_cache import FeatureCache
+from lit_transfer.callbacks.feature_cache import FeatureCache, serving_features
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.errors import UnsafeFileError
@@ -289,7 +289,7 @@ class TransferModule(LightningModule):
         served = self.__dict__.get("_features_as_inputs")
         trainer = self._trainer
         if self._caches_trunk and trainer is not None and trainer.state.fn == "fit":
-            served = "trunk"  # every fit batch, validation included, is served by the FeatureCache
+            served = "trunk" if serving_features(trainer, training=self.training) else served  # its loaders, or images
         if served == "trunk":
             forward_head = cast("Callable[[torch.Tensor], torch.Tensor]", self.backbone.forward_head)  # timm API
             return forward_head(x)

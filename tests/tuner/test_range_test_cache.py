@@ -63,6 +63,22 @@ def test_a_head_with_its_own_layers_steps_on_trunk_features(drop_rate: float) ->
     assert model.outputs_of(torch.zeros(2, 3, 32, 32)).shape == (2, 3)  # images again after the test
 
 
+def test_steps_on_images_in_a_model_that_caches_its_own_probe() -> None:
+    """A model with `cache_features=True` whose probe trains ConvNeXt's head norm: images stay images in the test."""
+    options = {"num_steps": 8, "min_lr": 1e-4, "max_lr": 1.0, "diverge_factor": None}
+
+    def model() -> TransferClassifier:
+        L.seed_everything(7)
+        return TransferClassifier(
+            "test_convnext", num_classes=3, pretrained=False, freeze="linear_probe", cache_features=True
+        )
+
+    on_images = find_lr(model(), _data(32), cache_features=False, **options)
+    on_features = find_lr(model(), _data(32), cache_features=True, **options)
+    assert not on_images.cached_features and on_features.cached_features
+    assert on_features.losses == pytest.approx(on_images.losses, rel=1e-4, abs=1e-5)
+
+
 def test_the_cached_test_leaves_the_model_as_it_was() -> None:
     model = _model()
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
