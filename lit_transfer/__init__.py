@@ -14,6 +14,7 @@ from lit_transfer.callbacks import (
     PredictionCSVWriter,
     RunReport,
     SegmentationMaskWriter,
+    SynchronizedStop,
 )
 from lit_transfer.cli import TransferCLI
 from lit_transfer.export import export_onnx, export_torchscript
@@ -56,6 +57,7 @@ __all__ = [
     "RunReport",
     "SegmentationMaskWriter",
     "SurgicalFineTune",
+    "SynchronizedStop",
     "TransferCLI",
     "TransferClassifier",
     "TransferRegressor",

@@ -115,6 +115,11 @@ def loop_dataloaders(loop: Any) -> list[Any]:
     return [] if combined is None else list(combined.flattened)
 
 
+def signal_connector(trainer: Any) -> Any:
+    """The Trainer's ``_SignalConnector`` (its ``received_sigterm`` and ``_original_handlers``)."""
+    return trainer._signal_connector
+
+
 def child_schedulers(scheduler: Any) -> Iterator[Any]:
     """The schedulers a ``SequentialLR`` or ``ChainedScheduler`` wraps (``_schedulers``); nothing for others."""
     yield from getattr(scheduler, "_schedulers", None) or []

@@ -11,6 +11,7 @@ from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.callbacks.optimizer_swap import OptimizerSwap
 from lit_transfer.callbacks.prediction_writer import PredictionCSVWriter
 from lit_transfer.callbacks.report import RunReport
+from lit_transfer.callbacks.synchronized_stop import SynchronizedStop
 
 __all__ = [
     "BatchSizeRamp",
@@ -24,4 +25,5 @@ __all__ = [
     "PredictionCSVWriter",
     "RunReport",
     "SegmentationMaskWriter",
+    "SynchronizedStop",
 ]

@@ -43,6 +43,7 @@ from lit_transfer.backbones import backbone_data_config, create_backbone
 from lit_transfer.callbacks.feature_cache import FeatureCache, serving_features
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
+from lit_transfer.callbacks.synchronized_stop import SynchronizedStop
 from lit_transfer.errors import UnsafeFileError
 from lit_transfer.files.checks import load_torch_file
 from lit_transfer.freezing import FullFineTune, resolve_policy
@@ -331,7 +332,7 @@ class TransferModule(LightningModule):
 
     def configure_callbacks(self) -> list[Callback]:
         """A guard against NaN/inf losses, the LayerFreezing callback that applies ``freeze``, the feature cache."""
-        callbacks: list[Callback] = [NonFiniteLossGuard()]
+        callbacks: list[Callback] = [NonFiniteLossGuard(), SynchronizedStop()]
         if not isinstance(self.policy, FullFineTune) or self.policy.train_bn:
             callbacks.append(LayerFreezing(self.policy))
         if self.hparams["cache_features"]:

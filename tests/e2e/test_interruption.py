@@ -74,14 +74,18 @@ def _read_until(lines: queue.Queue[str | None], seen: list[str], pattern: re.Pat
             return
 
 
-def _interrupt_after_unfreeze(tmp_path: Path, root: Path, sig: int) -> dict:
+def _interrupt_after_unfreeze(
+    tmp_path: Path, root: Path, sig: int, extra: tuple[str, ...] = (), whole_group: bool = False
+) -> dict:
     """Start a 40-epoch fit, send ``sig`` once epoch 1 has unfrozen the backbone; return the on-exception state.
 
     LayerFreezing announces the unfreeze at the start of epoch 1, after epoch 0's checkpoint. Lightning turns a
     SIGTERM into an exception after the batch in progress, so its checkpoint holds that step's optimizer state too.
+    ``whole_group`` signals every process of the command (as SLURM does), else only the one started (as ``kill PID``
+    and Kubernetes do). The command must exit with ``128 + sig``.
     """
     process = subprocess.Popen(
-        _fit_command(root, "--trainer.max_epochs", "40"),
+        _fit_command(root, "--trainer.max_epochs", "40", *extra),
         cwd=tmp_path,
         env=_env(),
         stdout=subprocess.PIPE,
@@ -89,6 +93,7 @@ def _interrupt_after_unfreeze(tmp_path: Path, root: Path, sig: int) -> dict:
         text=True,
         bufsize=1,
         preexec_fn=_terminal_signals,
+        start_new_session=whole_group,
     )
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -103,17 +108,21 @@ def _interrupt_after_unfreeze(tmp_path: Path, root: Path, sig: int) -> dict:
     seen: list[str] = []
     try:
         _read_until(lines, seen, _ALL_GROUPS_TRAIN, timeout=240)
-        process.send_signal(sig)
-        process.wait(timeout=120)
+        if whole_group:
+            os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
+        returncode = process.wait(timeout=120)
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL) if whole_group else process.kill()
             process.wait()
     reader.join(timeout=30)
     saved = list(root.rglob("on_exception.ckpt"))
     while not lines.empty():
         seen.append(lines.get() or "")
     assert len(saved) == 1, "".join(seen)[-3000:]
+    assert returncode == 128 + sig, "".join(seen)[-3000:]
     return {"path": saved[0], **torch.load(saved[0], weights_only=True)}
 
 
@@ -142,6 +151,33 @@ def test_sigterm_mid_epoch_then_resume(tmp_path):
     assert final["global_step"] > state["global_step"]
     assert final["callbacks"][FREEZING_KEY]["trainable_groups"] == 6
     assert set(final["optimizer_states"][0]["state"]) == set(state["optimizer_states"][0]["state"])
+
+
+DDP = ("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp")
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+@pytest.mark.parametrize("whole_group", [False, True], ids=["launching-process", "every-process"])
+def test_sigterm_under_ddp_stops_every_process_after_the_same_batch_then_resumes(tmp_path, whole_group):
+    """Lightning alone hangs here (each process stops on its own, in the middle of a collective): SynchronizedStop."""
+    root = tmp_path / "run"
+    state = _interrupt_after_unfreeze(tmp_path, root, signal.SIGTERM, DDP, whole_group=whole_group)
+    assert state["epoch"] >= 1 and state["global_step"] > 0
+    assert state["callbacks"][FREEZING_KEY]["trainable_groups"] == 6
+    assert state["optimizer_states"][0]["state"], "optimizer state lost"
+    stop = state["epoch"] + 2
+    resumed = subprocess.run(
+        _fit_command(root, "--trainer.max_epochs", str(stop), "--ckpt_path", str(state["path"]), *DDP),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = torch.load(max(root.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime), weights_only=True)
+    assert final["epoch"] == stop - 1 and final["global_step"] > state["global_step"]
 
 
 @pytest.mark.slow
