@@ -75,3 +75,12 @@ def test_license_and_one_version_source() -> None:
     assert text.startswith("MIT License") and "lit_transfer contributors" in text
     assert "version" not in project.get("dynamic", []) and lit_transfer.__version__ == project["version"]
     assert not any(c.startswith("License ::") for c in project["classifiers"])  # the SPDX string says it
+
+
+def test_the_recipes_are_real_files_inside_the_package() -> None:
+    """A checkout without symlinks (Windows' default) must still install every recipe: the package holds the files."""
+    folder = ROOT / "lit_transfer" / "recipes"
+    assert folder.is_dir() and not folder.is_symlink()
+    recipes = sorted(folder.glob("*.yaml"))
+    assert recipes and not any(path.is_symlink() for path in recipes)
+    assert sorted(p.name for p in (ROOT / "recipes").glob("*.yaml")) == [p.name for p in recipes]

@@ -1,8 +1,8 @@
 """The recipes shipped with the package: where they are, ``--config`` paths that name them, ``lit-transfer recipes``.
 
-The recipe YAMLs are the repository's ``recipes/`` folder. The package reaches them as ``lit_transfer/recipes`` (in
-a clone a link to ``../recipes``, in the wheel and the sdist a folder of real files), so a clone, an editable
-install and a ``pip install`` find them at the same place through :mod:`importlib.resources`.
+The recipe YAMLs live in the package, ``lit_transfer/recipes/`` (the repository's ``recipes/`` is a link to that
+folder, so a checkout without symlinks, Windows' default, still installs them), and a clone, an editable install and
+a ``pip install`` find them at the same place through :mod:`importlib.resources`.
 
 Every documented command names them as ``--config recipes/NAME.yaml``. A ``--config`` path that does not exist in the
 working folder but names a shipped recipe (``recipes/NAME.yaml`` or ``NAME.yaml``) is read from the package instead,
