@@ -82,14 +82,36 @@ def set_frozen_modes(module: nn.Module, frozen: set[int], train_bn: bool = False
         >>> [m.training for m in net]
         [False, True, True]
     """
+    frozen_below = _all_frozen_below(module, frozen)
     modes: dict[str, bool] = {}
     for name, sub in module.named_modules():
-        params = [id(p) for p in sub.parameters()]
-        if params:
-            training = not all(p in frozen for p in params)
+        below = frozen_below[id(sub)]
+        if below is not None:
+            training = not below
             if isinstance(sub, _BatchNorm) and train_bn:
                 training = True
         else:
             training = modes.get(name.rpartition(".")[0], True)
         modes[name] = training
         sub.training = training
+
+
+def _all_frozen_below(module: nn.Module, frozen: set[int]) -> dict[int, bool | None]:
+    """For every sub-module (by id): whether all the parameters of its sub-tree are in ``frozen`` (None: it has none).
+
+    One pass from the leaves up, instead of listing each sub-module's parameters again at every level.
+    """
+    result: dict[int, bool | None] = {}
+
+    def visit(sub: nn.Module) -> tuple[bool, bool]:  # (has parameters, all frozen) of the sub-tree
+        has_any, all_frozen = False, True
+        for p in sub.parameters(recurse=False):
+            has_any, all_frozen = True, all_frozen and id(p) in frozen
+        for child in sub.children():
+            child_any, child_frozen = visit(child)
+            has_any, all_frozen = has_any or child_any, all_frozen and child_frozen
+        result[id(sub)] = all_frozen if has_any else None
+        return has_any, all_frozen
+
+    visit(module)
+    return result
