@@ -115,9 +115,23 @@ def loop_dataloaders(loop: Any) -> list[Any]:
     return [] if combined is None else list(combined.flattened)
 
 
-def signal_connector(trainer: Any) -> Any:
-    """The Trainer's ``_SignalConnector`` (its ``received_sigterm`` and ``_original_handlers``)."""
-    return trainer._signal_connector
+def set_received_sigterm(trainer: Any) -> None:
+    """Tell the Trainer's loops that SIGTERM arrived (``_SignalConnector.received_sigterm``): they stop gracefully."""
+    trainer._signal_connector.received_sigterm = True
+
+
+def replace_sigterm_notifier(trainer: Any, notifier: Callable[[int, Any], None] | None) -> None:
+    """Make the Trainer's signal connector register ``notifier`` for SIGTERM instead of its own (``None``: its own).
+
+    Lightning's ``_SignalConnector.register_signal_handlers`` (run as each ``fit``/``validate``/``test``/``predict``
+    starts its loops) installs ``self._sigterm_notifier_fn``, then any handler installed before; an instance attribute
+    of that name takes the method's place.
+    """
+    connector = trainer._signal_connector
+    if notifier is not None:
+        connector._sigterm_notifier_fn = notifier
+    else:
+        vars(connector).pop("_sigterm_notifier_fn", None)
 
 
 def child_schedulers(scheduler: Any) -> Iterator[Any]:

@@ -1,4 +1,4 @@
-"""SynchronizedStop: under multi-process DDP, SIGTERM stops every process after the same training batch.
+"""SynchronizedStop: under multi-process DDP, SIGTERM stops every process after the same batch.
 
 Lightning (2.6) stops ``fit`` on SIGTERM through ``trainer.received_sigterm``, which its handler sets in each process
 when that process gets the signal; each process then raises ``SIGTERMException`` at the end of its own current batch,
@@ -7,37 +7,36 @@ process was running. With two or more processes the ranks then wait in collectiv
 hangs, writes no ``on_exception.ckpt`` and is killed by the scheduler (Lightning-AI/pytorch-lightning#20806; seen
 here on CPU with gloo: ``kill`` of the launching process, or of the whole process group, hangs ``fit``).
 
-While training runs on several processes, this callback replaces Lightning's SIGTERM handler by one that only
-records the signal; the handler that was installed before Lightning's (the command line's
-:class:`~lit_transfer.cli.interrupts.StopSignals`) still runs. At the end of every training batch the processes
-agree, with one boolean all-reduce, whether any of them received it, and if so all of them set ``received_sigterm``
-together, so Lightning's own graceful stop runs in every process after the same batch: ``on_exception`` callbacks
-(``on_exception.ckpt``) run together, and the command exits with status 143.
+On several processes, this callback has Lightning register, in place of its own SIGTERM notifier, one that only
+records the signal (from ``setup`` on, so no window is left open); the handler that was installed before Lightning's
+(the command line's :class:`~lit_transfer.cli.interrupts.StopSignals`) still runs after it. At the end of every
+training batch the processes agree, with one boolean all-reduce, whether any of them received it, and if so all of
+them set ``received_sigterm`` together, so Lightning's own graceful stop runs in every process after the same batch:
+``on_exception`` callbacks (``on_exception.ckpt``) run together, and the command exits with status 143.
 
-Where it stops: a signal during validation or before the first training batch stops the run at the end of the next
-training batch; one after the last training batch lets the run finish. Lightning's handler stays in place in a
-single process (nothing to synchronise) and outside the main thread. SIGINT (Ctrl-C) is Lightning's
-``KeyboardInterrupt`` path, not this one.
+``validate`` and ``test`` are stopped the same way, after the same evaluation batch in every process. Where it stops:
+in ``fit``, a signal during validation or before the first training batch stops the run at the end of the next
+training batch, and one after the last training batch lets the run finish; ``predict`` has no graceful stop in
+Lightning, so the process that got the signal stops at once (the command line's handler) and the others end on the
+lost connection. In a single process Lightning's own notifier stays (nothing to synchronise). SIGINT (Ctrl-C) is
+Lightning's ``KeyboardInterrupt`` path, not this one.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from lit_transfer._compat import signal_connector
+from lit_transfer._compat import replace_sigterm_notifier, set_received_sigterm
 
 __all__ = ["SynchronizedStop"]
 
 
 class SynchronizedStop(Callback):
-    """Stop every DDP process after the same training batch when any of them receives SIGTERM.
+    """Stop every DDP process after the same batch when any of them receives SIGTERM.
 
     :class:`~lit_transfer.TransferClassifier` and the other lit_transfer models add it; any LightningModule trained
     on several processes can add it to its Trainer.
@@ -47,43 +46,62 @@ class SynchronizedStop(Callback):
         trainer = Trainer(strategy="ddp", devices=2, callbacks=[SynchronizedStop(), ExceptionCheckpoint()])
 
     Attributes:
-        pending: Whether this process received SIGTERM during the current ``fit``.
+        pending: Whether this process received SIGTERM during the current command.
     """
 
     def __init__(self) -> None:
         self.pending = False
-        self._installed = False
+        self._active = False
 
     @override
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.pending = False
-        self._installed = False
+        self._active = trainer.world_size > 1
+        if self._active:
+            replace_sigterm_notifier(trainer, self._record)
 
     @override
-    def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._install(trainer)
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._active:
+            replace_sigterm_notifier(trainer, None)
+        self._active = False
 
-    @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._install(trainer)
+    def _record(self, signum: int, frame: Any) -> None:
+        """The SIGTERM notifier: note it; the processes agree on it at the end of the batch (``_agree``)."""
+        self.pending = True
 
     @override
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._installed and trainer.strategy.reduce_boolean_decision(self.pending, all=False):
-            signal_connector(trainer).received_sigterm = True  # in every process, after this same batch
+        self._agree(trainer)
 
-    def _install(self, trainer: Trainer) -> None:
-        """Replace Lightning's SIGTERM handler (registered as ``fit`` starts its loops) when several processes run."""
-        if self._installed or trainer.world_size < 2 or threading.current_thread() is not threading.main_thread():
-            return
-        before_lightning = signal_connector(trainer)._original_handlers.get(signal.SIGTERM)
+    @override
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.state.fn == "validate":  # inside `fit`, the training batches decide
+            self._agree(trainer)
 
-        def record(signum: int, frame: FrameType | None) -> None:
-            self.pending = True  # the other processes learn it at the end of this batch, from the all-reduce
-            if callable(before_lightning):
-                before_lightning(signum, frame)
+    @override
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._agree(trainer)
 
-        signal.signal(signal.SIGTERM, record)  # Lightning's connector restores the original handler at teardown
-        self._installed = True
+    def _agree(self, trainer: Trainer) -> None:
+        """All processes at once: set ``received_sigterm`` in every one when any received SIGTERM (one all-reduce)."""
+        if self._active and trainer.strategy.reduce_boolean_decision(self.pending, all=False):
+            set_received_sigterm(trainer)  # Lightning stops every process after this same batch

@@ -74,6 +74,15 @@ def _read_until(lines: queue.Queue[str | None], seen: list[str], pattern: re.Pat
             return
 
 
+def _wait_without_hanging(process: subprocess.Popen[str]) -> int:
+    """The signalled command's status; a command still running 120 s later hung (a failure, never retried)."""
+    try:
+        return process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        pass  # fail outside the handler: a chained timeout would be retried as gloo's rare hang
+    pytest.fail("the command still ran 120 s after the signal: it hung instead of stopping")
+
+
 def _interrupt_after_unfreeze(
     tmp_path: Path, root: Path, sig: int, extra: tuple[str, ...] = (), whole_group: bool = False
 ) -> dict:
@@ -112,7 +121,7 @@ def _interrupt_after_unfreeze(
             os.killpg(process.pid, sig)
         else:
             process.send_signal(sig)
-        returncode = process.wait(timeout=120)
+        returncode = _wait_without_hanging(process)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL) if whole_group else process.kill()
@@ -178,6 +187,48 @@ def test_sigterm_under_ddp_stops_every_process_after_the_same_batch_then_resumes
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = torch.load(max(root.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime), weights_only=True)
     assert final["epoch"] == stop - 1 and final["global_step"] > state["global_step"]
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_sigterm_under_ddp_test_ends_with_a_status_not_a_hang(tmp_path):
+    """`lit-transfer test` on two processes, signalled as it starts testing (Lightning's handler is in place then)."""
+    root = tmp_path / "run"
+    fitted = subprocess.run(
+        _fit_command(root, "--trainer.max_epochs", "1"), cwd=tmp_path, env=_env(), capture_output=True, text=True
+    )
+    assert fitted.returncode == 0, fitted.stderr[-3000:]
+    checkpoint = str(next(root.rglob("last.ckpt")))
+    command = [*_fit_command(root, "--data.batch_size", "1", "--ckpt_path", checkpoint, *DDP)]
+    command[command.index("fit")] = "test"
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    try:
+        # Lightning warns about the DistributedSampler as the test loop sets up its data, after it registered its
+        # SIGTERM handler: alone, that handler broadcasts from inside the signal handler and the command crashes
+        _read_until(lines, seen, re.compile("Using `DistributedSampler` with the dataloaders"), timeout=240)
+        process.send_signal(signal.SIGTERM)
+        returncode = _wait_without_hanging(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    while (line := lines.get(timeout=30)) is not None:
+        seen.append(line)
+    last = "".join(seen).strip().splitlines()[-1]
+    assert returncode == 143, "".join(seen)[-3000:]
+    assert last.startswith("lit-transfer: stopped by SIGTERM (exit 143): the test did not finish"), last
 
 
 @pytest.mark.slow
