@@ -135,18 +135,11 @@ def _interrupt_after_unfreeze(
     return {"path": saved[0], **torch.load(saved[0], weights_only=True)}
 
 
-@pytest.mark.slow  # over ~15 s on 2 cores
-def test_sigterm_mid_epoch_then_resume(tmp_path):
-    root = tmp_path / "run"
-    state = _interrupt_after_unfreeze(tmp_path, root, signal.SIGTERM)
-    saved = state["path"]
-    assert state["epoch"] >= 1 and state["global_step"] > 0
-    assert state["callbacks"][FREEZING_KEY]["trainable_groups"] == 6  # unfrozen when interrupted
-    assert state["optimizer_states"][0]["state"], "optimizer state lost"
-
+def _resume_two_more_epochs(tmp_path: Path, root: Path, state: dict, *extra: str) -> dict:
+    """``fit --ckpt_path`` the on-exception checkpoint up to two epochs further; the newest ``last.ckpt`` it wrote."""
     stop = state["epoch"] + 2
     resumed = subprocess.run(
-        _fit_command(root, "--trainer.max_epochs", str(stop), "--ckpt_path", str(saved)),
+        _fit_command(root, "--trainer.max_epochs", str(stop), "--ckpt_path", str(state["path"]), *extra),
         cwd=tmp_path,
         env=_env(),
         capture_output=True,
@@ -154,10 +147,20 @@ def test_sigterm_mid_epoch_then_resume(tmp_path):
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    newest = max(root.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
-    final = torch.load(newest, weights_only=True)
-    assert final["epoch"] == stop - 1
-    assert final["global_step"] > state["global_step"]
+    final = torch.load(max(root.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime), weights_only=True)
+    assert final["epoch"] == stop - 1 and final["global_step"] > state["global_step"]
+    return final
+
+
+@pytest.mark.slow  # over ~15 s on 2 cores
+def test_sigterm_mid_epoch_then_resume(tmp_path):
+    root = tmp_path / "run"
+    state = _interrupt_after_unfreeze(tmp_path, root, signal.SIGTERM)
+    assert state["epoch"] >= 1 and state["global_step"] > 0
+    assert state["callbacks"][FREEZING_KEY]["trainable_groups"] == 6  # unfrozen when interrupted
+    assert state["optimizer_states"][0]["state"], "optimizer state lost"
+
+    final = _resume_two_more_epochs(tmp_path, root, state)
     assert final["callbacks"][FREEZING_KEY]["trainable_groups"] == 6
     assert set(final["optimizer_states"][0]["state"]) == set(state["optimizer_states"][0]["state"])
 
@@ -175,18 +178,7 @@ def test_sigterm_under_ddp_stops_every_process_after_the_same_batch_then_resumes
     assert state["epoch"] >= 1 and state["global_step"] > 0
     assert state["callbacks"][FREEZING_KEY]["trainable_groups"] == 6
     assert state["optimizer_states"][0]["state"], "optimizer state lost"
-    stop = state["epoch"] + 2
-    resumed = subprocess.run(
-        _fit_command(root, "--trainer.max_epochs", str(stop), "--ckpt_path", str(state["path"]), *DDP),
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    final = torch.load(max(root.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime), weights_only=True)
-    assert final["epoch"] == stop - 1 and final["global_step"] > state["global_step"]
+    _resume_two_more_epochs(tmp_path, root, state, *DDP)
 
 
 @pytest.mark.slow
