@@ -305,7 +305,8 @@ def _run(args: ArgsType, **kwargs: Any) -> None:
     if stop.received is not None:
         sys.stderr.flush()
         command = [str(a) for a in argv] if isinstance(argv, (list, tuple)) else []
-        print(stop.report(command, finished), file=sys.stderr)
+        if stop.trainer is None or stop.trainer.is_global_zero:  # one report for a multi-process run
+            print(stop.report(command, finished), file=sys.stderr)
         if not finished:
             raise SystemExit(128 + stop.received)
     return None

@@ -132,7 +132,7 @@ def _interrupt_after_unfreeze(
         seen.append(lines.get() or "")
     assert len(saved) == 1, "".join(seen)[-3000:]
     assert returncode == 128 + sig, "".join(seen)[-3000:]
-    return {"path": saved[0], **torch.load(saved[0], weights_only=True)}
+    return {"path": saved[0], "output": "".join(seen), **torch.load(saved[0], weights_only=True)}
 
 
 def _resume_two_more_epochs(tmp_path: Path, root: Path, state: dict, *extra: str) -> dict:
@@ -175,6 +175,7 @@ def test_sigterm_under_ddp_stops_every_process_after_the_same_batch_then_resumes
     """Lightning alone hangs here (each process stops on its own, in the middle of a collective): SynchronizedStop."""
     root = tmp_path / "run"
     state = _interrupt_after_unfreeze(tmp_path, root, signal.SIGTERM, DDP, whole_group=whole_group)
+    assert state["output"].count("lit-transfer: stopped by SIGTERM (exit 143)") == 1  # rank 0 reports, once
     assert state["epoch"] >= 1 and state["global_step"] > 0
     assert state["callbacks"][FREEZING_KEY]["trainable_groups"] == 6
     assert state["optimizer_states"][0]["state"], "optimizer state lost"
