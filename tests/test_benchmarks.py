@@ -220,6 +220,7 @@ def test_quick_segmentation_reports_the_transfer_gain_it_measured(tmp_path) -> N
     assert all(not r.startswith("default:") or "paired standard" in r for r in reasons), reasons  # not a fallback
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores
 def test_quick_heldout_lr_finder_figures_and_verdicts_follow_its_runs(tmp_path) -> None:
     from benchmarks import heldout_lr_finder
 
