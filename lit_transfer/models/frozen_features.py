@@ -119,7 +119,8 @@ def trains_head_group_only(backbone: nn.Module) -> bool:
     The head's modules are those whose parameters all belong to the head group (with everything inside them);
     every parameter outside them must be frozen and every BatchNorm, dropout and drop-path module outside them in
     eval mode. Then ``forward_features`` of a sample is the same at every step (:class:`TrunkFeatures` checks on
-    its first batch that it runs none of the head's modules) and ``forward_head`` on it gives the step's outputs.
+    its first batch that it runs no module that trains or is random) and ``forward_head`` on it gives the step's
+    outputs.
     """
     if not _timm_head_api(backbone):
         return False
