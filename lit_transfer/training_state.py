@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["kept_training_state", "seeded_rng", "set_frozen_modes"]
+__all__ = ["kept_training_state", "seeded_rng", "set_frozen_modes", "subtrees_within"]
 
 
 @contextmanager
@@ -82,7 +82,7 @@ def set_frozen_modes(module: nn.Module, frozen: set[int], train_bn: bool = False
         >>> [m.training for m in net]
         [False, True, True]
     """
-    frozen_below = _all_frozen_below(module, frozen)
+    frozen_below = subtrees_within(module, frozen)
     modes: dict[str, bool] = {}
     for name, sub in module.named_modules():
         below = frozen_below[id(sub)]
@@ -96,7 +96,7 @@ def set_frozen_modes(module: nn.Module, frozen: set[int], train_bn: bool = False
         sub.training = training
 
 
-def _all_frozen_below(module: nn.Module, frozen: set[int]) -> dict[int, bool | None]:
+def subtrees_within(module: nn.Module, frozen: set[int]) -> dict[int, bool | None]:
     """For every sub-module (by id): whether all the parameters of its sub-tree are in ``frozen`` (None: it has none).
 
     One pass from the leaves up, instead of listing each sub-module's parameters again at every level.

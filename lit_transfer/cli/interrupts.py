@@ -104,7 +104,7 @@ class StopSignals:
         if not first and trainer is not None and trainer.state.status == TrainerStatus.INTERRUPTED:
             return  # a second SIGTERM while the first one's checkpoint is written: let it finish
         if self._graceful():
-            return  # Lightning's handler ran first and set `received_sigterm`: the loop stops after this batch
+            return  # Lightning's notifier (SynchronizedStop's on several processes) ran first: stops at a batch end
         raise Stopped(signum)
 
     def saved_checkpoint(self) -> str | None:

@@ -23,7 +23,7 @@ from torch import nn
 
 from lit_transfer.freezing import FreezingPolicy, LinearProbe
 from lit_transfer.freezing.layer_groups import layer_groups
-from lit_transfer.training_state import kept_training_state
+from lit_transfer.training_state import kept_training_state, subtrees_within
 
 __all__ = ["TrunkFeatures", "check_cacheable", "frozen_features", "head_is_classifier", "trains_head_group_only"]
 
@@ -59,8 +59,8 @@ def head_is_classifier(backbone: nn.Module) -> bool:
     Otherwise (MobileNetV3's ``conv_head``, ConvNeXt's ``head.norm``) a linear probe trains layers of the head
     after the pooling, and what stays fixed is the output of ``forward_features`` (:class:`TrunkFeatures`).
     """
-    classifier = cast("Callable[[], object]", backbone.get_classifier)()  # timm API, not on `nn.Module`
-    if not isinstance(classifier, nn.Module):
+    classifier = _classifier(backbone)
+    if classifier is None:
         return False
     head = {id(p) for p in layer_groups(backbone)[-1].params}
     return head == {id(p) for p in classifier.parameters()}
@@ -96,6 +96,12 @@ def _timm_head_api(backbone: nn.Module) -> bool:
     return all(callable(getattr(backbone, name, None)) for name in names)
 
 
+def _classifier(backbone: nn.Module) -> nn.Module | None:
+    """``backbone.get_classifier()``, or ``None`` when it is not one module (e.g. LeViT's pair of heads)."""
+    classifier = cast("Callable[[], object]", backbone.get_classifier)()  # timm API, not on `nn.Module`
+    return classifier if isinstance(classifier, nn.Module) else None
+
+
 def trains_classifier_only(backbone: nn.Module) -> bool:
     """Whether, in the backbone's current state, only its classifier trains and nothing before it is random.
 
@@ -104,10 +110,8 @@ def trains_classifier_only(backbone: nn.Module) -> bool:
     of freeze-unfreeze, is in once :class:`~lit_transfer.callbacks.LayerFreezing` has frozen it. Then the
     classifier's input of a sample is :func:`frozen_features` of it, whatever the step.
     """
-    if not _timm_head_api(backbone):
-        return False
-    classifier = cast("Callable[[], object]", backbone.get_classifier)()  # timm API, not on `nn.Module`
-    if not isinstance(classifier, nn.Module):  # e.g. LeViT's pair of heads
+    classifier = _classifier(backbone) if _timm_head_api(backbone) else None
+    if classifier is None:
         return False
     inside = {id(p) for p in classifier.parameters()} | {id(m) for m in classifier.modules()}
     return _deterministic_outside(backbone, inside)
@@ -127,10 +131,10 @@ def trains_head_group_only(backbone: nn.Module) -> bool:
     head_params = {id(p) for p in layer_groups(backbone)[-1].params}
     if any(p.requires_grad for p in backbone.parameters(recurse=False)):  # used anywhere in `forward`: not a head
         return False
+    in_head = subtrees_within(backbone, head_params)
     inside: set[int] = set(head_params)
     for module in backbone.modules():
-        params = list(module.parameters())
-        if module is not backbone and params and all(id(p) in head_params for p in params):
+        if module is not backbone and in_head[id(module)]:
             inside.update(id(m) for m in module.modules())
     return _deterministic_outside(backbone, inside)
 
@@ -168,9 +172,12 @@ class TrunkFeatures:
                 for hook in hooks:
                     hook.remove()
         names = {id(m): name for name, m in backbone.named_modules()}
-        trains = [m for m in dict.fromkeys(ran) if any(p.requires_grad for p in m.parameters(recurse=False))]
-        random = [m for m in dict.fromkeys(ran) if modes[id(m)] and _random_or_batch_dependent(m)]
-        live = [names[id(m)] for m in dict.fromkeys([*trains, *random])]
+        live = [
+            names[id(m)]
+            for m in dict.fromkeys(ran)  # each module once, in the order it ran
+            if any(p.requires_grad for p in m.parameters(recurse=False))
+            or (modes[id(m)] and _random_or_batch_dependent(m))
+        ]
         if live:
             raise ValueError(
                 f"Cached features need a frozen, deterministic `forward_features`, but in {type(backbone).__name__}"
