@@ -134,3 +134,35 @@ def test_cli_lr_find_steps_on_cached_features_unless_told_not_to(tmp_path: Path)
     refused = lr_find("--model.freeze", "full_fine_tune", "--cache_features", "true")
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert refused.stderr.strip().splitlines()[-1].startswith("The LR range test's `cache_features` is true, but")
+
+
+def test_cli_lr_find_on_photos_caches_a_convnext_head_with_its_norm(tmp_path: Path) -> None:
+    """The real command on a folder of photos: ConvNeXt's head group trains its norm too, and the steps are cached."""
+    from photo_fixture import make_photo_folder
+    from test_lr_finder import REPO, _env
+
+    make_photo_folder(tmp_path / "photos", per_class=8, bad_files=False)
+    command = [
+        str(Path(sys.executable).parent / "lit-transfer"),
+        "lr-find",
+        "--config",
+        str(REPO / "recipes" / "defaults.yaml"),
+        "--model.backbone",
+        "test_convnext",
+        "--data",
+        "ImageFolderDataModule",
+        "--data.root",
+        "photos",
+        "--data.image_size",
+        "32",
+        "--data.num_workers",
+        "0",
+        "--data.train_transform",
+        "none",
+        "--num_steps",
+        "8",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(head steps on cached backbone features)" in result.stdout, result.stdout[-3000:]
+    assert "--model.optimizer.init_args.lr=" in result.stdout
