@@ -17,10 +17,10 @@ from lit_transfer.callbacks import BatchSizeRamp
 from lit_transfer.callbacks.feature_cache import CachedFeatures, FeatureCache
 
 
-def probe(cache: bool, **kwargs):
+def probe(cache: bool, backbone: str = "test_resnet", **kwargs):
     torch.manual_seed(0)
     return TransferClassifier(
-        "test_resnet", num_classes=3, pretrained=False, freeze="linear_probe", cache_features=cache, **kwargs
+        backbone, num_classes=3, pretrained=False, freeze="linear_probe", cache_features=cache, **kwargs
     )
 
 
@@ -28,11 +28,11 @@ class ShuffledData(L.LightningDataModule):
     """Training data shuffled as a function of (seed, epoch), so a resumed run sees the same order; unshuffled
     validation data; the batch size is read at every (re)load."""
 
-    def __init__(self, batch_size: int = 8) -> None:
+    def __init__(self, batch_size: int = 8, size: int = 16) -> None:
         super().__init__()
         self.batch_size = batch_size
-        self.train = fixed_data(n=40, seed=1)
-        self.val = fixed_data(n=12, seed=2)
+        self.train = fixed_data(n=40, size=size, seed=1)
+        self.val = fixed_data(n=12, size=size, seed=2)
 
     def train_dataloader(self) -> DataLoader:
         world, rank = self.trainer.world_size, self.trainer.global_rank
@@ -309,19 +309,20 @@ class Final(L.Callback):
             self.out.write_text(json.dumps(self.spreads))
 
 
-def _ddp_fit(tmp_path: Path, cache: bool) -> tuple[list[float], dict]:
+def _ddp_fit(tmp_path: Path, cache: bool, backbone: str, size: int) -> tuple[list[float], dict]:
     out = tmp_path / f"cache{cache}.json"
     trainer(tmp_path / str(cache), 3, [Final(out)], devices=2, strategy="ddp_spawn", num_sanity_val_steps=0).fit(
-        probe(cache), datamodule=ShuffledData(batch_size=4)
+        probe(cache, backbone), datamodule=ShuffledData(batch_size=4, size=size)
     )
     return json.loads(out.read_text()), torch.load(out.with_suffix(".pt"), weights_only=True)
 
 
 @pytest.mark.ddp
 @pytest.mark.slow  # over ~15 s on 2 cores
-def test_cached_probe_under_ddp_matches_the_uncached_one(tmp_path):
-    plain_spreads, plain = _ddp_fit(tmp_path, cache=False)
-    cached_spreads, cached = _ddp_fit(tmp_path, cache=True)
+@pytest.mark.parametrize(("backbone", "size"), [("test_resnet", 16), ("test_convnext", 32)])  # pre-logit, trunk
+def test_cached_probe_under_ddp_matches_the_uncached_one(tmp_path, backbone, size):
+    plain_spreads, plain = _ddp_fit(tmp_path, cache=False, backbone=backbone, size=size)
+    cached_spreads, cached = _ddp_fit(tmp_path, cache=True, backbone=backbone, size=size)
     assert plain_spreads == cached_spreads == [0.0, 0.0, 0.0]  # replicas identical after every epoch
     for name, value in plain.items():
         assert torch.allclose(value, cached[name], atol=1e-6), name
