@@ -10,9 +10,15 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PL_DISABLE_FORK", "0")
 
+import ctypes
 import ipaddress
+import multiprocessing.resource_tracker
+import signal
 import socket
+import sys
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +26,8 @@ from quiet import quiet_trainer as _quiet_trainer
 from quiet import tiny_images as _tiny_images
 
 torch.set_num_threads(1)
+if sys.platform == "linux":  # orphans of the commands a test starts (a DDP rank whose launcher died) come back here
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
 
@@ -54,18 +62,75 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", guarded_create_connection)
 
 
+# The rendezvous variables of torch.distributed. Lightning's spawn launcher writes MASTER_PORT into this process's
+# environment, where a later in-process DDP run would reuse the port and every command a test starts would inherit it.
+_RENDEZVOUS_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "GROUP_RANK", "RANK", "WORLD_SIZE")
+DDP_TIMEOUT_S = 180  # the slowest 2-process test takes about 30 s on 2 cores; past this it hangs
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Retry only the 2-process DDP tests, and only on SIGABRT or a command that timed out.
+    """Retry only the 2-process DDP tests, and only on SIGABRT or a hang; stop their hangs after 180 s.
 
     A spawned DDP worker can abort in interpreter teardown after its fit has finished ("terminate called without an
-    active exception", SIGABRT; a command run in a subprocess shows the first), and, rarely, a 2-process command
-    under gloo hangs instead (its ``subprocess.run`` times out). No other failure, and no other test, is retried;
-    a command that hangs every time still fails.
+    active exception", SIGABRT; a command run in a subprocess shows the first), and, rarely, a 2-process run under
+    gloo hangs instead (its ``subprocess.run`` times out, or pytest-timeout stops an in-process one). No other
+    failure, and no other test, is retried; a run that hangs every time still fails. Every DDP test starts on a
+    fresh rendezvous port and leaves no process behind (``ddp_isolation``), so a hang cannot spread to the next test.
     """
-    retried = ["SIGABRT", "terminate called without an active exception", "TimeoutExpired"]
+    retried = ["SIGABRT", "terminate called without an active exception", "TimeoutExpired", "Timeout \\(>"]
     for item in items:
         if item.get_closest_marker("ddp") is not None:
             item.add_marker(pytest.mark.flaky(reruns=2, only_rerun=retried))
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(DDP_TIMEOUT_S, func_only=True))  # each retry too
+
+
+def _children() -> list[int]:
+    """This process's child processes (orphans of its commands included, see PR_SET_CHILD_SUBREAPER above)."""
+    mine = str(os.getpid())
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == mine:
+                children.append(int(entry.name))
+    return children
+
+
+@pytest.fixture(autouse=True)
+def ddp_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Start every test without rendezvous variables; after a DDP test, end every process it left (a hung rank).
+
+    A rank left hanging holds its port, and the pipe of the command that runs the tests, for ever.
+    """
+    for name in _RENDEZVOUS_ENV:
+        os.environ.pop(name, None)
+    yield
+    for name in _RENDEZVOUS_ENV:
+        os.environ.pop(name, None)
+    if request.node.get_closest_marker("ddp") is not None:
+        _end_children()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """No process outlives the test run: one left hanging would hold the caller's output pipe open."""
+    _end_children()
+
+
+def _end_children() -> None:
+    """Kill and reap this process's children but multiprocessing's resource tracker (Linux; elsewhere nothing)."""
+    if sys.platform != "linux":
+        return
+    tracker = getattr(multiprocessing.resource_tracker._resource_tracker, "_pid", None)
+    for pid in set(_children()) - {tracker}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
 @pytest.fixture
