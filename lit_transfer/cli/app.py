@@ -17,7 +17,6 @@ import importlib
 import inspect
 import logging
 import os
-import select
 import sys
 import warnings
 from typing import Any
@@ -36,7 +35,7 @@ from lit_transfer.cli.interrupts import Stopped, StopSignals, register_trainer
 from lit_transfer.cli.links import DataLinks, class_names, drop_foreign_links
 from lit_transfer.cli.lr_find import LR_FIND, LRFindCommand, normalise_subcommand, run_lr_find
 from lit_transfer.cli.messages import import_class, user_error_message
-from lit_transfer.cli.recipes import recipes_command, resolve_config_args
+from lit_transfer.cli.recipes import resolve_config_args
 from lit_transfer.cli.run_files import (
     EVALUATION_SUBCOMMANDS,
     default_callbacks,
@@ -50,7 +49,7 @@ from lit_transfer.models import TransferClassifier
 from lit_transfer.models.base import TransferModule
 from lit_transfer.tasks import task_of
 
-__all__ = ["TransferCLI", "main"]
+__all__ = ["TransferCLI", "run_command"]
 
 _PACKAGE_MODULES = ("lit_transfer.callbacks", "lit_transfer.data", "lit_transfer.freezing", "lit_transfer.models")
 _TIPS = ("💡 Tip", "💡 Tip:")
@@ -240,18 +239,8 @@ def _note_precision(requested: Any, trainer: Trainer) -> None:
         )
 
 
-def main(args: ArgsType = None, **kwargs: Any) -> None:
-    """Entry point of the ``lit-transfer`` command and ``python -m lit_transfer``.
-
-    Returns nothing, so the console script exits with status 0 on success. A user's mistake (a parse error, an
-    error raised by the package's own checks, a Lightning misconfiguration) ends with its message as the last
-    thing printed and exit status 2; any other error propagates with its traceback (status 1).
-    ``LIT_TRANSFER_TRACEBACK=1`` shows the traceback of a mistake too. A command stopped by SIGTERM or SIGINT exits
-    with ``128 + signal`` (143, 130) after saving what it can, and says how to resume
-    (:mod:`lit_transfer.cli.interrupts`). Output piped into a reader that closes early (``| head``) ends quietly
-    with status 141, as ``cat`` does.
-
-    For programmatic use, build :class:`TransferCLI` directly: ``cli = TransferCLI(args=[...], run=False)``.
+def run_command(args: ArgsType = None, **kwargs: Any) -> None:
+    """Run one Trainer subcommand as :func:`lit_transfer.cli.main` does (its exit statuses, its stop report).
 
     Args:
         args: Arguments instead of ``sys.argv[1:]`` (a list of strings or a dict).
@@ -260,31 +249,7 @@ def main(args: ArgsType = None, **kwargs: Any) -> None:
     Raises:
         SystemExit: With status 2 after printing a user's mistake, ``128 + signal`` after a stop signal.
     """
-    try:
-        return _run(args, **kwargs)
-    except BrokenPipeError:
-        if not _stdout_closed():
-            raise
-        # The reader of the output went away (`lit-transfer recipes | head`): stop quietly, as `cat` does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
-        raise SystemExit(141) from None  # 128 + SIGPIPE, the status a shell shows for `cat` here
-
-
-def _stdout_closed() -> bool:
-    """Whether standard output is a pipe whose reading end is closed."""
-    try:
-        poller = select.poll()
-        poller.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(events & select.POLLERR for _, events in poller.poll(0))
-    except (AttributeError, OSError, ValueError):  # no poll() (Windows), or no real stdout
-        return False
-
-
-def _run(args: ArgsType, **kwargs: Any) -> None:
-    """:func:`main` without its handling of a closed output pipe."""
     argv = sys.argv[1:] if args is None else args
-    if isinstance(argv, (list, tuple)) and list(argv[:1]) == ["recipes"]:  # not a Trainer subcommand
-        return recipes_command([str(a) for a in argv[1:]])
     parser_kwargs = {"exit_on_error": False, **kwargs.pop("parser_kwargs", {})}
     finished = False
     with StopSignals() as stop:

@@ -16,10 +16,11 @@ import argparse
 import re
 import textwrap
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from jsonargparse import DefaultHelpFormatter
+
+from lit_transfer._version import __version__
 
 __all__ = ["HELP_ALL", "add_version_argument", "help_all_requested", "tailor_help"]
 
@@ -145,19 +146,11 @@ def _data_description() -> str:
     )
 
 
-def _version() -> str:
-    """The installed distribution's version (pyproject.toml's, as ``lit_transfer.__version__`` reads it)."""
-    try:
-        return version("lit-transfer")
-    except PackageNotFoundError:  # a source tree that was never installed
-        return "0+unknown"
-
-
 def add_version_argument(parser: Any) -> None:
     """``lit-transfer --version``: prints ``lit-transfer <version>`` and exits (added once)."""
     if not any("--version" in action.option_strings for action in parser._actions):
         parser.add_argument(
-            "--version", action="version", version=f"lit-transfer {_version()}", help="Print the version and exit."
+            "--version", action="version", version=f"lit-transfer {__version__}", help="Print the version and exit."
         )
 
 
