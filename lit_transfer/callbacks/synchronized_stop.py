@@ -14,12 +14,14 @@ training batch the processes agree, with one boolean all-reduce, whether any of 
 them set ``received_sigterm`` together, so Lightning's own graceful stop runs in every process after the same batch:
 ``on_exception`` callbacks (``on_exception.ckpt``) run together, and the command exits with status 143.
 
-``validate`` and ``test`` are stopped the same way, after the same evaluation batch in every process. Where it stops:
-in ``fit``, a signal during validation or before the first training batch stops the run at the end of the next
-training batch, and one after the last training batch lets the run finish; ``predict`` has no graceful stop in
-Lightning, so the process that got the signal stops at once (the command line's handler) and the others end on the
-lost connection. In a single process Lightning's own notifier stays (nothing to synchronise). SIGINT (Ctrl-C) is
-Lightning's ``KeyboardInterrupt`` path, not this one.
+``validate`` and ``test`` are stopped the same way, after the same evaluation batch in every process. ``predict``,
+which Lightning does not stop on SIGTERM at all, is stopped after the same prediction batch in every process by
+raising Lightning's ``SIGTERMException`` there (no ``predictions.csv`` is written). Where it stops: in ``fit``, a
+signal during validation or before the first training batch stops the run at the end of the next training batch,
+and one after the last training batch lets the run finish; a signal before this callback's ``setup`` (while the
+processes connect) is the command line's to handle: it stops the process that got it at once, and the others end
+on the lost connection. In a single process Lightning's own notifier stays (nothing to synchronise). SIGINT (Ctrl-C)
+is Lightning's ``KeyboardInterrupt`` path, not this one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from lit_transfer._compat import replace_sigterm_notifier, set_received_sigterm
@@ -47,6 +50,8 @@ class SynchronizedStop(Callback):
 
     Attributes:
         pending: Whether this process received SIGTERM during the current command.
+        active: Whether it stands in for Lightning's notifier now (from ``setup`` to ``teardown`` on several
+            processes).
     """
 
     def __init__(self) -> None:
@@ -65,6 +70,11 @@ class SynchronizedStop(Callback):
         if self._active:
             replace_sigterm_notifier(trainer, None)
         self._active = False
+
+    @property
+    def active(self) -> bool:
+        """Whether SIGTERM now stops every process together (several processes, between ``setup`` and ``teardown``)."""
+        return self._active
 
     def _record(self, signum: int, frame: Any) -> None:
         """The SIGTERM notifier: note it; the processes agree on it at the end of the batch (``_agree``)."""
@@ -101,7 +111,26 @@ class SynchronizedStop(Callback):
     ) -> None:
         self._agree(trainer)
 
-    def _agree(self, trainer: Trainer) -> None:
-        """All processes at once: set ``received_sigterm`` in every one when any received SIGTERM (one all-reduce)."""
+    @override
+    def on_predict_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._agree(trainer):
+            raise SIGTERMException  # Lightning's predict loop has no graceful stop of its own
+
+    def _agree(self, trainer: Trainer) -> bool:
+        """All processes at once: set ``received_sigterm`` in every one when any received SIGTERM (one all-reduce).
+
+        Returns:
+            Whether the processes stop after this batch.
+        """
         if self._active and trainer.strategy.reduce_boolean_decision(self.pending, all=False):
             set_received_sigterm(trainer)  # Lightning stops every process after this same batch
+            return True
+        return False

@@ -17,6 +17,7 @@ import importlib
 import inspect
 import logging
 import os
+import signal
 import sys
 import warnings
 from typing import Any
@@ -26,6 +27,7 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from lit_transfer.cli.checkpoints import CheckpointArguments
@@ -264,7 +266,9 @@ def run_command(args: ArgsType = None, **kwargs: Any) -> None:
             print(f"lit-transfer: error (LIT_TRANSFER_TRACEBACK=1 shows where):\n{message or err}", file=sys.stderr)
             if stop.received is None:
                 raise SystemExit(2) from None
-        except (SystemExit, KeyboardInterrupt, Stopped):  # Lightning ends a stopped run with a status of 0 or 1
+        except (SystemExit, KeyboardInterrupt, Stopped) as stopped:  # Lightning ends a stopped run with 0 or 1
+            if stop.received is None and isinstance(stopped, SIGTERMException):
+                stop.received = signal.SIGTERM  # another process got it: SynchronizedStop stopped them all
             if stop.received is None:
                 raise
     if stop.received is not None:

@@ -4,7 +4,8 @@ Lightning turns SIGTERM into a ``SIGTERMException`` at the next batch boundary, 
 status 0, and Ctrl-C into ``sys.exit(1)``; ``predict`` does not look at SIGTERM at all. A scheduler (SLURM,
 Kubernetes, CI) reads status 0 as "done" and does not retry. :class:`StopSignals` records the signal, lets
 Lightning's graceful stop run where it exists (``fit``, ``validate``, ``test``: the batch in progress finishes,
-``fit`` saves ``on_exception.ckpt``) and stops everything else at once (``predict``, data scanning before the first
+``fit`` saves ``on_exception.ckpt``; on several processes :class:`~lit_transfer.SynchronizedStop` stops ``predict``
+the same way) and stops everything else at once (``predict`` on one process, data scanning before the first
 batch), so :func:`lit_transfer.cli.main` can exit with ``128 + signal`` (143 for SIGTERM, 130 for SIGINT) and print
 how to resume.
 """
@@ -22,6 +23,7 @@ from typing import Any
 from lightning.pytorch import Trainer
 from lightning.pytorch.trainer.states import RunningStage, TrainerStatus
 
+from lit_transfer.callbacks.synchronized_stop import SynchronizedStop
 from lit_transfer.cli.arguments import without_options
 
 __all__ = ["STOP_SIGNALS", "StopSignals", "Stopped", "register_trainer", "resume_command"]
@@ -88,11 +90,18 @@ class StopSignals:
         self._previous = {}
 
     def _graceful(self) -> bool:
-        """Whether Lightning stops the running loop by itself at the next batch boundary (it saw SIGTERM too)."""
+        """Whether the running loop stops by itself at the next batch boundary (its notifier saw SIGTERM too).
+
+        Lightning's loops do, but ``predict``; on several processes :class:`SynchronizedStop` stops ``predict`` too.
+        """
         trainer = self.trainer
         if trainer is None or trainer.state.status != TrainerStatus.RUNNING:
             return False
-        return trainer.state.fn != "predict" and trainer.state.stage in _GRACEFUL_STAGES
+        if trainer.state.fn == "predict":
+            return trainer.state.stage == RunningStage.PREDICTING and any(
+                isinstance(callback, SynchronizedStop) and callback.active for callback in trainer.callbacks
+            )
+        return trainer.state.stage in _GRACEFUL_STAGES
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         first = self.received is None

@@ -182,46 +182,70 @@ def test_sigterm_under_ddp_stops_every_process_after_the_same_batch_then_resumes
     _resume_two_more_epochs(tmp_path, root, state, *DDP)
 
 
+# The line each command prints once its loop has started (Lightning's SIGTERM handling is in place then), and the
+# last line it ends with when SIGTERM stops it.
+_STARTED = {
+    # Lightning warns about the DistributedSampler as the test loop sets up its data, after it registered its SIGTERM
+    # handler: alone, that handler broadcasts from inside the signal handler and the command crashes
+    "test": re.compile("Using `DistributedSampler` with the dataloaders"),
+    # PredictionCSVWriter removes the previous predictions.csv as the predict loop starts; Lightning alone does not
+    # stop predict on SIGTERM: the signalled process ended at once and the other one failed on the lost connection
+    "predict": re.compile("Removed the previous .*predictions.csv"),
+}
+_STOPPED = {
+    "test": "lit-transfer: stopped by SIGTERM (exit 143): the test did not finish",
+    "predict": "lit-transfer: stopped by SIGTERM (exit 143): no predictions.csv was written",
+}
+
+
 @pytest.mark.slow
 @pytest.mark.ddp
-def test_sigterm_under_ddp_test_ends_with_a_status_not_a_hang(tmp_path):
-    """`lit-transfer test` on two processes, signalled as it starts testing (Lightning's handler is in place then)."""
+@pytest.mark.parametrize("subcommand", ["test", "predict"])
+def test_sigterm_under_ddp_evaluation_stops_every_process_with_a_status_not_a_hang(tmp_path, subcommand):
+    """`lit-transfer test` or `predict` on two processes, signalled (the launching one) once its loop started."""
     root = tmp_path / "run"
     fitted = subprocess.run(
         _fit_command(root, "--trainer.max_epochs", "1"), cwd=tmp_path, env=_env(), capture_output=True, text=True
     )
     assert fitted.returncode == 0, fitted.stderr[-3000:]
-    checkpoint = str(next(root.rglob("last.ckpt")))
-    command = [*_fit_command(root, "--data.batch_size", "1", "--ckpt_path", checkpoint, *DDP)]
-    command[command.index("fit")] = "test"
+    checkpoint = next(root.rglob("last.ckpt"))
+    previous = checkpoint.parent.parent / "predict" / "predictions.csv"  # a complete-looking file of an earlier run
+    if subcommand == "predict":
+        previous.parent.mkdir()
+        previous.write_text("file,label,probability\n")
+    command = [*_fit_command(root, "--data.batch_size", "1", "--ckpt_path", str(checkpoint), *DDP)]
+    command[command.index("fit")] = subcommand
     process = subprocess.Popen(
         command, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
     lines: queue.Queue[str | None] = queue.Queue()
 
-    def pump() -> None:
+    def pump() -> None:  # ends when every process of the command has closed the pipe: rank 1 too
         assert process.stdout is not None
         for line in process.stdout:
             lines.put(line)
         lines.put(None)
 
-    threading.Thread(target=pump, daemon=True).start()
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     seen: list[str] = []
     try:
-        # Lightning warns about the DistributedSampler as the test loop sets up its data, after it registered its
-        # SIGTERM handler: alone, that handler broadcasts from inside the signal handler and the command crashes
-        _read_until(lines, seen, re.compile("Using `DistributedSampler` with the dataloaders"), timeout=240)
+        _read_until(lines, seen, _STARTED[subcommand], timeout=240)
         process.send_signal(signal.SIGTERM)
         returncode = _wait_without_hanging(process)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    while (line := lines.get(timeout=30)) is not None:
+    while (line := lines.get(timeout=60)) is not None:
         seen.append(line)
-    last = "".join(seen).strip().splitlines()[-1]
-    assert returncode == 143, "".join(seen)[-3000:]
-    assert last.startswith("lit-transfer: stopped by SIGTERM (exit 143): the test did not finish"), last
+    output = "".join(seen)
+    assert returncode == 143, output[-3000:]
+    assert output.strip().splitlines()[-1].startswith(_STOPPED[subcommand]), output[-3000:]
+    assert output.count("lit-transfer: stopped by SIGTERM") == 1  # rank 0 reports, once
+    assert "Traceback" not in output, output[-3000:]  # the other process stopped too, not on a lost connection
+    if subcommand == "predict":
+        assert not list(previous.parent.glob("predictions.csv*"))  # no result, complete-looking or partial
 
 
 @pytest.mark.slow
