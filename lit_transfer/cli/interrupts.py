@@ -99,7 +99,8 @@ class StopSignals:
             return False
         if trainer.state.fn == "predict":
             return trainer.state.stage == RunningStage.PREDICTING and any(
-                isinstance(callback, SynchronizedStop) and callback.active for callback in trainer.callbacks
+                isinstance(callback, SynchronizedStop) and callback.active
+                for callback in getattr(trainer, "callbacks", None) or []
             )
         return trainer.state.stage in _GRACEFUL_STAGES
 
