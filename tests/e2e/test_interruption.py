@@ -226,8 +226,7 @@ def test_sigterm_under_ddp_evaluation_stops_every_process_with_a_status_not_a_ha
             lines.put(line)
         lines.put(None)
 
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    threading.Thread(target=pump, daemon=True).start()
     seen: list[str] = []
     try:
         _read_until(lines, seen, _STARTED[subcommand], timeout=240)
