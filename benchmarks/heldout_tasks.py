@@ -10,6 +10,9 @@ backbones the development suite does not use:
 - **output-level shifts** (new labels on clean scans): digits 0-6 -> 7-9, and even digits -> odd digits;
 - **three backbone families**: a ResNet (``resnet14t``), a MobileNet (``mobilenetv3_small_100``) and a ConvNeXt
   (``convnext_atto``), none of them the development suite's ``resnet10t``.
+
+:class:`HeldoutTask` and :class:`CorruptedDigits` also build the second held-out suite
+(:mod:`benchmarks.heldout_b_tasks`), whose input corruptions (``mirror``, ``dilate``) are listed here too.
 """
 
 from __future__ import annotations
@@ -20,17 +23,20 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.shift_tasks import ShiftTask, fine_tune
+from benchmarks.shift_tasks import IMAGE_SIZE, InvertedDigits, ShiftTask, fine_tune
 from lit_transfer.data import DigitsDataModule
 
-CORRUPTIONS = ("rot90", "blur", "noise")
-"""The input corruptions of :class:`CorruptedDigits`."""
+CORRUPTIONS = ("rot90", "blur", "noise", "mirror", "dilate")
+"""The input corruptions of :class:`CorruptedDigits` (the first held-out suite uses the first three, the second
+``mirror`` and ``dilate``)."""
 NOISE_SEED = 1234
 """Seed of the fixed noise of ``noise`` (one draw over all 1,797 scans, the same for every split and run seed)."""
 CONTRAST, NOISE_STD = 0.35, 24.0
 """``noise``: intensities scaled by ``CONTRAST`` around mid-grey, plus Gaussian noise of this std (0-255 scale)."""
 BLUR_KERNEL = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16.0
 """``blur``: a 3x3 binomial (Gaussian-like) kernel on the 8x8 scans, applied twice."""
+PLUS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
+"""``dilate``: the offsets of the plus-shaped 3x3 structuring element (a pixel and its four neighbours)."""
 
 
 def corrupt(images: np.ndarray, corruption: str) -> np.ndarray:
@@ -45,6 +51,12 @@ def corrupt(images: np.ndarray, corruption: str) -> np.ndarray:
     """
     if corruption == "rot90":
         return np.ascontiguousarray(np.rot90(images, k=1, axes=(1, 2)))
+    if corruption == "mirror":  # left-right
+        return np.ascontiguousarray(images[:, :, ::-1])
+    if corruption == "dilate":  # grey-level dilation: every pixel takes the brightest of itself and its 4 neighbours
+        padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="constant")
+        height, width = images.shape[1:]
+        return np.maximum.reduce([padded[:, 1 + i : 1 + i + height, 1 + j : 1 + j + width] for i, j in PLUS])
     values = images.astype(np.float64)
     if corruption == "blur":
         for _ in range(2):
@@ -90,9 +102,11 @@ class HeldoutTask(ShiftTask):
 
     Attributes:
         corruption: One of :data:`CORRUPTIONS` for an input-level shift, ``""`` for clean target scans.
+        image_size: Input size (px) of the source and target models (the 8x8 scans upsampled).
     """
 
     corruption: str = ""
+    image_size: int = IMAGE_SIZE
 
     @property
     def level(self) -> str:
@@ -100,12 +114,12 @@ class HeldoutTask(ShiftTask):
         return "input" if self.corruption else "output"
 
     def datamodule(self, shots: int | None, seed: int, **kwargs: Any) -> DigitsDataModule:
-        """The target task's DataModule (``shots`` scans per class, drawn with ``seed``) at 32 px."""
+        """The target task's DataModule (``shots`` scans per class, drawn with ``seed``) at :attr:`image_size` px."""
+        settings: dict[str, Any] = {"classes": self.target_classes, "shots_per_class": shots, "seed": seed}
+        settings |= {"image_size": self.image_size, **kwargs}
         if not self.corruption:
-            return super().datamodule(shots, seed, **kwargs)
-        return CorruptedDigits(
-            self.corruption, classes=self.target_classes, shots_per_class=shots, image_size=32, seed=seed, **kwargs
-        )
+            return (InvertedDigits if self.inverted else DigitsDataModule)(**settings)
+        return CorruptedDigits(self.corruption, **settings)
 
 
 ALL = tuple(range(10))
