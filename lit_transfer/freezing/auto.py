@@ -13,7 +13,7 @@ from typing import Any
 
 from lit_transfer.errors import check_int, check_positive_int, is_int, is_number
 from lit_transfer.freezing.base import FreezingPolicy, mask_depth
-from lit_transfer.freezing.trials import Candidate, TrialResult, depth_candidates, scaled
+from lit_transfer.freezing.trials import Candidate, TrialResult, depth_candidates
 
 __all__ = ["AutoFreeze", "AutoFreezePlan"]
 
@@ -28,12 +28,10 @@ class AutoFreezePlan:
     Attributes:
         epoch: The first epoch of the plan (the head alone trained before it).
         samples_per_class: Training samples per class at the decision.
-        chosen: The chosen candidate's name (e.g. ``"linear probe"``, ``"layer4 + head"``, ``"all groups"``,
-            ``"all groups at LR x 0.3"``).
+        chosen: The chosen candidate's name (e.g. ``"linear probe"``, ``"layer4 + head"``, ``"all groups"``).
         reason: Why: ``"validation"`` (the trials' best), ``"default: <why>"`` (the stated fallback).
         mask: Which groups train from ``epoch`` on (stem first, the head last).
-        lr_mults: Each group's learning-rate multiplier from ``epoch`` on (1 for frozen groups; the head's is the
-            chosen rate scale).
+        lr_mults: Each group's learning-rate multiplier from ``epoch`` on (1 for frozen groups and the head).
         trials: Each tried candidate's name, trial steps, validation loss and the paired standard error of its
             difference from the lowest loss, lowest first (empty when no trial ran).
         val_samples: Validation samples the trials were scored on (0 when none ran).
@@ -100,11 +98,8 @@ class AutoFreeze(FreezingPolicy):
     base learning rates, each trained group at ``lr * layer_decay ** i`` (``i`` steps below the head), then the
     task's loss on up to ``max_val_samples`` validation samples. Successive halving (Jamieson & Talwalkar, 2016)
     keeps the best ``1 / halving`` of the candidates and gives the survivors ``halving`` times more steps, until one
-    is left. Then the winning depth (unless it is the linear probe) trains as long again, from the same start, at
-    each rate in ``lr_scales`` times its own (every trained group and the head): the run's learning rate was set
-    before anyone knew which depth would train, and a depth that suits the task can still need a gentler rate. The
-    weights, optimizer, random generators, modes and flags are restored afterwards: only the decision leaves the
-    sandbox.
+    is left. The weights, optimizer, random generators, modes and flags are restored afterwards: only the decision
+    leaves the sandbox.
 
     The candidate with the lowest validation loss wins, except that the stated default (``default``, every group
     with layer decay: the LP-FT + layer-decay recipe) is kept unless the winner beats it by more than
@@ -125,7 +120,6 @@ class AutoFreeze(FreezingPolicy):
         trial_steps: Optimizer steps of each candidate in the first halving round; ``None`` takes one epoch of the
             training loader's steps, at least 4 and at most 50.
         halving: Survivors per round are the best ``ceil(n / halving)``; ``halving >= len(depths)`` is one round.
-        lr_scales: Learning-rate multipliers tried on the winning depth besides its own rate (``[]``: none).
         max_val_samples: Validation samples the trials are scored on (a seeded subset when there are more).
         min_val_samples: Fewer validation samples than this: no trials, the default.
         min_advantage: Paired standard errors by which a candidate must beat the default to replace it.
@@ -143,8 +137,6 @@ class AutoFreeze(FreezingPolicy):
         >>> names = ["stem", "layer1", "layer2", "head"]
         >>> [c.name for c in policy.candidates(names)]
         ['linear probe', 'layer2 + head', 'all groups']
-        >>> [c.name for c in policy.rate_variants(policy.candidates(names)[-1])]
-        ['all groups at LR x 0.3']
         >>> plan = policy.fallback(names, samples_per_class=10, epoch=1, why="no validation data")
         >>> plan.mask, plan.lr_mults
         ((True, True, True, True), (0.343, 0.49, 0.7, 1.0))
@@ -159,7 +151,6 @@ class AutoFreeze(FreezingPolicy):
         default: int | str = ALL,
         trial_steps: int | None = None,
         halving: int = 3,
-        lr_scales: Sequence[float] = (0.3,),
         max_val_samples: int = 128,
         min_val_samples: int = 20,
         min_advantage: float = 1.0,
@@ -180,12 +171,6 @@ class AutoFreeze(FreezingPolicy):
         if trial_steps is not None:
             check_positive_int("trial_steps", trial_steps)
         check_int("halving", halving, minimum=2)
-        lr_scales = [lr_scales] if is_number(lr_scales) else list(lr_scales)  # type: ignore[list-item]
-        if not all(is_number(s) and 0 < s < float("inf") for s in lr_scales):
-            raise ValueError(
-                f"`lr_scales` must be a list of positive learning-rate multipliers (e.g. [0.3]; [] tries none),"
-                f" got {lr_scales!r}."
-            )
         check_positive_int("max_val_samples", max_val_samples)
         check_int("min_val_samples", min_val_samples, minimum=2)
         if not is_number(min_advantage) or min_advantage < 0:
@@ -198,7 +183,6 @@ class AutoFreeze(FreezingPolicy):
         self.default = default
         self.trial_steps = trial_steps
         self.halving = int(halving)
-        self.lr_scales = [float(s) for s in lr_scales]
         self.max_val_samples = int(max_val_samples)
         self.min_val_samples = int(min_val_samples)
         self.min_advantage = float(min_advantage)
@@ -226,12 +210,6 @@ class AutoFreeze(FreezingPolicy):
     def candidates(self, group_names: Sequence[str]) -> list[Candidate]:
         """The candidate plans for these groups (stem first, the head last), duplicates removed."""
         return depth_candidates(group_names, self.depths, self.layer_decay, self.new_groups)
-
-    def rate_variants(self, candidate: Candidate) -> list[Candidate]:
-        """``candidate`` at each of :attr:`lr_scales` (none for a candidate that trains only the new groups)."""
-        if not any(candidate.mask[: len(candidate.mask) - self.new_groups]):
-            return []
-        return [scaled(candidate, s) for s in self.lr_scales if s != 1]
 
     def default_candidate(self, group_names: Sequence[str]) -> Candidate:
         """The plan taken without evidence."""
@@ -262,7 +240,7 @@ class AutoFreeze(FreezingPolicy):
         Returns:
             The plan (also kept as :attr:`plan`).
         """
-        by_name = {v.name: v for c in self.candidates(group_names) for v in (c, *self.rate_variants(c))}
+        by_name = {c.name: c for c in self.candidates(group_names)}
         best = results[0]
         default = self.default_candidate(group_names)
         reason = "lowest validation loss"
@@ -319,7 +297,6 @@ class AutoFreeze(FreezingPolicy):
             "default": self.default,
             "trial_steps": self.trial_steps,
             "halving": self.halving,
-            "lr_scales": list(self.lr_scales),
             "max_val_samples": self.max_val_samples,
             "min_val_samples": self.min_val_samples,
             "min_advantage": self.min_advantage,

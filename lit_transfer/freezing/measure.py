@@ -4,8 +4,7 @@
 after the linear probe. On rank 0 it runs the policy's candidates as short trial fine-tunes on the run's module
 (:class:`~lit_transfer.freezing.sandbox.TrialBench`, which restores the weights, gradients, flags, modes and random
 generators afterwards), scores them on validation samples (:mod:`lit_transfer.freezing.trial_data`) by successive
-halving (:func:`~lit_transfer.freezing.trials.successive_halving`), tries the winning depth at the policy's other
-learning rates (:func:`~lit_transfer.freezing.trials.rate_trials`), and the policy turns the scores into a plan.
+halving (:func:`~lit_transfer.freezing.trials.successive_halving`), and the policy turns the scores into a plan.
 Without enough validation data, or when the trials cannot run (several optimizers), the policy's stated default
 is the plan and the log line says why. The plan is broadcast so that every DDP rank follows the same one.
 :func:`apply_lr_multipliers` then multiplies the plan's per-group factors into the optimizer's param groups and
@@ -19,7 +18,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
@@ -27,7 +25,7 @@ from lit_transfer.freezing.auto import AutoFreeze, AutoFreezePlan
 from lit_transfer.freezing.layer_groups import LayerGroup
 from lit_transfer.freezing.sandbox import TrialBench
 from lit_transfer.freezing.trial_data import samples_per_class, validation_set
-from lit_transfer.freezing.trials import rate_trials, successive_halving
+from lit_transfer.freezing.trials import successive_halving
 from lit_transfer.optim.rescale import scale_learning_rates, scheduler_configs_of
 from lit_transfer.training_state import seeded_rng
 
@@ -58,16 +56,10 @@ def decide(
         )
     batches = trainer.num_training_batches
     steps = policy.first_round_steps(int(batches) if isinstance(batches, int) or math.isfinite(batches) else None)
-    candidates = policy.candidates(names)
     with seeded_rng(policy.seed):
         bench = TrialBench(trainer, pl_module, groups, val, policy.seed, policy.train_bn)
         try:
-            losses: dict[str, torch.Tensor] = {}
-            results = successive_halving(candidates, bench.run, steps, policy.halving, losses)
-            winner = next(c for c in candidates if c.name == results[0].name)
-            variants = policy.rate_variants(winner)
-            if variants:
-                results = rate_trials(results, winner, variants, bench.run, losses)
+            results = successive_halving(policy.candidates(names), bench.run, steps, policy.halving)
         finally:
             bench.close()
     return policy.choose(names, results, per_class, epoch, val.size)

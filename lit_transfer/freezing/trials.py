@@ -13,15 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = [
-    "Candidate",
-    "TrialResult",
-    "depth_candidates",
-    "paired_standard_error",
-    "rate_trials",
-    "scaled",
-    "successive_halving",
-]
+__all__ = ["Candidate", "TrialResult", "depth_candidates", "paired_standard_error", "successive_halving"]
 
 
 @dataclass(frozen=True)
@@ -29,10 +21,9 @@ class Candidate:
     """One way to fine-tune: which groups train and at what learning-rate multiplier.
 
     Attributes:
-        name: ``"linear probe"``, ``"<first trained group> + head"`` or ``"all groups"``, with ``" at LR x s"``
-            when every trained group's rate is scaled by ``s`` (:func:`scaled`).
+        name: ``"linear probe"``, ``"<first trained group> + head"`` or ``"all groups"``.
         mask: Which groups train (stem first, the head last).
-        lr_mults: Each group's multiplier (1 for frozen groups; the head at the full rate unless scaled).
+        lr_mults: Each group's multiplier (1 for frozen groups and the head).
     """
 
     name: str
@@ -98,17 +89,6 @@ def depth_candidates(
     return candidates
 
 
-def scaled(candidate: Candidate, scale: float) -> Candidate:
-    """``candidate`` with the rate of every trained group (the head included) multiplied by ``scale``.
-
-    Example:
-        >>> scaled(Candidate("all groups", (True, True), (0.5, 1.0)), 0.3)
-        Candidate(name='all groups at LR x 0.3', mask=(True, True), lr_mults=(0.15, 0.3))
-    """
-    mults = tuple(round(m * scale, 6) if trained else m for m, trained in zip(candidate.lr_mults, candidate.mask))
-    return Candidate(f"{candidate.name} at LR x {scale:g}", candidate.mask, mults)
-
-
 def paired_standard_error(a: torch.Tensor, b: torch.Tensor) -> float:
     """Standard error of the mean of ``a - b`` (per-sample losses of two candidates on the same samples)."""
     diff = (a.double() - b.double()).flatten()
@@ -122,14 +102,12 @@ def successive_halving(
     run: Callable[[Candidate, int], torch.Tensor],
     first_steps: int,
     halving: int,
-    losses: dict[str, torch.Tensor] | None = None,
 ) -> list[TrialResult]:
     """Successive halving (Jamieson & Talwalkar, 2016): try all, keep the best ``ceil(n / halving)``, repeat.
 
     Each round trains every surviving candidate ``steps`` more (``first_steps``, then ``halving`` times the last
     round's) through ``run(candidate, steps)``, which continues that candidate's own trial and returns its
     per-sample validation losses; the lowest mean loss ranks first (the order of ``candidates`` breaks ties).
-    Each candidate's last per-sample losses are put into ``losses`` when it is given (for :func:`rate_trials`).
 
     Returns:
         Every candidate's last result, the last round's best first, then the others by their own last round
@@ -148,7 +126,7 @@ def successive_halving(
     """
     alive = list(candidates)
     trained = {c.name: 0 for c in alive}
-    losses = {} if losses is None else losses
+    losses: dict[str, torch.Tensor] = {}
     eliminated: list[str] = []
     steps = first_steps
     while True:
@@ -168,41 +146,5 @@ def successive_halving(
     best = losses[order[0]]
     return [
         TrialResult(name, trained[name], float(losses[name].mean()), paired_standard_error(losses[name], best))
-        for name in order
-    ]
-
-
-def rate_trials(
-    results: Sequence[TrialResult],
-    winner: Candidate,
-    variants: Sequence[Candidate],
-    run: Callable[[Candidate, int], torch.Tensor],
-    losses: dict[str, torch.Tensor],
-) -> list[TrialResult]:
-    """The depth's winner at other learning rates: each variant (``scaled(winner, s)``) trains as long as it did.
-
-    Each variant's trial starts afresh (``run`` starts a candidate it has not seen from the trials' common start) and
-    trains the winner's steps, so the rates are compared at equal length on the same batches and samples.
-
-    Args:
-        results: :func:`successive_halving`'s results, ``winner``'s first.
-        winner: The candidate of ``results[0]``.
-        variants: The winner at other rates (:func:`scaled`).
-        run: As for :func:`successive_halving`.
-        losses: Every result's per-sample losses (filled by :func:`successive_halving`); the new trials' are added.
-
-    Returns:
-        The winner and its scaled variants ranked by validation loss (ties keep the unscaled first), then the other
-        results in their order; every paired standard error against the new first.
-    """
-    steps = {r.name: r.steps for r in results}
-    for variant in variants:
-        losses[variant.name] = run(variant, results[0].steps).detach().double().flatten()
-        steps[variant.name] = results[0].steps
-    by_rate = sorted([winner.name, *(v.name for v in variants)], key=lambda name: float(losses[name].mean()))
-    order = [*by_rate, *(r.name for r in results[1:])]
-    best = losses[order[0]]
-    return [
-        TrialResult(name, steps[name], float(losses[name].mean()), paired_standard_error(losses[name], best))
         for name in order
     ]
