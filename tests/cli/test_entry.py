@@ -52,6 +52,23 @@ def test_every_public_name_resolves_to_its_home_module() -> None:
     assert set(lit_transfer.__all__) <= set(names) and set(lit_transfer.__all__) <= set(dir(lit_transfer))
 
 
+def test_the_three_lists_of_public_names_agree() -> None:
+    """``__all__``, the lazy lookup's map and the imports type checkers read name the same objects."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(lit_transfer))
+    guarded = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    typed = {
+        alias.asname or alias.name: node.module
+        for node in guarded.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert typed == lit_transfer._HOMES
+    assert set(lit_transfer.__all__) == {*lit_transfer._HOMES, "__version__"}
+
+
 def test_an_unknown_name_is_an_attribute_error_naming_it() -> None:
     with pytest.raises(AttributeError, match="'TransferClasifier'"):
         lit_transfer.TransferClasifier  # noqa: B018
