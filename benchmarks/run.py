@@ -38,6 +38,7 @@ BENCHMARKS = (
     "lr_finder",
     "shift",
     "heldout",
+    "heldout_b",
     "heldout_lr_finder",
     "canvases",
     "segmentation",

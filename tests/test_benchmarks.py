@@ -255,3 +255,126 @@ def test_quick_heldout_lr_finder_figures_and_verdicts_follow_its_runs(tmp_path) 
     text = (tmp_path / "results.md").read_text()
     for target, ok in zip(result["targets"], [near, fast]):
         assert f"| heldout_lr_finder | {target} | {common.verdict(ok)} |" in text
+
+
+def test_heldout_b_tasks_share_no_shift_and_no_backbone_with_the_earlier_suites() -> None:
+    from benchmarks import heldout_b_tasks, heldout_tasks, shift_tasks
+
+    tasks, earlier = heldout_b_tasks.TASKS, (*shift_tasks.TASKS, *heldout_tasks.TASKS)
+    assert len(tasks) >= 4 and len({t.key for t in tasks}) == len(tasks)
+    assert [t.level for t in tasks].count("input") >= 2 and [t.level for t in tasks].count("output") >= 2
+    kinds = {"resnet": "ResNet", "mobilenet": "MobileNet", "efficientnet": "MobileNet", "vit": "ViT", "test_vit": "ViT"}
+    families = {next(kind for prefix, kind in kinds.items() if t.backbone.startswith(prefix)) for t in tasks}
+    assert families == {"ResNet", "MobileNet", "ViT"}, families
+    assert not {t.backbone for t in tasks} & {t.backbone for t in earlier}
+    used_corruptions = {t.corruption for t in heldout_tasks.TASKS if t.level == "input"}
+    used_splits = {(t.source_classes, t.target_classes) for t in earlier if not getattr(t, "corruption", "")}
+    for task in tasks:
+        assert not task.inverted, task.key  # the development suite's input shift
+        if task.level == "input":
+            assert task.source_classes == task.target_classes and task.corruption in heldout_tasks.CORRUPTIONS
+            assert task.corruption not in used_corruptions, task.key
+        else:
+            assert (task.source_classes, task.target_classes) not in used_splits, task.key
+            assert not set(task.source_classes) & set(task.target_classes), task.key
+            assert not any(set(task.target_classes) == set(t) for _, t in used_splits if t != tuple(range(10)))
+        data = task.datamodule(1, seed=0)  # each task's scans at its own input size (the ViT's 16 patches)
+        data.setup("fit")
+        images, labels = next(iter(data.train_dataloader()))
+        assert images.shape[-2:] == (task.image_size, task.image_size) and len(set(labels.tolist())) > 1
+        assert isinstance(data, heldout_tasks.CorruptedDigits) == (task.level == "input"), task.key
+
+
+def test_mirror_and_dilate_are_fixed_per_scan_keep_the_shape_and_change_every_scan() -> None:
+    import numpy as np
+
+    from benchmarks import heldout_tasks
+
+    clean, labels, splits = heldout_tasks.DigitsDataModule(classes=(0, 1, 2), shots_per_class=3, seed=5)._splits()
+    for corruption in ("mirror", "dilate"):
+        one = heldout_tasks.CorruptedDigits(corruption, classes=(0, 1, 2), shots_per_class=3, seed=5)._splits()
+        other = heldout_tasks.CorruptedDigits(corruption, classes=(0, 1, 2), shots_per_class=3, seed=6)._splits()[0]
+        assert one[2] == splits and (one[1] == labels).all()  # the same splits, labels and few-shot draws
+        assert one[0].dtype == np.uint8 and one[0].shape == clean.shape
+        assert (other == one[0]).all() and (heldout_tasks.corrupt(clean, corruption) == one[0]).all()
+        assert (one[0] != clean).any(axis=(1, 2)).mean() > 0.9, corruption  # nearly every scan changes
+    mirrored = heldout_tasks.corrupt(clean, "mirror")
+    assert (mirrored == clean[:, :, ::-1]).all() and (heldout_tasks.corrupt(mirrored, "mirror") == clean).all()
+    dilated = heldout_tasks.corrupt(clean, "dilate")
+    assert (dilated >= clean).all() and (dilated > 128).sum() > 1.5 * (clean > 128).sum()  # thicker strokes
+    dot = np.zeros((1, 8, 8), dtype=np.uint8)
+    dot[0, 0, 0], dot[0, 4, 5] = 200, 90
+    expected = np.zeros((8, 8), dtype=np.uint8)
+    expected[[0, 0, 1], [0, 1, 0]] = 200  # a plus clipped at the corner
+    expected[[4, 3, 5, 4, 4], [5, 5, 5, 4, 6]] = 90
+    assert (heldout_tasks.corrupt(dot, "dilate")[0] == expected).all()
+
+
+def test_heldout_b_section_has_its_own_heading_goals_and_history() -> None:
+    from benchmarks import heldout, heldout_b, shift_tasks
+
+    suite, tasks = heldout_b.SUITE, heldout_b.SUITE.tasks
+    assert (suite.name, suite.anchor) == ("heldout_b", "heldout-b") and "heldout_b" in run.BENCHMARKS
+    assert (suite.section_file, suite.decisions_file) == ("heldout_b_section.md", "heldout_b_auto_decisions.md")
+    assert heldout.SUITE.section_file == heldout.SECTION_FILE == "heldout_section.md"
+    policies = ("linear probe", heldout.FULL, shift_tasks.FALLBACK, heldout.AUTO)
+    # made-up accuracies: the section's layout is under test, not a result
+    results = {t.key: {p: {10: [60.0 + i + j, 61.0 + i]} for j, p in enumerate(policies)} for i, t in enumerate(tasks)}
+    seconds = {t.key: {heldout.AUTO: [6.0, 8.0], shift_tasks.FALLBACK: [4.0, 4.0]} for t in tasks}
+    pairs = heldout.compare(results, seconds, 10, tasks)
+    assert all(pairs[t.key]["best_fixed"] == shift_tasks.FALLBACK for t in tasks)
+    assert pairs[tasks[0].key]["vs_best"] == pytest.approx((0.5, 0.5)) and pairs[tasks[0].key]["time_ratio"] == [
+        1.5,
+        2.0,
+    ]
+    targets, notes, averaged = heldout.goals(results, pairs, 10, suite)
+    assert all(name.startswith("held-out B: ") for name in targets) and len(notes) == len(tasks) + 1
+    sources = {t.key: (t.key, {"source_test_acc": 95.0, "train_seconds": 60.0}) for t in tasks}
+    chosen = {t.key: {p: 1e-3 for p in policies} for t in tasks}
+    scores = {t.key: {p: {1e-3: [50.0]} for p in policies} for t in tasks}
+    args = (dict.fromkeys(policies), results, pairs, averaged, chosen, scores, sources, (0, 1), (10,), notes)
+    full, quick = heldout.section(False, *args, suite), heldout.section(True, *args, suite)
+    assert full.startswith(f"### {suite.heading} {{#heldout-b}}") and suite.history in full
+    assert "second held-out suite" in suite.history.lower() and "run once" in suite.history
+    assert "as they came" in suite.history and suite.history not in quick and "not the held-out result" in quick
+    assert "32x32 or 64x64" in full and all(t.title in full for t in tasks)
+    assert (heldout.SUITE.anchor, heldout.SUITE.label) == ("heldout", "held-out")  # the first suite's, unchanged
+
+
+@pytest.mark.slow  # about 30 s with the 2-epoch sources cached
+def test_quick_heldout_b_writes_its_own_files_and_its_verdicts_follow_its_numbers(tmp_path) -> None:
+    from benchmarks import heldout, heldout_b, shift_tasks
+
+    suite = heldout_b.SUITE
+    assert run.main(["--quick", "--only", "heldout_b", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())["results"]["heldout_b"]
+    assert "error" not in result, result.get("error")
+    runs, keys, shots = result["results"], [t.key for t in suite.tasks], str(result["config"]["shots"][-1])
+    assert list(runs) == keys and all(set(runs[k]) == set(heldout.QUICK["policies"]) for k in keys)
+    assert all(len(v[shots]) == 1 and 0 <= v[shots][0] <= 100 for task in runs.values() for v in task.values())
+    assert {key: meta["image_size"] for key, meta in result["sources"].items()} == {
+        t.key: t.image_size for t in suite.tasks
+    }
+    acc = {k: {p: v[shots][0] for p, v in task.items()} for k, task in runs.items()}
+    fixed = [p for p in acc[keys[0]] if p != heldout.AUTO]
+    best = {k: max(fixed, key=lambda p, k=k: acc[k][p]) for k in keys}
+    wall = result["run_seconds"]
+    ratios = {k: wall[k][heldout.AUTO][0] / wall[k][shift_tasks.FALLBACK][0] for k in keys}
+    average = {p: sum(acc[k][p] for k in keys) / len(keys) for p in acc[keys[0]]}
+    expected = [
+        all(acc[k][heldout.AUTO] - acc[k][best[k]] >= -heldout.NEAR for k in keys),
+        all(acc[k][heldout.AUTO] >= acc[k][heldout.FULL] for k in keys),
+        all(average[heldout.AUTO] > average[p] for p in fixed),
+        all(ratios[k] <= heldout.TIME_RATIO for k in keys),
+    ]
+    assert list(result["targets"].values()) == expected and all(t.startswith("held-out B: ") for t in result["targets"])
+    assert (tmp_path / suite.decisions_file).read_text().count("AutoFreeze:") == len(keys)
+    section = (tmp_path / suite.section_file).read_text()
+    assert (
+        section.startswith(suite.generated) and "{#heldout-b}" not in section and "not the held-out result" in section
+    )
+    assert not (tmp_path / heldout.SECTION_FILE).exists()  # the first suite's files are left alone
+    text = (tmp_path / "results.md").read_text()
+    assert "{#heldout-b}" in text
+    for target, ok in zip(result["targets"], expected):
+        assert f"| heldout_b | {target} | {common.verdict(ok)} |" in text
