@@ -6,8 +6,8 @@ backbones (``resnet14t``, ``mobilenetv3_small_100``, ``convnext_atto``). The pro
 each source model trained here by the quick start's source recipe (:func:`benchmarks.common.source_weights`, 30
 epochs, seed 42), every run :func:`benchmarks.shift_tasks.fine_tune` (:data:`EPOCHS` epochs, AdamW, warmup + cosine,
 label smoothing 0.1, the digit-safe augmentation), the policies of :func:`benchmarks.shift_tasks.policies` (with the
-control row of ``auto``'s fallback), each fixed policy's learning rate chosen per task on the validation split by
-:func:`benchmarks.shift.select_lrs` and ``auto``'s one learning rate for all tasks the same way.
+control row of ``auto``'s fallback), each row's learning rate (``auto``'s included) chosen per task on the validation
+split by :func:`benchmarks.shift.select_lrs`, and the row ``auto (one lr for every task)`` with one rate for all tasks.
 
 Reported at :data:`SHOTS` shots per class over :data:`SEEDS` (``LIT_TRANSFER_HELDOUT_SEEDS=n`` runs seeds
 ``0..n-1`` instead): test accuracy per policy, and for ``auto`` against the best fixed policy and against full
@@ -31,7 +31,17 @@ from typing import Any
 
 from benchmarks import common
 from benchmarks.heldout_tasks import TASKS, HeldoutTask, timed_fine_tune
-from benchmarks.shift import AUTO, FULL, SELECT_SEEDS, SELECT_SHOTS, decisions_markdown, mean, select_lrs
+from benchmarks.shift import (
+    AUTO,
+    AUTO_SHARED,
+    FULL,
+    SELECT_SEEDS,
+    SELECT_SHOTS,
+    decisions_markdown,
+    is_fixed,
+    mean,
+    select_lrs,
+)
 from benchmarks.shift_tasks import FALLBACK, fine_tune_all, policies
 
 SOURCE_EPOCHS = 30
@@ -140,7 +150,7 @@ def compare(
     out: dict[str, dict[str, Any]] = {}
     for task in tasks:
         by = results[task.key]
-        best = max((p for p in by if p != AUTO), key=lambda p: mean(by[p][k]))
+        best = max((p for p in by if is_fixed(p)), key=lambda p: mean(by[p][k]))
         ratios = [a / c for a, c in zip(seconds[task.key][AUTO], seconds[task.key][FALLBACK], strict=True)]
         out[task.key] = {
             "best_fixed": best,
@@ -210,7 +220,7 @@ def goals(
             f"; more seeds ({SEEDS_ENV}=n) are needed before this task's verdict means anything.",
         )
         notes += [note] if note else []
-    runner_up = max((p for p in averaged if p != AUTO), key=lambda p: averaged[p])
+    runner_up = max((p for p in averaged if is_fixed(p)), key=lambda p: averaged[p])
     notes.append(
         f"Mean over the {len(tasks)} tasks: auto {averaged[AUTO]:.1f} %, best fixed policy {runner_up}"
         f" {averaged[runner_up]:.1f} %."
@@ -381,7 +391,8 @@ def section(
             f" augmentation; test accuracy (%) of the final weights, mean ± std over {len(seeds)} seed(s)"
             f" ({', '.join(map(str, seeds))}). Learning rates chosen on the validation split at"
             f" {1 if quick else SELECT_SHOTS} shots over seed(s) {', '.join(map(str, SELECT_SEEDS))}: per task for"
-            " each fixed policy, one for all tasks for `auto`.",
+            f" every row, `auto` included (the same budget for every row); `{AUTO_SHARED}` is `auto` with the one"
+            " rate best over all the suite's tasks, from the same validation runs. The goals are `auto`'s.",
             common.md_table(headers, rows),
             f"`auto` against the best fixed policy and against full fine-tuning at {k} shots: mean paired difference"
             " (points, same seeds) ± its paired standard error; wall time of `auto` over the control row's fine-tune"

@@ -117,6 +117,7 @@ def policies(epochs: int) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         missing["auto"] = "lit_transfer.freezing.AutoFreeze is not available"
     else:
         table["auto"] = {"freeze": "auto"}
+        table["auto (one lr for every task)"] = {"freeze": "auto"}  # benchmarks.shift.AUTO_SHARED
     return table, missing
 
 

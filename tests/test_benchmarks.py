@@ -131,8 +131,24 @@ def test_transfer_table_rows_differ_only_in_freezing_and_layer_decay() -> None:
     assert all("Flip" not in step["class_path"] for step in transfer_table.augmentation())
 
 
+def test_every_row_gets_its_rate_per_task_and_the_shared_auto_row_one_for_all() -> None:
+    from benchmarks import shift
+
+    scores = {
+        "a": {"auto": {0.1: [90.0, 88.0], 0.3: [70.0, 72.0]}, "full fine-tune": {0.1: [50.0], 0.3: [70.0]}},
+        "b": {"auto": {0.1: [60.0, 62.0], 0.3: [75.0, 73.0]}, "full fine-tune": {0.1: [65.0], 0.3: [40.0]}},
+    }
+    for by_policy in scores.values():
+        by_policy[shift.AUTO_SHARED] = by_policy[shift.AUTO]
+    chosen = shift.pick_lrs(scores)
+    assert chosen["a"]["auto"] == 0.1 and chosen["b"]["auto"] == 0.3  # per task, like every fixed row
+    assert chosen["a"]["full fine-tune"] == 0.3 and chosen["b"]["full fine-tune"] == 0.1
+    assert chosen["a"][shift.AUTO_SHARED] == chosen["b"][shift.AUTO_SHARED] == 0.1  # 89 + 61 > 71 + 74
+    assert not shift.is_fixed(shift.AUTO) and not shift.is_fixed(shift.AUTO_SHARED) and shift.is_fixed("linear probe")
+
+
 def test_shift_input_task_inverts_every_scan_and_keeps_the_splits() -> None:
-    from benchmarks import shift_tasks
+    from benchmarks import shift, shift_tasks
 
     output, inputs = shift_tasks.TASKS
     assert output.target_classes == common.TARGET_CLASSES and not output.inverted
@@ -143,7 +159,8 @@ def test_shift_input_task_inverts_every_scan_and_keeps_the_splits() -> None:
     assert splits_a == splits_b and (labels_a == labels_b).all() and (a.astype(int) + b == 255).all()
     assert isinstance(inputs.datamodule(1, seed=0), shift_tasks.InvertedDigits)
     table, missing = shift_tasks.policies(12)
-    assert len(table) + len(missing) == 9 and not set(table) & set(missing)
+    assert len(table) + len(missing) == 10 and not set(table) & set(missing)
+    assert table[shift.AUTO] == table[shift.AUTO_SHARED] == {"freeze": "auto"}  # the same auto, two LR protocols
     assert {"linear probe", "first group + head", "last group + head", "full fine-tune", "auto"} <= {*table, *missing}
     assert table[shift_tasks.FALLBACK]["layer_decay"] == shift_tasks.LAYER_DECAY
     assert all(set(spec) <= {"freeze", "layer_decay"} for spec in table.values())
