@@ -40,6 +40,7 @@ BENCHMARKS = (
     "heldout",
     "heldout_b",
     "heldout_lr_finder",
+    "heldout_b_lr_finder",
     "canvases",
     "segmentation",
     "tune",

@@ -238,13 +238,17 @@ def test_quick_segmentation_reports_the_transfer_gain_it_measured(tmp_path) -> N
 
 
 @pytest.mark.slow  # over ~15 s on 2 cores
-def test_quick_heldout_lr_finder_figures_and_verdicts_follow_its_runs(tmp_path) -> None:
+@pytest.mark.parametrize("name", ["heldout_lr_finder", "heldout_b_lr_finder"])
+def test_quick_heldout_lr_finder_figures_and_verdicts_follow_its_runs(tmp_path, name) -> None:
+    import importlib
+
     from benchmarks import heldout_lr_finder
 
-    assert run.main(["--quick", "--only", "heldout_lr_finder", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "results.json").read_text())["results"]["heldout_lr_finder"]
+    suite = importlib.import_module(f"benchmarks.{name}").SUITE
+    assert run.main(["--quick", "--only", name, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())["results"][name]
     assert "error" not in result, result.get("error")
-    keys = list(heldout_lr_finder.QUICK["tasks"])
+    keys = list(suite.quick_tasks)
     seeds = list(heldout_lr_finder.QUICK["seeds"])
     assert list(result["tasks"]) == keys and result["config"]["seeds"] == seeds
     near, fast = True, True
@@ -266,12 +270,25 @@ def test_quick_heldout_lr_finder_figures_and_verdicts_follow_its_runs(tmp_path) 
         near = near and common.mean_std(finder)[0] >= common.mean_std(grid)[0] - heldout_lr_finder.NEAR
         fast = fast and common.mean_std(ratios)[0] < heldout_lr_finder.TIME_SHARE
     assert list(result["targets"].values()) == [near, fast]
-    section = (tmp_path / heldout_lr_finder.SECTION_FILE).read_text()
-    assert section.startswith(heldout_lr_finder.GENERATED) and "{#heldout-lr-finder}" not in section
+    assert all(target.startswith(f"{suite.label}: ") for target in result["targets"])
+    section = (tmp_path / suite.section_file).read_text()
+    assert section.startswith(suite.generated) and f"{{#{suite.anchor}}}" not in section
     assert "not the held-out result" in section and f"{result['tasks'][keys[0]]['paired'][0]:+.1f}" in section
     text = (tmp_path / "results.md").read_text()
+    assert f"### {suite.heading} {{#{suite.anchor}}}" in text
     for target, ok in zip(result["targets"], [near, fast]):
-        assert f"| heldout_lr_finder | {target} | {common.verdict(ok)} |" in text
+        assert f"| {name} | {target} | {common.verdict(ok)} |" in text
+
+
+def test_the_finder_suites_report_each_held_out_suite_in_its_own_section() -> None:
+    from benchmarks import heldout_b, heldout_b_lr_finder, heldout_lr_finder
+
+    first, second = heldout_lr_finder.SUITE, heldout_b_lr_finder.SUITE
+    assert first.tasks == heldout_lr_finder.TASKS and second.tasks == heldout_b.SUITE.tasks
+    assert second.seeds == tuple(range(10)) and set(second.quick_tasks) <= {t.key for t in second.tasks}
+    assert len({first.section_file, second.section_file, first.anchor, second.anchor, first.label, second.label}) == 6
+    assert heldout_lr_finder.SECTION_FILE == "heldout_lr_finder_section.md"  # the first suite's page is unchanged
+    assert first.generated == heldout_lr_finder.GENERATED and "--only heldout_lr_finder`" in first.generated
 
 
 def test_heldout_b_tasks_share_no_shift_and_no_backbone_with_the_earlier_suites() -> None:
