@@ -47,12 +47,24 @@ WEIGHT_DECAY = 0.05
 LAYER_DECAY = 0.7
 DECODER_CHANNELS = 64
 SEEDS = (0, 1, 2)
-QUICK: dict[str, Any] = {"source_epochs": 2, "steps": 4, "shots": (5, 20), "test": 16, "val": 20, "seeds": (0,)}
-"""``--quick``: a smoke test of the code path (a 2-epoch source, 4 steps per row, 16 test canvases, one seed)."""
+QUICK: dict[str, Any] = {
+    "source_epochs": 2,
+    "steps": 4,
+    "shots": (5, 20),
+    "test": 16,
+    "val": 20,
+    "seeds": (0,),
+    "auto": {"max_trial_share": None},
+}
+"""``--quick``: a smoke test of the code path (a 2-epoch source, 4 steps per row, 16 test canvases, one seed;
+``auto``'s trials run although such a short run would skip them)."""
 
 
-def policies(epochs: int) -> dict[str, dict[str, Any]]:
-    """Policy name -> segmenter arguments for a run of ``epochs`` (``pretrained`` is filled in by :func:`train`)."""
+def policies(epochs: int, auto: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Policy name -> segmenter arguments for a run of ``epochs`` (``pretrained`` is filled in by :func:`train`).
+
+    ``auto``: arguments of ``auto``'s :class:`~lit_transfer.freezing.AutoFreeze` (none: its defaults).
+    """
     from lit_transfer import AutoFreeze, FreezeUnfreeze, FullFineTune, LinearProbe
 
     switch = max(1, epochs // 3)
@@ -61,7 +73,7 @@ def policies(epochs: int) -> dict[str, dict[str, Any]]:
         f"LP-FT (all from epoch {switch} of {epochs})": {"freeze": FreezeUnfreeze(unfreeze_at_epoch=switch)},
         "full fine-tune": {"freeze": FullFineTune()},
         f"full fine-tune + layer decay {LAYER_DECAY:g}": {"freeze": FullFineTune(), "layer_decay": LAYER_DECAY},
-        "auto": {"freeze": AutoFreeze()},
+        "auto": {"freeze": AutoFreeze(**(auto or {}))},
         "scratch": {"freeze": FullFineTune(), "scratch": True},
     }
 
@@ -132,7 +144,15 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     settings: dict[str, Any] = (
         QUICK
         if quick
-        else {"source_epochs": None, "steps": STEPS, "shots": SHOTS, "test": TEST, "val": VAL, "seeds": SEEDS}
+        else {
+            "source_epochs": None,
+            "steps": STEPS,
+            "shots": SHOTS,
+            "test": TEST,
+            "val": VAL,
+            "seeds": SEEDS,
+            "auto": {},
+        }
     )
     weights, meta = common.source_weights(CELL, epochs=settings["source_epochs"])
     shots, seeds = tuple(settings["shots"]), tuple(settings["seeds"])
@@ -154,7 +174,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
         for count in shots:
             csvs["train"] = _table(root, "train", count, Path(folder) / f"train_{count}.csv")
             epochs = epochs_for(count, settings["steps"])
-            table = policies(epochs)
+            table = policies(epochs, settings["auto"])
             names = names or [n.split(" (")[0] for n in table]
             results[count] = {}
             for seed in seeds:

@@ -13,12 +13,15 @@ from typing import Any
 
 from lit_transfer.errors import check_int, check_positive_int, is_int, is_number
 from lit_transfer.freezing.base import FreezingPolicy, mask_depth
-from lit_transfer.freezing.trials import Candidate, TrialResult, depth_candidates
+from lit_transfer.freezing.trials import Candidate, TrialResult, depth_candidates, halving_cost
 
 __all__ = ["AutoFreeze", "AutoFreezePlan"]
 
 ALL = "all"
 """The depth that trains every group (a value of ``AutoFreeze(depths=...)``)."""
+MIN_TRIAL_STEPS = 4
+"""The fewest first-round steps a candidate's trial takes (fewer, or ``trial_steps`` if that is smaller, and the
+trials do not run)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,12 @@ class AutoFreeze(FreezingPolicy):
     is left. The weights, optimizer, random generators, modes and flags are restored afterwards: only the decision
     leaves the sandbox.
 
+    The trials' cost is bounded by the run's length: all candidates' steps together, every round, take at most
+    ``max_trial_share`` of the training steps left in the run (Lightning's ``estimated_stepping_batches`` less the
+    steps taken, in batches). The first round is shortened to fit; when even :data:`MIN_TRIAL_STEPS` steps per
+    candidate would not fit (a short run on few images), no trial runs and the default is the plan, as the log line
+    says: the trials cannot pay for themselves there.
+
     The candidate with the lowest validation loss wins, except that the stated default (``default``, every group
     with layer decay: the LP-FT + layer-decay recipe) is kept unless the winner beats it by more than
     ``min_advantage`` paired standard errors of the per-sample losses; and with fewer than ``min_val_samples``
@@ -118,7 +127,10 @@ class AutoFreeze(FreezingPolicy):
         depths: Candidate depths: integers ``>= 0`` (groups below the head) or ``"all"``.
         default: The depth taken without evidence (too little validation data, or no clear winner).
         trial_steps: Optimizer steps of each candidate in the first halving round; ``None`` takes one epoch of the
-            training loader's steps, at least 4 and at most 50.
+            training loader's steps, at least 4 and at most 50. ``max_trial_share`` may shorten it.
+        max_trial_share: The most the trials may train, all candidates and rounds together, as a share of the
+            training steps left in the run; ``None``: no bound. Its default keeps the trials' steps at a quarter of
+            the fine-tune's, so that ``auto`` end to end stays within about 1.5 times one fine-tune.
         halving: Survivors per round are the best ``ceil(n / halving)``; ``halving >= len(depths)`` is one round.
         max_val_samples: Validation samples the trials are scored on (a seeded subset when there are more).
         min_val_samples: Fewer validation samples than this: no trials, the default.
@@ -150,6 +162,7 @@ class AutoFreeze(FreezingPolicy):
         depths: Sequence[int | str] = (0, 1, ALL),
         default: int | str = ALL,
         trial_steps: int | None = None,
+        max_trial_share: float | None = 0.25,
         halving: int = 3,
         max_val_samples: int = 128,
         min_val_samples: int = 20,
@@ -170,6 +183,11 @@ class AutoFreeze(FreezingPolicy):
             raise ValueError(f"`default` must be an integer >= 0 or {ALL!r}, got {default!r}.")
         if trial_steps is not None:
             check_positive_int("trial_steps", trial_steps)
+        if max_trial_share is not None and (not is_number(max_trial_share) or not 0 < max_trial_share <= 1):
+            raise ValueError(
+                "`max_trial_share` must be in (0, 1] (the trials' steps as a share of the run's steps left) or None"
+                f" (no bound), got {max_trial_share!r}."
+            )
         check_int("halving", halving, minimum=2)
         check_positive_int("max_val_samples", max_val_samples)
         check_int("min_val_samples", min_val_samples, minimum=2)
@@ -182,6 +200,7 @@ class AutoFreeze(FreezingPolicy):
         self.depths: list[int | str] = depths
         self.default = default
         self.trial_steps = trial_steps
+        self.max_trial_share = None if max_trial_share is None else float(max_trial_share)
         self.halving = int(halving)
         self.max_val_samples = int(max_val_samples)
         self.min_val_samples = int(min_val_samples)
@@ -263,7 +282,37 @@ class AutoFreeze(FreezingPolicy):
         """Steps of each candidate in the first round: ``trial_steps``, else one epoch clipped to [4, 50]."""
         if self.trial_steps is not None:
             return self.trial_steps
-        return max(4, min(50, steps_per_epoch or 4))
+        return max(MIN_TRIAL_STEPS, min(50, steps_per_epoch or MIN_TRIAL_STEPS))
+
+    def affordable_steps(self, steps_per_epoch: int | None, steps_left: int | None, candidates: int) -> int | str:
+        """Each candidate's first-round steps within ``max_trial_share`` of the run's steps left, or why none fit.
+
+        Args:
+            steps_per_epoch: Training batches per epoch (``None`` when unknown).
+            steps_left: Training batches left in the run at the decision (``None`` when unknown: no bound).
+            candidates: How many candidates the trials compare.
+
+        Returns:
+            The steps (see :meth:`first_round_steps`, shortened to fit), or the reason the trials cannot fit.
+
+        Example:
+            >>> AutoFreeze().affordable_steps(7, steps_left=49, candidates=3)  # 12 of 49 steps: 4 per candidate
+            4
+            >>> AutoFreeze().affordable_steps(2, steps_left=14, candidates=3)
+            'the trials would train 12 steps, over max_trial_share=0.25 of the 14 training steps left'
+        """
+        steps = self.first_round_steps(steps_per_epoch)
+        if self.max_trial_share is None or steps_left is None:
+            return steps
+        cost = halving_cost(candidates, self.halving)
+        fits = int(self.max_trial_share * steps_left) // cost
+        least = min(MIN_TRIAL_STEPS, steps)
+        if fits < least:
+            return (
+                f"the trials would train {least * cost} steps, over max_trial_share={self.max_trial_share:g} of the"
+                f" {steps_left} training steps left"
+            )
+        return min(steps, fits)
 
     def _keep(self, plan: AutoFreezePlan) -> AutoFreezePlan:
         self.plan = plan
@@ -296,6 +345,7 @@ class AutoFreeze(FreezingPolicy):
             "depths": list(self.depths),
             "default": self.default,
             "trial_steps": self.trial_steps,
+            "max_trial_share": self.max_trial_share,
             "halving": self.halving,
             "max_val_samples": self.max_val_samples,
             "min_val_samples": self.min_val_samples,

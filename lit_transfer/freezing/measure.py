@@ -5,8 +5,9 @@ after the linear probe. On rank 0 it runs the policy's candidates as short trial
 (:class:`~lit_transfer.freezing.sandbox.TrialBench`, which restores the weights, gradients, flags, modes and random
 generators afterwards), scores them on validation samples (:mod:`lit_transfer.freezing.trial_data`) by successive
 halving (:func:`~lit_transfer.freezing.trials.successive_halving`), and the policy turns the scores into a plan.
-Without enough validation data, or when the trials cannot run (several optimizers), the policy's stated default
-is the plan and the log line says why. The plan is broadcast so that every DDP rank follows the same one.
+Without enough validation data, when the trials cannot run (several optimizers), or when they would cost more than
+the policy's share of the run's steps left, the policy's stated default is the plan and the log line says why. The
+plan is broadcast so that every DDP rank follows the same one.
 :func:`apply_lr_multipliers` then multiplies the plan's per-group factors into the optimizer's param groups and
 every copy the LR schedulers keep (with :func:`lit_transfer.optim.rescale.scale_learning_rates`, as the batch-size
 LR scaling does).
@@ -29,7 +30,7 @@ from lit_transfer.freezing.trials import successive_halving
 from lit_transfer.optim.rescale import scale_learning_rates, scheduler_configs_of
 from lit_transfer.training_state import seeded_rng
 
-__all__ = ["apply_lr_multipliers", "decide", "plan_auto_freeze"]
+__all__ = ["apply_lr_multipliers", "decide", "plan_auto_freeze", "steps_left"]
 
 
 def decide(
@@ -55,14 +56,29 @@ def decide(
             names, per_class, epoch, f"the trials follow one optimizer, the run has {len(trainer.optimizers)}"
         )
     batches = trainer.num_training_batches
-    steps = policy.first_round_steps(int(batches) if isinstance(batches, int) or math.isfinite(batches) else None)
+    candidates = policy.candidates(names)
+    steps = policy.affordable_steps(
+        int(batches) if isinstance(batches, int) or math.isfinite(batches) else None,
+        steps_left(trainer),
+        len(candidates),
+    )
+    if isinstance(steps, str):
+        return policy.fallback(names, per_class, epoch, steps)
     with seeded_rng(policy.seed):
         bench = TrialBench(trainer, pl_module, groups, val, policy.seed, policy.train_bn)
         try:
-            results = successive_halving(policy.candidates(names), bench.run, steps, policy.halving)
+            results = successive_halving(candidates, bench.run, steps, policy.halving)
         finally:
             bench.close()
     return policy.choose(names, results, per_class, epoch, val.size)
+
+
+def steps_left(trainer: Trainer) -> int | None:
+    """Training batches left in the run (``None`` when its length is unknown, e.g. ``max_epochs=-1``)."""
+    total = trainer.estimated_stepping_batches
+    if not math.isfinite(total):
+        return None
+    return max(0, int(total) - trainer.global_step) * trainer.accumulate_grad_batches
 
 
 def plan_auto_freeze(

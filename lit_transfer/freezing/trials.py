@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Candidate", "TrialResult", "depth_candidates", "paired_standard_error", "successive_halving"]
+__all__ = [
+    "Candidate",
+    "TrialResult",
+    "depth_candidates",
+    "halving_cost",
+    "paired_standard_error",
+    "successive_halving",
+]
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,24 @@ def paired_standard_error(a: torch.Tensor, b: torch.Tensor) -> float:
     if diff.numel() < 2:
         return 0.0
     return float(diff.std(unbiased=True) / math.sqrt(diff.numel()))
+
+
+def halving_cost(candidates: int, halving: int) -> int:
+    """Optimizer steps :func:`successive_halving` trains in all, per step of its first round.
+
+    Example:
+        >>> halving_cost(3, 3)  # one round: three candidates
+        3
+        >>> halving_cost(3, 2)  # three candidates, then two at twice the steps
+        7
+    """
+    alive, factor, total = candidates, 1, 0
+    while True:
+        total += alive * factor
+        keep = max(1, math.ceil(alive / halving))
+        if alive == 1 or keep == 1:
+            return total
+        alive, factor = keep, factor * halving
 
 
 def successive_halving(

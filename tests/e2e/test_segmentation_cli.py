@@ -122,7 +122,7 @@ def test_fit_test_predict_export_on_photos_with_masks(workdir: Path) -> None:
 
 def test_auto_on_photos_with_masks_trials_candidates_that_train_the_decoder(tmp_path: Path) -> None:
     make_segmentation_folder(tmp_path / "photos", train=8, val=4, test=0, predict=0)
-    auto = "{policy: auto, min_val_samples: 2, trial_steps: 2}"
+    auto = "{policy: auto, min_val_samples: 2, trial_steps: 2, max_trial_share: null}"
     fit = _run(tmp_path, "fit", *ARGS, "--trainer.max_epochs", "2", "--model.freeze", auto)
     assert fit.returncode == 0, fit.stderr[-3000:]
     output = fit.stdout + fit.stderr

@@ -196,15 +196,21 @@ def _docs_onnx_script() -> str:
 
 @pytest.mark.slow  # over ~15 s on 2 cores
 def test_auto_on_photos_says_what_it_decided_and_why(tmp_path: Path) -> None:
-    """`freeze: auto` on a photo folder: too few validation photos for the trials is the stated default; allowed
-    fewer, the trials run on the photos and score them on the validation folder."""
+    """`freeze: auto` on a photo folder: too few validation photos for the trials is the stated default, and so is a
+    run too short to pay for them; allowed both, the trials run on the photos and score them on the validation
+    folder."""
     make_photo_folder(tmp_path / "photos")
     common = [*TINY, "--data.on_bad_image", "skip", "--trainer.max_epochs", "2", "--trainer.limit_val_batches", "0"]
     few = _run(tmp_path, "fit", *common, "--model.freeze", "auto", "--trainer.default_root_dir", "few")
     assert few.returncode == 0, few.stderr[-3000:]
     [line] = [x for x in (few.stdout + few.stderr).splitlines() if x.startswith("AutoFreeze:")]
     assert "no trials; chose all groups (default: " in line and "fewer than min_val_samples=20" in line
-    allowed = _run(tmp_path, "fit", *common, "--model.freeze", "{policy: auto, min_val_samples: 4}")
+    short = _run(tmp_path, "fit", *common, "--model.freeze", "{policy: auto, min_val_samples: 4}")
+    assert short.returncode == 0, short.stderr[-3000:]
+    [line] = [x for x in (short.stdout + short.stderr).splitlines() if x.startswith("AutoFreeze:")]
+    assert "no trials; chose all groups (default: the trials would train" in line and "max_trial_share=0.25" in line
+    unbounded = "{policy: auto, min_val_samples: 4, max_trial_share: null}"  # trials however short the run
+    allowed = _run(tmp_path, "fit", *common, "--model.freeze", unbounded)
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     [line] = [x for x in (allowed.stdout + allowed.stderr).splitlines() if x.startswith("AutoFreeze:")]
     assert "validation loss on " in line and "linear probe" in line and "all groups" in line

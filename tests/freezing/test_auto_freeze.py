@@ -101,6 +101,19 @@ def test_without_evidence_the_stated_default_is_the_plan():
     assert "no trials; chose layer4 + head (default: no validation data)" in plan.describe(NAMES)
 
 
+def test_the_trials_fit_in_their_share_of_the_run_or_do_not_run():
+    policy = AutoFreeze()  # a quarter of the steps left; three candidates, one round
+    assert policy.affordable_steps(7, steps_left=200, candidates=3) == 7  # one epoch each fits
+    assert policy.affordable_steps(20, steps_left=100, candidates=3) == 8  # 25 steps: 8 each
+    reason = policy.affordable_steps(2, steps_left=14, candidates=3)
+    assert reason == "the trials would train 12 steps, over max_trial_share=0.25 of the 14 training steps left"
+    assert AutoFreeze(max_trial_share=None).affordable_steps(20, steps_left=4, candidates=3) == 20
+    assert policy.affordable_steps(20, steps_left=None, candidates=3) == 20  # a run of unknown length
+    halving = AutoFreeze(halving=2, trial_steps=10, max_trial_share=0.5)
+    assert halving.affordable_steps(None, steps_left=70, candidates=3) == 5  # 3 x 5 + 2 x 10 = 35 of 70 steps
+    assert AutoFreeze(trial_steps=2).affordable_steps(9, steps_left=24, candidates=3) == 2  # 6 of 24 steps
+
+
 def test_the_probe_comes_first_and_the_plan_follows():
     policy = AutoFreeze(probe_epochs=2)
     assert policy.trainable_mask(1, 6) == [False] * 5 + [True]
@@ -139,6 +152,9 @@ def test_fractional_probe_epochs_follow_max_epochs():
         ({"max_val_samples": 0}, "max_val_samples"),
         ({"min_val_samples": 1}, "min_val_samples"),
         ({"min_advantage": -1}, "min_advantage"),
+        ({"max_trial_share": 0}, "max_trial_share"),
+        ({"max_trial_share": 1.5}, "max_trial_share"),
+        ({"max_trial_share": "all"}, "max_trial_share"),
         ({"layer_decay": 0}, "layer_decay"),
         ({"layer_decay": 1.5}, "layer_decay"),
         ({"seed": 0.5}, "seed"),
@@ -246,7 +262,7 @@ def test_the_data_decide_and_fine_tuning_that_hurts_keeps_the_linear_probe(tmp_p
     backbone = _source_backbone(tmp_path / "source")
 
     def decide(lr: float, inverted: bool) -> tuple[str, list[bool]]:
-        model = classifier("auto", optimizer=lambda groups: torch.optim.AdamW(groups, lr=lr))
+        model = classifier(AutoFreeze(max_trial_share=None), optimizer=lambda groups: torch.optim.AdamW(groups, lr=lr))
         model.backbone.load_state_dict(backbone, strict=False)
         kind = InvertedScans if inverted else DigitsDataModule
         data = kind(classes=[0, 1, 2], image_size=16, batch_size=8, shots_per_class=8, seed=0)
@@ -300,7 +316,7 @@ def _run(tmp_path, policy, epochs, ckpt_path=None, stop_after=None):
 
 def test_probe_then_plan_with_rates_in_optimizer_and_schedule(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
-        _, auto, state = _run(tmp_path / "a", AutoFreeze(depths=["all"]), 3)
+        _, auto, state = _run(tmp_path / "a", AutoFreeze(depths=["all"], max_trial_share=None), 3)
     plan = state["policy_state"]["plan"]
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("AutoFreeze:")]
     assert len(lines) == 1 and "samples/class; validation loss on 24 samples: all groups" in lines[0]
@@ -321,14 +337,26 @@ def test_probe_then_plan_with_rates_in_optimizer_and_schedule(tmp_path, caplog):
     assert any(m != 1.0 for m in plan["lr_mults"])  # the comparison above is not vacuous
 
 
+def test_the_trials_take_at_most_their_share_of_the_steps_left(tmp_path, caplog):
+    with caplog.at_level(logging.INFO):  # 3 batches per epoch, 3 epochs: 6 left at the decision, a quarter is 1
+        _, _, state = _run(tmp_path / "short", AutoFreeze(), 3)
+    plan = state["policy_state"]["plan"]
+    why = "the trials would train 12 steps, over max_trial_share=0.25 of the 6 training steps left"
+    assert not plan["trials"] and plan["reason"] == f"default: {why}" and plan["chosen"] == "all groups"
+    assert any(f"no trials; chose all groups (default: {why})" in r.getMessage() for r in caplog.records)
+    _, _, state = _run(tmp_path / "long", AutoFreeze(trial_steps=10, max_trial_share=1.0), 5)  # 12 left: 4 each
+    plan = state["policy_state"]["plan"]
+    assert [t["steps"] for t in plan["trials"]] == [4, 4, 4] and plan["reason"] != "default: " + why
+
+
 @pytest.mark.parametrize("stop_after", [1, 2], ids=["before-decision", "after-decision"])
 def test_resume_is_exact_and_does_not_measure_again(tmp_path, stop_after, caplog):
-    full, full_rec, full_state = _run(tmp_path / "a", AutoFreeze(), 3)
-    _run(tmp_path / "b", AutoFreeze(), 3, stop_after=stop_after)
+    full, full_rec, full_state = _run(tmp_path / "a", AutoFreeze(max_trial_share=None), 3)
+    _run(tmp_path / "b", AutoFreeze(max_trial_share=None), 3, stop_after=stop_after)
     checkpoint = tmp_path / "b" / f"epoch={stop_after - 1}.ckpt"
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        resumed, res_rec, res_state = _run(tmp_path / "c", AutoFreeze(), 3, ckpt_path=checkpoint)
+        resumed, res_rec, res_state = _run(tmp_path / "c", AutoFreeze(max_trial_share=None), 3, ckpt_path=checkpoint)
     measured = [r for r in caplog.records if r.getMessage().startswith("AutoFreeze:")]
     assert len(measured) == (1 if stop_after == 1 else 0)
     assert res_state["policy_state"] == full_state["policy_state"]
@@ -375,7 +403,7 @@ def test_data_it_cannot_measure_on_is_a_clear_error(tmp_path, model, data, match
     steps = Recorder()
     with pytest.raises(ValueError, match=match):
         batches = DataLoader(data, batch_size=8)
-        trainer(tmp_path, 2, [LayerFreezing("auto"), steps]).fit(model(), batches, batches)
+        trainer(tmp_path, 2, [LayerFreezing(AutoFreeze(max_trial_share=None)), steps]).fit(model(), batches, batches)
     assert list(steps.epochs) == ([] if isinstance(data, Stream) else [0])
 
 
@@ -396,7 +424,11 @@ class WritePlan(Callback):
 def test_ddp_ranks_follow_one_plan_and_stay_identical(tmp_path):
     torch.manual_seed(0)
     model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
-    callbacks = [LayerFreezing(AutoFreeze()), GatherParams(str(tmp_path / "diff.json")), WritePlan(tmp_path)]
+    callbacks = [
+        LayerFreezing(AutoFreeze(max_trial_share=None)),
+        GatherParams(str(tmp_path / "diff.json")),
+        WritePlan(tmp_path),
+    ]
     t = trainer(tmp_path, 3, callbacks, devices=2, strategy="ddp_spawn", enable_checkpointing=False)
     t.fit(model, loader(fixed_data(n=32), batch_size=4), loader(fixed_data(n=24, seed=1), batch_size=4))
     result = json.loads((tmp_path / "diff.json").read_text())
@@ -416,7 +448,12 @@ def test_ddp_resume_after_the_decision_keeps_the_plan_and_the_replicas_identical
         model = TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze="full_fine_tune")
         root.mkdir(parents=True, exist_ok=True)
         every_epoch = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
-        callbacks = [LayerFreezing(AutoFreeze()), GatherParams(str(root / "diff.json")), WritePlan(root), every_epoch]
+        callbacks = [
+            LayerFreezing(AutoFreeze(max_trial_share=None)),
+            GatherParams(str(root / "diff.json")),
+            WritePlan(root),
+            every_epoch,
+        ]
         t = trainer(root, epochs, callbacks, devices=2, strategy="ddp_spawn")
         train, val = loader(fixed_data(n=32), batch_size=4), loader(fixed_data(n=24, seed=1), batch_size=4)
         t.fit(model, train, val, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)

@@ -104,7 +104,7 @@ def test_explicit_policies_are_kept():
 
 
 def test_auto_trains_the_decoder_with_the_head_in_its_probe_and_every_candidate(photos, tmp_path):
-    policy = AutoFreeze(min_val_samples=2, trial_steps=2)
+    policy = AutoFreeze(min_val_samples=2, trial_steps=2, max_trial_share=None)  # trials in 1 step
     model = _model(freeze=policy)
     assert model.policy is policy and policy.new_groups == 2  # the caller's object gets the plan
     assert model.hparams["freeze"]["new_groups"] == 2  # what checkpoints record
