@@ -11,7 +11,7 @@ import select
 import sys
 from typing import Any
 
-from lit_transfer._version import __version__
+from lit_transfer._version import VERSION_LINE
 from lit_transfer.cli.recipes import recipes_command
 
 __all__ = ["main"]
@@ -55,7 +55,7 @@ def _dispatch(args: Any, **kwargs: Any) -> None:
     if words is not None and words[:1] == ["recipes"]:  # not a Trainer subcommand
         return recipes_command(words[1:])
     if words == ["--version"]:  # what the parser's own --version prints, without building it
-        print(f"lit-transfer {__version__}")
+        print(VERSION_LINE)
         return None
     from lit_transfer.cli.app import run_command  # imports Lightning, timm and torch
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from jsonargparse import DefaultHelpFormatter
 
-from lit_transfer._version import __version__
+from lit_transfer._version import VERSION_LINE
 
 __all__ = ["HELP_ALL", "add_version_argument", "help_all_requested", "tailor_help"]
 
@@ -149,9 +149,7 @@ def _data_description() -> str:
 def add_version_argument(parser: Any) -> None:
     """``lit-transfer --version``: prints ``lit-transfer <version>`` and exits (added once)."""
     if not any("--version" in action.option_strings for action in parser._actions):
-        parser.add_argument(
-            "--version", action="version", version=f"lit-transfer {__version__}", help="Print the version and exit."
-        )
+        parser.add_argument("--version", action="version", version=VERSION_LINE, help="Print the version and exit.")
 
 
 def _describe_main(parser: Any) -> None:
