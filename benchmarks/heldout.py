@@ -9,14 +9,16 @@ label smoothing 0.1, the digit-safe augmentation), the policies of :func:`benchm
 control row of ``auto``'s fallback), each row's learning rate (``auto``'s included) chosen per task on the validation
 split by :func:`benchmarks.shift.select_lrs`, and the row ``auto (one lr for every task)`` with one rate for all tasks.
 
-Reported at :data:`SHOTS` shots per class over :data:`SEEDS` (``LIT_TRANSFER_HELDOUT_SEEDS=n`` runs seeds
-``0..n-1`` instead): test accuracy per policy, and for ``auto`` against the best fixed policy and against full
-fine-tuning the mean paired difference (same seeds) and its paired standard error, the wall time of ``auto`` against
-the control row's fine-tune, and what ``auto`` decided (:data:`DECISIONS_FILE`). The suite is meant to be run once,
-after the rule is fixed; its section says so and publishes the misses as they come.
+Reported at :data:`SHOTS` shots per class over the suite's seeds (:attr:`Suite.seeds`, :data:`SEEDS` for this one;
+``LIT_TRANSFER_HELDOUT_SEEDS=n`` runs seeds ``0..n-1`` instead): test accuracy per policy, and for ``auto`` against
+the best fixed policy and against full fine-tuning the mean paired difference (same seeds) and its paired standard
+error, the wall time of ``auto`` against the control row's fine-tune, and what ``auto`` decided
+(:data:`DECISIONS_FILE`). The suite is meant to be run once, after the rule is fixed; its section says so and
+publishes the misses as they come.
 
-The machinery runs any such suite (:class:`Suite`: its tasks, its files, its heading): :data:`SUITE` is this one,
-:mod:`benchmarks.heldout_b` a second one built after this one had been seen.
+The machinery runs any such suite (:class:`Suite`: its tasks, its files, its heading, its seeds): :data:`SUITE` is
+this one, :mod:`benchmarks.heldout_b` a second one built after this one had been seen, :mod:`benchmarks.heldout_c` a
+third built after both had been seen.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class Suite:
         heading: The section's heading text.
         label: The prefix of the goals' names (``held-out: auto within ...``).
         history: What the full run's section says of the suite (when it was built and run, what was tuned on it).
+        seeds: The seeds of the full run's reported runs, unless :data:`SEEDS_ENV` names another number of seeds.
     """
 
     name: str
@@ -91,11 +94,17 @@ class Suite:
     heading: str
     label: str
     history: str
+    seeds: tuple[int, ...] = SEEDS
 
     @property
     def generated(self) -> str:
         """The first line of the files the suite writes (a generated-file notice naming the command)."""
         return common.generated_notice(self.name)
+
+    @property
+    def reported_seeds(self) -> tuple[int, ...]:
+        """The full run's seeds: :attr:`seeds`, or ``0..n-1`` when :data:`SEEDS_ENV` is set to ``n``."""
+        return seeds_from_env(self.seeds)
 
 
 SUITE = Suite(
@@ -261,7 +270,7 @@ def run_suite(suite: Suite, quick: bool, out_dir: str = "docs/benchmarks") -> di
     shots: tuple[int, ...] = QUICK["shots"] if quick else SHOTS
     source_epochs = QUICK["source_epochs"] if quick else SOURCE_EPOCHS
     epochs = QUICK["epochs"] if quick else EPOCHS
-    seeds = QUICK["seeds"] if quick else seeds_from_env()
+    seeds = QUICK["seeds"] if quick else suite.reported_seeds
     sources = {
         t.key: common.source_weights(t.image_size, epochs=source_epochs, classes=t.source_classes, backbone=t.backbone)
         for t in tasks

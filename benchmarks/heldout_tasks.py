@@ -11,8 +11,9 @@ backbones the development suite does not use:
 - **three backbone families**: a ResNet (``resnet14t``), a MobileNet (``mobilenetv3_small_100``) and a ConvNeXt
   (``convnext_atto``), none of them the development suite's ``resnet10t``.
 
-:class:`HeldoutTask` and :class:`CorruptedDigits` also build the second held-out suite
-(:mod:`benchmarks.heldout_b_tasks`), whose input corruptions (``mirror``, ``dilate``) are listed here too.
+:class:`HeldoutTask` and :class:`CorruptedDigits` also build the second and third held-out suites
+(:mod:`benchmarks.heldout_b_tasks`, :mod:`benchmarks.heldout_c_tasks`), whose input corruptions (``mirror``,
+``dilate``; ``pixelate``, ``blot``) are listed here too.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import numpy as np
 from benchmarks.shift_tasks import IMAGE_SIZE, InvertedDigits, ShiftTask, fine_tune
 from lit_transfer.data import DigitsDataModule
 
-CORRUPTIONS = ("rot90", "blur", "noise", "mirror", "dilate")
+CORRUPTIONS = ("rot90", "blur", "noise", "mirror", "dilate", "pixelate", "blot")
 """The input corruptions of :class:`CorruptedDigits` (the first held-out suite uses the first three, the second
-``mirror`` and ``dilate``)."""
+``mirror`` and ``dilate``, the third ``pixelate`` and ``blot``)."""
 NOISE_SEED = 1234
 """Seed of the fixed noise of ``noise`` (one draw over all 1,797 scans, the same for every split and run seed)."""
 CONTRAST, NOISE_STD = 0.35, 24.0
@@ -37,6 +38,11 @@ BLUR_KERNEL = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
 """``blur``: a 3x3 binomial (Gaussian-like) kernel on the 8x8 scans, applied twice."""
 PLUS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
 """``dilate``: the offsets of the plus-shaped 3x3 structuring element (a pixel and its four neighbours)."""
+PIXEL_BLOCK = 2
+"""``pixelate``: every ``PIXEL_BLOCK`` x ``PIXEL_BLOCK`` block of a scan takes its mean (8x8 scans at 4x4)."""
+BLOT_SEED, BLOT_SIZE = 4321, 3
+"""``blot``: a ``BLOT_SIZE`` x ``BLOT_SIZE`` square at full intensity (255) on every scan, its top-left corner drawn
+uniformly inside the scan by one draw of this seed over all 1,797 scans (the same for every split and run seed)."""
 
 
 def corrupt(images: np.ndarray, corruption: str) -> np.ndarray:
@@ -57,8 +63,21 @@ def corrupt(images: np.ndarray, corruption: str) -> np.ndarray:
         padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="constant")
         height, width = images.shape[1:]
         return np.maximum.reduce([padded[:, 1 + i : 1 + i + height, 1 + j : 1 + j + width] for i, j in PLUS])
+    if corruption == "blot":  # an ink blot: a square of full intensity, at a fixed place per scan
+        count, height, width = images.shape
+        highs = [height - BLOT_SIZE + 1, width - BLOT_SIZE + 1]  # the whole square inside the scan
+        corners = np.random.default_rng(BLOT_SEED).integers(0, highs, size=(count, 2))
+        rows, cols = np.arange(height)[None, :, None], np.arange(width)[None, None, :]
+        top, left = corners[:, 0, None, None], corners[:, 1, None, None]
+        inside = (rows >= top) & (rows < top + BLOT_SIZE) & (cols >= left) & (cols < left + BLOT_SIZE)
+        return np.where(inside, np.uint8(255), images).astype(np.uint8)
     values = images.astype(np.float64)
-    if corruption == "blur":
+    if corruption == "pixelate":  # coarser sampling: the mean of each block, repeated over the block
+        count, height, width = images.shape
+        block = PIXEL_BLOCK
+        means = values.reshape(count, height // block, block, width // block, block).mean(axis=(2, 4))
+        values = np.repeat(np.repeat(means, block, axis=1), block, axis=2)
+    elif corruption == "blur":
         for _ in range(2):
             padded = np.pad(values, ((0, 0), (1, 1), (1, 1)), mode="constant")
             values = sum(

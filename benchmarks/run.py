@@ -41,6 +41,7 @@ BENCHMARKS = (
     "heldout_b",
     "heldout_lr_finder",
     "heldout_b_lr_finder",
+    "heldout_c",
     "canvases",
     "segmentation",
     "tune",

@@ -412,3 +412,189 @@ def test_quick_heldout_b_writes_its_own_files_and_its_verdicts_follow_its_number
     assert "{#heldout-b}" in text
     for target, ok in zip(result["targets"], expected):
         assert f"| heldout_b | {target} | {common.verdict(ok)} |" in text
+
+
+def test_heldout_c_tasks_share_no_shift_and_no_backbone_with_the_earlier_suites() -> None:
+    import timm
+
+    from benchmarks import heldout_b_tasks, heldout_c_tasks, heldout_tasks, shift_tasks
+    from lit_transfer.freezing.layer_groups import layer_groups
+
+    tasks = heldout_c_tasks.TASKS
+    earlier = (*shift_tasks.TASKS, *heldout_tasks.TASKS, *heldout_b_tasks.TASKS)
+    assert len(tasks) >= 4 and len({t.key for t in tasks}) == len(tasks)
+    assert [t.level for t in tasks].count("input") >= 2 and [t.level for t in tasks].count("output") >= 2
+    kinds = {
+        "resnet": "ResNet",
+        "regnet": "ResNet",
+        "mobilenet": "MobileNet",
+        "efficientnet": "MobileNet",
+        "convnext": "ViT or ConvNeXt",
+        "efficientvit": "ViT or ConvNeXt",
+        "vit": "ViT or ConvNeXt",
+        "deit": "ViT or ConvNeXt",
+    }
+    families = {next(kind for prefix, kind in kinds.items() if t.backbone.startswith(prefix)) for t in tasks}
+    assert families == {"ResNet", "MobileNet", "ViT or ConvNeXt"}, families
+    assert len({t.backbone for t in tasks}) == len(tasks)  # one architecture per task
+    assert not {t.backbone for t in tasks} & {t.backbone for t in earlier}
+    used_corruptions = {t.corruption for t in (*heldout_tasks.TASKS, *heldout_b_tasks.TASKS) if t.level == "input"}
+    used_splits = {(t.source_classes, t.target_classes) for t in earlier if not getattr(t, "corruption", "")}
+    for task in tasks:
+        assert not task.inverted, task.key  # the development suite's input shift
+        if task.level == "input":
+            assert task.source_classes == task.target_classes and task.corruption in heldout_tasks.CORRUPTIONS
+            assert task.corruption not in used_corruptions, task.key
+        else:
+            assert (task.source_classes, task.target_classes) not in used_splits, task.key
+            assert not set(task.source_classes) & set(task.target_classes), task.key
+            assert not any(set(task.target_classes) == set(t) for _, t in used_splits if t != tuple(range(10)))
+        data = task.datamodule(1, seed=0)  # each task's scans at its own input size (the hybrid's 64 px)
+        data.setup("fit")
+        images, labels = next(iter(data.train_dataloader()))
+        assert images.shape[-2:] == (task.image_size, task.image_size) and len(set(labels.tolist())) > 1
+        assert isinstance(data, heldout_tasks.CorruptedDigits) == (task.level == "input"), task.key
+        # the package groups the architecture by timm's group_matcher (stem, stages, head), not by its children
+        model = timm.create_model(task.backbone, num_classes=len(task.target_classes))
+        groups = layer_groups(model)
+        assert hasattr(model, "group_matcher") and len(groups) >= 5 and groups[-1].name == "head", task.backbone
+        assert model(images[:2]).shape == (2, len(task.target_classes))
+
+
+def test_pixelate_and_blot_are_fixed_per_scan_keep_the_shape_and_change_nearly_every_scan() -> None:
+    import numpy as np
+
+    from benchmarks import heldout_tasks
+
+    clean, labels, splits = heldout_tasks.DigitsDataModule(classes=(0, 1, 2), shots_per_class=3, seed=5)._splits()
+    for corruption in ("pixelate", "blot"):
+        one = heldout_tasks.CorruptedDigits(corruption, classes=(0, 1, 2), shots_per_class=3, seed=5)._splits()
+        other = heldout_tasks.CorruptedDigits(corruption, classes=(0, 1, 2), shots_per_class=3, seed=6)._splits()[0]
+        assert one[2] == splits and (one[1] == labels).all()  # the same splits, labels and few-shot draws
+        assert one[0].dtype == np.uint8 and one[0].shape == clean.shape
+        assert (other == one[0]).all() and (heldout_tasks.corrupt(clean, corruption) == one[0]).all()
+        assert (one[0] != clean).any(axis=(1, 2)).mean() > 0.9, corruption  # nearly every scan changes
+        assert (heldout_tasks.corrupt(clean[:20], corruption) == one[0][:20]).all()  # a scan's own, by its index
+    pixelated = heldout_tasks.corrupt(clean, "pixelate")
+    blocks = pixelated.reshape(-1, 4, 2, 4, 2)
+    assert (blocks == blocks[:, :, :1, :, :1]).all()  # every 2x2 block is one grey level
+    means = clean.reshape(-1, 4, 2, 4, 2).mean(axis=(2, 4))
+    assert np.abs(blocks[:, :, 0, :, 0] - means).max() <= 0.5  # ... the block's mean, rounded
+    assert (heldout_tasks.corrupt(pixelated, "pixelate") == pixelated).all()
+    dot = np.zeros((1, 8, 8), dtype=np.uint8)
+    dot[0, 0, 0], dot[0, 4, 5], dot[0, 5, 4], dot[0, 7, 7] = 200, 90, 91, 3
+    expected = np.zeros((8, 8), dtype=np.uint8)
+    expected[0:2, 0:2], expected[4:6, 4:6], expected[6:8, 6:8] = 50, 45, 1  # 200/4; 181/4 = 45.25; 3/4 = 0.75
+    assert (heldout_tasks.corrupt(dot, "pixelate")[0] == expected).all()
+    blotted = heldout_tasks.corrupt(clean, "blot")
+    assert (blotted >= clean).all() and ((blotted != clean) <= (blotted == 255)).all()  # only full-intensity ink
+    empty = np.zeros((3, 8, 8), dtype=np.uint8)
+    expected_blots = np.zeros((3, 8, 8), dtype=np.uint8)
+    for scan, (top, left) in enumerate([(5, 0), (2, 4), (5, 3)]):  # the first three corners of BLOT_SEED's draw
+        expected_blots[scan, top : top + 3, left : left + 3] = 255
+    assert (heldout_tasks.corrupt(empty, "blot") == expected_blots).all()
+
+
+def test_heldout_c_section_has_its_own_heading_goals_and_history() -> None:
+    from benchmarks import heldout, heldout_b, heldout_c, shift_tasks
+
+    suite, tasks = heldout_c.SUITE, heldout_c.SUITE.tasks
+    assert (suite.name, suite.anchor) == ("heldout_c", "heldout-c") and "heldout_c" in run.BENCHMARKS
+    assert (suite.section_file, suite.decisions_file) == ("heldout_c_section.md", "heldout_c_auto_decisions.md")
+    earlier = (heldout.SUITE, heldout_b.SUITE)
+    for field in ("name", "anchor", "label", "heading", "history", "section_file", "decisions_file"):
+        assert getattr(suite, field) not in {getattr(other, field) for other in earlier}, field
+    policies = ("linear probe", heldout.FULL, shift_tasks.FALLBACK, heldout.AUTO)
+    # made-up accuracies: the section's layout is under test, not a result
+    results = {t.key: {p: {10: [60.0 + i + j, 61.0 + i]} for j, p in enumerate(policies)} for i, t in enumerate(tasks)}
+    seconds = {t.key: {heldout.AUTO: [6.0, 8.0], shift_tasks.FALLBACK: [4.0, 4.0]} for t in tasks}
+    pairs = heldout.compare(results, seconds, 10, tasks)
+    targets, notes, averaged = heldout.goals(results, pairs, 10, suite)
+    assert all(name.startswith("held-out C: ") for name in targets) and len(notes) == len(tasks) + 1
+    sources = {t.key: (t.key, {"source_test_acc": 95.0, "train_seconds": 60.0}) for t in tasks}
+    chosen = {t.key: {p: 1e-3 for p in policies} for t in tasks}
+    scores = {t.key: {p: {1e-3: [50.0]} for p in policies} for t in tasks}
+    args = (dict.fromkeys(policies), results, pairs, averaged, chosen, scores, sources, (0, 1), (10,), notes)
+    full, quick = heldout.section(False, *args, suite), heldout.section(True, *args, suite)
+    assert full.startswith(f"### {suite.heading} {{#heldout-c}}") and suite.history in full
+    assert "third held-out suite" in suite.history.lower() and "max_trial_share" in suite.history
+    assert "run once" in suite.history and "as they came" in suite.history
+    assert suite.history not in quick and "not the held-out result" in quick
+    assert "32x32 or 64x64" in full and all(t.title in full for t in tasks)
+    assert suite.generated == common.generated_notice("heldout_c") and "--only heldout_c`" in suite.generated
+
+
+def test_each_held_out_suite_runs_its_own_seeds_unless_the_variable_says_otherwise(monkeypatch, tmp_path) -> None:
+    from pathlib import Path
+
+    from benchmarks import heldout, heldout_b, heldout_c
+
+    suites = (heldout.SUITE, heldout_b.SUITE, heldout_c.SUITE)
+    monkeypatch.delenv(heldout.SEEDS_ENV, raising=False)
+    assert [s.seeds for s in suites] == [(0, 1, 2, 3, 4), tuple(range(10)), tuple(range(10))]
+    assert [s.reported_seeds for s in suites] == [s.seeds for s in suites]
+    monkeypatch.setenv(heldout.SEEDS_ENV, "3")
+    assert all(s.reported_seeds == (0, 1, 2) for s in suites)
+    monkeypatch.delenv(heldout.SEEDS_ENV)
+    # the full run (its sources, LR selection and fine-tunes replaced by made-up stand-ins) uses the suite's seeds
+    suite = heldout_c.SUITE
+    monkeypatch.setattr(common, "set_threads", lambda n=1: None)
+    monkeypatch.setattr(common, "quiet", lambda: None)
+    meta = {"source_test_acc": 95.0, "train_seconds": 60.0}
+    monkeypatch.setattr(common, "source_weights", lambda *args, **kwargs: (Path("weights"), meta))
+
+    def select_lrs(table, weights, seeds, quick, workers, tasks, **settings):
+        return {t.key: dict.fromkeys(table, 1e-3) for t in tasks}, {
+            t.key: {p: {1e-3: [50.0]} for p in table} for t in tasks
+        }
+
+    def fine_tune_all(jobs, workers, label, runner):
+        assert not any(job["limit_eval_batches"] for job in jobs)  # the full run's settings
+        return [(50.0 + job["seed"], ["AutoFreeze: made up"], 1.0) for job in jobs]
+
+    monkeypatch.setattr(heldout, "select_lrs", select_lrs)
+    monkeypatch.setattr(heldout, "fine_tune_all", fine_tune_all)
+    result = heldout.run_suite(suite, quick=False, out_dir=str(tmp_path))
+    assert result["config"]["seeds"] == list(range(10))
+    assert all(len(v[10]) == 10 for task in result["results"].values() for v in task.values())
+    assert "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in (tmp_path / suite.section_file).read_text()
+
+
+@pytest.mark.slow  # about a minute with the 2-epoch sources cached
+def test_quick_heldout_c_writes_its_own_files_and_its_verdicts_follow_its_numbers(tmp_path) -> None:
+    from benchmarks import heldout, heldout_b, heldout_c, shift_tasks
+
+    suite = heldout_c.SUITE
+    assert run.main(["--quick", "--only", "heldout_c", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())["results"]["heldout_c"]
+    assert "error" not in result, result.get("error")
+    runs, keys, shots = result["results"], [t.key for t in suite.tasks], str(result["config"]["shots"][-1])
+    assert list(runs) == keys and all(set(runs[k]) == set(heldout.QUICK["policies"]) for k in keys)
+    assert all(len(v[shots]) == 1 and 0 <= v[shots][0] <= 100 for task in runs.values() for v in task.values())
+    assert {key: (meta["backbone"], meta["image_size"]) for key, meta in result["sources"].items()} == {
+        t.key: (t.backbone, t.image_size) for t in suite.tasks
+    }
+    acc = {k: {p: v[shots][0] for p, v in task.items()} for k, task in runs.items()}
+    fixed = [p for p in acc[keys[0]] if p != heldout.AUTO]
+    best = {k: max(fixed, key=lambda p, k=k: acc[k][p]) for k in keys}
+    wall = result["run_seconds"]
+    ratios = {k: wall[k][heldout.AUTO][0] / wall[k][shift_tasks.FALLBACK][0] for k in keys}
+    average = {p: sum(acc[k][p] for k in keys) / len(keys) for p in acc[keys[0]]}
+    expected = [
+        all(acc[k][heldout.AUTO] - acc[k][best[k]] >= -heldout.NEAR for k in keys),
+        all(acc[k][heldout.AUTO] >= acc[k][heldout.FULL] for k in keys),
+        all(average[heldout.AUTO] > average[p] for p in fixed),
+        all(ratios[k] <= heldout.TIME_RATIO for k in keys),
+    ]
+    assert list(result["targets"].values()) == expected and all(t.startswith("held-out C: ") for t in result["targets"])
+    assert (tmp_path / suite.decisions_file).read_text().count("AutoFreeze:") == len(keys)
+    section = (tmp_path / suite.section_file).read_text()
+    assert (
+        section.startswith(suite.generated) and "{#heldout-c}" not in section and "not the held-out result" in section
+    )
+    for other in (heldout.SUITE, heldout_b.SUITE):  # the earlier suites' files are left alone
+        assert not (tmp_path / other.section_file).exists() and not (tmp_path / other.decisions_file).exists()
+    text = (tmp_path / "results.md").read_text()
+    assert "{#heldout-c}" in text
+    for target, ok in zip(result["targets"], expected):
+        assert f"| heldout_c | {target} | {common.verdict(ok)} |" in text
