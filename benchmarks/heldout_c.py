@@ -3,7 +3,7 @@
 Once the first two held-out suites (:mod:`benchmarks.heldout`, :mod:`benchmarks.heldout_b`) had been run and their
 results read, neither could tell whether a rule changed afterwards (``AutoFreeze``'s cap on the trials' cost,
 ``max_trial_share``) generalises. This suite's tasks (:mod:`benchmarks.heldout_c_tasks`: pixelated scans and an ink
-blot, digits 5-9 -> 0-4 and 0 3 6 8 9 -> 1 4 7, on ``resnet26d``, ``efficientnet_lite0``, ``convnextv2_atto`` and
+blot, digits 5-9 -> 0-4 and 0 3 6 8 9 -> 1 4 7, on ``resnet26d``, ``efficientnet_b0``, ``convnextv2_atto`` and
 ``efficientvit_b0``) share no shift and no backbone with the development suite or either earlier held-out suite. The
 protocol, the policies, the learning-rate selection on validation, the goals and the tables are the first suite's
 (:func:`benchmarks.heldout.run_suite`), over :data:`SUITE`'s ten seeds; the section goes to :data:`SUITE`'s files

@@ -9,7 +9,7 @@ both had been run and seen, so that a rule changed since can still be checked on
   block of a scan takes its mean), and an ink blot (a 3x3 square at full intensity, at a fixed place per scan);
 - **output-level shifts** (new labels on clean scans): digits 5-9 -> 0-4 (the quick start's split reversed), and
   the curved digits 0, 3, 6, 8, 9 -> the straight-stroked 1, 4, 7;
-- **four backbone families**: a ResNet (``resnet26d``), an EfficientNet (``efficientnet_lite0``), a ConvNeXt
+- **four backbone families**: a ResNet (``resnet26d``), an EfficientNet (``efficientnet_b0``), a ConvNeXt
   (``convnextv2_atto``) and a convolution-attention hybrid (``efficientvit_b0``, at 64 px: its last two stages
   attend over 4x4 and 2x2 tokens), none of them used by the development suite (``resnet10t``), the first held-out
   suite (``resnet14t``, ``mobilenetv3_small_100``, ``convnext_atto``) or the second (``resnet18``,
@@ -22,7 +22,7 @@ from benchmarks.heldout_tasks import HeldoutTask
 
 ALL = tuple(range(10))
 CURVED, STRAIGHT = (0, 3, 6, 8, 9), (1, 4, 7)
-RESNET, EFFICIENTNET, CONVNEXT, HYBRID = "resnet26d", "efficientnet_lite0", "convnextv2_atto", "efficientvit_b0"
+RESNET, EFFICIENTNET, CONVNEXT, HYBRID = "resnet26d", "efficientnet_b0", "convnextv2_atto", "efficientvit_b0"
 HYBRID_SIZE = 64
 """Input size (px) of the hybrid's task: 4x4 and 2x2 tokens in its attention stages (at 32 px: 2x2 and 1x1)."""
 TASKS = (
