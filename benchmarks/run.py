@@ -42,6 +42,7 @@ BENCHMARKS = (
     "heldout_lr_finder",
     "heldout_b_lr_finder",
     "heldout_c",
+    "heldout_c_lr_finder",
     "canvases",
     "segmentation",
     "tune",

@@ -238,7 +238,7 @@ def test_quick_segmentation_reports_the_transfer_gain_it_measured(tmp_path) -> N
 
 
 @pytest.mark.slow  # over ~15 s on 2 cores
-@pytest.mark.parametrize("name", ["heldout_lr_finder", "heldout_b_lr_finder"])
+@pytest.mark.parametrize("name", ["heldout_lr_finder", "heldout_b_lr_finder", "heldout_c_lr_finder"])
 def test_quick_heldout_lr_finder_figures_and_verdicts_follow_its_runs(tmp_path, name) -> None:
     import importlib
 
@@ -281,12 +281,15 @@ def test_quick_heldout_lr_finder_figures_and_verdicts_follow_its_runs(tmp_path, 
 
 
 def test_the_finder_suites_report_each_held_out_suite_in_its_own_section() -> None:
-    from benchmarks import heldout_b, heldout_b_lr_finder, heldout_lr_finder
+    from benchmarks import heldout_b, heldout_b_lr_finder, heldout_c, heldout_c_lr_finder, heldout_lr_finder
 
-    first, second = heldout_lr_finder.SUITE, heldout_b_lr_finder.SUITE
+    first, second, third = heldout_lr_finder.SUITE, heldout_b_lr_finder.SUITE, heldout_c_lr_finder.SUITE
     assert first.tasks == heldout_lr_finder.TASKS and second.tasks == heldout_b.SUITE.tasks
-    assert second.seeds == tuple(range(10)) and set(second.quick_tasks) <= {t.key for t in second.tasks}
-    assert len({first.section_file, second.section_file, first.anchor, second.anchor, first.label, second.label}) == 6
+    assert third.tasks == heldout_c.SUITE.tasks and third.seeds == heldout_c.SUITE.seeds
+    for later in (second, third):
+        assert later.seeds == tuple(range(10)) and set(later.quick_tasks) <= {t.key for t in later.tasks}
+    names = [(s.section_file, s.anchor, s.label) for s in (first, second, third)]
+    assert len({name for triple in names for name in triple}) == 9
     assert heldout_lr_finder.SECTION_FILE == "heldout_lr_finder_section.md"  # the first suite's page is unchanged
     assert first.generated == heldout_lr_finder.GENERATED and "--only heldout_lr_finder`" in first.generated
 
@@ -375,19 +378,23 @@ def test_heldout_b_section_has_its_own_heading_goals_and_history() -> None:
     assert (heldout.SUITE.anchor, heldout.SUITE.label) == ("heldout", "held-out")  # the first suite's, unchanged
 
 
-@pytest.mark.slow  # about 30 s with the 2-epoch sources cached
-def test_quick_heldout_b_writes_its_own_files_and_its_verdicts_follow_its_numbers(tmp_path) -> None:
-    from benchmarks import heldout, heldout_b, shift_tasks
+@pytest.mark.slow  # about 30 s (B) and a minute (C) with the 2-epoch sources cached
+@pytest.mark.parametrize(("name", "label"), [("heldout_b", "held-out B"), ("heldout_c", "held-out C")])
+def test_quick_later_suites_write_their_own_files_and_their_verdicts_follow_their_numbers(
+    tmp_path, name: str, label: str
+) -> None:
+    from benchmarks import heldout, heldout_b, heldout_c, shift_tasks
 
-    suite = heldout_b.SUITE
-    assert run.main(["--quick", "--only", "heldout_b", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "results.json").read_text())["results"]["heldout_b"]
+    suites = (heldout.SUITE, heldout_b.SUITE, heldout_c.SUITE)
+    [suite] = [s for s in suites if s.name == name]
+    assert run.main(["--quick", "--only", name, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())["results"][name]
     assert "error" not in result, result.get("error")
     runs, keys, shots = result["results"], [t.key for t in suite.tasks], str(result["config"]["shots"][-1])
     assert list(runs) == keys and all(set(runs[k]) == set(heldout.QUICK["policies"]) for k in keys)
     assert all(len(v[shots]) == 1 and 0 <= v[shots][0] <= 100 for task in runs.values() for v in task.values())
-    assert {key: meta["image_size"] for key, meta in result["sources"].items()} == {
-        t.key: t.image_size for t in suite.tasks
+    assert {key: (meta["backbone"], meta["image_size"]) for key, meta in result["sources"].items()} == {
+        t.key: (t.backbone, t.image_size) for t in suite.tasks
     }
     acc = {k: {p: v[shots][0] for p, v in task.items()} for k, task in runs.items()}
     fixed = [p for p in acc[keys[0]] if p != heldout.AUTO]
@@ -401,17 +408,18 @@ def test_quick_heldout_b_writes_its_own_files_and_its_verdicts_follow_its_number
         all(average[heldout.AUTO] > average[p] for p in fixed),
         all(ratios[k] <= heldout.TIME_RATIO for k in keys),
     ]
-    assert list(result["targets"].values()) == expected and all(t.startswith("held-out B: ") for t in result["targets"])
+    assert list(result["targets"].values()) == expected and all(t.startswith(f"{label}: ") for t in result["targets"])
     assert (tmp_path / suite.decisions_file).read_text().count("AutoFreeze:") == len(keys)
     section = (tmp_path / suite.section_file).read_text()
-    assert (
-        section.startswith(suite.generated) and "{#heldout-b}" not in section and "not the held-out result" in section
-    )
-    assert not (tmp_path / heldout.SECTION_FILE).exists()  # the first suite's files are left alone
+    anchor = f"{{#{suite.anchor}}}"
+    assert section.startswith(suite.generated) and anchor not in section and "not the held-out result" in section
+    for other in suites:  # the other suites' files are left alone
+        if other is not suite:
+            assert not (tmp_path / other.section_file).exists() and not (tmp_path / other.decisions_file).exists()
     text = (tmp_path / "results.md").read_text()
-    assert "{#heldout-b}" in text
+    assert anchor in text
     for target, ok in zip(result["targets"], expected):
-        assert f"| heldout_b | {target} | {common.verdict(ok)} |" in text
+        assert f"| {name} | {target} | {common.verdict(ok)} |" in text
 
 
 def test_heldout_c_tasks_share_no_shift_and_no_backbone_with_the_earlier_suites() -> None:
@@ -558,43 +566,3 @@ def test_each_held_out_suite_runs_its_own_seeds_unless_the_variable_says_otherwi
     assert result["config"]["seeds"] == list(range(10))
     assert all(len(v[10]) == 10 for task in result["results"].values() for v in task.values())
     assert "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in (tmp_path / suite.section_file).read_text()
-
-
-@pytest.mark.slow  # about a minute with the 2-epoch sources cached
-def test_quick_heldout_c_writes_its_own_files_and_its_verdicts_follow_its_numbers(tmp_path) -> None:
-    from benchmarks import heldout, heldout_b, heldout_c, shift_tasks
-
-    suite = heldout_c.SUITE
-    assert run.main(["--quick", "--only", "heldout_c", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "results.json").read_text())["results"]["heldout_c"]
-    assert "error" not in result, result.get("error")
-    runs, keys, shots = result["results"], [t.key for t in suite.tasks], str(result["config"]["shots"][-1])
-    assert list(runs) == keys and all(set(runs[k]) == set(heldout.QUICK["policies"]) for k in keys)
-    assert all(len(v[shots]) == 1 and 0 <= v[shots][0] <= 100 for task in runs.values() for v in task.values())
-    assert {key: (meta["backbone"], meta["image_size"]) for key, meta in result["sources"].items()} == {
-        t.key: (t.backbone, t.image_size) for t in suite.tasks
-    }
-    acc = {k: {p: v[shots][0] for p, v in task.items()} for k, task in runs.items()}
-    fixed = [p for p in acc[keys[0]] if p != heldout.AUTO]
-    best = {k: max(fixed, key=lambda p, k=k: acc[k][p]) for k in keys}
-    wall = result["run_seconds"]
-    ratios = {k: wall[k][heldout.AUTO][0] / wall[k][shift_tasks.FALLBACK][0] for k in keys}
-    average = {p: sum(acc[k][p] for k in keys) / len(keys) for p in acc[keys[0]]}
-    expected = [
-        all(acc[k][heldout.AUTO] - acc[k][best[k]] >= -heldout.NEAR for k in keys),
-        all(acc[k][heldout.AUTO] >= acc[k][heldout.FULL] for k in keys),
-        all(average[heldout.AUTO] > average[p] for p in fixed),
-        all(ratios[k] <= heldout.TIME_RATIO for k in keys),
-    ]
-    assert list(result["targets"].values()) == expected and all(t.startswith("held-out C: ") for t in result["targets"])
-    assert (tmp_path / suite.decisions_file).read_text().count("AutoFreeze:") == len(keys)
-    section = (tmp_path / suite.section_file).read_text()
-    assert (
-        section.startswith(suite.generated) and "{#heldout-c}" not in section and "not the held-out result" in section
-    )
-    for other in (heldout.SUITE, heldout_b.SUITE):  # the earlier suites' files are left alone
-        assert not (tmp_path / other.section_file).exists() and not (tmp_path / other.decisions_file).exists()
-    text = (tmp_path / "results.md").read_text()
-    assert "{#heldout-c}" in text
-    for target, ok in zip(result["targets"], expected):
-        assert f"| heldout_c | {target} | {common.verdict(ok)} |" in text
