@@ -60,6 +60,7 @@ from lit_transfer.models.frozen_features import (
     trains_classifier_only,
     trains_head_group_only,
 )
+from lit_transfer.models.input_size import check_input_size, img_size_refused
 from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable, configure_optimization
 from lit_transfer.models.reseeding import BatchReseeding
 from lit_transfer.models.trained_preprocessing import TrainedPreprocessing
@@ -90,9 +91,10 @@ class TransferModule(LightningModule):
 
     The shared arguments read from ``hparams`` (each task class documents them too, as its own arguments):
     ``backbone`` (timm name, optionally ``hf-hub:`` or with a pretrained tag), ``pretrained`` (``True`` for hub
-    weights, ``False`` for random init, or a local weights file), ``in_chans``, ``freeze`` (a policy object, config
-    dict or name), ``train_bn``, ``layer_decay``, ``frozen_lr_mult``, ``drop_rate``, ``drop_path_rate``,
-    ``scheduler_interval``, ``warmup_epochs``, ``cache_features``, ``compile``, ``channels_last``.
+    weights, ``False`` for random init, or a local weights file), ``in_chans``, ``img_size`` (classifier and
+    regressor), ``freeze`` (a policy object, config dict or name), ``train_bn``, ``layer_decay``,
+    ``frozen_lr_mult``, ``drop_rate``, ``drop_path_rate``, ``scheduler_interval``, ``warmup_epochs``,
+    ``cache_features``, ``compile``, ``channels_last``.
 
     Attributes:
         default_task: The task of a class without a ``task`` argument (see :func:`lit_transfer.tasks.model_task`).
@@ -113,7 +115,16 @@ class TransferModule(LightningModule):
         timm_kwargs: dict[str, Any] = {"drop_rate": hp["drop_rate"]}
         if hp["drop_path_rate"] is not None:
             timm_kwargs["drop_path_rate"] = hp["drop_path_rate"]
-        self.backbone = self.build_network(timm_kwargs)
+        img_size = hp.get("img_size")
+        if img_size is not None:
+            timm_kwargs["img_size"] = img_size
+        try:
+            self.backbone = self.build_network(timm_kwargs)
+        except TypeError as err:
+            refused = img_size_refused(hp["backbone"], img_size, err) if img_size is not None else None
+            if refused is None:
+                raise
+            raise refused from err
         if hp["channels_last"]:
             self.backbone.to(memory_format=torch.channels_last)
         self.preprocessing = TrainedPreprocessing(backbone_data_config(self.backbone))
@@ -186,12 +197,14 @@ class TransferModule(LightningModule):
     def setup(self, stage: str) -> None:
         """Check the DataModule against the model, record its preprocessing at ``fit``, set up the feature cache.
 
-        Every stage: :meth:`check_data` (the subclass's checks of the task, class count and names, outputs).
+        Every stage: a backbone built for one input size against the data's (:mod:`lit_transfer.models.input_size`),
+        then :meth:`check_data` (the subclass's checks of the task, class count and names, outputs).
         ``fit`` records the DataModule's ``resolved_config`` as :attr:`data_config`; ``validate``/``test``/
         ``predict`` warn when it differs from the recorded one in size, mean or std. With ``cache_features``,
         ``fit`` refuses a DataModule that augments.
         """
         datamodule = getattr(self.trainer, "datamodule", None)
+        check_input_size(self.backbone, self.hparams["backbone"], datamodule)
         self.check_data(datamodule, stage)
         self.preprocessing.record(datamodule, stage)
         if stage == "fit" and self.hparams["cache_features"]:

@@ -37,6 +37,9 @@ class TransferClassifier(TransferModule):
         num_classes: Number of classes (linked from the DataModule by the CLI).
         pretrained: ``True`` for hub weights, ``False`` for random init, or a local weights file.
         in_chans: Input channels (pretrained stems are adapted).
+        img_size: The input size (px) to build a backbone made for one input size for (ViT, DeiT, Swin, ...:
+            timm's ``img_size``; pretrained position embeddings are resampled to it); ``None``: the architecture's
+            own. Such a backbone refuses data of another size before training, naming both sizes.
         class_names: Names of the classes, stored in checkpoints for prediction.
         freeze: Freezing policy: an object, a config dict or a name (``"freeze_unfreeze"``, ``"linear_probe"``,
             ``"gradual_unfreeze"``, ``"unfreeze_at_epochs"``, ``"full_fine_tune"``, ``"surgical"``, ``"auto"``).
@@ -84,6 +87,7 @@ class TransferClassifier(TransferModule):
         num_classes: int = 2,
         pretrained: bool | str = True,
         in_chans: int = 3,
+        img_size: int | None = None,
         class_names: list[str] | None = None,
         freeze: FreezingPolicy | str | dict[str, Any] = "freeze_unfreeze",
         train_bn: bool | None = None,

@@ -40,6 +40,9 @@ class TransferRegressor(TransferModule):
         num_outputs: Number of regression targets (linked from the DataModule's ``num_outputs`` by the CLI).
         pretrained: ``True`` for hub weights, ``False`` for random init, or a local weights file.
         in_chans: Input channels.
+        img_size: The input size (px) to build a backbone made for one input size for (ViT, DeiT, Swin, ...:
+            timm's ``img_size``; pretrained position embeddings are resampled to it); ``None``: the architecture's
+            own. Such a backbone refuses data of another size before training, naming both sizes.
         target_names: Names of the targets, stored in checkpoints (the DataModule's ``target_names``).
         target_stats: ``{"mean": [K floats], "std": [K floats]}`` of the training targets when the DataModule
             standardises them (its ``target_stats``), else ``None`` (targets used as given). Stored in checkpoints.
@@ -78,6 +81,7 @@ class TransferRegressor(TransferModule):
         num_outputs: int = 1,
         pretrained: bool | str = True,
         in_chans: int = 3,
+        img_size: int | None = None,
         target_names: list[str] | None = None,
         target_stats: dict[str, list[float]] | None = None,
         loss: Literal["mse", "l1", "huber"] = "mse",

@@ -1,0 +1,75 @@
+"""Backbones built for one input size (a strict ViT): refused data of another size, built for it with `img_size`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from cli_helpers import LIT_TRANSFER, RECIPES, TINY
+from quiet import quiet_trainer
+from safetensors.torch import save_file
+from timm.layers import resample_abs_pos_embed
+
+from lit_transfer import TransferClassifier
+from lit_transfer.data import DigitsDataModule
+from lit_transfer.models.input_size import fixed_input_size
+
+STRICT_VIT = "test_vit3"  # timm's tiny ViT whose patch embedding takes 160 px images only
+
+
+def _digits() -> DigitsDataModule:
+    return DigitsDataModule(classes=[0, 1, 2], image_size=32, batch_size=8, shots_per_class=8, seed=0)
+
+
+def test_a_backbone_made_for_one_size_refuses_other_data_before_training(tmp_path):
+    model = TransferClassifier(STRICT_VIT, num_classes=3, pretrained=False)
+    assert fixed_input_size(model.backbone) == (160, 160)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    with pytest.raises(ValueError, match=r"'test_vit3' takes only 160x160 px .* gives 32x32 px") as error:
+        trainer.fit(model, datamodule=_digits())
+    assert "`img_size: 32`" in str(error.value) and "`image_size` to 160" in str(error.value)
+    assert trainer.global_step == 0
+
+
+def test_img_size_builds_it_for_the_data_with_the_pretrained_position_embeddings_resampled(tmp_path):
+    torch.manual_seed(0)
+    source = timm.create_model(STRICT_VIT, num_classes=10)  # "pretrained" at its own 160 px
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, str(tmp_path / "vit.safetensors"))
+    model = TransferClassifier(STRICT_VIT, num_classes=3, pretrained=str(tmp_path / "vit.safetensors"), img_size=32)
+    assert fixed_input_size(model.backbone) == (32, 32) and model.hparams["img_size"] == 32
+    grid = model.backbone.patch_embed.grid_size
+    expected = resample_abs_pos_embed(state["pos_embed"], list(grid), num_prefix_tokens=source.num_prefix_tokens)
+    assert model.backbone.pos_embed.shape == expected.shape != state["pos_embed"].shape
+    assert torch.allclose(model.backbone.pos_embed, expected)
+    assert torch.equal(model.backbone.patch_embed.proj.weight, state["patch_embed.proj.weight"])
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(model, datamodule=_digits())
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train_loss"])
+
+
+def test_img_size_on_a_backbone_that_takes_any_size_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"`img_size` \(32\) .* 'test_resnet' has no such argument.*unset"):
+        TransferClassifier("test_resnet", num_classes=3, pretrained=False, img_size=32)
+
+
+@pytest.mark.slow  # two runs of the command, about 20 s
+def test_the_command_names_the_fix_and_runs_with_it(tmp_path: Path):
+    args = [
+        *("fit", "--config", str(RECIPES / "defaults.yaml"), *TINY),
+        *("--model.backbone", STRICT_VIT, "--data.image_size", "32", "--data.num_workers", "0"),
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    refused = subprocess.run([str(LIT_TRANSFER), *args], capture_output=True, text=True, timeout=180, env=env)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "takes only 160x160 px" in last and "--model.img_size 32" in last, last
+    built = subprocess.run(
+        [str(LIT_TRANSFER), *args, "--model.img_size", "32"], capture_output=True, text=True, timeout=180, env=env
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
