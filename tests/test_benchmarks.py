@@ -4,6 +4,7 @@ comparisons of its own figures with its targets."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -294,6 +295,28 @@ def test_the_finder_suites_report_each_held_out_suite_in_its_own_section() -> No
     assert first.generated == heldout_lr_finder.GENERATED and "--only heldout_lr_finder`" in first.generated
 
 
+def _check_fresh_task(task, earlier: tuple, earlier_heldout: tuple) -> Any:
+    """A held-out task's shift is new (its corruption or class split), its data at its own size; its first batch."""
+    from benchmarks import heldout_tasks
+
+    used_corruptions = {t.corruption for t in earlier_heldout if t.level == "input"}
+    used_splits = {(t.source_classes, t.target_classes) for t in earlier if not getattr(t, "corruption", "")}
+    assert not task.inverted, task.key  # the development suite's input shift
+    if task.level == "input":
+        assert task.source_classes == task.target_classes and task.corruption in heldout_tasks.CORRUPTIONS
+        assert task.corruption not in used_corruptions, task.key
+    else:
+        assert (task.source_classes, task.target_classes) not in used_splits, task.key
+        assert not set(task.source_classes) & set(task.target_classes), task.key
+        assert not any(set(task.target_classes) == set(t) for _, t in used_splits if t != tuple(range(10)))
+    data = task.datamodule(1, seed=0)  # each task's scans at its own input size
+    data.setup("fit")
+    images, labels = next(iter(data.train_dataloader()))
+    assert images.shape[-2:] == (task.image_size, task.image_size) and len(set(labels.tolist())) > 1
+    assert isinstance(data, heldout_tasks.CorruptedDigits) == (task.level == "input"), task.key
+    return images
+
+
 def test_heldout_b_tasks_share_no_shift_and_no_backbone_with_the_earlier_suites() -> None:
     from benchmarks import heldout_b_tasks, heldout_tasks, shift_tasks
 
@@ -304,22 +327,8 @@ def test_heldout_b_tasks_share_no_shift_and_no_backbone_with_the_earlier_suites(
     families = {next(kind for prefix, kind in kinds.items() if t.backbone.startswith(prefix)) for t in tasks}
     assert families == {"ResNet", "MobileNet", "ViT"}, families
     assert not {t.backbone for t in tasks} & {t.backbone for t in earlier}
-    used_corruptions = {t.corruption for t in heldout_tasks.TASKS if t.level == "input"}
-    used_splits = {(t.source_classes, t.target_classes) for t in earlier if not getattr(t, "corruption", "")}
     for task in tasks:
-        assert not task.inverted, task.key  # the development suite's input shift
-        if task.level == "input":
-            assert task.source_classes == task.target_classes and task.corruption in heldout_tasks.CORRUPTIONS
-            assert task.corruption not in used_corruptions, task.key
-        else:
-            assert (task.source_classes, task.target_classes) not in used_splits, task.key
-            assert not set(task.source_classes) & set(task.target_classes), task.key
-            assert not any(set(task.target_classes) == set(t) for _, t in used_splits if t != tuple(range(10)))
-        data = task.datamodule(1, seed=0)  # each task's scans at its own input size (the ViT's 16 patches)
-        data.setup("fit")
-        images, labels = next(iter(data.train_dataloader()))
-        assert images.shape[-2:] == (task.image_size, task.image_size) and len(set(labels.tolist())) > 1
-        assert isinstance(data, heldout_tasks.CorruptedDigits) == (task.level == "input"), task.key
+        _check_fresh_task(task, earlier, heldout_tasks.TASKS)
 
 
 def test_mirror_and_dilate_are_fixed_per_scan_keep_the_shape_and_change_every_scan() -> None:
@@ -446,22 +455,8 @@ def test_heldout_c_tasks_share_no_shift_and_no_backbone_with_the_earlier_suites(
     assert families == {"ResNet", "MobileNet", "ViT or ConvNeXt"}, families
     assert len({t.backbone for t in tasks}) == len(tasks)  # one architecture per task
     assert not {t.backbone for t in tasks} & {t.backbone for t in earlier}
-    used_corruptions = {t.corruption for t in (*heldout_tasks.TASKS, *heldout_b_tasks.TASKS) if t.level == "input"}
-    used_splits = {(t.source_classes, t.target_classes) for t in earlier if not getattr(t, "corruption", "")}
     for task in tasks:
-        assert not task.inverted, task.key  # the development suite's input shift
-        if task.level == "input":
-            assert task.source_classes == task.target_classes and task.corruption in heldout_tasks.CORRUPTIONS
-            assert task.corruption not in used_corruptions, task.key
-        else:
-            assert (task.source_classes, task.target_classes) not in used_splits, task.key
-            assert not set(task.source_classes) & set(task.target_classes), task.key
-            assert not any(set(task.target_classes) == set(t) for _, t in used_splits if t != tuple(range(10)))
-        data = task.datamodule(1, seed=0)  # each task's scans at its own input size (the hybrid's 64 px)
-        data.setup("fit")
-        images, labels = next(iter(data.train_dataloader()))
-        assert images.shape[-2:] == (task.image_size, task.image_size) and len(set(labels.tolist())) > 1
-        assert isinstance(data, heldout_tasks.CorruptedDigits) == (task.level == "input"), task.key
+        images = _check_fresh_task(task, earlier, (*heldout_tasks.TASKS, *heldout_b_tasks.TASKS))
         # the package groups the architecture by timm's group_matcher (stem, stages, head), not by its children
         model = timm.create_model(task.backbone, num_classes=len(task.target_classes))
         groups = layer_groups(model)
