@@ -50,6 +50,10 @@ def test_img_size_builds_it_for_the_data_with_the_pretrained_position_embeddings
     trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(model, datamodule=_digits())
     assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train_loss"])
+    trainer.save_checkpoint(tmp_path / "vit.ckpt")  # a reload builds the backbone at the same size
+    again = TransferClassifier.load_from_checkpoint(tmp_path / "vit.ckpt", weights_only=True)
+    assert fixed_input_size(again.backbone) == (32, 32)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
 def test_img_size_on_a_backbone_that_takes_any_size_is_a_clear_error():
