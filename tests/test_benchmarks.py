@@ -331,19 +331,31 @@ def test_heldout_b_tasks_share_no_shift_and_no_backbone_with_the_earlier_suites(
         _check_fresh_task(task, earlier, heldout_tasks.TASKS)
 
 
-def test_mirror_and_dilate_are_fixed_per_scan_keep_the_shape_and_change_every_scan() -> None:
+def _check_fixed_per_scan(*corruptions: str) -> Any:
+    """Each corruption is fixed per scan (by its index, whatever the split and seed), keeps the splits, labels,
+    shape and dtype, and changes nearly every scan; the clean scans."""
     import numpy as np
 
     from benchmarks import heldout_tasks
 
     clean, labels, splits = heldout_tasks.DigitsDataModule(classes=(0, 1, 2), shots_per_class=3, seed=5)._splits()
-    for corruption in ("mirror", "dilate"):
+    for corruption in corruptions:
         one = heldout_tasks.CorruptedDigits(corruption, classes=(0, 1, 2), shots_per_class=3, seed=5)._splits()
         other = heldout_tasks.CorruptedDigits(corruption, classes=(0, 1, 2), shots_per_class=3, seed=6)._splits()[0]
         assert one[2] == splits and (one[1] == labels).all()  # the same splits, labels and few-shot draws
         assert one[0].dtype == np.uint8 and one[0].shape == clean.shape
         assert (other == one[0]).all() and (heldout_tasks.corrupt(clean, corruption) == one[0]).all()
         assert (one[0] != clean).any(axis=(1, 2)).mean() > 0.9, corruption  # nearly every scan changes
+        assert (heldout_tasks.corrupt(clean[:20], corruption) == one[0][:20]).all()  # a scan's own, by its index
+    return clean
+
+
+def test_mirror_and_dilate_are_fixed_per_scan_keep_the_shape_and_change_every_scan() -> None:
+    import numpy as np
+
+    from benchmarks import heldout_tasks
+
+    clean = _check_fixed_per_scan("mirror", "dilate")
     mirrored = heldout_tasks.corrupt(clean, "mirror")
     assert (mirrored == clean[:, :, ::-1]).all() and (heldout_tasks.corrupt(mirrored, "mirror") == clean).all()
     dilated = heldout_tasks.corrupt(clean, "dilate")
@@ -469,15 +481,7 @@ def test_pixelate_and_blot_are_fixed_per_scan_keep_the_shape_and_change_nearly_e
 
     from benchmarks import heldout_tasks
 
-    clean, labels, splits = heldout_tasks.DigitsDataModule(classes=(0, 1, 2), shots_per_class=3, seed=5)._splits()
-    for corruption in ("pixelate", "blot"):
-        one = heldout_tasks.CorruptedDigits(corruption, classes=(0, 1, 2), shots_per_class=3, seed=5)._splits()
-        other = heldout_tasks.CorruptedDigits(corruption, classes=(0, 1, 2), shots_per_class=3, seed=6)._splits()[0]
-        assert one[2] == splits and (one[1] == labels).all()  # the same splits, labels and few-shot draws
-        assert one[0].dtype == np.uint8 and one[0].shape == clean.shape
-        assert (other == one[0]).all() and (heldout_tasks.corrupt(clean, corruption) == one[0]).all()
-        assert (one[0] != clean).any(axis=(1, 2)).mean() > 0.9, corruption  # nearly every scan changes
-        assert (heldout_tasks.corrupt(clean[:20], corruption) == one[0][:20]).all()  # a scan's own, by its index
+    clean = _check_fixed_per_scan("pixelate", "blot")
     pixelated = heldout_tasks.corrupt(clean, "pixelate")
     blocks = pixelated.reshape(-1, 4, 2, 4, 2)
     assert (blocks == blocks[:, :, :1, :, :1]).all()  # every 2x2 block is one grey level
