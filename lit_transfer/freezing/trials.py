@@ -18,6 +18,7 @@ __all__ = [
     "TrialResult",
     "depth_candidates",
     "halving_cost",
+    "halving_rounds",
     "paired_standard_error",
     "successive_halving",
 ]
@@ -104,8 +105,25 @@ def paired_standard_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(diff.std(unbiased=True) / math.sqrt(diff.numel()))
 
 
+def halving_rounds(candidates: int, halving: int) -> list[int]:
+    """How many candidates :func:`successive_halving` trains in each round.
+
+    All in the first, then the best ``ceil(n / halving)`` of the last round's ``n``, until one would be left.
+
+    Example:
+        >>> halving_rounds(3, 3), halving_rounds(3, 2), halving_rounds(9, 3)
+        ([3], [3, 2], [9, 3])
+    """
+    rounds = [candidates]
+    while rounds[-1] > 1 and math.ceil(rounds[-1] / halving) > 1:
+        rounds.append(math.ceil(rounds[-1] / halving))
+    return rounds
+
+
 def halving_cost(candidates: int, halving: int) -> int:
     """Optimizer steps :func:`successive_halving` trains in all, per step of its first round.
+
+    Round ``r`` of :func:`halving_rounds` trains each of its candidates ``halving ** r`` times the first round's steps.
 
     Example:
         >>> halving_cost(3, 3)  # one round: three candidates
@@ -113,13 +131,7 @@ def halving_cost(candidates: int, halving: int) -> int:
         >>> halving_cost(3, 2)  # three candidates, then two at twice the steps
         7
     """
-    alive, factor, total = candidates, 1, 0
-    while True:
-        total += alive * factor
-        keep = max(1, math.ceil(alive / halving))
-        if alive == 1 or keep == 1:
-            return total
-        alive, factor = keep, factor * halving
+    return sum(count * halving**r for r, count in enumerate(halving_rounds(candidates, halving)))
 
 
 def successive_halving(
@@ -153,21 +165,15 @@ def successive_halving(
     trained = {c.name: 0 for c in alive}
     losses: dict[str, torch.Tensor] = {}
     eliminated: list[str] = []
-    steps = first_steps
-    while True:
+    for index, count in enumerate(halving_rounds(len(alive), halving)):
+        eliminated = [c.name for c in alive[count:]] + eliminated
+        alive = alive[:count]
+        steps = first_steps * halving**index
         for candidate in alive:
             losses[candidate.name] = run(candidate, steps).detach().double().flatten()
             trained[candidate.name] += steps
         alive.sort(key=lambda c: float(losses[c.name].mean()))
-        if len(alive) == 1:
-            break
-        keep = max(1, math.ceil(len(alive) / halving))
-        eliminated = [c.name for c in alive[keep:]] + eliminated
-        alive = alive[:keep]
-        if keep == 1:
-            break
-        steps *= halving
-    order = [alive[0].name, *eliminated]
+    order = [alive[0].name, *[c.name for c in alive[1:]], *eliminated]
     best = losses[order[0]]
     return [
         TrialResult(name, trained[name], float(losses[name].mean()), paired_standard_error(losses[name], best))

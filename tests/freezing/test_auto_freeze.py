@@ -27,7 +27,13 @@ from lit_transfer.data import DigitsDataModule
 from lit_transfer.freezing import FreezeUnfreeze, resolve_policy
 from lit_transfer.freezing.sandbox import TrialBench
 from lit_transfer.freezing.trial_data import validation_set
-from lit_transfer.freezing.trials import Candidate, TrialResult, paired_standard_error, successive_halving
+from lit_transfer.freezing.trials import (
+    Candidate,
+    TrialResult,
+    halving_cost,
+    paired_standard_error,
+    successive_halving,
+)
 from lit_transfer.training_state import seeded_rng
 
 NAMES = ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
@@ -66,6 +72,17 @@ def test_successive_halving_keeps_the_best_and_gives_the_survivors_more_steps():
     assert results[0].paired_se == 0.0 and all(r.val_loss > results[0].val_loss for r in results[1:])
     one_round = successive_halving(candidates, run, first_steps=3, halving=4)
     assert [r.steps for r in one_round] == [3, 3, 3, 3]
+
+
+@pytest.mark.parametrize(("count", "halving"), [(1, 2), (3, 2), (3, 3), (5, 2), (9, 3), (10, 3)])
+def test_the_trials_cost_is_what_successive_halving_trains(count, halving):
+    def run(candidate, steps):  # a fixed ranking: the earlier candidate is always better
+        return torch.full((4,), float(candidate.name))
+
+    candidates = [Candidate(str(i), (True,), (1.0,)) for i in range(count)]
+    results = successive_halving(candidates, run, first_steps=2, halving=halving)
+    assert sum(r.steps for r in results) == 2 * halving_cost(count, halving)
+    assert [r.name for r in results] == [str(i) for i in range(count)]  # survivors first, then by their last round
 
 
 def test_paired_standard_error_is_that_of_the_per_sample_differences():
