@@ -67,9 +67,10 @@ def depth_candidates(
 ) -> list[Candidate]:
     """One candidate per depth (groups below the head that train; ``"all"`` every one), duplicates removed.
 
-    A trained group ``i`` steps below the head gets the multiplier ``layer_decay ** i``. The last ``new_groups``
-    groups are the model's new part (the head; a segmenter's decoder and head) and train in every candidate at the
-    full rate; depths count the groups below them.
+    A trained group ``i`` steps below the head gets the multiplier ``layer_decay ** i``, unrounded (the rate a
+    classifier's own ``layer_decay`` gives that group, to the last bit). The last ``new_groups`` groups are the
+    model's new part (the head; a segmenter's decoder and head) and train in every candidate at the full rate; depths
+    count the groups below them.
 
     Example:
         >>> [(c.name, c.lr_mults) for c in depth_candidates(["stem", "layer1", "head"], [0, 1, 5, "all"], 0.5)]
@@ -85,7 +86,7 @@ def depth_candidates(
         if mask in seen:
             continue
         seen.add(mask)
-        mults = (*tuple(round(layer_decay ** (below - i), 6) if mask[i] else 1.0 for i in range(below)),)
+        mults = (*tuple(layer_decay ** (below - i) if mask[i] else 1.0 for i in range(below)),)
         mults += (1.0,) * new_groups
         if count == 0:
             name = "linear probe" if new_groups == 1 else top
