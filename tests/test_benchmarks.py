@@ -69,6 +69,25 @@ def test_merge_takes_runs_made_in_parallel_into_one_page(tmp_path) -> None:
         run.main(["--merge", str(tmp_path / "missing"), "--out", str(out)])
 
 
+def test_a_full_run_leaves_the_held_out_suites_out_and_keeps_their_published_results(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    assert set(run.HELD_OUT) == {n for n in run.BENCHMARKS if n.startswith("heldout")} and len(run.HELD_OUT) == 6
+    # the real runner on a two-benchmark suite: one cheap benchmark and one held-out suite
+    monkeypatch.setattr(run, "BENCHMARKS", ("transforms", "heldout_c"))
+    monkeypatch.setattr(run, "HELD_OUT", ("heldout_c",))
+    published = {"markdown": "### The published held-out section", "targets": {"held-out goal": False}, "seconds": 1}
+    (tmp_path / "results.json").write_text(json.dumps({"quick": False, "results": {"heldout_c": published}}))
+    assert run.main(["--out", str(tmp_path)]) == 0
+    assert "leaving out the held-out suites (heldout_c)" in capsys.readouterr().err
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert set(results) == {"transforms", "heldout_c"} and "error" not in results["transforms"]
+    assert results["heldout_c"] == published  # not rerun: the published section stays as it was
+    assert "The published held-out section" in (tmp_path / "results.md").read_text()
+    assert run.selected("heldout_c", quick=False) == ["heldout_c"]  # run by name, deliberately
+    assert run.selected("", quick=True) == ["transforms", "heldout_c"]  # quick mode publishes nothing
+
+
 def test_quick_smith_verdicts_follow_its_numbers_and_the_others_are_kept(tmp_path, capsys) -> None:
     earlier = {"markdown": "### Earlier overhead section", "targets": {"t": False}, "seconds": 1.0}
     (tmp_path / "results.json").write_text(json.dumps({"quick": True, "results": {"overhead": earlier}}))

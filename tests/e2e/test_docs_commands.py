@@ -66,7 +66,7 @@ EXCLUDED: dict[tuple[str, str], str] = {
     ("README.md", "make quickstart"): "pip-installs .venv; test_quickstart.py runs the job; make test is this suite",
     ("docs/getting-started.md", "make quickstart"): "the same two make targets as the README's",
     ("docs/getting-started.md", "pip install"): "installs packages",
-    ("docs/benchmarks.md", "make bench"): "the benchmark suite (minutes); tests/test_benchmarks.py runs its smallest",
+    ("docs/benchmarks.md", "make bench"): "the benchmark suite (hours); tests/test_benchmarks.py runs its smallest",
     (
         "docs/multi-gpu.md",
         "defaults.yaml --trainer.devices 4",
