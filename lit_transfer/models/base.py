@@ -204,7 +204,8 @@ class TransferModule(LightningModule):
         ``fit`` refuses a DataModule that augments.
         """
         datamodule = getattr(self.trainer, "datamodule", None)
-        check_input_size(self.backbone, self.hparams["backbone"], datamodule)
+        hp = self.hparams
+        check_input_size(self.backbone, hp["backbone"], datamodule, hp["in_chans"], hp.get("img_size"))
         self.check_data(datamodule, stage)
         self.preprocessing.record(datamodule, stage)
         if stage == "fit" and self.hparams["cache_features"]:

@@ -1,18 +1,21 @@
-"""Backbones built for one input size (ViT, DeiT, Swin, ...): the size the data must have, checked before training.
+"""Backbones built for one input size (ViT, Swin, MaxViT, ...): the data's size, checked before training.
 
 timm's vision transformers embed patches with position embeddings made for one image size and refuse any other at
-the first forward pass (``PatchEmbed(strict_img_size=True)``). Built with ``img_size``, timm makes them for another
+the first forward pass (``PatchEmbed(strict_img_size=True)``); window and relative-position attention (Swin V2 CR,
+MaxViT, CoAtNet) fail there too, with less telling errors. Built with ``img_size``, timm makes them for another
 size, and resamples pretrained position embeddings to it when it loads the weights (hub or local file alike).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+import torch
 from timm.layers import PatchEmbed
 from torch import nn
 
-__all__ = ["check_input_size", "fixed_input_size", "img_size_refused"]
+__all__ = ["check_input_size", "fixed_input_size", "img_size_refused", "sized_timm_model"]
 
 
 def fixed_input_size(backbone: nn.Module) -> tuple[int, int] | None:
@@ -33,27 +36,102 @@ def fixed_input_size(backbone: nn.Module) -> tuple[int, int] | None:
     return None
 
 
-def check_input_size(backbone: nn.Module, name: str, datamodule: Any) -> None:
-    """Refuse a DataModule whose images (its ``resolved_config.size``) a fixed-size backbone cannot take.
+def sized_timm_model(network: nn.Module) -> nn.Module | None:
+    """The timm model in ``network`` (itself, or a segmenter's encoder) if its architecture takes ``img_size``.
+
+    Example:
+        >>> import timm
+        >>> type(sized_timm_model(timm.create_model("test_maxvit"))).__name__
+        'MaxxVit'
+        >>> sized_timm_model(timm.create_model("test_resnet")) is None  # takes any size: nothing to check
+        True
+    """
+    for module in network.modules():
+        if hasattr(module, "forward_features") and hasattr(module, "pretrained_cfg"):
+            return module if "img_size" in inspect.signature(type(module).__init__).parameters else None
+    return None
+
+
+def _size_failure(model: nn.Module, in_chans: int, height: int, width: int) -> Exception | None:
+    """The error one blank image of this size raises in the model's feature extraction, or ``None``.
+
+    The model is put in eval mode (no BatchNorm statistic moves) for the pass and back in its mode after.
+    """
+    weight = next(model.parameters(), None)
+    blank = torch.zeros(
+        1,
+        in_chans,
+        height,
+        width,
+        device=weight.device if weight is not None else None,
+        dtype=weight.dtype if weight is not None and weight.is_floating_point() else None,
+    )
+    extract: Any = getattr(model, "forward_intermediates", None)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            extract(blank, intermediates_only=True) if extract is not None else model.forward_features(blank)  # type: ignore[operator]
+    except (AssertionError, RuntimeError, ValueError, IndexError) as err:
+        return err
+    finally:
+        model.train(was_training)
+    return None
+
+
+def check_input_size(
+    backbone: nn.Module, name: str, datamodule: Any, in_chans: int = 3, img_size: int | None = None
+) -> None:
+    """Refuse a DataModule whose images (its ``resolved_config.size``) the backbone cannot take, before training.
+
+    A strict patch embedding gives the size it takes outright (:func:`fixed_input_size`). Another architecture
+    made for one size (:func:`sized_timm_model`: Swin V2 CR, MaxViT, CoAtNet, ...) extracts the features of one
+    blank image of the data's size, in eval mode without gradients; backbones that take any size (CNNs) are not
+    run.
+
+    Args:
+        backbone: The model's network (a timm model, or a segmenter's network holding one).
+        name: The backbone's name, for the message.
+        datamodule: The run's DataModule (any without a ``resolved_config`` is not checked).
+        in_chans: The backbone's input channels.
+        img_size: The size the backbone was built for (``None``: its architecture's default).
 
     Raises:
         ValueError: Naming both sizes and the two fixes (``img_size`` on the model, ``image_size`` on the data).
     """
     size = getattr(getattr(datamodule, "resolved_config", None), "size", None)
-    fixed = fixed_input_size(backbone)
-    if fixed is None or not size or tuple(size) == fixed:
+    if not size:
         return
     height, width = (int(side) for side in size)
-    rebuild = (
-        f"build the backbone for the data's size with `img_size: {height}` (`--model.img_size {height}`; timm"
-        " resamples pretrained position embeddings to it), or "
-        if height == width
-        else ""
-    )
+    fixed = fixed_input_size(backbone)
+    if fixed is not None:
+        if tuple(size) != fixed:
+            _refuse(name, datamodule, height, width, f"takes only {fixed[0]}x{fixed[1]} px images", fixed[0])
+        return
+    model = sized_timm_model(backbone)
+    failure = None if model is None else _size_failure(model, in_chans, height, width)
+    if model is None or failure is None:
+        return
+    cfg: dict[str, Any] = getattr(model, "pretrained_cfg", None) or {}
+    built = int(img_size or tuple(cfg.get("input_size", (0,)))[-1])
+    takes = f"is built for {built}x{built} px images" if built else "cannot take them"
+    cause = f"{type(failure).__name__}: {(str(failure).strip().splitlines() or [''])[0][:200]}"
+    _refuse(name, datamodule, height, width, takes, built, cause)
+
+
+def _refuse(name: str, datamodule: Any, height: int, width: int, takes: str, side: int, cause: str = "") -> None:
+    """Raise the size error: what the backbone takes, the data's size, timm's own error if any, and the fixes."""
+    fixes = []
+    if height == width:
+        fixes.append(
+            f"build the backbone for the data's size with `img_size: {height}` (`--model.img_size {height}`; timm"
+            " resamples pretrained position embeddings to it)"
+        )
+    if side:
+        fixes.append(f"set the DataModule's `image_size` to {side} (`--data.image_size {side}`)")
     raise ValueError(
-        f"The backbone {name!r} takes only {fixed[0]}x{fixed[1]} px images, but the DataModule"
-        f" ({type(datamodule).__name__}) gives {height}x{width} px. To fit them, {rebuild}set the DataModule's"
-        f" `image_size` to {fixed[0]} (`--data.image_size {fixed[0]}`)."
+        f"The backbone {name!r} {takes}, but the DataModule ({type(datamodule).__name__}) gives {height}x{width}"
+        f" px{f' (timm: {cause})' if cause else ''}. To fit them, {' or '.join(fixes) or 'resize the images'}."
     )
 
 

@@ -52,6 +52,9 @@ class TransferSegmenter(TransferModule):
         pretrained: ``True`` for hub weights, ``False`` for random init, or a local ``.safetensors``/``.pth``/
             ``.ckpt`` file (a classifier's checkpoint included: its backbone becomes the encoder).
         in_chans: Input channels.
+        img_size: The input size (px) to build an encoder made for one input size for (Swin, MaxViT, ...: timm's
+            ``img_size``; pretrained position tables are resampled to it); ``None``: the architecture's own. Such an
+            encoder refuses data of another size before training, naming both sizes.
         class_names: Names of the classes, stored in checkpoints (the DataModule's ``class_names``).
         decoder: ``"unet"`` (U-Net, skip connections at every reduction) or ``"fpn"`` (feature pyramid network;
             the input's height and width must be multiples of 32).
@@ -91,6 +94,7 @@ class TransferSegmenter(TransferModule):
         num_classes: int = 2,
         pretrained: bool | str = True,
         in_chans: int = 3,
+        img_size: int | None = None,
         class_names: list[str] | None = None,
         decoder: Decoder = "unet",
         decoder_channels: int = 256,

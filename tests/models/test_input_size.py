@@ -12,11 +12,12 @@ import torch
 from cli_helpers import LIT_TRANSFER, RECIPES, TINY
 from quiet import quiet_trainer
 from safetensors.torch import save_file
+from segmentation_fixture import make_segmentation_folder
 from timm.layers import resample_abs_pos_embed
 
-from lit_transfer import TransferClassifier
-from lit_transfer.data import DigitsDataModule
-from lit_transfer.models.input_size import fixed_input_size
+from lit_transfer import TransferClassifier, TransferSegmenter
+from lit_transfer.data import DigitsDataModule, SegmentationFolderDataModule
+from lit_transfer.models.input_size import fixed_input_size, sized_timm_model
 
 STRICT_VIT = "test_vit3"  # timm's tiny ViT whose patch embedding takes 160 px images only
 
@@ -54,6 +55,45 @@ def test_img_size_builds_it_for_the_data_with_the_pretrained_position_embeddings
     again = TransferClassifier.load_from_checkpoint(tmp_path / "vit.ckpt", weights_only=True)
     assert fixed_input_size(again.backbone) == (32, 32)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_window_attention_backbone_made_for_one_size_is_refused_before_training_and_built_with_img_size(tmp_path):
+    # MaxViT has no strict patch embedding: its window partition fails deep in the first forward pass
+    model = TransferClassifier("test_maxvit", num_classes=3, pretrained=False)
+    assert fixed_input_size(model.backbone) is None and sized_timm_model(model.backbone) is model.backbone
+    data = DigitsDataModule(classes=[0, 1, 2], image_size=64, batch_size=8, shots_per_class=8, seed=0)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    with pytest.raises(ValueError, match=r"'test_maxvit' is built for 160x160 px .* gives 64x64 px \(timm: ") as error:
+        trainer.fit(model, datamodule=data)
+    assert "`img_size: 64`" in str(error.value) and "`image_size` to 160" in str(error.value)
+    assert trainer.global_step == 0
+    assert model.backbone.training  # the check's eval-mode pass left the mode as it found it
+    built = TransferClassifier("test_maxvit", num_classes=3, pretrained=False, img_size=64)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(built, datamodule=data)
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train_loss"])
+
+
+def test_the_segmenter_builds_an_encoder_made_for_one_size_for_its_photos(tmp_path):
+    photos = make_segmentation_folder(tmp_path / "photos", train=4, val=2, test=0, predict=0)
+    data = SegmentationFolderDataModule(photos, image_size=64, batch_size=2, num_workers=0)
+    kwargs = {"num_classes": 3, "pretrained": False, "decoder_channels": 32}
+    refused = TransferSegmenter("test_maxvit", **kwargs)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    with pytest.raises(ValueError, match=r"'test_maxvit' is built for 160x160 px .* gives 64x64 px"):
+        trainer.fit(refused, datamodule=data)
+    assert trainer.global_step == 0
+    model = TransferSegmenter("test_maxvit", img_size=64, **kwargs)
+    assert model.hparams["img_size"] == 64
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(model, datamodule=data)
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train_loss"])
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_a_backbone_that_takes_any_size_is_never_run_by_the_check():
+    assert sized_timm_model(timm.create_model("test_resnet")) is None
+    assert sized_timm_model(TransferSegmenter("test_resnet", num_classes=3, pretrained=False).backbone) is None
 
 
 def test_img_size_on_a_backbone_that_takes_any_size_is_a_clear_error():
