@@ -120,6 +120,24 @@ def set_received_sigterm(trainer: Any) -> None:
     trainer._signal_connector.received_sigterm = True
 
 
+def stop_spawned_workers(trainer: Any, signum: int) -> bool:
+    """Send ``signum`` to the worker processes a spawn launcher (``strategy: ddp_spawn``) started from this process.
+
+    Lightning's ``_MultiProcessingLauncher`` keeps its workers in ``procs`` in the launching process only (a worker's
+    copy has none) and sends them a signal with its ``kill``, as its own SIGTERM notifier does for other launchers.
+
+    Returns:
+        Whether this process launched spawned workers that still ran (and were signalled).
+    """
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    if not isinstance(launcher, _MultiProcessingLauncher) or not any(p.is_alive() for p in launcher.procs):
+        return False
+    launcher.kill(signum)
+    return True
+
+
 def replace_sigterm_notifier(trainer: Any, notifier: Callable[[int, Any], None] | None) -> None:
     """Make the Trainer's signal connector register ``notifier`` for SIGTERM instead of its own (``None``: its own).
 

@@ -197,3 +197,30 @@ def test_hub_offline(tmp_path, monkeypatch) -> None:
     assert not huggingface_hub.is_offline_mode()
     with _compat.hub_offline(False):
         assert not huggingface_hub.is_offline_mode()
+
+
+def _sleep() -> None:
+    import time
+
+    time.sleep(60)
+
+
+def test_stop_spawned_workers_signals_the_spawn_launchers_live_workers_only() -> None:
+    import multiprocessing
+    import signal
+
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_progress_bar=False)
+    assert not _compat.stop_spawned_workers(trainer, signal.SIGTERM)  # nothing launched yet
+    assert not _compat.stop_spawned_workers(L.Trainer(accelerator="cpu", devices=1, logger=False), signal.SIGTERM)
+    worker = multiprocessing.get_context("spawn").Process(target=_sleep)
+    worker.start()
+    try:
+        trainer.strategy.launcher.procs = [worker]  # where the launcher keeps the workers it started
+        assert _compat.stop_spawned_workers(trainer, signal.SIGTERM)
+        worker.join(timeout=30)
+        assert worker.exitcode == -signal.SIGTERM
+        assert not _compat.stop_spawned_workers(trainer, signal.SIGTERM)  # it no longer runs
+    finally:
+        if worker.is_alive():
+            worker.kill()
+            worker.join()

@@ -20,7 +20,10 @@ raising Lightning's ``SIGTERMException`` there (no ``predictions.csv`` is writte
 signal during validation or before the first training batch stops the run at the end of the next training batch,
 and one after the last training batch lets the run finish; a signal before this callback's ``setup`` (while the
 processes connect) is the command line's to handle: it stops the process that got it at once, and the others end
-on the lost connection. In a single process Lightning's own notifier stays (nothing to synchronise). SIGINT (Ctrl-C)
+on the lost connection. Under ``ddp_spawn`` the workers stop the same way, but Lightning runs no ``on_exception``
+hook in a spawned worker (no ``on_exception.ckpt``), and the launching process learns of the stop only from the
+signal it got itself (:class:`~lit_transfer.cli.interrupts.StopSignals` passes it on to the workers). In a single
+process Lightning's own notifier stays (nothing to synchronise). SIGINT (Ctrl-C)
 is Lightning's ``KeyboardInterrupt`` path, not this one.
 """
 

@@ -1,7 +1,12 @@
 """Stop signals: a run ended by SIGTERM or SIGINT exits with ``128 + signal`` after saving what it can.
 
 Lightning turns SIGTERM into a ``SIGTERMException`` at the next batch boundary, which is a ``SystemExit`` with
-status 0, and Ctrl-C into ``sys.exit(1)``; ``predict`` does not look at SIGTERM at all. A scheduler (SLURM,
+status 0, and Ctrl-C into ``sys.exit(1)``; ``predict`` does not look at SIGTERM at all. Under ``strategy:
+ddp_spawn`` the launching process trains nothing: it waits for workers that never hear of a signal sent to it, and a
+worker stopped by a signal runs no ``on_exception`` hook and sends the launcher no result, which then waits forever.
+There :class:`StopSignals` passes the signal on to the workers (they stop after the same batch,
+:class:`~lit_transfer.SynchronizedStop`) and stops the launching process at once: the run ends with ``143`` and no
+``on_exception.ckpt``, and resumes from its ``last.ckpt``. A scheduler (SLURM,
 Kubernetes, CI) reads status 0 as "done" and does not retry. :class:`StopSignals` records the signal, lets
 Lightning's graceful stop run where it exists (``fit``, ``validate``, ``test``: the batch in progress finishes,
 ``fit`` saves ``on_exception.ckpt``; on several processes :class:`~lit_transfer.SynchronizedStop` stops ``predict``
@@ -23,6 +28,7 @@ from typing import Any
 from lightning.pytorch import Trainer
 from lightning.pytorch.trainer.states import RunningStage, TrainerStatus
 
+from lit_transfer._compat import stop_spawned_workers
 from lit_transfer.callbacks.synchronized_stop import SynchronizedStop
 from lit_transfer.cli.arguments import without_options
 
@@ -56,10 +62,12 @@ class StopSignals:
     Attributes:
         received: The first stop signal received, or ``None``.
         trainer: The Trainer the command runs (set through :func:`register_trainer`).
+        spawned: Whether the signal was passed on to ``ddp_spawn`` workers (the run saved no ``on_exception.ckpt``).
     """
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.spawned = False
         self._trainer: weakref.ReferenceType[Trainer] | None = None
         self._previous: dict[int, Any] = {}
 
@@ -113,6 +121,9 @@ class StopSignals:
         trainer = self.trainer
         if not first and trainer is not None and trainer.state.status == TrainerStatus.INTERRUPTED:
             return  # a second SIGTERM while the first one's checkpoint is written: let it finish
+        if trainer is not None and stop_spawned_workers(trainer, signum):
+            self.spawned = True  # the workers stop after the same batch; this process would wait for them forever
+            raise Stopped(signum)
         if self._graceful():
             return  # Lightning's notifier (SynchronizedStop's on several processes) ran first: stops at a batch end
         raise Stopped(signum)
@@ -142,6 +153,13 @@ class StopSignals:
         if finished:
             return f"lit-transfer: {name} arrived as the {subcommand or 'command'} finished; its results are complete."
         head = f"lit-transfer: stopped by {name} (exit {status})"
+        if subcommand == "fit" and self.spawned:
+            return (
+                f"{head}. Under `strategy: ddp_spawn` Lightning's workers save nothing when stopped (no"
+                " on_exception.ckpt): resume from the run's last checkpoint with:\n"
+                f"  {resume_command(argv, 'last')}\n"
+                "`strategy: ddp` stops every process after the same batch and saves the training state there."
+            )
         if subcommand == "fit":
             saved = self.saved_checkpoint()
             if saved is not None:

@@ -84,14 +84,20 @@ def _wait_without_hanging(process: subprocess.Popen[str]) -> int:
 
 
 def _interrupt_after_unfreeze(
-    tmp_path: Path, root: Path, sig: int, extra: tuple[str, ...] = (), whole_group: bool = False
+    tmp_path: Path,
+    root: Path,
+    sig: int,
+    extra: tuple[str, ...] = (),
+    whole_group: bool = False,
+    saves: bool = True,
 ) -> dict:
     """Start a 40-epoch fit, send ``sig`` once epoch 1 has unfrozen the backbone; return the on-exception state.
 
     LayerFreezing announces the unfreeze at the start of epoch 1, after epoch 0's checkpoint. Lightning turns a
     SIGTERM into an exception after the batch in progress, so its checkpoint holds that step's optimizer state too.
     ``whole_group`` signals every process of the command (as SLURM does), else only the one started (as ``kill PID``
-    and Kubernetes do). The command must exit with ``128 + sig``.
+    and Kubernetes do). The command must exit with ``128 + sig``. ``saves=False``: the command must save no
+    ``on_exception.ckpt``; the state returned is then the run's ``last.ckpt``.
     """
     process = subprocess.Popen(
         _fit_command(root, "--trainer.max_epochs", "40", *extra),
@@ -130,8 +136,11 @@ def _interrupt_after_unfreeze(
     saved = list(root.rglob("on_exception.ckpt"))
     while not lines.empty():
         seen.append(lines.get() or "")
-    assert len(saved) == 1, "".join(seen)[-3000:]
     assert returncode == 128 + sig, "".join(seen)[-3000:]
+    if not saves:
+        assert not saved, "".join(seen)[-3000:]
+        saved = list(root.rglob("last.ckpt"))
+    assert len(saved) == 1, "".join(seen)[-3000:]
     return {"path": saved[0], "output": "".join(seen), **torch.load(saved[0], weights_only=True)}
 
 
@@ -180,6 +189,28 @@ def test_sigterm_under_ddp_stops_every_process_after_the_same_batch_then_resumes
     assert state["callbacks"][FREEZING_KEY]["trainable_groups"] == 6
     assert state["optimizer_states"][0]["state"], "optimizer state lost"
     _resume_two_more_epochs(tmp_path, root, state, *DDP)
+
+
+SPAWN = ("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp_spawn")
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+@pytest.mark.parametrize("whole_group", [False, True], ids=["launching-process", "every-process"])
+def test_sigterm_under_ddp_spawn_ends_with_143_and_names_the_checkpoint_to_resume_from(tmp_path, whole_group):
+    """Under ddp_spawn the launching process trains nothing and waited forever; now it passes the signal on.
+
+    Lightning's spawned workers run no ``on_exception`` hook, so no ``on_exception.ckpt``: the run resumes from the
+    ``last.ckpt`` of its last finished epoch, with the command the report prints.
+    """
+    root = tmp_path / "run"
+    state = _interrupt_after_unfreeze(tmp_path, root, signal.SIGTERM, SPAWN, whole_group=whole_group, saves=False)
+    report = state["output"][state["output"].index("lit-transfer: stopped by SIGTERM (exit 143)") :]
+    assert "strategy: ddp_spawn" in report and "--ckpt_path last" in report
+    assert state["output"].count("lit-transfer: stopped by SIGTERM (exit 143)") == 1
+    assert state["epoch"] >= 0 and state["global_step"] > 0 and state["optimizer_states"][0]["state"]
+    final = _resume_two_more_epochs(tmp_path, root, {**state, "path": "last"}, *SPAWN)  # as the report says
+    assert final["callbacks"][FREEZING_KEY]["trainable_groups"] == 6
 
 
 # The line each command prints once its loop has started (Lightning's SIGTERM handling is in place then), and the
