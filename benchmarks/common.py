@@ -65,6 +65,20 @@ def header_markdown(info: dict[str, Any]) -> str:
     )
 
 
+def machine_cell(info: dict[str, Any] | None) -> str:
+    """The machine and date of one benchmark's run, for its row of the time table.
+
+    Example:
+        >>> machine_cell({"cpu": "AMD EPYC", "cores": 2, "date": "2026-12-06 13:13 UTC"})
+        'AMD EPYC, 2 cores, 2026-12-06 13:13 UTC'
+        >>> machine_cell(None)
+        'not recorded'
+    """
+    if not info:
+        return "not recorded"
+    return f"{info.get('cpu', '?')}, {info.get('cores', '?')} cores, {info.get('date', '?')}"
+
+
 def set_threads(n: int = 1) -> None:
     """Pin torch (and OpenCV) to ``n`` threads: timings stay comparable on a shared machine."""
     torch.set_num_threads(n)

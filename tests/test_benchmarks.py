@@ -52,7 +52,8 @@ def test_merge_takes_runs_made_in_parallel_into_one_page(tmp_path) -> None:
         (b, {"heldout": section("heldout", True)}),
     ):
         folder.mkdir()
-        (folder / "results.json").write_text(json.dumps({"quick": False, "results": results}))
+        machine = {"cpu": f"CPU of {folder.name}", "cores": 2, "date": "2026-12-06 10:00 UTC"}
+        (folder / "results.json").write_text(json.dumps({"machine": machine, "quick": False, "results": results}))
     (a / "shift_auto_decisions.md").write_text("decided")
     (a / "results.md").write_text("a's own page, not copied")
     assert run.main(["--merge", f"{a},{b}", "--out", str(out)]) == 0
@@ -62,6 +63,10 @@ def test_merge_takes_runs_made_in_parallel_into_one_page(tmp_path) -> None:
     text = (out / "results.md").read_text()
     assert "The old overhead section" in text and "The new shift section" in text and "old shift" not in text
     assert "| shift | new shift goal | MISS |" in text and "| heldout | heldout goal | PASS |" in text
+    # each benchmark's machine: the one that ran it (the folder's), or "not recorded" for a kept result without one
+    assert "| shift | 60 | CPU of a, 2 cores, 2026-12-06 10:00 UTC |" in text
+    assert "| heldout | 60 | CPU of b, 2 cores, 2026-12-06 10:00 UTC |" in text
+    assert "| overhead | 60 | not recorded |" in text
     assert (out / "shift_auto_decisions.md").read_text() == "decided"
     with pytest.raises(SystemExit):  # a quick run does not merge into full results
         run.main(["--merge", str(a), "--out", str(out), "--quick"])
@@ -83,6 +88,7 @@ def test_a_full_run_leaves_the_held_out_suites_out_and_keeps_their_published_res
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     assert set(results) == {"transforms", "heldout_c"} and "error" not in results["transforms"]
     assert results["heldout_c"] == published  # not rerun: the published section stays as it was
+    assert results["transforms"]["machine"]["cores"] == common.machine_info()["cores"]  # this run's machine
     assert "The published held-out section" in (tmp_path / "results.md").read_text()
     assert run.selected("heldout_c", quick=False) == ["heldout_c"]  # run by name, deliberately
     assert run.selected("", quick=True) == ["transforms", "heldout_c"]  # quick mode publishes nothing
