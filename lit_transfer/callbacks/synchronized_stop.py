@@ -23,8 +23,8 @@ processes connect) is the command line's to handle: it stops the process that go
 on the lost connection. Under ``ddp_spawn`` the workers stop the same way, but Lightning runs no ``on_exception``
 hook in a spawned worker (no ``on_exception.ckpt``), and the launching process learns of the stop only from the
 signal it got itself (:class:`~lit_transfer.cli.interrupts.StopSignals` passes it on to the workers). In a single
-process Lightning's own notifier stays (nothing to synchronise). SIGINT (Ctrl-C)
-is Lightning's ``KeyboardInterrupt`` path, not this one.
+process Lightning's own notifier stays (nothing to synchronise). SIGINT (Ctrl-C) is Lightning's
+``KeyboardInterrupt`` path, not this one.
 """
 
 from __future__ import annotations

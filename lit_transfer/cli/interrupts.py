@@ -1,18 +1,19 @@
 """Stop signals: a run ended by SIGTERM or SIGINT exits with ``128 + signal`` after saving what it can.
 
 Lightning turns SIGTERM into a ``SIGTERMException`` at the next batch boundary, which is a ``SystemExit`` with
-status 0, and Ctrl-C into ``sys.exit(1)``; ``predict`` does not look at SIGTERM at all. Under ``strategy:
-ddp_spawn`` the launching process trains nothing: it waits for workers that never hear of a signal sent to it, and a
-worker stopped by a signal runs no ``on_exception`` hook and sends the launcher no result, which then waits forever.
-There :class:`StopSignals` passes the signal on to the workers (they stop after the same batch,
-:class:`~lit_transfer.SynchronizedStop`) and stops the launching process at once: the run ends with ``143`` and no
-``on_exception.ckpt``, and resumes from its ``last.ckpt``. A scheduler (SLURM,
+status 0, and Ctrl-C into ``sys.exit(1)``; ``predict`` does not look at SIGTERM at all. A scheduler (SLURM,
 Kubernetes, CI) reads status 0 as "done" and does not retry. :class:`StopSignals` records the signal, lets
 Lightning's graceful stop run where it exists (``fit``, ``validate``, ``test``: the batch in progress finishes,
 ``fit`` saves ``on_exception.ckpt``; on several processes :class:`~lit_transfer.SynchronizedStop` stops ``predict``
 the same way) and stops everything else at once (``predict`` on one process, data scanning before the first
 batch), so :func:`lit_transfer.cli.main` can exit with ``128 + signal`` (143 for SIGTERM, 130 for SIGINT) and print
 how to resume.
+
+Under ``strategy: ddp_spawn`` the launching process trains nothing: it waits for workers that never hear of a signal
+sent to it, and a worker stopped by a signal runs no ``on_exception`` hook and sends the launcher no result, which
+then waits forever. There :class:`StopSignals` passes the signal on to the workers (they stop after the same batch)
+and stops the launching process at once: the run ends with 143 and no ``on_exception.ckpt``, and resumes from its
+``last.ckpt``.
 """
 
 from __future__ import annotations

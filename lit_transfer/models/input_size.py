@@ -52,10 +52,11 @@ def sized_timm_model(network: nn.Module) -> nn.Module | None:
     return None
 
 
-def _size_failure(model: nn.Module, in_chans: int, height: int, width: int) -> Exception | None:
+def _size_failure(model: Any, in_chans: int, height: int, width: int) -> Exception | None:
     """The error one blank image of this size raises in the model's feature extraction, or ``None``.
 
-    The model is put in eval mode (no BatchNorm statistic moves) for the pass and back in its mode after.
+    The model is put in eval mode (no BatchNorm statistic moves) for the pass; every module gets its own mode back
+    after it (a frozen group's BatchNorm kept in eval mode stays so).
     """
     weight = next(model.parameters(), None)
     blank = torch.zeros(
@@ -66,16 +67,19 @@ def _size_failure(model: nn.Module, in_chans: int, height: int, width: int) -> E
         device=weight.device if weight is not None else None,
         dtype=weight.dtype if weight is not None and weight.is_floating_point() else None,
     )
-    extract: Any = getattr(model, "forward_intermediates", None)
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            extract(blank, intermediates_only=True) if extract is not None else model.forward_features(blank)  # type: ignore[operator]
+            if hasattr(model, "forward_intermediates"):
+                model.forward_intermediates(blank, intermediates_only=True)
+            else:
+                model.forward_features(blank)
     except (AssertionError, RuntimeError, ValueError, IndexError) as err:
         return err
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     return None
 
 

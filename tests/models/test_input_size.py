@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import timm
@@ -17,7 +18,7 @@ from timm.layers import resample_abs_pos_embed
 
 from lit_transfer import TransferClassifier, TransferSegmenter
 from lit_transfer.data import DigitsDataModule, SegmentationFolderDataModule
-from lit_transfer.models.input_size import fixed_input_size, sized_timm_model
+from lit_transfer.models.input_size import check_input_size, fixed_input_size, sized_timm_model
 
 STRICT_VIT = "test_vit3"  # timm's tiny ViT whose patch embedding takes 160 px images only
 
@@ -89,6 +90,20 @@ def test_the_segmenter_builds_an_encoder_made_for_one_size_for_its_photos(tmp_pa
     trainer.fit(model, datamodule=data)
     assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train_loss"])
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_the_check_runs_the_features_of_one_blank_image_and_leaves_every_module_in_its_mode():
+    model = TransferClassifier("test_maxvit", num_classes=3, pretrained=False)
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    norms[0].eval()  # as a freezing policy leaves a frozen group's BatchNorm
+    before = {name: t.clone() for name, t in model.backbone.state_dict().items()}
+    data = SimpleNamespace(resolved_config=SimpleNamespace(size=(160, 160)))  # what the check reads of a DataModule
+    check_input_size(model.backbone, "test_maxvit", data)  # its own size: passes
+    assert not norms[0].training and all(m.training for m in norms[1:])
+    assert all(torch.equal(before[n], t) for n, t in model.backbone.state_dict().items())  # no statistic moved
+    with pytest.raises(ValueError, match="is built for 160x160 px"):
+        check_input_size(model.backbone, "test_maxvit", SimpleNamespace(resolved_config=SimpleNamespace(size=(64, 64))))
+    assert not norms[0].training and all(m.training for m in norms[1:])
 
 
 def test_a_backbone_that_takes_any_size_is_never_run_by_the_check():
