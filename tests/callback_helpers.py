@@ -170,6 +170,27 @@ def params_equal(a: nn.Module, b: nn.Module, atol: float = 0.0) -> bool:
     )
 
 
+def assert_same_updates(
+    start: dict[str, torch.Tensor], single: dict[str, torch.Tensor], double: dict[str, torch.Tensor], rel: float = 1e-3
+) -> None:
+    """Assert that two runs from ``start`` moved every tensor alike: ``|single - double| <= rel * |single - start|``.
+
+    One process and two DDP ranks sum the same gradients in another order; Adam divides by the square root of tiny
+    second moments, so those last-bit differences grow to about 1e-5 over two epochs (more on some CPUs). Measured
+    against how far each tensor moved, they stay far below ``rel``, while a wrong learning rate, a skipped gradient
+    average or a phase change on one side moves a tensor by a different amount altogether.
+    """
+    assert single.keys() == double.keys()
+    for name, value in single.items():
+        other = double[name]
+        if not value.is_floating_point():
+            assert torch.equal(value, other), name
+            continue
+        moved = float((value - start[name]).norm())
+        gap = float((value - other).norm())
+        assert gap <= rel * moved + 1e-8, f"{name}: the runs differ by {gap:.3g}, the tensor moved {moved:.3g}"
+
+
 class StopAfter(pl.Callback):
     """Stop a fit after ``epochs`` epochs, keeping ``max_epochs`` (and every horizon derived from it) unchanged."""
 
