@@ -6,7 +6,9 @@ Every figure is measured in this run, side by side (interleaved repeats, medians
 mode from ``results.json``. ``--merge a,b`` runs nothing: it takes the results, plots and included files of
 folders written by earlier runs with ``--out`` (benchmarks run in parallel, one folder each) into ``<out>``, as
 ``--only`` would have. A full run without ``--only`` leaves out the held-out suites (:data:`HELD_OUT`, each run once
-by name) and keeps their results. Targets are printed as PASS/MISS; the exit status does not depend on them.
+by name) and keeps their results; ``--skip a,b`` leaves those out of the run. Targets are printed as PASS/MISS; the
+exit status does not depend on them. It is 1 when a benchmark raised: its error and traceback are on the page, and
+the others still ran.
 """
 
 from __future__ import annotations
@@ -56,30 +58,35 @@ run without ``--only`` leaves them out and keeps their published results, so tha
 held-out result into one seen while tuning; ``--quick`` (no published figure) runs them as a smoke test."""
 
 
-def selected(only: str, quick: bool) -> list[str]:
-    """The benchmarks a run takes: those named in ``only``, else every one (less :data:`HELD_OUT` in a full run).
+def _names(listed: str) -> list[str]:
+    return [n.strip() for n in listed.split(",") if n.strip()]
+
+
+def selected(only: str, quick: bool, skip: str = "") -> list[str]:
+    """The benchmarks a run takes: those named in ``only``, else every one (less :data:`HELD_OUT` in a full run),
+    less those named in ``skip``.
 
     Example:
         >>> selected("shift,heldout_c", quick=False)
         ['shift', 'heldout_c']
         >>> "heldout_c" in selected("", quick=False), "heldout_c" in selected("", quick=True)
         (False, True)
+        >>> "shift" in selected("", quick=True, skip="shift,peers")
+        False
     """
-    names = [n.strip() for n in only.split(",") if n.strip()]
-    if names:
-        return names
-    return list(BENCHMARKS) if quick else [n for n in BENCHMARKS if n not in HELD_OUT]
+    names = _names(only) or (list(BENCHMARKS) if quick else [n for n in BENCHMARKS if n not in HELD_OUT])
+    return [n for n in names if n not in _names(skip)]
 
 
 def run_one(name: str, quick: bool, out: Path) -> dict[str, Any]:
-    """Import and run ``benchmarks.<name>``; an exception becomes an ``error`` entry."""
-    module = importlib.import_module(f"benchmarks.{name}")
+    """Import and run ``benchmarks.<name>``; an exception (in the import too) becomes an ``error`` entry."""
     machine = common.machine_info()
-    kwargs: dict[str, Any] = {"quick": quick}
-    if "out_dir" in inspect.signature(module.run).parameters:
-        kwargs["out_dir"] = str(out)
     start = time.perf_counter()
     try:
+        module = importlib.import_module(f"benchmarks.{name}")
+        kwargs: dict[str, Any] = {"quick": quick}
+        if "out_dir" in inspect.signature(module.run).parameters:
+            kwargs["out_dir"] = str(out)
         result = module.run(**kwargs)
     except Exception as err:  # a broken benchmark is reported, the others still run
         result = {
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 seed, fewer epochs and repeats (a few minutes)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--out", default="docs/benchmarks", help="output folder for results.md, JSON and PNGs")
+    parser.add_argument("--skip", default="", help="comma-separated benchmarks to leave out of the run")
     parser.add_argument("--merge", default="", help="comma-separated folders of earlier --out runs to merge (no run)")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -131,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         names = list(results)
         total = sum(float(r.get("seconds", 0.0)) for r in results.values())
     else:
-        names = selected(args.only, args.quick)
+        names = selected(args.only, args.quick, args.skip)
         if not args.only and not args.quick:
             print(
                 f"[benchmarks] leaving out the held-out suites ({', '.join(HELD_OUT)}): each is run once, by name"
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        unknown = [n for n in names if n not in BENCHMARKS]
+        unknown = [n for n in [*names, *_names(args.skip)] if n not in BENCHMARKS]
         if unknown:
             parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
         start = time.perf_counter()
@@ -148,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = run_one(name, args.quick, out)
             print(results[name]["markdown"] + f"\n\n({name}: {results[name]['seconds']:.0f} s)\n", flush=True)
         total = time.perf_counter() - start
+    failed = [n for n in names if "error" in results[n]] if not args.merge else []
     previous = out / "results.json"
     partial = bool(args.only or args.merge) or len(names) < len(BENCHMARKS)
     if partial and previous.is_file():  # keep the other benchmarks' latest results of the same mode
@@ -185,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(summary(results))
     print(f"\n[benchmarks] wrote {out / 'results.md'} ({total / 60:.1f} min)")
+    if failed:
+        print(f"[benchmarks] failed (their errors are on the page): {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

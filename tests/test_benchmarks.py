@@ -94,6 +94,19 @@ def test_a_full_run_leaves_the_held_out_suites_out_and_keeps_their_published_res
     assert run.selected("", quick=True) == ["transforms", "heldout_c"]  # quick mode publishes nothing
 
 
+def test_a_benchmark_that_raises_fails_the_run_after_the_page_is_written(tmp_path, monkeypatch, capsys) -> None:
+    # a suite of two: one left out with --skip, one whose module cannot be imported
+    monkeypatch.setattr(run, "BENCHMARKS", ("transforms", "not_a_module"))
+    assert run.main(["--quick", "--skip", "transforms", "--out", str(tmp_path)]) == 1
+    assert "failed (their errors are on the page): not_a_module" in capsys.readouterr().err
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert list(results) == ["not_a_module"]  # transforms was skipped
+    assert results["not_a_module"]["error"].startswith("ModuleNotFoundError")
+    assert "| not_a_module | (benchmark failed) | ERROR |" in (tmp_path / "results.md").read_text()
+    with pytest.raises(SystemExit):  # a misspelt --skip is refused, not ignored
+        run.main(["--quick", "--skip", "transform", "--out", str(tmp_path)])
+
+
 def test_quick_smith_verdicts_follow_its_numbers_and_the_others_are_kept(tmp_path, capsys) -> None:
     earlier = {"markdown": "### Earlier overhead section", "targets": {"t": False}, "seconds": 1.0}
     (tmp_path / "results.json").write_text(json.dumps({"quick": True, "results": {"overhead": earlier}}))
