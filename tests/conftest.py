@@ -68,21 +68,35 @@ _RENDEZVOUS_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "GRO
 DDP_TIMEOUT_S = 180  # the slowest 2-process test takes about 30 s on 2 cores; past this it hangs
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Retry only the 2-process DDP tests, and only on SIGABRT or a hang; stop their hangs after 180 s.
+BENCHMARK_TEST_FILES = ("test_benchmarks.py", "test_benchmark_peers.py", "test_heldout_benchmark.py")
+"""Test files that run benchmarks, which share the source-model cache under ``runs/benchmarks/``."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Retry only the 2-process DDP tests, and only on SIGABRT or a hang; stop their hangs after 180 s. Under
+    pytest-xdist (``-n 2 --dist loadgroup``, as CI runs the slow tests), keep each file's tests on one worker.
 
     A spawned DDP worker can abort in interpreter teardown after its fit has finished ("terminate called without an
     active exception", SIGABRT; a command run in a subprocess shows the first), and, rarely, a 2-process run under
     gloo hangs instead (its ``subprocess.run`` times out, or pytest-timeout stops an in-process one). No other
     failure, and no other test, is retried; a run that hangs every time still fails. Every DDP test starts on a
     fresh rendezvous port and leaves no process behind (``ddp_isolation``), so a hang cannot spread to the next test.
+
+    The xdist groups: a file's tests share one worker, so its module fixtures (a fitted run) are built once; the
+    benchmark test files share one, since they train and cache the same source models under ``runs/benchmarks/``;
+    the 2-process DDP tests share one, so that two of them never compete for the two cores at once.
     """
     retried = ["SIGABRT", "terminate called without an active exception", "TimeoutExpired", "Timeout \\(>"]
+    grouped = config.pluginmanager.hasplugin("xdist")
     for item in items:
-        if item.get_closest_marker("ddp") is not None:
+        ddp = item.get_closest_marker("ddp") is not None
+        if ddp:
             item.add_marker(pytest.mark.flaky(reruns=2, only_rerun=retried))
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(DDP_TIMEOUT_S, func_only=True))  # each retry too
+        if grouped:
+            group = "ddp" if ddp else "benchmarks" if item.path.name in BENCHMARK_TEST_FILES else str(item.path)
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _children() -> list[int]:
