@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 import timm
 import torch
-from cli_helpers import LIT_TRANSFER, RECIPES, TINY
+from cli_helpers import LIT_TRANSFER, RECIPES, TINY, photo_args
+from photo_fixture import make_photo_folder
 from quiet import quiet_trainer
 from safetensors.torch import save_file
 from segmentation_fixture import make_segmentation_folder
@@ -132,3 +133,34 @@ def test_the_command_names_the_fix_and_runs_with_it(tmp_path: Path):
         [str(LIT_TRANSFER), *args, "--model.img_size", "32"], capture_output=True, text=True, timeout=180, env=env
     )
     assert built.returncode == 0, built.stderr[-3000:]
+
+
+@pytest.mark.slow  # two 2-process runs of the command, about 45 s
+@pytest.mark.ddp
+def test_under_ddp_on_photos_every_rank_refuses_with_exit_2_then_trains_with_img_size(tmp_path: Path):
+    make_photo_folder(tmp_path / "photos", bad_files=False)
+    args = [
+        *("fit", *photo_args(48, 4), "--model.backbone", "test_maxvit", "--model.pretrained", "false"),
+        *TINY[2:],  # one epoch of two batches, quiet
+        *("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    refused = subprocess.run(
+        [str(LIT_TRANSFER), *args], cwd=tmp_path, capture_output=True, text=True, timeout=150, env=env
+    )
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "built for 160x160 px" in last and "gives 48x48 px" in last and "--model.img_size 48" in last, last
+    assert not list(tmp_path.rglob("*.ckpt"))
+    built = subprocess.run(
+        [str(LIT_TRANSFER), *args, "--model.img_size", "48"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        env=env,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    [last_ckpt] = tmp_path.rglob("last.ckpt")
+    hparams = torch.load(last_ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hparams["img_size"] == 48 and hparams["backbone"] == "test_maxvit"
