@@ -3,6 +3,8 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
+# pytest-xdist workers; the tests hold torch to one thread each (tests/conftest.py groups what must share a worker)
+TEST_WORKERS ?= 2
 
 .PHONY: setup quickstart test test-all lint docs bench bench-quick clean
 
@@ -19,10 +21,10 @@ quickstart: setup
 	$(BIN)/python -m lit_transfer.demo.quickstart
 
 test: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
 
 test-all: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check lit_transfer tests benchmarks
