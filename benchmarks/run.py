@@ -123,7 +123,7 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, fewer epochs and repeats (a few minutes)")
+    parser.add_argument("--quick", action="store_true", help="1 seed, fewer epochs and repeats")
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--out", default="docs/benchmarks", help="output folder for results.md, JSON and PNGs")
     parser.add_argument("--skip", default="", help="comma-separated benchmarks to leave out of the run")

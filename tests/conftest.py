@@ -74,7 +74,7 @@ BENCHMARK_TEST_FILES = ("test_benchmarks.py", "test_benchmark_peers.py", "test_h
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Retry only the 2-process DDP tests, and only on SIGABRT or a hang; stop their hangs after 180 s. Under
-    pytest-xdist (``-n 2 --dist loadgroup``, as CI runs the slow tests), keep each file's tests on one worker.
+    pytest-xdist (``-n 2 --dist loadgroup``, as ``make test`` and CI run them), keep each file's tests on one worker.
 
     A spawned DDP worker can abort in interpreter teardown after its fit has finished ("terminate called without an
     active exception", SIGABRT; a command run in a subprocess shows the first), and, rarely, a 2-process run under
