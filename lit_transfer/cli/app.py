@@ -8,6 +8,9 @@ default callbacks in :mod:`lit_transfer.cli.run_files`; the user's view of all o
 Exit status: 0 on success; 2 for a mistake in the command line, a config or the data (the message is the last
 thing printed; set ``LIT_TRANSFER_TRACEBACK=1`` for the traceback); 128 + the signal (143, 130) for a run stopped by
 SIGTERM or SIGINT (:mod:`lit_transfer.cli.interrupts`); 1 for any other error.
+
+A model and a DataModule that do not fit each other (input size, task, classes) are refused before the Trainer is
+built (:meth:`~lit_transfer.models.base.TransferModule.check_datamodule`): a refused run claims no run folder.
 """
 
 from __future__ import annotations
@@ -208,6 +211,10 @@ class TransferCLI(CheckpointArguments, DataLinks):
     # ---------------------------------------------------------------- trainer
     @override
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        stage = _CHECKED_STAGES.get(str(self.subcommand))
+        model = getattr(self, "model", None)
+        if stage is not None and isinstance(model, TransferModule):  # before the Trainer claims a run folder
+            model.check_datamodule(getattr(self, "datamodule", None), stage)
         requested_precision = config.get("precision")
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
         evaluation = evaluation_dir(self.subcommand, ckpt_path)
@@ -230,6 +237,10 @@ class TransferCLI(CheckpointArguments, DataLinks):
         use_atomic_checkpoint_io(trainer)  # checkpoints written next to their target, then renamed
         register_trainer(trainer)  # SIGTERM/SIGINT: main exits 128 + signal after what can be saved
         return trainer
+
+
+_CHECKED_STAGES = {"fit": "fit", "validate": "validate", "test": "test", "predict": "predict", LR_FIND: "fit"}
+"""The subcommands whose model and DataModule are checked against each other before the Trainer exists, by stage."""
 
 
 def _note_precision(requested: Any, trainer: Trainer) -> None:

@@ -197,18 +197,34 @@ class TransferModule(LightningModule):
     def setup(self, stage: str) -> None:
         """Check the DataModule against the model, record its preprocessing at ``fit``, set up the feature cache.
 
-        Every stage: a backbone built for one input size against the data's (:mod:`lit_transfer.models.input_size`),
-        then :meth:`check_data` (the subclass's checks of the task, class count and names, outputs).
-        ``fit`` records the DataModule's ``resolved_config`` as :attr:`data_config`; ``validate``/``test``/
-        ``predict`` warn when it differs from the recorded one in size, mean or std. With ``cache_features``,
-        ``fit`` refuses a DataModule that augments.
+        Every stage: :meth:`check_datamodule` (input size, task, class count and names, outputs; with
+        ``cache_features``, ``fit`` refuses a DataModule that augments). ``fit`` records the DataModule's
+        ``resolved_config`` as :attr:`data_config`; ``validate``/``test``/``predict`` warn when it differs from the
+        recorded one in size, mean or std.
         """
         datamodule = getattr(self.trainer, "datamodule", None)
+        self.check_datamodule(datamodule, stage)
+        self.preprocessing.record(datamodule, stage)
+
+    def check_datamodule(self, datamodule: Any, stage: str) -> None:
+        """Refuse a DataModule this model cannot run ``stage`` on, with an error that names the fix.
+
+        The checks of :meth:`setup`, which need nothing but the two objects: the backbone's input size against the
+        data's (:mod:`lit_transfer.models.input_size`), :meth:`check_data` (task, class count and names, outputs)
+        and, at ``fit`` with ``cache_features``, a DataModule that augments. The ``lit-transfer`` command runs them
+        before it builds the Trainer as well, so a refused run leaves no run folder behind.
+
+        Args:
+            datamodule: The DataModule (``None`` for plain DataLoaders: only the model's own checks apply).
+            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
+
+        Raises:
+            ValueError: The DataModule does not fit the model; the message names both sides and the fix.
+        """
         hp = self.hparams
         check_input_size(self.backbone, hp["backbone"], datamodule, hp["in_chans"], hp.get("img_size"))
         self.check_data(datamodule, stage)
-        self.preprocessing.record(datamodule, stage)
-        if stage == "fit" and self.hparams["cache_features"]:
+        if stage == "fit" and hp["cache_features"]:
             check_unaugmented(datamodule)
 
     # ------------------------------------------------------------- fit hooks

@@ -102,6 +102,17 @@ CASES = [
         "Pass the data the model was trained on",
     ),
     CliCase(
+        "cli-cache-features-with-augmentation",
+        "Cached features asked for with augmented training images",
+        (
+            "fit",
+            *DEFAULTS,
+            *("--model.freeze", "linear_probe", "--model.cache_features", "true"),
+            *("--data.train_transform", "light", "--trainer.default_root_dir", "refused_runs"),
+        ),
+        "Set the DataModule's `train_transform: none`, or set `cache_features: false`.",
+    ),
+    CliCase(
         "cli-missing-checkpoint",
         "A checkpoint path that does not exist",
         ("test", *DEFAULTS, "--ckpt_path", "nope.ckpt"),
@@ -153,11 +164,17 @@ def run_case(case: CliCase, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
+def cases_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the cases run in, with the files they name."""
     cwd = tmp_path_factory.mktemp("cli_errors")
     prepare(cwd)
+    return cwd
+
+
+@pytest.fixture(scope="module")
+def results(cases_dir: Path) -> dict[str, subprocess.CompletedProcess[str]]:
     with ThreadPoolExecutor(max_workers=3) as pool:
-        done = dict(zip([c.id for c in CASES], pool.map(lambda c: run_case(c, cwd), CASES)))
+        done = dict(zip([c.id for c in CASES], pool.map(lambda c: run_case(c, cases_dir), CASES)))
     return done
 
 
@@ -199,3 +216,9 @@ def docs_section() -> str:  # pragma: no cover - used by test_bad_inputs.write_d
 
 def _short(arg: str) -> str:
     return arg.replace(str(REPO) + "/", "")
+
+
+def test_a_run_refused_for_its_data_claims_no_run_folder(cases_dir: Path, results: dict) -> None:
+    """The model and DataModule are checked before the Trainer exists: no empty ``version_N`` is left behind."""
+    assert results["cli-cache-features-with-augmentation"].returncode == 2
+    assert not (cases_dir / "refused_runs").exists(), sorted(p.name for p in (cases_dir / "refused_runs").rglob("*"))

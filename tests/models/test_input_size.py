@@ -129,6 +129,7 @@ def test_the_command_names_the_fix_and_runs_with_it(tmp_path: Path):
     assert refused.returncode == 2, refused.stderr[-2000:]
     last = refused.stderr.strip().splitlines()[-1]
     assert "takes only 160x160 px" in last and "--model.img_size 32" in last, last
+    assert not (tmp_path / "lightning_logs").exists(), "a refused run claimed a run folder"
     built = subprocess.run(
         [str(LIT_TRANSFER), *args, "--model.img_size", "32"], capture_output=True, text=True, timeout=180, env=env
     )
@@ -137,7 +138,9 @@ def test_the_command_names_the_fix_and_runs_with_it(tmp_path: Path):
 
 @pytest.mark.slow  # two 2-process runs of the command, about 45 s
 @pytest.mark.ddp
-def test_under_ddp_on_photos_every_rank_refuses_with_exit_2_then_trains_with_img_size(tmp_path: Path):
+def test_under_ddp_on_photos_it_is_refused_with_exit_2_before_any_rank_starts_then_trains_with_img_size(
+    tmp_path: Path,
+):
     make_photo_folder(tmp_path / "photos", bad_files=False)
     args = [
         *("fit", *photo_args(48, 4), *TINY, "--model.backbone", "test_maxvit"),  # TINY's length, random weights
@@ -150,7 +153,8 @@ def test_under_ddp_on_photos_every_rank_refuses_with_exit_2_then_trains_with_img
     assert refused.returncode == 2, refused.stderr[-2000:]
     last = refused.stderr.strip().splitlines()[-1]
     assert "built for 160x160 px" in last and "gives 48x48 px" in last and "--model.img_size 48" in last, last
-    assert not list(tmp_path.rglob("*.ckpt"))
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.rglob("*.ckpt"))
+    assert "Initializing distributed" not in refused.stderr  # refused before the Trainer launched the ranks
     built = subprocess.run(
         [str(LIT_TRANSFER), *args, "--model.img_size", "48"],
         cwd=tmp_path,
