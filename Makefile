@@ -21,10 +21,10 @@ quickstart: setup
 	$(BIN)/python -m lit_transfer.demo.quickstart
 
 test: setup
-	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --durations=20
 
 test-all: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=20
 
 lint: setup
 	$(BIN)/ruff check lit_transfer tests benchmarks
