@@ -72,6 +72,7 @@ BENCHMARK_TEST_FILES = ("test_benchmarks.py", "test_benchmark_peers.py", "test_h
 """Test files that run benchmarks, which share the source-model cache under ``runs/benchmarks/``."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Retry only the 2-process DDP tests, and only on SIGABRT or a hang; stop their hangs after 180 s. Under
     pytest-xdist (``-n 2 --dist loadgroup``, as ``make test`` and CI run them), keep each file's tests on one worker.
@@ -127,6 +128,26 @@ def ddp_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
         os.environ.pop(name, None)
     if request.node.get_closest_marker("ddp") is not None:
         _end_children()
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook, called in the controlling process
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    """Stop the run when pytest-xdist did not apply the ``--dist loadgroup`` groups, instead of splitting them.
+
+    pytest-xdist groups a test by appending ``@<group>`` to its node id on the worker; with a pytest it does not
+    support, or when its hook runs before :func:`pytest_collection_modifyitems`, the ids stay plain, each file's
+    module fixtures are built once per worker and two 2-process DDP tests can run at once. Nothing else says so.
+    """
+    config = getattr(node, "config", None)
+    if config is None or config.getvalue("dist") != "loadgroup":
+        return
+    plain = [nodeid for nodeid in ids if "@" not in nodeid]
+    if plain:
+        pytest.exit(
+            f"pytest-xdist did not apply the test groups (pytest {pytest.__version__}; first ungrouped test:"
+            f" {plain[0]}). Install the pytest the `dev` extra pins (`pip install -e .[dev]`), or run without `-n`.",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
