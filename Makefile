@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
-# pytest-xdist workers; the tests hold torch to one thread each (tests/conftest.py groups what must share a worker)
+# pytest-xdist workers (--dist loadfile: a file's tests on one worker); the tests hold torch to one thread each
 TEST_WORKERS ?= 2
 
 .PHONY: setup quickstart test test-all lint docs bench bench-quick clean
@@ -21,10 +21,10 @@ quickstart: setup
 	$(BIN)/python -m lit_transfer.demo.quickstart
 
 test: setup
-	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --durations=20
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test-all: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=20
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 lint: setup
 	$(BIN)/ruff check lit_transfer tests benchmarks

@@ -68,14 +68,8 @@ _RENDEZVOUS_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "GRO
 DDP_TIMEOUT_S = 180  # the slowest 2-process test takes about 30 s on 2 cores; past this it hangs
 
 
-BENCHMARK_TEST_FILES = ("test_benchmarks.py", "test_benchmark_peers.py", "test_heldout_benchmark.py")
-"""Test files that run benchmarks, which share the source-model cache under ``runs/benchmarks/``."""
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Retry only the 2-process DDP tests, and only on SIGABRT or a hang; stop their hangs after 180 s. Under
-    pytest-xdist (``-n 2 --dist loadgroup``, as ``make test`` and CI run them), keep each file's tests on one worker.
+    """Retry only the 2-process DDP tests, and only on SIGABRT or a hang; stop their hangs after 180 s.
 
     A spawned DDP worker can abort in interpreter teardown after its fit has finished ("terminate called without an
     active exception", SIGABRT; a command run in a subprocess shows the first), and, rarely, a 2-process run under
@@ -83,21 +77,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     failure, and no other test, is retried; a run that hangs every time still fails. Every DDP test starts on a
     fresh rendezvous port and leaves no process behind (``ddp_isolation``), so a hang cannot spread to the next test.
 
-    The xdist groups: a file's tests share one worker, so its module fixtures (a fitted run) are built once; the
-    benchmark test files share one, since they train and cache the same source models under ``runs/benchmarks/``;
-    the 2-process DDP tests share one, so that two of them never compete for the two cores at once.
+    ``make test`` and CI run the tests on two pytest-xdist workers with ``--dist loadfile``: a file's tests share one
+    worker, so its module fixtures (a fitted run) are built once. Tests of different files may run at the same time,
+    two 2-process DDP tests included (hence the generous timeout).
     """
     retried = ["SIGABRT", "terminate called without an active exception", "TimeoutExpired", "Timeout \\(>"]
-    grouped = config.pluginmanager.hasplugin("xdist")
     for item in items:
         ddp = item.get_closest_marker("ddp") is not None
         if ddp:
             item.add_marker(pytest.mark.flaky(reruns=2, only_rerun=retried))
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(DDP_TIMEOUT_S, func_only=True))  # each retry too
-        if grouped:
-            group = "ddp" if ddp else "benchmarks" if item.path.name in BENCHMARK_TEST_FILES else str(item.path)
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _children() -> list[int]:
@@ -128,26 +118,6 @@ def ddp_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
         os.environ.pop(name, None)
     if request.node.get_closest_marker("ddp") is not None:
         _end_children()
-
-
-@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook, called in the controlling process
-def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
-    """Stop the run when pytest-xdist did not apply the ``--dist loadgroup`` groups, instead of splitting them.
-
-    pytest-xdist groups a test by appending ``@<group>`` to its node id on the worker; with a pytest it does not
-    support, or when its hook runs before :func:`pytest_collection_modifyitems`, the ids stay plain, each file's
-    module fixtures are built once per worker and two 2-process DDP tests can run at once. Nothing else says so.
-    """
-    config = getattr(node, "config", None)
-    if config is None or config.getvalue("dist") != "loadgroup":
-        return
-    plain = [nodeid for nodeid in ids if "@" not in nodeid]
-    if plain:
-        pytest.exit(
-            f"pytest-xdist did not apply the test groups (pytest {pytest.__version__}; first ungrouped test:"
-            f" {plain[0]}). Install the pytest the `dev` extra pins (`pip install -e .[dev]`), or run without `-n`.",
-            returncode=pytest.ExitCode.USAGE_ERROR,
-        )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
