@@ -68,7 +68,7 @@ _RENDEZVOUS_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "GRO
 DDP_TIMEOUT_S = 180  # the slowest 2-process test takes about 30 s on 2 cores; past this it hangs
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Retry only the 2-process DDP tests, and only on SIGABRT or a hang; stop their hangs after 180 s.
 
     A spawned DDP worker can abort in interpreter teardown after its fit has finished ("terminate called without an

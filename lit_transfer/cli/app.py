@@ -239,7 +239,7 @@ class TransferCLI(CheckpointArguments, DataLinks):
         return trainer
 
 
-_CHECKED_STAGES = {"fit": "fit", "validate": "validate", "test": "test", "predict": "predict", LR_FIND: "fit"}
+_CHECKED_STAGES = {"fit": "fit", LR_FIND: "fit", **{name: name for name in EVALUATION_SUBCOMMANDS}}
 """The subcommands whose model and DataModule are checked against each other before the Trainer exists, by stage."""
 
 
