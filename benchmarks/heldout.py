@@ -84,6 +84,8 @@ class Suite:
         label: The prefix of the goals' names (``held-out: auto within ...``).
         history: What the full run's section says of the suite (when it was built and run, what was tuned on it).
         seeds: The seeds of the full run's reported runs, unless :data:`SEEDS_ENV` names another number of seeds.
+        select_seeds: The seeds of the validation runs that choose each row's learning rate (by their mean
+            validation accuracy; none of them a reported seed).
     """
 
     name: str
@@ -95,6 +97,7 @@ class Suite:
     label: str
     history: str
     seeds: tuple[int, ...] = SEEDS
+    select_seeds: tuple[int, ...] = SELECT_SEEDS
 
     @property
     def generated(self) -> str:
@@ -272,13 +275,16 @@ def run_suite(suite: Suite, quick: bool, out_dir: str = "docs/benchmarks") -> di
     epochs = QUICK["epochs"] if quick else EPOCHS
     seeds = QUICK["seeds"] if quick else suite.reported_seeds
     sources = {
-        t.key: common.source_weights(t.image_size, epochs=source_epochs, classes=t.source_classes, backbone=t.backbone)
+        t.key: common.source_weights(
+            t.image_size, epochs=source_epochs, classes=t.source_classes, backbone=t.backbone, img_size=t.img_size
+        )
         for t in tasks
     }
     weights = {key: str(path) for key, (path, _) in sources.items()}
     settings: dict[str, Any] = {"epochs": epochs, "limit_eval_batches": QUICK["eval_batches"] if quick else None}
     workers = 1 if quick else WORKERS
-    chosen, val_scores = select_lrs(table, weights, SELECT_SEEDS, quick, workers, tasks=tasks, **settings)
+    select_seeds = suite.select_seeds[:1] if quick else suite.select_seeds
+    chosen, val_scores = select_lrs(table, weights, select_seeds, quick, workers, tasks=tasks, **settings)
 
     results: dict[str, dict[str, dict[int, list[float]]]] = {
         t.key: {p: {k: [] for k in shots} for p in table} for t in tasks
@@ -322,7 +328,7 @@ def run_suite(suite: Suite, quick: bool, out_dir: str = "docs/benchmarks") -> di
         "auto_decisions": decisions,
         "mean_over_tasks": averaged,
         "sources": {key: meta for key, (_, meta) in sources.items()},
-        "config": {"epochs": epochs, "shots": list(shots), "seeds": list(seeds), "select_seeds": list(SELECT_SEEDS)},
+        "config": {"epochs": epochs, "shots": list(shots), "seeds": list(seeds), "select_seeds": list(select_seeds)},
         "targets": targets,
         "markdown": markdown,
     }
@@ -345,6 +351,7 @@ def section(
     """The markdown section of ``suite``: how it was run, the tasks and sources, the accuracy, paired and timing
     tables."""
     tasks, k = suite.tasks, shots[-1]
+    select_seeds = suite.select_seeds[:1] if quick else suite.select_seeds
     meta = {key: m for key, (_, m) in sources.items()}
     task_rows = [
         [
@@ -399,7 +406,8 @@ def section(
             " decay 0.05), warmup + cosine, label smoothing 0.1, batch min(16, classes x k), the digit-safe affine"
             f" augmentation; test accuracy (%) of the final weights, mean ± std over {len(seeds)} seed(s)"
             f" ({', '.join(map(str, seeds))}). Learning rates chosen on the validation split at"
-            f" {1 if quick else SELECT_SHOTS} shots over seed(s) {', '.join(map(str, SELECT_SEEDS))}: per task for"
+            f" {1 if quick else SELECT_SHOTS} shots over seed(s) {', '.join(map(str, select_seeds))} (by their mean"
+            " validation accuracy): per task for"
             f" every row, `auto` included (the same budget for every row); `{AUTO_SHARED}` is `auto` with the one"
             " rate best over all the suite's tasks, from the same validation runs. The goals are `auto`'s.",
             common.md_table(headers, rows),

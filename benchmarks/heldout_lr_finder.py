@@ -78,6 +78,7 @@ class FinderSuite:
         heading: The section's heading text.
         label: The prefix of the goals' names.
         history: What the full run's section says of the run (what was tuned where, which run it is).
+        select_seeds: The seeds of the validation runs that choose the grid's learning rate (the held-out suite's).
     """
 
     name: str
@@ -89,6 +90,7 @@ class FinderSuite:
     heading: str
     label: str
     history: str
+    select_seeds: tuple[int, ...] = SELECT_SEEDS
 
     @property
     def generated(self) -> str:
@@ -176,13 +178,16 @@ def run_suite(suite: FinderSuite, quick: bool, out_dir: str = "docs/benchmarks")
     num_steps = lr_finder.QUICK["num_steps"] if quick else lr_finder.NUM_STEPS
     source_epochs = QUICK["source_epochs"] if quick else SOURCE_EPOCHS
     sources = {
-        t.key: common.source_weights(t.image_size, epochs=source_epochs, classes=t.source_classes, backbone=t.backbone)
+        t.key: common.source_weights(
+            t.image_size, epochs=source_epochs, classes=t.source_classes, backbone=t.backbone, img_size=t.img_size
+        )
         for t in tasks
     }
     weights = {key: str(path) for key, (path, _) in sources.items()}
     table = {FALLBACK: policies(epochs)[0][FALLBACK]}
     settings: dict[str, Any] = {"epochs": epochs, "limit_eval_batches": QUICK["eval_batches"] if quick else None}
-    chosen, val_scores = select_lrs(table, weights, SELECT_SEEDS, quick, WORKERS, tasks=tasks, **settings)
+    select_seeds = suite.select_seeds[:1] if quick else suite.select_seeds
+    chosen, val_scores = select_lrs(table, weights, select_seeds, quick, WORKERS, tasks=tasks, **settings)
 
     cells = [(task, seed, kind) for task in tasks for seed in seeds for kind in ("grid", "finder")]
     jobs = [
@@ -219,7 +224,7 @@ def run_suite(suite: FinderSuite, quick: bool, out_dir: str = "docs/benchmarks")
             "epochs": epochs,
             "shots": shots,
             "seeds": list(seeds),
-            "select_seeds": list(SELECT_SEEDS),
+            "select_seeds": list(select_seeds),
             "select_shots": 1 if quick else SELECT_SHOTS,
             "min_lr": lr_finder.MIN_LR,
             "max_lr": lr_finder.MAX_LR,
@@ -305,7 +310,8 @@ def section(
             f" phase only ({where}); then one fine-tune at its suggestion. Grid: the control policy's learning rate"
             " chosen on the"
             f" validation split as the held-out suite chooses it ({1 if quick else SELECT_SHOTS} shots, seed(s)"
-            f" {', '.join(map(str, SELECT_SEEDS))}), fine-tuned at the same seeds. Test accuracy (%) of the final"
+            f" {', '.join(map(str, suite.select_seeds[:1] if quick else suite.select_seeds))}, by their mean"
+            " validation accuracy), fine-tuned at the same seeds. Test accuracy (%) of the final"
             f" weights, mean ± std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); finder minus grid is the"
             " mean paired difference (points, same seeds) ± its paired standard error; the finder's wall time over"
             " the fit it precedes (the fine-tune at its suggestion), mean ± std of the per-seed ratios; all runs in"

@@ -11,9 +11,10 @@ backbones the development suite does not use:
 - **three backbone families**: a ResNet (``resnet14t``), a MobileNet (``mobilenetv3_small_100``) and a ConvNeXt
   (``convnext_atto``), none of them the development suite's ``resnet10t``.
 
-:class:`HeldoutTask` and :class:`CorruptedDigits` also build the second and third held-out suites
-(:mod:`benchmarks.heldout_b_tasks`, :mod:`benchmarks.heldout_c_tasks`), whose input corruptions (``mirror``,
-``dilate``; ``pixelate``, ``blot``) are listed here too.
+:class:`HeldoutTask` and :class:`CorruptedDigits` also build the second, third and fourth held-out suites
+(:mod:`benchmarks.heldout_b_tasks`, :mod:`benchmarks.heldout_c_tasks`,
+:mod:`benchmarks.heldout_d_tasks`), whose input corruptions (``mirror``, ``dilate``; ``pixelate``, ``blot``;
+``flip``, ``outline``) are listed here too.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import numpy as np
 from benchmarks.shift_tasks import IMAGE_SIZE, InvertedDigits, ShiftTask, fine_tune
 from lit_transfer.data import DigitsDataModule
 
-CORRUPTIONS = ("rot90", "blur", "noise", "mirror", "dilate", "pixelate", "blot")
+CORRUPTIONS = ("rot90", "blur", "noise", "mirror", "dilate", "pixelate", "blot", "flip", "outline")
 """The input corruptions of :class:`CorruptedDigits` (the first held-out suite uses the first three, the second
-``mirror`` and ``dilate``, the third ``pixelate`` and ``blot``)."""
+``mirror`` and ``dilate``, the third ``pixelate`` and ``blot``, the fourth ``flip`` and ``outline``)."""
 NOISE_SEED = 1234
 """Seed of the fixed noise of ``noise`` (one draw over all 1,797 scans, the same for every split and run seed)."""
 CONTRAST, NOISE_STD = 0.35, 24.0
@@ -37,7 +38,8 @@ CONTRAST, NOISE_STD = 0.35, 24.0
 BLUR_KERNEL = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16.0
 """``blur``: a 3x3 binomial (Gaussian-like) kernel on the 8x8 scans, applied twice."""
 PLUS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
-"""``dilate``: the offsets of the plus-shaped 3x3 structuring element (a pixel and its four neighbours)."""
+"""``dilate`` and ``outline``: the offsets of the plus-shaped 3x3 structuring element (a pixel and its four
+neighbours)."""
 PIXEL_BLOCK = 2
 """``pixelate``: every ``PIXEL_BLOCK`` x ``PIXEL_BLOCK`` block of a scan takes its mean (8x8 scans at 4x4)."""
 BLOT_SEED, BLOT_SIZE = 4321, 3
@@ -59,10 +61,17 @@ def corrupt(images: np.ndarray, corruption: str) -> np.ndarray:
         return np.ascontiguousarray(np.rot90(images, k=1, axes=(1, 2)))
     if corruption == "mirror":  # left-right
         return np.ascontiguousarray(images[:, :, ::-1])
-    if corruption == "dilate":  # grey-level dilation: every pixel takes the brightest of itself and its 4 neighbours
+    if corruption == "flip":  # upside down
+        return np.ascontiguousarray(images[:, ::-1, :])
+    if corruption in ("dilate", "outline"):
         padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="constant")
         height, width = images.shape[1:]
-        return np.maximum.reduce([padded[:, 1 + i : 1 + i + height, 1 + j : 1 + j + width] for i, j in PLUS])
+        shifted = [padded[:, 1 + i : 1 + i + height, 1 + j : 1 + j + width] for i, j in PLUS]
+        dilated = np.maximum.reduce(shifted)  # every pixel takes the brightest of itself and its 4 neighbours
+        if corruption == "dilate":  # grey-level dilation: thicker strokes
+            return dilated
+        # the morphological gradient (dilation minus erosion): the strokes' edges bright, their insides dark
+        return (dilated - np.minimum.reduce(shifted)).astype(np.uint8)
     if corruption == "blot":  # an ink blot: a square of full intensity, at a fixed place per scan
         count, height, width = images.shape
         highs = [height - BLOT_SIZE + 1, width - BLOT_SIZE + 1]  # the whole square inside the scan
@@ -122,10 +131,14 @@ class HeldoutTask(ShiftTask):
     Attributes:
         corruption: One of :data:`CORRUPTIONS` for an input-level shift, ``""`` for clean target scans.
         image_size: Input size (px) of the source and target models (the 8x8 scans upsampled).
+        img_size: timm's ``img_size`` for a backbone built for one input size (a DeiT or ViT: the source and target
+            models are built for :attr:`image_size`, as a user does with ``--model.img_size``); ``None`` for the
+            others.
     """
 
     corruption: str = ""
     image_size: int = IMAGE_SIZE
+    img_size: int | None = None
 
     @property
     def level(self) -> str:

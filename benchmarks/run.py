@@ -46,6 +46,8 @@ BENCHMARKS = (
     "heldout_b_lr_finder",
     "heldout_c",
     "heldout_c_lr_finder",
+    "heldout_d",
+    "heldout_d_lr_finder",
     "canvases",
     "segmentation",
     "tune",
