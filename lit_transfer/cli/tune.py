@@ -45,6 +45,17 @@ TUNE = "tune"
 TRIAL_ENV = "LIT_TRANSFER_TUNE_TRIAL"
 """Set by a tuning rank 0 around a trial's fit: the overrides its other DDP ranks run."""
 _DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+_TRAINING_ARGS = frozenset(
+    {
+        *("pretrained", "freeze", "train_bn", "layer_decay", "frozen_lr_mult", "drop_rate", "drop_path_rate"),
+        *("label_smoothing", "mixup_alpha", "cutmix_alpha", "optimizer", "lr_scheduler", "scheduler_interval"),
+        *("warmup_epochs", "compile", "channels_last", "threshold", "tune_threshold", "pos_weight", "loss"),
+        *("huber_delta", "ignore_index", "class_weights"),
+    }
+)
+"""Model arguments that set how a model trains, never what it takes or predicts: no data check reads them."""
+_LOADING_ARGS = frozenset({"batch_size", "num_workers", "train_transform"})
+"""DataModule arguments no data check reads (``train_transform`` only without ``cache_features``)."""
 _LOWER_IS_BETTER = re.compile(r"(loss|mae|mse|rmse|error|err)$")
 
 
@@ -101,6 +112,38 @@ def _fit_args(argv: list[str]) -> list[str]:
     if TUNE not in argv:
         raise ValueError("`lit-transfer tune` builds its trials from the command line: call it with a list of args.")
     return without_options(argv[argv.index(TUNE) + 1 :], tune_options())
+
+
+def _outside_the_data_checks(key: str, cache_features: bool) -> bool:
+    """Whether searching ``key`` leaves the data checks of a trial (``check_datamodule``) as the base config's.
+
+    Conservative: a key not known to be outside them counts as read.
+
+    Args:
+        key: A searched config key, as the command line spells it.
+        cache_features: The base config's ``model.cache_features`` (then the training transform is read).
+
+    Example:
+        >>> _outside_the_data_checks("model.optimizer.init_args.lr", False)
+        True
+        >>> _outside_the_data_checks("model.init_args.freeze", False)
+        True
+        >>> _outside_the_data_checks("trainer.max_epochs", False)
+        True
+        >>> _outside_the_data_checks("model.img_size", False), _outside_the_data_checks("data.image_size", False)
+        (False, False)
+        >>> [_outside_the_data_checks("data.train_transform", cache_features) for cache_features in (False, True)]
+        [True, False]
+    """
+    section, _, rest = key.replace(".init_args.", ".").partition(".")
+    name = rest.partition(".")[0]
+    if section in ("trainer", "seed_everything"):
+        return True
+    if section == "model":
+        return name in _TRAINING_ARGS
+    if section == "data":
+        return name in _LOADING_ARGS and not (name == "train_transform" and cache_features)
+    return False
 
 
 def _direction(metric: str, direction: str | None, task: str) -> Direction:
@@ -265,6 +308,11 @@ def run_tune(cli: LightningCLI, model: LightningModule, datamodule: LightningDat
     config = cli.config[TUNE]
     for extreme in space.extremes():  # every key and value parses before the first trial runs
         _parsed(cli_class, [*base, *extreme])
+    if datamodule is not None and hasattr(model, "check_datamodule"):
+        cached = bool(model.hparams.get("cache_features"))
+        if all(_outside_the_data_checks(param.key, cached) for param in space.params):
+            # no trial's values can change what the data checks find: refuse before the study and its first trial
+            model.check_datamodule(datamodule, "fit")
     seed = config.get("seed_everything")
     options["seed"] = seed if is_int(seed) else 0
     root = Path(config["trainer"]["default_root_dir"] if isinstance(config.get("trainer"), Namespace) else "runs")

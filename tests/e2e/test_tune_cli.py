@@ -153,6 +153,17 @@ def test_a_timeout_that_is_not_positive_exits_2_before_any_trial(tmp_path: Path)
     assert not list(tmp_path.rglob("trial_*")) and not list(tmp_path.rglob("study.db"))
 
 
+def test_a_base_config_no_trial_can_fit_exits_2_before_the_study_opens(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"  # the learning rate alone: no trial's values can change what the data check finds
+    space.write_text("model.optimizer.init_args.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    cached = ("--model.freeze=linear_probe", "--model.cache_features=true", "--data.train_transform=light")
+    result = _tune(tmp_path, *cached, "--space", str(space), "--n_trials", "2")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "set `cache_features: false`" in result.stderr.strip().splitlines()[-1]
+    assert "Trial 0 failed" not in result.stderr and "Traceback" not in result.stderr  # not a failed Optuna trial
+    assert not list(tmp_path.rglob("study.db")) and not list(tmp_path.rglob("trial_*"))
+
+
 def _worker(cwd: Path, storage: str, n_trials: int, name: str, log: str) -> subprocess.Popen[str]:
     command = [
         str(LIT_TRANSFER),
