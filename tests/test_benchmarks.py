@@ -77,7 +77,7 @@ def test_merge_takes_runs_made_in_parallel_into_one_page(tmp_path) -> None:
 def test_a_full_run_leaves_the_held_out_suites_out_and_keeps_their_published_results(
     tmp_path, monkeypatch, capsys
 ) -> None:
-    assert set(run.HELD_OUT) == {n for n in run.BENCHMARKS if n.startswith("heldout")} and len(run.HELD_OUT) == 6
+    assert set(run.HELD_OUT) == {n for n in run.BENCHMARKS if n.startswith("heldout")} and len(run.HELD_OUT) == 8
     # the real runner on a two-benchmark suite: one cheap benchmark and one held-out suite
     monkeypatch.setattr(run, "BENCHMARKS", ("transforms", "heldout_c"))
     monkeypatch.setattr(run, "HELD_OUT", ("heldout_c",))
@@ -277,7 +277,9 @@ def test_quick_segmentation_reports_the_transfer_gain_it_measured(tmp_path) -> N
 
 
 @pytest.mark.slow  # over ~15 s on 2 cores
-@pytest.mark.parametrize("name", ["heldout_lr_finder", "heldout_b_lr_finder", "heldout_c_lr_finder"])
+@pytest.mark.parametrize(
+    "name", ["heldout_lr_finder", "heldout_b_lr_finder", "heldout_c_lr_finder", "heldout_d_lr_finder"]
+)
 def test_quick_heldout_lr_finder_figures_and_verdicts_follow_its_runs(tmp_path, name) -> None:
     import importlib
 
@@ -320,15 +322,29 @@ def test_quick_heldout_lr_finder_figures_and_verdicts_follow_its_runs(tmp_path, 
 
 
 def test_the_finder_suites_report_each_held_out_suite_in_its_own_section() -> None:
-    from benchmarks import heldout_b, heldout_b_lr_finder, heldout_c, heldout_c_lr_finder, heldout_lr_finder
+    from benchmarks import (
+        heldout,
+        heldout_b,
+        heldout_b_lr_finder,
+        heldout_c,
+        heldout_c_lr_finder,
+        heldout_d,
+        heldout_d_lr_finder,
+        heldout_lr_finder,
+    )
 
     first, second, third = heldout_lr_finder.SUITE, heldout_b_lr_finder.SUITE, heldout_c_lr_finder.SUITE
+    fourth = heldout_d_lr_finder.SUITE
     assert first.tasks == heldout_lr_finder.TASKS and second.tasks == heldout_b.SUITE.tasks
     assert third.tasks == heldout_c.SUITE.tasks and third.seeds == heldout_c.SUITE.seeds
-    for later in (second, third):
+    assert fourth.tasks == heldout_d.SUITE.tasks and fourth.seeds == heldout_d.SUITE.seeds
+    for later in (second, third, fourth):
         assert later.seeds == tuple(range(10)) and set(later.quick_tasks) <= {t.key for t in later.tasks}
-    names = [(s.section_file, s.anchor, s.label) for s in (first, second, third)]
-    assert len({name for triple in names for name in triple}) == 9
+    # the grid's rate is chosen as the held-out suite chooses its rows' rates: on its validation seeds
+    assert [s.select_seeds for s in (first, second, third)] == [heldout.SUITE.select_seeds] * 3 == [(100,)] * 3
+    assert fourth.select_seeds == heldout_d.SUITE.select_seeds == (100, 101, 102)
+    names = [(s.section_file, s.anchor, s.label) for s in (first, second, third, fourth)]
+    assert len({name for triple in names for name in triple}) == 12
     assert heldout_lr_finder.SECTION_FILE == "heldout_lr_finder_section.md"  # the first suite's page is unchanged
     assert first.generated == heldout_lr_finder.GENERATED and "--only heldout_lr_finder`" in first.generated
 
@@ -438,13 +454,15 @@ def test_heldout_b_section_has_its_own_heading_goals_and_history() -> None:
 
 
 @pytest.mark.slow  # about 30 s (B) and a minute (C) with the 2-epoch sources cached
-@pytest.mark.parametrize(("name", "label"), [("heldout_b", "held-out B"), ("heldout_c", "held-out C")])
+@pytest.mark.parametrize(
+    ("name", "label"), [("heldout_b", "held-out B"), ("heldout_c", "held-out C"), ("heldout_d", "held-out D")]
+)
 def test_quick_later_suites_write_their_own_files_and_their_verdicts_follow_their_numbers(
     tmp_path, name: str, label: str
 ) -> None:
-    from benchmarks import heldout, heldout_b, heldout_c, shift_tasks
+    from benchmarks import heldout, heldout_b, heldout_c, heldout_d, shift_tasks
 
-    suites = (heldout.SUITE, heldout_b.SUITE, heldout_c.SUITE)
+    suites = (heldout.SUITE, heldout_b.SUITE, heldout_c.SUITE, heldout_d.SUITE)
     [suite] = [s for s in suites if s.name == name]
     assert run.main(["--quick", "--only", name, "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "results.json").read_text())["results"][name]
@@ -455,6 +473,10 @@ def test_quick_later_suites_write_their_own_files_and_their_verdicts_follow_thei
     assert {key: (meta["backbone"], meta["image_size"]) for key, meta in result["sources"].items()} == {
         t.key: (t.backbone, t.image_size) for t in suite.tasks
     }
+    for task in suite.tasks:  # a backbone built for one input size: its source too (the target's build is the run's)
+        sized = f"--model.img_size={task.img_size}" in result["sources"][task.key]["args"]
+        assert sized == (task.img_size is not None), task.key
+    assert result["config"]["select_seeds"] == list(suite.select_seeds[:1])  # quick: the first validation seed
     acc = {k: {p: v[shots][0] for p, v in task.items()} for k, task in runs.items()}
     fixed = [p for p in acc[keys[0]] if p != heldout.AUTO]
     best = {k: max(fixed, key=lambda p, k=k: acc[k][p]) for k in keys}
@@ -481,14 +503,16 @@ def test_quick_later_suites_write_their_own_files_and_their_verdicts_follow_thei
         assert f"| {name} | {target} | {common.verdict(ok)} |" in text
 
 
-def test_heldout_c_tasks_share_no_shift_and_no_backbone_with_the_earlier_suites() -> None:
+@pytest.mark.parametrize("suite", ["c", "d"])
+def test_later_suites_tasks_share_no_shift_and_no_backbone_with_the_earlier_suites(suite: str) -> None:
     import timm
 
-    from benchmarks import heldout_b_tasks, heldout_c_tasks, heldout_tasks, shift_tasks
+    from benchmarks import heldout_b_tasks, heldout_c_tasks, heldout_d_tasks, heldout_tasks, shift_tasks
     from lit_transfer.freezing.layer_groups import layer_groups
 
-    tasks = heldout_c_tasks.TASKS
-    earlier = (*shift_tasks.TASKS, *heldout_tasks.TASKS, *heldout_b_tasks.TASKS)
+    earlier_heldout = (*heldout_tasks.TASKS, *heldout_b_tasks.TASKS, *(heldout_c_tasks.TASKS if suite == "d" else ()))
+    tasks = {"c": heldout_c_tasks, "d": heldout_d_tasks}[suite].TASKS
+    earlier = (*shift_tasks.TASKS, *earlier_heldout)
     assert len(tasks) >= 4 and len({t.key for t in tasks}) == len(tasks)
     assert [t.level for t in tasks].count("input") >= 2 and [t.level for t in tasks].count("output") >= 2
     kinds = {
@@ -506,9 +530,10 @@ def test_heldout_c_tasks_share_no_shift_and_no_backbone_with_the_earlier_suites(
     assert len({t.backbone for t in tasks}) == len(tasks)  # one architecture per task
     assert not {t.backbone for t in tasks} & {t.backbone for t in earlier}
     for task in tasks:
-        images = _check_fresh_task(task, earlier, (*heldout_tasks.TASKS, *heldout_b_tasks.TASKS))
+        images = _check_fresh_task(task, earlier, earlier_heldout)
         # the package groups the architecture by timm's group_matcher (stem, stages, head), not by its children
-        model = timm.create_model(task.backbone, num_classes=len(task.target_classes))
+        sized = {} if task.img_size is None else {"img_size": task.img_size}
+        model = timm.create_model(task.backbone, num_classes=len(task.target_classes), **sized)
         groups = layer_groups(model)
         assert hasattr(model, "group_matcher") and len(groups) >= 5 and groups[-1].name == "head", task.backbone
         assert model(images[:2]).shape == (2, len(task.target_classes))
@@ -538,6 +563,54 @@ def test_pixelate_and_blot_are_fixed_per_scan_keep_the_shape_and_change_nearly_e
     for scan, (top, left) in enumerate([(5, 0), (2, 4), (5, 3)]):  # the first three corners of BLOT_SEED's draw
         expected_blots[scan, top : top + 3, left : left + 3] = 255
     assert (heldout_tasks.corrupt(empty, "blot") == expected_blots).all()
+
+
+def test_flip_and_outline_are_fixed_per_scan_keep_the_shape_and_change_nearly_every_scan() -> None:
+    import numpy as np
+
+    from benchmarks import heldout_tasks
+
+    clean = _check_fixed_per_scan("flip", "outline")
+    flipped = heldout_tasks.corrupt(clean, "flip")
+    assert (flipped == clean[:, ::-1, :]).all() and (heldout_tasks.corrupt(flipped, "flip") == clean).all()
+    outlined = heldout_tasks.corrupt(clean, "outline")
+    dilated = heldout_tasks.corrupt(clean, "dilate")
+    assert (outlined <= dilated).all()  # dilation minus a non-negative erosion
+    bar = np.zeros((1, 8, 8), dtype=np.uint8)
+    bar[0, 2:6, 1:7] = 200  # a thick bar: its inside goes dark, its rim and the pixels around it bright
+    expected = np.zeros((8, 8), dtype=np.uint8)
+    expected[1:7, 1:7], expected[2:6, 0:8] = 200, 200  # the dilated bar (a plus clipped at the scan's edges)
+    expected[3:5, 2:6] = 0  # the eroded bar (the pixels whose 4 neighbours are all in the bar)
+    assert (heldout_tasks.corrupt(bar, "outline")[0] == expected).all()
+
+
+def test_heldout_d_section_says_its_rates_come_from_three_validation_seeds() -> None:
+    from benchmarks import heldout, heldout_b, heldout_c, heldout_d, shift_tasks
+
+    suite, tasks = heldout_d.SUITE, heldout_d.SUITE.tasks
+    assert (suite.name, suite.anchor) == ("heldout_d", "heldout-d") and "heldout_d" in run.BENCHMARKS
+    assert (suite.section_file, suite.decisions_file) == ("heldout_d_section.md", "heldout_d_auto_decisions.md")
+    earlier = (heldout.SUITE, heldout_b.SUITE, heldout_c.SUITE)
+    for field in ("name", "anchor", "label", "heading", "history", "section_file", "decisions_file"):
+        assert getattr(suite, field) not in {getattr(other, field) for other in earlier}, field
+    assert suite.select_seeds == (100, 101, 102) and not set(suite.select_seeds) & set(suite.seeds)
+    assert all(other.select_seeds == (100,) for other in earlier)  # their published protocol, unchanged
+    policies = ("linear probe", heldout.FULL, shift_tasks.FALLBACK, heldout.AUTO)
+    # made-up accuracies: the section's layout is under test, not a result
+    results = {t.key: {p: {10: [60.0 + i + j, 61.0 + i]} for j, p in enumerate(policies)} for i, t in enumerate(tasks)}
+    seconds = {t.key: {heldout.AUTO: [6.0, 8.0], shift_tasks.FALLBACK: [4.0, 4.0]} for t in tasks}
+    pairs = heldout.compare(results, seconds, 10, tasks)
+    targets, notes, averaged = heldout.goals(results, pairs, 10, suite)
+    assert all(name.startswith("held-out D: ") for name in targets) and len(notes) == len(tasks) + 1
+    sources = {t.key: (t.key, {"source_test_acc": 95.0, "train_seconds": 60.0}) for t in tasks}
+    chosen = {t.key: {p: 1e-3 for p in policies} for t in tasks}
+    scores = {t.key: {p: {1e-3: [50.0, 52.0, 54.0]} for p in policies} for t in tasks}
+    args = (dict.fromkeys(policies), results, pairs, averaged, chosen, scores, sources, (0, 1), (10,), notes)
+    full, quick = heldout.section(False, *args, suite), heldout.section(True, *args, suite)
+    assert full.startswith(f"### {suite.heading} {{#heldout-d}}") and suite.history in full
+    assert "fourth held-out suite" in suite.history.lower() and "three validation seeds" in suite.history
+    assert "over seed(s) 100, 101, 102 (by their mean validation accuracy)" in full and "0.001: 52.0" in full
+    assert "over seed(s) 100 (by their mean validation accuracy)" in quick and suite.history not in quick
 
 
 def test_heldout_c_section_has_its_own_heading_goals_and_history() -> None:
@@ -572,23 +645,24 @@ def test_heldout_c_section_has_its_own_heading_goals_and_history() -> None:
 def test_each_held_out_suite_runs_its_own_seeds_unless_the_variable_says_otherwise(monkeypatch, tmp_path) -> None:
     from pathlib import Path
 
-    from benchmarks import heldout, heldout_b, heldout_c
+    from benchmarks import heldout, heldout_b, heldout_c, heldout_d
 
-    suites = (heldout.SUITE, heldout_b.SUITE, heldout_c.SUITE)
+    suites = (heldout.SUITE, heldout_b.SUITE, heldout_c.SUITE, heldout_d.SUITE)
     monkeypatch.delenv(heldout.SEEDS_ENV, raising=False)
-    assert [s.seeds for s in suites] == [(0, 1, 2, 3, 4), tuple(range(10)), tuple(range(10))]
+    assert [s.seeds for s in suites] == [(0, 1, 2, 3, 4), *[tuple(range(10))] * 3]
     assert [s.reported_seeds for s in suites] == [s.seeds for s in suites]
     monkeypatch.setenv(heldout.SEEDS_ENV, "3")
     assert all(s.reported_seeds == (0, 1, 2) for s in suites)
     monkeypatch.delenv(heldout.SEEDS_ENV)
-    # the full run (its sources, LR selection and fine-tunes replaced by made-up stand-ins) uses the suite's seeds
-    suite = heldout_c.SUITE
+    # the full run (its sources, LR selection and fine-tunes replaced by made-up stand-ins) uses the suite's seeds,
+    # and chooses the learning rates on the suite's validation seeds
     monkeypatch.setattr(common, "set_threads", lambda n=1: None)
     monkeypatch.setattr(common, "quiet", lambda: None)
     meta = {"source_test_acc": 95.0, "train_seconds": 60.0}
     monkeypatch.setattr(common, "source_weights", lambda *args, **kwargs: (Path("weights"), meta))
 
     def select_lrs(table, weights, seeds, quick, workers, tasks, **settings):
+        selected_on.append(seeds)
         return {t.key: dict.fromkeys(table, 1e-3) for t in tasks}, {
             t.key: {p: {1e-3: [50.0]} for p in table} for t in tasks
         }
@@ -599,7 +673,14 @@ def test_each_held_out_suite_runs_its_own_seeds_unless_the_variable_says_otherwi
 
     monkeypatch.setattr(heldout, "select_lrs", select_lrs)
     monkeypatch.setattr(heldout, "fine_tune_all", fine_tune_all)
-    result = heldout.run_suite(suite, quick=False, out_dir=str(tmp_path))
-    assert result["config"]["seeds"] == list(range(10))
-    assert all(len(v[10]) == 10 for task in result["results"].values() for v in task.values())
-    assert "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in (tmp_path / suite.section_file).read_text()
+    for suite in (heldout_c.SUITE, heldout_d.SUITE):
+        selected_on: list[tuple[int, ...]] = []
+        result = heldout.run_suite(suite, quick=False, out_dir=str(tmp_path))
+        assert result["config"]["seeds"] == list(range(10))
+        assert selected_on == [suite.select_seeds] and result["config"]["select_seeds"] == list(suite.select_seeds)
+        assert all(len(v[10]) == 10 for task in result["results"].values() for v in task.values())
+        text = (tmp_path / suite.section_file).read_text()
+        assert (
+            "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in text
+            and f"over seed(s) {', '.join(map(str, suite.select_seeds))} (" in text
+        )
