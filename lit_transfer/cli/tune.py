@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial
 
 from lit_transfer.cli.arguments import without_options
 from lit_transfer.errors import is_int
+from lit_transfer.models.base import TransferModule
 from lit_transfer.tasks import MONITOR, task_of
 from lit_transfer.tuner.folds import FoldSplit
 from lit_transfer.tuner.reporting import TrialReporter
@@ -308,7 +309,7 @@ def run_tune(cli: LightningCLI, model: LightningModule, datamodule: LightningDat
     config = cli.config[TUNE]
     for extreme in space.extremes():  # every key and value parses before the first trial runs
         _parsed(cli_class, [*base, *extreme])
-    if datamodule is not None and hasattr(model, "check_datamodule"):
+    if datamodule is not None and isinstance(model, TransferModule):
         cached = bool(model.hparams.get("cache_features"))
         if all(_outside_the_data_checks(param.key, cached) for param in space.params):
             # no trial's values can change what the data checks find: refuse before the study and its first trial
