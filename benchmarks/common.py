@@ -211,7 +211,6 @@ def source_weights(
     seed: int | None = None,
     classes: Sequence[int] = SOURCE_CLASSES,
     backbone: str = BACKBONE,
-    img_size: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """The quick start's source model: ``resnet10t`` trained on digits 0-4, saved as safetensors without its head.
 
@@ -228,8 +227,6 @@ def source_weights(
             any other set is passed as a ``--data.classes`` override after the recipe.
         backbone: The timm architecture trained by the recipe (default: the quick start's :data:`BACKBONE`); any
             other is passed as a ``--model.backbone`` override after the recipe and named in the file name.
-        img_size: timm's ``img_size`` for a backbone built for one input size (a DeiT or ViT), passed as a
-            ``--model.img_size`` override after the recipe; ``None``: none.
 
     Returns:
         The weights file and its metadata (recipe arguments, source test accuracy, training time).
@@ -244,7 +241,6 @@ def source_weights(
     classes = [int(c) for c in classes]
     override = [] if tuple(classes) == SOURCE_CLASSES else [f"--data.classes={classes}"]
     override += [] if backbone == BACKBONE else [f"--model.backbone={backbone}"]
-    override += [] if img_size is None else [f"--model.img_size={img_size}"]
     recipe = source_model.source_args(Path("<run dir>"), epochs, seed=seed, image_size=image_size) + override
     recipe = [arg.replace(str(source_model.RECIPES), "recipes") for arg in recipe]
     digest = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:8]

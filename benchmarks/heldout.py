@@ -275,9 +275,7 @@ def run_suite(suite: Suite, quick: bool, out_dir: str = "docs/benchmarks") -> di
     epochs = QUICK["epochs"] if quick else EPOCHS
     seeds = QUICK["seeds"] if quick else suite.reported_seeds
     sources = {
-        t.key: common.source_weights(
-            t.image_size, epochs=source_epochs, classes=t.source_classes, backbone=t.backbone, img_size=t.img_size
-        )
+        t.key: common.source_weights(t.image_size, epochs=source_epochs, classes=t.source_classes, backbone=t.backbone)
         for t in tasks
     }
     weights = {key: str(path) for key, (path, _) in sources.items()}

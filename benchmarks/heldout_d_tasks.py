@@ -9,8 +9,10 @@ then a few-shot target task), after all three had been run and seen:
   outlined strokes (the morphological gradient: the edges of a stroke bright, its inside dark);
 - **output-level shifts** (new labels on clean scans): digits 4-9 -> 0-3, and 1 2 3 5 7 -> 0 4 6 8 9;
 - **four architectures**: a ResNet (``resnet34``), a RegNet (``regnety_004``), a MobileNet (``mobilenetv2_100``)
-  and a ViT (``deit_tiny_patch16_224``, built for 64 px with timm's ``img_size``: 16 tokens of 16 px), none of them
-  used by the development suite or an earlier held-out suite.
+  and a ConvNeXt (``convnext_femto``), none of them used by the development suite or an earlier held-out suite. A
+  ViT was tried first (``deit_tiny_patch16_224`` at 64 px), but the source recipe, from random init, left it with a
+  source test accuracy far below every other source's: a source with little to transfer. It was replaced before
+  any target run was scored.
 """
 
 from __future__ import annotations
@@ -19,23 +21,11 @@ from benchmarks.heldout_tasks import HeldoutTask
 
 ALL = tuple(range(10))
 NO_LOOP, LOOP = (1, 2, 3, 5, 7), (0, 4, 6, 8, 9)
-RESNET, REGNET, MOBILENET, VIT = "resnet34", "regnety_004", "mobilenetv2_100", "deit_tiny_patch16_224"
-VIT_SIZE = 64
-"""Input size (px) of the ViT's task: 16 patches of 16 px (at the suites' usual 32 px it would see 4)."""
+RESNET, REGNET, MOBILENET, CONVNEXT = "resnet34", "regnety_004", "mobilenetv2_100", "convnext_femto"
 TASKS = (
     HeldoutTask("flip", f"{MOBILENET}, input: 0-9 -> 0-9 upside down", ALL, ALL, False, MOBILENET, "flip"),
     HeldoutTask("split4", f"{RESNET}, output: digits 4-9 -> 0-3", tuple(range(4, 10)), (0, 1, 2, 3), False, RESNET),
-    HeldoutTask(
-        "outline",
-        f"{VIT} at {VIT_SIZE} px, input: 0-9 -> 0-9 outlined strokes",
-        ALL,
-        ALL,
-        False,
-        VIT,
-        corruption="outline",
-        image_size=VIT_SIZE,
-        img_size=VIT_SIZE,
-    ),
+    HeldoutTask("outline", f"{CONVNEXT}, input: 0-9 -> 0-9 outlined strokes", ALL, ALL, False, CONVNEXT, "outline"),
     HeldoutTask("loops", f"{REGNET}, output: digits 1 2 3 5 7 -> 0 4 6 8 9", NO_LOOP, LOOP, False, REGNET),
 )
 """The fourth held-out suite's tasks: two input-level and two output-level shifts over four architectures."""

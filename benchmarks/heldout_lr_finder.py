@@ -178,9 +178,7 @@ def run_suite(suite: FinderSuite, quick: bool, out_dir: str = "docs/benchmarks")
     num_steps = lr_finder.QUICK["num_steps"] if quick else lr_finder.NUM_STEPS
     source_epochs = QUICK["source_epochs"] if quick else SOURCE_EPOCHS
     sources = {
-        t.key: common.source_weights(
-            t.image_size, epochs=source_epochs, classes=t.source_classes, backbone=t.backbone, img_size=t.img_size
-        )
+        t.key: common.source_weights(t.image_size, epochs=source_epochs, classes=t.source_classes, backbone=t.backbone)
         for t in tasks
     }
     weights = {key: str(path) for key, (path, _) in sources.items()}

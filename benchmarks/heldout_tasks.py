@@ -131,14 +131,10 @@ class HeldoutTask(ShiftTask):
     Attributes:
         corruption: One of :data:`CORRUPTIONS` for an input-level shift, ``""`` for clean target scans.
         image_size: Input size (px) of the source and target models (the 8x8 scans upsampled).
-        img_size: timm's ``img_size`` for a backbone built for one input size (a DeiT or ViT: the source and target
-            models are built for :attr:`image_size`, as a user does with ``--model.img_size``); ``None`` for the
-            others.
     """
 
     corruption: str = ""
     image_size: int = IMAGE_SIZE
-    img_size: int | None = None
 
     @property
     def level(self) -> str:

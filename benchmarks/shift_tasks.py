@@ -218,7 +218,6 @@ def build(
         layer_decay=spec.get("layer_decay"),
         label_smoothing=LABEL_SMOOTHING,
         optimizer=lambda groups: torch.optim.AdamW(groups, lr=lr, weight_decay=WEIGHT_DECAY),
-        img_size=getattr(task, "img_size", None),  # a held-out task's backbone built for one input size
     )
     return model, data
 
