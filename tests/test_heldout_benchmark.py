@@ -45,7 +45,7 @@ def test_a_corruption_changes_every_split_alike_and_keeps_the_draws(corruption: 
     if corruption == "rot90":
         assert (b == np.rot90(a, axes=(1, 2))).all()
     with pytest.raises(ValueError, match="corruption"):
-        heldout_tasks.CorruptedDigits("flip")
+        heldout_tasks.CorruptedDigits("sepia")
 
 
 def test_paired_difference_and_the_seed_knob(monkeypatch) -> None:
