@@ -580,8 +580,26 @@ def test_flip_and_outline_are_fixed_per_scan_keep_the_shape_and_change_nearly_ev
     assert (heldout_tasks.corrupt(bar, "outline")[0] == expected).all()
 
 
+def _made_up_section(suite: Any, validation: list[float]) -> tuple[dict[str, bool], list[str], str, str]:
+    """A held-out suite's goals, notes and sections (full run, quick run) from made-up accuracies (the layout is
+    under test, not a result); ``validation``: the accuracies of every row's one learning rate, one per seed."""
+    from benchmarks import heldout, shift_tasks
+
+    tasks = suite.tasks
+    policies = ("linear probe", heldout.FULL, shift_tasks.FALLBACK, heldout.AUTO)
+    results = {t.key: {p: {10: [60.0 + i + j, 61.0 + i]} for j, p in enumerate(policies)} for i, t in enumerate(tasks)}
+    seconds = {t.key: {heldout.AUTO: [6.0, 8.0], shift_tasks.FALLBACK: [4.0, 4.0]} for t in tasks}
+    pairs = heldout.compare(results, seconds, 10, tasks)
+    targets, notes, averaged = heldout.goals(results, pairs, 10, suite)
+    sources = {t.key: (t.key, {"source_test_acc": 95.0, "train_seconds": 60.0}) for t in tasks}
+    chosen = {t.key: {p: 1e-3 for p in policies} for t in tasks}
+    scores = {t.key: {p: {1e-3: validation} for p in policies} for t in tasks}
+    args = (dict.fromkeys(policies), results, pairs, averaged, chosen, scores, sources, (0, 1), (10,), notes)
+    return targets, notes, heldout.section(False, *args, suite), heldout.section(True, *args, suite)
+
+
 def test_heldout_d_section_says_its_rates_come_from_three_validation_seeds() -> None:
-    from benchmarks import heldout, heldout_b, heldout_c, heldout_d, shift_tasks
+    from benchmarks import heldout, heldout_b, heldout_c, heldout_d
 
     suite, tasks = heldout_d.SUITE, heldout_d.SUITE.tasks
     assert (suite.name, suite.anchor) == ("heldout_d", "heldout-d") and "heldout_d" in run.BENCHMARKS
@@ -591,18 +609,8 @@ def test_heldout_d_section_says_its_rates_come_from_three_validation_seeds() -> 
         assert getattr(suite, field) not in {getattr(other, field) for other in earlier}, field
     assert suite.select_seeds == (100, 101, 102) and not set(suite.select_seeds) & set(suite.seeds)
     assert all(other.select_seeds == (100,) for other in earlier)  # their published protocol, unchanged
-    policies = ("linear probe", heldout.FULL, shift_tasks.FALLBACK, heldout.AUTO)
-    # made-up accuracies: the section's layout is under test, not a result
-    results = {t.key: {p: {10: [60.0 + i + j, 61.0 + i]} for j, p in enumerate(policies)} for i, t in enumerate(tasks)}
-    seconds = {t.key: {heldout.AUTO: [6.0, 8.0], shift_tasks.FALLBACK: [4.0, 4.0]} for t in tasks}
-    pairs = heldout.compare(results, seconds, 10, tasks)
-    targets, notes, averaged = heldout.goals(results, pairs, 10, suite)
+    targets, notes, full, quick = _made_up_section(suite, [50.0, 52.0, 54.0])
     assert all(name.startswith("held-out D: ") for name in targets) and len(notes) == len(tasks) + 1
-    sources = {t.key: (t.key, {"source_test_acc": 95.0, "train_seconds": 60.0}) for t in tasks}
-    chosen = {t.key: {p: 1e-3 for p in policies} for t in tasks}
-    scores = {t.key: {p: {1e-3: [50.0, 52.0, 54.0]} for p in policies} for t in tasks}
-    args = (dict.fromkeys(policies), results, pairs, averaged, chosen, scores, sources, (0, 1), (10,), notes)
-    full, quick = heldout.section(False, *args, suite), heldout.section(True, *args, suite)
     assert full.startswith(f"### {suite.heading} {{#heldout-d}}") and suite.history in full
     assert "fourth held-out suite" in suite.history.lower() and "three validation seeds" in suite.history
     assert "over seed(s) 100, 101, 102 (by their mean validation accuracy)" in full and "0.001: 52.0" in full
@@ -610,7 +618,7 @@ def test_heldout_d_section_says_its_rates_come_from_three_validation_seeds() -> 
 
 
 def test_heldout_c_section_has_its_own_heading_goals_and_history() -> None:
-    from benchmarks import heldout, heldout_b, heldout_c, shift_tasks
+    from benchmarks import heldout, heldout_b, heldout_c
 
     suite, tasks = heldout_c.SUITE, heldout_c.SUITE.tasks
     assert (suite.name, suite.anchor) == ("heldout_c", "heldout-c") and "heldout_c" in run.BENCHMARKS
@@ -618,18 +626,8 @@ def test_heldout_c_section_has_its_own_heading_goals_and_history() -> None:
     earlier = (heldout.SUITE, heldout_b.SUITE)
     for field in ("name", "anchor", "label", "heading", "history", "section_file", "decisions_file"):
         assert getattr(suite, field) not in {getattr(other, field) for other in earlier}, field
-    policies = ("linear probe", heldout.FULL, shift_tasks.FALLBACK, heldout.AUTO)
-    # made-up accuracies: the section's layout is under test, not a result
-    results = {t.key: {p: {10: [60.0 + i + j, 61.0 + i]} for j, p in enumerate(policies)} for i, t in enumerate(tasks)}
-    seconds = {t.key: {heldout.AUTO: [6.0, 8.0], shift_tasks.FALLBACK: [4.0, 4.0]} for t in tasks}
-    pairs = heldout.compare(results, seconds, 10, tasks)
-    targets, notes, averaged = heldout.goals(results, pairs, 10, suite)
+    targets, notes, full, quick = _made_up_section(suite, [50.0])
     assert all(name.startswith("held-out C: ") for name in targets) and len(notes) == len(tasks) + 1
-    sources = {t.key: (t.key, {"source_test_acc": 95.0, "train_seconds": 60.0}) for t in tasks}
-    chosen = {t.key: {p: 1e-3 for p in policies} for t in tasks}
-    scores = {t.key: {p: {1e-3: [50.0]} for p in policies} for t in tasks}
-    args = (dict.fromkeys(policies), results, pairs, averaged, chosen, scores, sources, (0, 1), (10,), notes)
-    full, quick = heldout.section(False, *args, suite), heldout.section(True, *args, suite)
     assert full.startswith(f"### {suite.heading} {{#heldout-c}}") and suite.history in full
     assert "third held-out suite" in suite.history.lower() and "max_trial_share" in suite.history
     assert "run once" in suite.history and "as they came" in suite.history
