@@ -43,6 +43,7 @@ from benchmarks.shift import (
     is_fixed,
     mean,
     select_lrs,
+    selection_seeds,
 )
 from benchmarks.shift_tasks import FALLBACK, fine_tune_all, policies
 
@@ -281,7 +282,7 @@ def run_suite(suite: Suite, quick: bool, out_dir: str = "docs/benchmarks") -> di
     weights = {key: str(path) for key, (path, _) in sources.items()}
     settings: dict[str, Any] = {"epochs": epochs, "limit_eval_batches": QUICK["eval_batches"] if quick else None}
     workers = 1 if quick else WORKERS
-    select_seeds = suite.select_seeds[:1] if quick else suite.select_seeds
+    select_seeds = selection_seeds(suite.select_seeds, quick)
     chosen, val_scores = select_lrs(table, weights, select_seeds, quick, workers, tasks=tasks, **settings)
 
     results: dict[str, dict[str, dict[int, list[float]]]] = {
@@ -349,7 +350,7 @@ def section(
     """The markdown section of ``suite``: how it was run, the tasks and sources, the accuracy, paired and timing
     tables."""
     tasks, k = suite.tasks, shots[-1]
-    select_seeds = suite.select_seeds[:1] if quick else suite.select_seeds
+    select_seeds = selection_seeds(suite.select_seeds, quick)
     meta = {key: m for key, (_, m) in sources.items()}
     task_rows = [
         [

@@ -38,7 +38,7 @@ from typing import Any
 from benchmarks import common, lr_finder
 from benchmarks.heldout import NEAR, SEEDS, fmt_paired, noise_note, paired
 from benchmarks.heldout_tasks import TASKS, HeldoutTask
-from benchmarks.shift import SELECT_SEEDS, SELECT_SHOTS, mean, select_lrs
+from benchmarks.shift import SELECT_SEEDS, SELECT_SHOTS, mean, select_lrs, selection_seeds
 from benchmarks.shift_tasks import FALLBACK, build, fine_tune_all, fit_and_score, policies
 
 SOURCE_EPOCHS = 30
@@ -184,7 +184,7 @@ def run_suite(suite: FinderSuite, quick: bool, out_dir: str = "docs/benchmarks")
     weights = {key: str(path) for key, (path, _) in sources.items()}
     table = {FALLBACK: policies(epochs)[0][FALLBACK]}
     settings: dict[str, Any] = {"epochs": epochs, "limit_eval_batches": QUICK["eval_batches"] if quick else None}
-    select_seeds = suite.select_seeds[:1] if quick else suite.select_seeds
+    select_seeds = selection_seeds(suite.select_seeds, quick)
     chosen, val_scores = select_lrs(table, weights, select_seeds, quick, WORKERS, tasks=tasks, **settings)
 
     cells = [(task, seed, kind) for task in tasks for seed in seeds for kind in ("grid", "finder")]
@@ -308,7 +308,7 @@ def section(
             f" phase only ({where}); then one fine-tune at its suggestion. Grid: the control policy's learning rate"
             " chosen on the"
             f" validation split as the held-out suite chooses it ({1 if quick else SELECT_SHOTS} shots, seed(s)"
-            f" {', '.join(map(str, suite.select_seeds[:1] if quick else suite.select_seeds))}, by their mean"
+            f" {', '.join(map(str, selection_seeds(suite.select_seeds, quick)))}, by their mean"
             " validation accuracy), fine-tuned at the same seeds. Test accuracy (%) of the final"
             f" weights, mean ± std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); finder minus grid is the"
             " mean paired difference (points, same seeds) ± its paired standard error; the finder's wall time over"

@@ -111,6 +111,16 @@ def select_lrs(
     return pick_lrs(scores), scores
 
 
+def selection_seeds(seeds: tuple[int, ...], quick: bool) -> tuple[int, ...]:
+    """The validation seeds a held-out suite chooses its learning rates on: ``seeds``, the first alone in ``--quick``.
+
+    Example:
+        >>> selection_seeds((100, 101, 102), quick=False), selection_seeds((100, 101, 102), quick=True)
+        ((100, 101, 102), (100,))
+    """
+    return seeds[:1] if quick else seeds
+
+
 def pick_lrs(scores: dict[str, dict[str, dict[float, list[float]]]]) -> dict[str, dict[str, float]]:
     """Each row's learning rate per task from ``scores[task][policy][lr]`` (validation accuracies): the best mean on
     that task; for :data:`AUTO_SHARED` the one best mean over all the tasks."""
