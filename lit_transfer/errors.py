@@ -103,6 +103,14 @@ class WeightsMismatchError(ValueError):
     """A weights file does not fit the backbone it is loaded into."""
 
 
+class DataMismatchError(ValueError):
+    """A DataModule does not fit the model it is given to (input size, task, classes, outputs, augmentation).
+
+    Raised by :meth:`~lit_transfer.models.base.TransferModule.check_datamodule`, before any step. ``lit-transfer
+    tune`` counts a trial refused this way as one failed trial and goes on with the search.
+    """
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint was written for a different model layout than the one being resumed."""
 

@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, Trainer
@@ -91,9 +91,16 @@ class TransferCLI(CheckpointArguments, DataLinks):
     ``datamodule_class`` any DataModule in subclass mode,
     ``auto_configure_optimizers=False`` and ``save_config_kwargs={"overwrite": True}``.
 
+    Attributes:
+        stage_without_subcommand: The stage whose data checks run before the Trainer is built when the CLI runs no
+            subcommand (``run=False``): ``None`` (the default) runs none; ``lit-transfer tune`` builds each trial
+            with ``"fit"``, so that a refused trial claims no run folder.
+
     Example:
         >>> cli = TransferCLI(args=["--config", "recipes/defaults.yaml"], run=False)  # doctest: +SKIP
     """
+
+    stage_without_subcommand: ClassVar[str | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         _register_package_classes()
@@ -211,7 +218,7 @@ class TransferCLI(CheckpointArguments, DataLinks):
     # ---------------------------------------------------------------- trainer
     @override
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        stage = _CHECKED_STAGES.get(str(self.subcommand))
+        stage = _CHECKED_STAGES.get(str(self.subcommand)) if self.subcommand else self.stage_without_subcommand
         model = getattr(self, "model", None)
         if stage is not None and isinstance(model, TransferModule):  # before the Trainer claims a run folder
             model.check_datamodule(getattr(self, "datamodule", None), stage)

@@ -252,9 +252,14 @@ def _fit(cli_class: type[LightningCLI], base: list[str], overrides: list[str], c
 
 
 def _build(cli_class: type[LightningCLI], args: list[str]) -> LightningCLI:
+    """``cli_class`` built from ``args`` as ``fit`` builds it: data checks first, then the Trainer."""
+
+    class Trial(cli_class):  # type: ignore[valid-type,misc]
+        stage_without_subcommand = "fit"  # TransferCLI's: a refused trial claims no run folder
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")  # the tune's own argv
-        return cli_class(args=args, run=False, parser_kwargs={"exit_on_error": False})
+        return Trial(args=args, run=False, parser_kwargs={"exit_on_error": False})
 
 
 def _parsed(cli_class: type[LightningCLI], args: list[str]) -> LightningCLI:

@@ -44,7 +44,7 @@ from lit_transfer.callbacks.feature_cache import FeatureCache, serving_features
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.callbacks.synchronized_stop import SynchronizedStop
-from lit_transfer.errors import UnsafeFileError
+from lit_transfer.errors import DataMismatchError, UnsafeFileError
 from lit_transfer.files.checks import load_torch_file
 from lit_transfer.freezing import FullFineTune, resolve_policy
 from lit_transfer.freezing.layer_groups import LayerGroup
@@ -219,13 +219,18 @@ class TransferModule(LightningModule):
             stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
 
         Raises:
-            ValueError: The DataModule does not fit the model; the message names both sides and the fix.
+            DataMismatchError: The DataModule does not fit the model; the message names both sides and the fix.
         """
         hp = self.hparams
-        check_input_size(self.backbone, hp["backbone"], datamodule, hp["in_chans"], hp.get("img_size"))
-        self.check_data(datamodule, stage)
-        if stage == "fit" and hp["cache_features"]:
-            check_unaugmented(datamodule)
+        try:
+            check_input_size(self.backbone, hp["backbone"], datamodule, hp["in_chans"], hp.get("img_size"))
+            self.check_data(datamodule, stage)
+            if stage == "fit" and hp["cache_features"]:
+                check_unaugmented(datamodule)
+        except ValueError as err:
+            if type(err) is not ValueError:  # already a class of its own (a corrupt file, ...)
+                raise
+            raise DataMismatchError(str(err)) from err  # every check's refusal, as one class callers can tell apart
 
     # ------------------------------------------------------------- fit hooks
     def on_fit_start(self) -> None:

@@ -18,6 +18,7 @@ folds are drawn with the seed stored in the study's user attributes at its creat
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -33,17 +34,33 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback, Study
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from lit_transfer.errors import DataMismatchError
 from lit_transfer.tuner.folds import FoldSplit
 from lit_transfer.tuner.reporting import TrialReporter
 from lit_transfer.tuner.space import SearchSpace
 
-__all__ = ["PRUNERS", "Direction", "FitTrial", "SearchSettings", "make_pruner", "open_study", "run_search"]
+__all__ = [
+    "PRUNERS",
+    "REFUSALS_IN_A_ROW",
+    "REFUSED",
+    "Direction",
+    "FitTrial",
+    "RefusalsInARow",
+    "SearchSettings",
+    "make_pruner",
+    "open_study",
+    "run_search",
+]
 
 Direction = Literal["maximize", "minimize"]
 Pruner = Literal["median", "hyperband", "successive_halving", "none"]
 PRUNERS: tuple[str, ...] = ("median", "hyperband", "successive_halving", "none")
 MAX_RETRIES = 1
 """How often a trial whose worker died is queued again (Optuna's retry of heartbeat-stale trials)."""
+REFUSED = "refused"
+"""The user attribute of a trial whose values the data checks refused: the refusal's message."""
+REFUSALS_IN_A_ROW = 5
+"""Refused trials in a row after which a worker stops (:class:`RefusalsInARow`)."""
 
 FitTrial = Callable[[list[str], list[Callback]], None]
 """Fits one run from command-line overrides (after the user's) with extra callbacks: :mod:`lit_transfer.cli.tune`."""
@@ -210,7 +227,11 @@ class Objective:
             callbacks: list[Callback] = [reporter]
             if fold is not None:
                 callbacks.append(FoldSplit(fold, int(settings.folds or 0), self.fold_seed))
-            self.fit([*flags, f"--seed_everything={seed}", f"--trainer.default_root_dir={root}"], callbacks)
+            try:
+                self.fit([*flags, f"--seed_everything={seed}", f"--trainer.default_root_dir={root}"], callbacks)
+            except DataMismatchError as err:  # the drawn values do not fit the data: this trial fails, not the search
+                trial.set_user_attr(REFUSED, str(err))
+                raise
             step = reporter.next_step
             where = "" if fold is None else f" of fold {fold}"
             if reporter.pruned:
@@ -227,26 +248,84 @@ class Objective:
         return math.fsum(scores) / len(scores)
 
 
+class RefusalsInARow:
+    """Optuna callback: stop this worker after ``limit`` trials in a row that the data checks refused.
+
+    A refused trial counts as failed, and failed trials do not count towards ``max_trials``: without this stop, a
+    space whose every value misfits the data would draw trials for ever.
+    """
+
+    def __init__(self, limit: int = REFUSALS_IN_A_ROW) -> None:
+        self.limit = limit
+        self.count = 0
+        self.last: FrozenTrial | None = None
+
+    def __call__(self, study: Study, trial: FrozenTrial) -> None:
+        """Count ``trial`` (a refused one adds one, any other resets the count); stop the study at ``limit``."""
+        if trial.state == TrialState.FAIL and REFUSED in trial.user_attrs:
+            self.count += 1
+            self.last = trial
+            if self.count >= self.limit:
+                study.stop()
+        else:
+            self.count = 0
+
+    def check(self) -> None:
+        """Raise :class:`DataMismatchError` with the last refusal if the search stopped on refusals."""
+        if self.count >= self.limit and self.last is not None:
+            drawn = " ".join(self.last.user_attrs.get("overrides") or [])
+            raise DataMismatchError(
+                f"The data checks refused {self.count} trials in a row, so this worker stopped: the space draws values"
+                f" that do not fit the data. Narrow the space to values that fit. The last, trial {self.last.number}"
+                f" ({drawn}): {self.last.user_attrs[REFUSED]}"
+            )
+
+
+class _RefusalsWithoutTraceback(logging.Filter):
+    """Optuna logs a failed trial with its traceback; a refused trial's message says all (it is one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], DataMismatchError):
+            record.exc_info = None
+        return True
+
+
 def run_search(study: Study, space: SearchSpace, settings: SearchSettings, fit: FitTrial) -> None:
     """Run this worker's share of the study.
+
+    A trial that diverges (``FloatingPointError``) or whose drawn values the data checks refuse
+    (:class:`~lit_transfer.errors.DataMismatchError`, kept as the trial's ``refused`` user attribute) fails and the
+    search goes on; after :data:`REFUSALS_IN_A_ROW` refused trials in a row the worker stops with the last refusal.
+    Any other error ends the search.
 
     Args:
         study: The study (:func:`open_study`).
         space: What the trials draw.
         settings: Storage, study, metric, budget, folds, seeds.
         fit: Fits one run from command-line overrides with extra callbacks.
+
+    Raises:
+        DataMismatchError: :data:`REFUSALS_IN_A_ROW` trials in a row were refused.
     """
     fold_seed = int(study.user_attrs.get("fold_seed", settings.seed))
-    callbacks = []
+    refusals = RefusalsInARow()
+    callbacks: list[Callable[[Study, FrozenTrial], None]] = [refusals]
     if settings.max_trials is not None:
         callbacks.append(MaxTrialsCallback(settings.max_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     if settings.n_trials != 0 and (settings.max_trials is None or finished < settings.max_trials):
-        study.optimize(
-            Objective(space, settings, fit, fold_seed),
-            n_trials=settings.n_trials,
-            timeout=settings.timeout,
-            callbacks=callbacks,
-            catch=(FloatingPointError,),  # a diverging trial fails; the search goes on
-            gc_after_trial=True,
-        )
+        quiet = _RefusalsWithoutTraceback()
+        optuna_log = logging.getLogger("optuna.study._optimize")
+        optuna_log.addFilter(quiet)
+        try:
+            study.optimize(
+                Objective(space, settings, fit, fold_seed),
+                n_trials=settings.n_trials,
+                timeout=settings.timeout,
+                callbacks=callbacks,
+                catch=(FloatingPointError, DataMismatchError),  # the trial fails; the search goes on
+                gc_after_trial=True,
+            )
+        finally:
+            optuna_log.removeFilter(quiet)
+        refusals.check()

@@ -22,6 +22,8 @@ import optuna
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from lit_transfer.tuner.search import REFUSED
+
 __all__ = ["best_trial", "importances", "summary", "write_study_files"]
 
 _COLUMNS = (
@@ -36,6 +38,7 @@ _COLUMNS = (
     "host",
     "run_dir",
     "overrides",
+    REFUSED,
 )
 
 
@@ -71,12 +74,16 @@ def _row(trial: FrozenTrial, params: Sequence[str]) -> dict[str, Any]:
         "host": trial.user_attrs.get("host"),
         "run_dir": trial.user_attrs.get("run_dir"),
         "overrides": " ".join(trial.user_attrs.get("overrides") or []),
+        REFUSED: trial.user_attrs.get(REFUSED),
         **{f"param {name}": trial.params.get(name) for name in params},
     }
 
 
 def trials_csv(study: Study) -> str:
-    """``trials.csv``: one row per trial (state, value, seed, timing, run folder, overrides, parameters)."""
+    """``trials.csv``: one row per trial (state, value, seed, timing, run folder, overrides, refusal, parameters).
+
+    ``refused`` holds the data checks' message for a trial they refused (a failed trial), else nothing.
+    """
     trials = study.get_trials(deepcopy=False)
     params = list(dict.fromkeys(name for trial in trials for name in trial.params))
     out = io.StringIO()
@@ -164,6 +171,10 @@ def summary(study: Study, files: Sequence[Path], refit: str) -> str:
         f" {counts[TrialState.RUNNING]} running, {counts[TrialState.WAITING]} waiting); scored by {scored}"
         f" ({study.direction.name.lower()})"
     ]
+    refused = [t for t in trials if t.state == TrialState.FAIL and REFUSED in t.user_attrs]
+    if refused:
+        numbers = ", ".join(f"#{t.number}" for t in refused)
+        lines.append(f"Refused by the data checks (failed): {numbers}; the last: {refused[-1].user_attrs[REFUSED]}")
     best = best_trial(study)
     if best is None:
         lines.append("No trial has completed yet.")

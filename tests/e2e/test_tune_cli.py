@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from photo_fixture import make_photo_folder
 
 REPO = Path(__file__).resolve().parents[2]
 LIT_TRANSFER = Path(sys.executable).parent / "lit-transfer"
@@ -162,6 +163,34 @@ def test_a_base_config_no_trial_can_fit_exits_2_before_the_study_opens(tmp_path:
     assert "set `cache_features: false`" in result.stderr.strip().splitlines()[-1]
     assert "Trial 0 failed" not in result.stderr and "Traceback" not in result.stderr  # not a failed Optuna trial
     assert not list(tmp_path.rglob("study.db")) and not list(tmp_path.rglob("trial_*"))
+
+
+def test_a_trial_whose_values_do_not_fit_the_photos_fails_and_the_search_goes_on(tmp_path: Path) -> None:
+    make_photo_folder(tmp_path / "photos", per_class=4, val_per_class=2, test_per_class=1, bad_files=False)
+    space = tmp_path / "space.yaml"  # a ViT built for 32 px takes only 32 px: the 24 px trials are refused
+    space.write_text("data.image_size: {choices: [24, 32]}\n")
+    command = [str(LIT_TRANSFER), "tune", "--config", str(REPO / "recipes" / "defaults.yaml")]
+    command += ["--data", "ImageFolderDataModule", "--data.root", "photos", "--data.batch_size", "4"]
+    command += ["--model.backbone=test_vit", "--model.img_size=32", *TINY[5:], "--trainer.max_epochs=1"]
+    command += ["--space", str(space), "--n_trials", "3", "--sampler_seed", "0"]
+    result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="space", storage=f"sqlite:///{tmp_path / 'runs/digits/tune/space/study.db'}")
+    sizes = [t.params["data.image_size"] for t in study.trials]
+    assert sorted(set(sizes)) == [24, 32], sizes  # the seed draws both (else the test shows nothing)
+    assert _states(study) == ["COMPLETE" if size == 32 else "FAIL" for size in sizes]
+    for trial in study.trials:
+        refused = trial.user_attrs.get("refused")
+        assert (refused is not None) == (trial.params["data.image_size"] == 24)
+        if refused is not None:
+            assert "is built for 32x32 px images" in refused and "--data.image_size 32" in refused
+    assert "Traceback" not in result.stderr  # Optuna's warning names the refusal; no traceback
+    assert "Refused by the data checks (failed): #" in result.stdout
+    refused_trial = next(t for t in study.trials if t.params["data.image_size"] == 24)
+    assert not (tmp_path / f"runs/digits/tune/space/trial_{refused_trial.number}").exists()  # refused before its run
+    with open(tmp_path / "runs/digits/tune/space/trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [bool(row["refused"]) for row in rows] == [size == 24 for size in sizes]
 
 
 def _worker(cwd: Path, storage: str, n_trials: int, name: str, log: str) -> subprocess.Popen[str]:

@@ -1,5 +1,5 @@
 """The search's parts on real Optuna studies and a real tiny fit: the space file, the folds, reporting and pruning,
-and a study that refuses a worker scoring it differently."""
+a study that refuses a worker scoring it differently, and a worker that stops on refused trials."""
 
 from __future__ import annotations
 
@@ -10,16 +10,18 @@ import numpy as np
 import optuna
 import pytest
 from cli_helpers import RECIPES
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from segmentation_fixture import make_segmentation_folder
 
 from lit_transfer import TransferClassifier, TransferSegmenter
 from lit_transfer.data import DigitsDataModule, SegmentationFolderDataModule
+from lit_transfer.errors import DataMismatchError
 from lit_transfer.tuner.folds import FoldSplit, FoldSubset, fold_indices
 from lit_transfer.tuner.reporting import TrialReporter
-from lit_transfer.tuner.search import SearchSettings, open_study
+from lit_transfer.tuner.search import REFUSALS_IN_A_ROW, REFUSED, SearchSettings, open_study, run_search
 from lit_transfer.tuner.space import load_space
+from lit_transfer.tuner.study_files import summary, write_study_files
 
 
 def _space(tmp_path: Path, text: str) -> Path:
@@ -180,3 +182,37 @@ def test_a_storage_that_cannot_be_opened_says_so_without_the_password(tmp_path: 
     with pytest.raises(ValueError, match=re.escape("`--storage` postgresql://user:***@127.0.0.1:1/db")) as caught:
         open_study(settings)
     assert "secret" not in str(caught.value)
+
+
+def test_a_worker_stops_after_refused_trials_in_a_row_with_the_last_refusal(tmp_path: Path) -> None:
+    space = load_space(str(_space(tmp_path, "data.image_size: {choices: [24, 40]}\n")))
+    settings = SearchSettings(
+        out_dir=tmp_path / "tune" / "s",
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        study_name="s",
+        metric="val_acc",
+        direction="maximize",
+        n_trials=None,  # refused trials do not count towards max_trials: only the refusals stop this worker
+        max_trials=2,
+        timeout=60,
+    )
+    drawn: list[list[str]] = []
+
+    def fit(overrides: list[str], callbacks: list[Callback]) -> None:  # every value misfits, as the data checks say
+        drawn.append(overrides)
+        raise DataMismatchError(f"The backbone takes only 32x32 px images, but {overrides[0]} gives another size.")
+
+    study = open_study(settings)
+    with pytest.raises(DataMismatchError, match=f"refused {REFUSALS_IN_A_ROW} trials in a row") as caught:
+        run_search(study, space, settings, fit)
+    assert len(drawn) == REFUSALS_IN_A_ROW
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * REFUSALS_IN_A_ROW
+    assert all(t.user_attrs[REFUSED].endswith("gives another size.") for t in trials)
+    assert f"trial {trials[-1].number} (" in str(caught.value) and str(caught.value).endswith(
+        trials[-1].user_attrs[REFUSED]
+    )
+    files = write_study_files(study, settings.out_dir, lambda trial: "")
+    assert f"Refused by the data checks (failed): #0, #1, #2, #3, #4; the last: {trials[-1].user_attrs[REFUSED]}" in (
+        summary(study, files, "lit-transfer fit --config best.yaml")
+    )
