@@ -60,7 +60,7 @@ from lit_transfer.models.frozen_features import (
     trains_classifier_only,
     trains_head_group_only,
 )
-from lit_transfer.models.input_size import check_input_size, img_size_refused
+from lit_transfer.models.input_size import check_input_size, dynamic_img_size_refused, img_size_refused
 from lit_transfer.models.optimization import LRSchedulerCallable, OptimizerCallable, configure_optimization
 from lit_transfer.models.reseeding import BatchReseeding
 from lit_transfer.models.trained_preprocessing import TrainedPreprocessing
@@ -91,10 +91,10 @@ class TransferModule(LightningModule):
 
     The shared arguments read from ``hparams`` (each task class documents them too, as its own arguments):
     ``backbone`` (timm name, optionally ``hf-hub:`` or with a pretrained tag), ``pretrained`` (``True`` for hub
-    weights, ``False`` for random init, or a local weights file), ``in_chans``, ``img_size`` (classifier and
-    regressor), ``freeze`` (a policy object, config dict or name), ``train_bn``, ``layer_decay``,
-    ``frozen_lr_mult``, ``drop_rate``, ``drop_path_rate``, ``scheduler_interval``, ``warmup_epochs``,
-    ``cache_features``, ``compile``, ``channels_last``.
+    weights, ``False`` for random init, or a local weights file), ``in_chans``, ``img_size`` and
+    ``dynamic_img_size`` (classifier and regressor), ``freeze`` (a policy object, config dict or name),
+    ``train_bn``, ``layer_decay``, ``frozen_lr_mult``, ``drop_rate``, ``drop_path_rate``, ``scheduler_interval``,
+    ``warmup_epochs``, ``cache_features``, ``compile``, ``channels_last``.
 
     Attributes:
         default_task: The task of a class without a ``task`` argument (see :func:`lit_transfer.tasks.model_task`).
@@ -118,10 +118,14 @@ class TransferModule(LightningModule):
         img_size = hp.get("img_size")
         if img_size is not None:
             timm_kwargs["img_size"] = img_size
+        if hp.get("dynamic_img_size"):
+            timm_kwargs["dynamic_img_size"] = True
         try:
             self.backbone = self.build_network(timm_kwargs)
         except TypeError as err:
-            refused = img_size_refused(hp["backbone"], img_size, err) if img_size is not None else None
+            refused = dynamic_img_size_refused(hp["backbone"], err) if hp.get("dynamic_img_size") else None
+            if refused is None and img_size is not None:
+                refused = img_size_refused(hp["backbone"], img_size, err)
             if refused is None:
                 raise
             raise refused from err

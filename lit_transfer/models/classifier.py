@@ -40,6 +40,10 @@ class TransferClassifier(TransferModule):
         img_size: The input size (px) to build a backbone made for one input size for (ViT, DeiT, Swin, ...:
             timm's ``img_size``; pretrained position embeddings are resampled to it); ``None``: the architecture's
             own. Such a backbone refuses data of another size before training, naming both sizes.
+        dynamic_img_size: Build a backbone made for one input size (ViT, DeiT, EVA, Swin, ...) to take any size
+            divisible by its patch size (timm's ``dynamic_img_size``: position embeddings resampled at each forward
+            pass): train at one size and predict at another, or change the data's size without rebuilding it.
+            Refused, with the reason, by architectures without it.
         class_names: Names of the classes, stored in checkpoints for prediction.
         freeze: Freezing policy: an object, a config dict or a name (``"freeze_unfreeze"``, ``"linear_probe"``,
             ``"gradual_unfreeze"``, ``"unfreeze_at_epochs"``, ``"full_fine_tune"``, ``"surgical"``, ``"auto"``).
@@ -88,6 +92,7 @@ class TransferClassifier(TransferModule):
         pretrained: bool | str = True,
         in_chans: int = 3,
         img_size: int | None = None,
+        dynamic_img_size: bool = False,
         class_names: list[str] | None = None,
         freeze: FreezingPolicy | str | dict[str, Any] = "freeze_unfreeze",
         train_bn: bool | None = None,

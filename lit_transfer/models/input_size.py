@@ -15,7 +15,13 @@ import torch
 from timm.layers import PatchEmbed
 from torch import nn
 
-__all__ = ["check_input_size", "fixed_input_size", "img_size_refused", "sized_timm_model"]
+__all__ = [
+    "check_input_size",
+    "dynamic_img_size_refused",
+    "fixed_input_size",
+    "img_size_refused",
+    "sized_timm_model",
+]
 
 
 def fixed_input_size(backbone: nn.Module) -> tuple[int, int] | None:
@@ -150,4 +156,19 @@ def img_size_refused(name: str, img_size: int, error: TypeError) -> ValueError |
     return ValueError(
         f"`img_size` ({img_size}) builds a backbone made for one input size (ViT, DeiT, Swin, ...) for another, but"
         f" timm's {name!r} has no such argument: it takes any input size. Leave `img_size` unset."
+    )
+
+
+def dynamic_img_size_refused(name: str, error: TypeError) -> ValueError | None:
+    """The clear error for ``dynamic_img_size`` given to a timm architecture that has no such argument.
+
+    Returns:
+        The error to raise, or ``None`` for another ``TypeError`` (to re-raise as it is).
+    """
+    if "dynamic_img_size" not in str(error):
+        return None
+    return ValueError(
+        f"`dynamic_img_size: true` lets a backbone made for one input size (ViT, DeiT, EVA, Swin, ...) take any, but"
+        f" timm's {name!r} has no such argument: it takes any input size already, or (MaxViT, CoAtNet, ...) only the"
+        " size it is built for, which `img_size` sets. Leave `dynamic_img_size` false."
     )

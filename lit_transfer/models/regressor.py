@@ -43,6 +43,10 @@ class TransferRegressor(TransferModule):
         img_size: The input size (px) to build a backbone made for one input size for (ViT, DeiT, Swin, ...:
             timm's ``img_size``; pretrained position embeddings are resampled to it); ``None``: the architecture's
             own. Such a backbone refuses data of another size before training, naming both sizes.
+        dynamic_img_size: Build a backbone made for one input size (ViT, DeiT, EVA, Swin, ...) to take any size
+            divisible by its patch size (timm's ``dynamic_img_size``: position embeddings resampled at each forward
+            pass): train at one size and predict at another, or change the data's size without rebuilding it.
+            Refused, with the reason, by architectures without it.
         target_names: Names of the targets, stored in checkpoints (the DataModule's ``target_names``).
         target_stats: ``{"mean": [K floats], "std": [K floats]}`` of the training targets when the DataModule
             standardises them (its ``target_stats``), else ``None`` (targets used as given). Stored in checkpoints.
@@ -82,6 +86,7 @@ class TransferRegressor(TransferModule):
         pretrained: bool | str = True,
         in_chans: int = 3,
         img_size: int | None = None,
+        dynamic_img_size: bool = False,
         target_names: list[str] | None = None,
         target_stats: dict[str, list[float]] | None = None,
         loss: Literal["mse", "l1", "huber"] = "mse",

@@ -1,4 +1,5 @@
-"""Backbones built for one input size (a strict ViT): refused data of another size, built for it with `img_size`."""
+"""Backbones built for one input size (a strict ViT): refused data of another size, built for it with `img_size`,
+or made to take any size with `dynamic_img_size`."""
 
 from __future__ import annotations
 
@@ -117,7 +118,32 @@ def test_img_size_on_a_backbone_that_takes_any_size_is_a_clear_error():
         TransferClassifier("test_resnet", num_classes=3, pretrained=False, img_size=32)
 
 
-@pytest.mark.slow  # two runs of the command, about 20 s
+def test_dynamic_img_size_keeps_the_pretrained_embeddings_and_takes_any_size(tmp_path):
+    torch.manual_seed(0)
+    source = timm.create_model(STRICT_VIT, num_classes=10)  # "pretrained" at its own 160 px
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, str(tmp_path / "vit.safetensors"))
+    weights = str(tmp_path / "vit.safetensors")
+    model = TransferClassifier(STRICT_VIT, num_classes=3, pretrained=weights, dynamic_img_size=True)
+    assert fixed_input_size(model.backbone) is None
+    assert torch.equal(model.backbone.pos_embed, state["pos_embed"])  # kept as trained, resampled at each forward
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(model, datamodule=_digits())  # 32 px data: the strict ViT refuses it (the first test)
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train_loss"])
+    trainer.save_checkpoint(tmp_path / "vit.ckpt")
+    again = TransferClassifier.load_from_checkpoint(tmp_path / "vit.ckpt", weights_only=True).eval()
+    assert again.hparams["dynamic_img_size"] is True
+    with torch.no_grad():
+        for side in (32, 48, 160):
+            assert again(torch.zeros(2, 3, side, side)).shape == (2, 3)
+
+
+def test_dynamic_img_size_on_a_backbone_without_it_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"`dynamic_img_size: true` .* 'test_resnet' has no such argument.*false"):
+        TransferClassifier("test_resnet", num_classes=3, pretrained=False, dynamic_img_size=True)
+
+
+@pytest.mark.slow  # three runs of the command, about 30 s
 def test_the_command_names_the_fix_and_runs_with_it(tmp_path: Path):
     args = [
         *("fit", "--config", str(RECIPES / "defaults.yaml"), *TINY),
@@ -130,10 +156,9 @@ def test_the_command_names_the_fix_and_runs_with_it(tmp_path: Path):
     last = refused.stderr.strip().splitlines()[-1]
     assert "takes only 160x160 px" in last and "--model.img_size 32" in last, last
     assert not (tmp_path / "lightning_logs").exists(), "a refused run claimed a run folder"
-    built = subprocess.run(
-        [str(LIT_TRANSFER), *args, "--model.img_size", "32"], capture_output=True, text=True, timeout=180, env=env
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
+    for fix in (["--model.img_size", "32"], ["--model.dynamic_img_size", "true"]):
+        built = subprocess.run([str(LIT_TRANSFER), *args, *fix], capture_output=True, text=True, timeout=180, env=env)
+        assert built.returncode == 0, built.stderr[-3000:]
 
 
 @pytest.mark.slow  # two 2-process runs of the command, about 45 s
