@@ -60,14 +60,14 @@ NEAR, TIME_RATIO = 1.0, 1.5
 """Goals: ``auto`` within ``NEAR`` points of the best fixed policy; its wall time within ``TIME_RATIO`` x the
 control row's."""
 QUICK: dict[str, Any] = {
-    "source_epochs": 2,
+    "source_epochs": 1,
     "epochs": 2,
     "shots": (1,),
     "seeds": (0,),
     "eval_batches": 2,
     "policies": ("linear probe", FULL, FALLBACK, AUTO),
 }
-"""``--quick``: a smoke test (2-epoch sources, 2 target epochs, 1 shot per class, one seed, one learning rate per
+"""``--quick``: a smoke test (1-epoch sources, 2 target epochs, 1 shot per class, one seed, one learning rate per
 policy, 2 validation/test batches per run, the control rows and the linear probe alone), no thresholds."""
 
 
@@ -383,7 +383,7 @@ def section(
         [*row, " / ".join(f"{lr:g}: {mean(v):.1f}" for lr, v in val_scores[row[0]][row[1]].items())] for row in lr_rows
     ]
     once = (
-        "Quick mode (`--quick`): a smoke test of the code path (2-epoch sources, 2 target epochs, one seed, a few"
+        "Quick mode (`--quick`): a smoke test of the code path (1-epoch sources, 2 target epochs, one seed, a few"
         " evaluation batches); these figures are not the held-out result."
         if quick
         else suite.history

@@ -52,14 +52,14 @@ TIME_SHARE = 0.10
 BUILD_LR = 1e-3
 """The optimizer's LR of the model the finder runs on (the range test replaces it; the model is built anew after)."""
 QUICK: dict[str, Any] = {
-    "source_epochs": 2,
+    "source_epochs": 1,
     "epochs": 2,
     "shots": 1,
     "seeds": (0,),
     "eval_batches": 2,
     "tasks": ("split7", "parity"),
 }
-"""``--quick``: a smoke test (2-epoch sources, 2 target epochs, 1 shot per class, one seed, two tasks, the middle
+"""``--quick``: a smoke test (1-epoch sources, 2 target epochs, 1 shot per class, one seed, two tasks, the middle
 grid LR alone, the development benchmark's quick finder steps, 2 validation/test batches per run)."""
 
 
@@ -288,7 +288,7 @@ def section(
         )
     where = "; ".join(parts)
     once = (
-        "Quick mode (`--quick`): a smoke test of the code path (2-epoch sources, 2 target epochs, 1 shot per class,"
+        "Quick mode (`--quick`): a smoke test of the code path (1-epoch sources, 2 target epochs, 1 shot per class,"
         " one seed, two tasks, a few evaluation batches); these figures are not the held-out result."
         if quick
         else suite.history

@@ -453,7 +453,7 @@ def test_heldout_b_section_has_its_own_heading_goals_and_history() -> None:
     assert (heldout.SUITE.anchor, heldout.SUITE.label) == ("heldout", "held-out")  # the first suite's, unchanged
 
 
-@pytest.mark.slow  # about 30 s (B) and a minute (C) with the 2-epoch sources cached
+@pytest.mark.slow  # about a minute each, with the 1-epoch sources cached
 @pytest.mark.parametrize(
     ("name", "label"), [("heldout_b", "held-out B"), ("heldout_c", "held-out C"), ("heldout_d", "held-out D")]
 )
