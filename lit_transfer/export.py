@@ -15,7 +15,10 @@ metadata). What it returns follows the model's task (``task`` in the metadata):
   prediction's image part is its top-left ``letterbox_shape`` (:mod:`lit_transfer.data.segmentation_transforms`).
 
 The batch dimension is dynamic; height and width are fixed to ``image_size`` (default: the ``input_size`` of that
-data config).
+data config). A timm ViT built with ``dynamic_img_size`` resamples its position embeddings at every forward pass with
+an antialiased bicubic resize that ONNX lacks; since the graph has one size anyway, :func:`export_onnx` exports a
+copy whose embeddings are resampled once for that size (timm's ``set_input_size``, the same resize), after checking
+that the copy gives the model's outputs.
 
 Both functions check the exported model against PyTorch on a random batch before writing it (``check=True``), so a
 file that computes something else is never written silently. The file is serialised in memory and written
@@ -34,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import io
 import json
@@ -204,6 +208,27 @@ def _prepare(
     return wrapped, example, _metadata(model, task, softmax, shape)
 
 
+def _at_one_size(network: _Exported, height: int, width: int) -> _Exported:
+    """``network``, or a copy of it whose timm ViTs built with ``dynamic_img_size`` take only ``height`` x ``width``.
+
+    The copy's position embeddings are resampled once, by timm's ``set_input_size`` (the resize a dynamic forward
+    pass runs at that size), and its ViTs take the plain path (patch tokens flattened before the embeddings).
+    """
+    from timm.layers import Format
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not any(isinstance(m, VisionTransformer) and m.dynamic_img_size for m in network.modules()):
+        return network
+    fixed = copy.deepcopy(network)
+    for module in fixed.modules():
+        if isinstance(module, VisionTransformer) and module.dynamic_img_size:
+            module.set_input_size(img_size=(height, width))
+            module.dynamic_img_size = False  # type: ignore[misc]  # Final in timm, for TorchScript
+            module.patch_embed.flatten = True
+            module.patch_embed.output_fmt = Format.NCHW
+    return fixed
+
+
 def _check(expected: torch.Tensor, actual: Any, what: str, path: Path, atol: float) -> None:
     actual = torch.as_tensor(actual)
     if actual.shape != expected.shape or not torch.allclose(actual, expected, atol=atol, rtol=1e-3):
@@ -258,7 +283,11 @@ def export_onnx(
         '.onnx'
     """
     path = Path(path)
-    wrapped, example, meta = _prepare(checkpoint_or_model, image_size, softmax)
+    dynamic, example, meta = _prepare(checkpoint_or_model, image_size, softmax)
+    wrapped = _at_one_size(dynamic, *example.shape[-2:])
+    if check and wrapped is not dynamic:
+        with torch.no_grad():
+            _check(dynamic(example), wrapped(example), "fixed-size PyTorch", path, atol)
     output_name = _output(wrapped.task, softmax)[0]
     buffer = io.BytesIO()
     _require_onnx(check)

@@ -61,6 +61,21 @@ def test_onnx_softmax_and_image_size(checkpoint: Path, tmp_path: Path) -> None:
     torch.testing.assert_close(torch.from_numpy(probs).sum(-1), torch.ones(3))
 
 
+def test_a_vit_with_dynamic_img_size_exports_at_one_size_with_the_models_outputs(tmp_path: Path) -> None:
+    torch.manual_seed(0)  # a ViT whose embeddings are made for 160 px, resampled at each forward pass
+    model = TransferClassifier("test_vit3", num_classes=3, pretrained=False, dynamic_img_size=True).eval()
+    trained_embeddings = model.backbone.pos_embed.detach().clone()
+    for size in ((32, 32), (48, 64)):
+        path = export_onnx(model, tmp_path / f"vit_{size[0]}.onnx", image_size=size)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert session.get_inputs()[0].shape[2:] == list(size)
+        x = torch.randn(2, 3, *size)
+        (logits,) = session.run(["logits"], {"input": x.numpy()})
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(logits), model(x), atol=1e-4, rtol=1e-4)
+    assert model.backbone.dynamic_img_size and torch.equal(model.backbone.pos_embed, trained_embeddings)  # a copy
+
+
 def test_torchscript_matches_pytorch(checkpoint: Path, tmp_path: Path) -> None:
     path = export_torchscript(checkpoint, tmp_path / "model.pt", image_size=64)
     extra = {"class_names": "", "output": ""}
