@@ -4,6 +4,8 @@ comparisons of its own figures with its targets."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,6 +41,22 @@ def test_machine_header_names_cpu_cores_and_versions() -> None:
 def test_unknown_benchmark_is_refused() -> None:
     with pytest.raises(SystemExit):
         run.main(["--only", "nope"])
+
+
+def test_ci_leaves_out_of_its_quick_benchmarks_only_those_whose_quick_run_a_test_makes() -> None:
+    tests = Path(__file__).parent
+    script = (tests.parent / ".ci" / "run").read_text()
+    lines = re.findall(r"^TESTED\+?=(\S+)$", script, flags=re.MULTILINE)
+    skipped = [name for line in lines for name in line.strip(",").split(",")]
+    assert '--skip "$TESTED"' in script and len(skipped) == len(set(skipped)) >= 13, lines
+    assert set(skipped) <= set(run.BENCHMARKS)
+    quick_runs = "".join(
+        (tests / name).read_text()
+        for name in ("test_benchmarks.py", "test_benchmark_peers.py", "test_heldout_benchmark.py")
+    )
+    assert quick_runs.count('run.main(["--quick", "--only"') >= 7
+    untested = [name for name in skipped if f'"{name}"' not in quick_runs]
+    assert not untested, f".ci/run skips {untested}, whose quick run no test makes: CI would never run them"
 
 
 def test_merge_takes_runs_made_in_parallel_into_one_page(tmp_path) -> None:
