@@ -151,11 +151,11 @@ def img_size_refused(name: str, img_size: int, error: TypeError) -> ValueError |
     Returns:
         The error to raise, or ``None`` for another ``TypeError`` (to re-raise as it is).
     """
-    if "img_size" not in str(error):
-        return None
-    return ValueError(
+    return _refused(
+        "img_size",
+        error,
         f"`img_size` ({img_size}) builds a backbone made for one input size (ViT, DeiT, Swin, ...) for another, but"
-        f" timm's {name!r} has no such argument: it takes any input size. Leave `img_size` unset."
+        f" timm's {name!r} has no such argument: it takes any input size. Leave `img_size` unset.",
     )
 
 
@@ -165,10 +165,15 @@ def dynamic_img_size_refused(name: str, error: TypeError) -> ValueError | None:
     Returns:
         The error to raise, or ``None`` for another ``TypeError`` (to re-raise as it is).
     """
-    if "dynamic_img_size" not in str(error):
-        return None
-    return ValueError(
+    return _refused(
+        "dynamic_img_size",
+        error,
         f"`dynamic_img_size: true` lets a backbone made for one input size (ViT, DeiT, EVA, Swin, ...) take any, but"
         f" timm's {name!r} has no such argument: it takes any input size already, or (MaxViT, CoAtNet, ...) only the"
-        " size it is built for, which `img_size` sets. Leave `dynamic_img_size` false."
+        " size it is built for, which `img_size` sets. Leave `dynamic_img_size` false.",
     )
+
+
+def _refused(argument: str, error: TypeError, message: str) -> ValueError | None:
+    """``ValueError(message)`` if timm's ``error`` is about ``argument`` (an unexpected keyword), else ``None``."""
+    return ValueError(message) if f"'{argument}'" in str(error) else None

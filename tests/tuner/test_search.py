@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -154,15 +155,14 @@ def test_reporter_reports_every_validation_and_a_prune_stops_the_fit() -> None:
     assert list(pruning.trials[0].intermediate_values) == [5]
 
 
+def _sqlite_settings(tmp_path: Path, **options: Any) -> SearchSettings:
+    """A study ``s`` scored by ``val_acc`` in an SQLite file under ``tmp_path``, with ``options``."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    return SearchSettings(tmp_path / "tune" / "s", storage, "s", "val_acc", "maximize", **options)
+
+
 def test_a_study_refuses_a_worker_that_scores_it_differently(tmp_path: Path) -> None:
-    settings = SearchSettings(
-        out_dir=tmp_path / "tune" / "s",
-        storage=f"sqlite:///{tmp_path / 'study.db'}",
-        study_name="s",
-        metric="val_acc",
-        direction="maximize",
-        seed=3,
-    )
+    settings = _sqlite_settings(tmp_path, seed=3)
     study = open_study(settings)
     assert study.user_attrs == {"metric": "val_acc", "direction": "maximize", "folds": 0, "fold_seed": 3}
     assert open_study(settings).study_name == "s"  # the same command joins it
@@ -186,16 +186,8 @@ def test_a_storage_that_cannot_be_opened_says_so_without_the_password(tmp_path: 
 
 def test_a_worker_stops_after_refused_trials_in_a_row_with_the_last_refusal(tmp_path: Path) -> None:
     space = load_space(str(_space(tmp_path, "data.image_size: {choices: [24, 40]}\n")))
-    settings = SearchSettings(
-        out_dir=tmp_path / "tune" / "s",
-        storage=f"sqlite:///{tmp_path / 'study.db'}",
-        study_name="s",
-        metric="val_acc",
-        direction="maximize",
-        n_trials=None,  # refused trials do not count towards max_trials: only the refusals stop this worker
-        max_trials=2,
-        timeout=60,
-    )
+    # refused trials do not count towards max_trials: only the refusals stop this worker (the timeout, if they did not)
+    settings = _sqlite_settings(tmp_path, n_trials=None, max_trials=2, timeout=60)
     drawn: list[list[str]] = []
 
     def fit(overrides: list[str], callbacks: list[Callback]) -> None:  # every value misfits, as the data checks say
