@@ -138,6 +138,37 @@ def stop_spawned_workers(trainer: Any, signum: int) -> bool:
     return True
 
 
+STOP_SIGNALS_PID_ENV = "LIT_TRANSFER_STOP_SIGNALS_PID"
+"""Set by the ``lit-transfer`` command (its :class:`~lit_transfer.cli.interrupts.StopSignals`) to its process id:
+the process that handles a stop signal by stopping its ``ddp_spawn`` workers and reporting (spawned workers inherit
+it)."""
+
+
+def tell_spawn_launcher(trainer: Any, signum: int) -> bool:
+    """In a ``ddp_spawn`` worker: send ``signum`` to the launching process, if it still runs and handles it.
+
+    A spawned worker stopped by a signal sends its launcher no result, and the launcher (Lightning's
+    ``_MultiProcessingLauncher``, waiting in ``launch``) would wait for it forever. Only a launcher that said it
+    handles stop signals (:data:`STOP_SIGNALS_PID_ENV` is its process id) and is still this worker's parent is told.
+
+    Returns:
+        Whether the launching process was signalled.
+    """
+    import multiprocessing
+    import os
+
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    parent = multiprocessing.parent_process()
+    if not isinstance(launcher, _MultiProcessingLauncher) or parent is None or parent.pid is None:
+        return False
+    if os.environ.get(STOP_SIGNALS_PID_ENV) != str(parent.pid) or os.getppid() != parent.pid:
+        return False  # a launcher that would not handle it (a user's script), or one that has already ended
+    os.kill(parent.pid, signum)
+    return True
+
+
 def replace_sigterm_notifier(trainer: Any, notifier: Callable[[int, Any], None] | None) -> None:
     """Make the Trainer's signal connector register ``notifier`` for SIGTERM instead of its own (``None``: its own).
 

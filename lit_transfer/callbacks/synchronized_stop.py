@@ -21,14 +21,17 @@ signal during validation or before the first training batch stops the run at the
 and one after the last training batch lets the run finish; a signal before this callback's ``setup`` (while the
 processes connect) is the command line's to handle: it stops the process that got it at once, and the others end
 on the lost connection. Under ``ddp_spawn`` the workers stop the same way, but Lightning runs no ``on_exception``
-hook in a spawned worker (no ``on_exception.ckpt``), and the launching process learns of the stop only from the
-signal it got itself (:class:`~lit_transfer.cli.interrupts.StopSignals` passes it on to the workers). In a single
+hook in a spawned worker (no ``on_exception.ckpt``). A launching process that got the signal passes it on to the
+workers (:class:`~lit_transfer.cli.interrupts.StopSignals`); when a worker got it alone, rank 0 sends SIGTERM to the
+launching process of the ``lit-transfer`` command, which would otherwise wait forever for workers that stopped (a
+launcher that did not say it handles stop signals, e.g. a user's script, is not signalled). In a single
 process Lightning's own notifier stays (nothing to synchronise). SIGINT (Ctrl-C) is Lightning's
 ``KeyboardInterrupt`` path, not this one.
 """
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
@@ -36,7 +39,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from lit_transfer._compat import replace_sigterm_notifier, set_received_sigterm
+from lit_transfer._compat import replace_sigterm_notifier, set_received_sigterm, tell_spawn_launcher
 
 __all__ = ["SynchronizedStop"]
 
@@ -60,10 +63,12 @@ class SynchronizedStop(Callback):
     def __init__(self) -> None:
         self.pending = False
         self._active = False
+        self._launcher_told = False
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.pending = False
+        self._launcher_told = False
         self._active = trainer.world_size > 1
         if self._active:
             replace_sigterm_notifier(trainer, self._record)
@@ -135,5 +140,7 @@ class SynchronizedStop(Callback):
         """
         if self._active and trainer.strategy.reduce_boolean_decision(self.pending, all=False):
             set_received_sigterm(trainer)  # Lightning stops every process after this same batch
+            if trainer.global_rank == 0 and not self._launcher_told:  # ddp_spawn: the launcher would wait forever
+                self._launcher_told = tell_spawn_launcher(trainer, signal.SIGTERM)
             return True
         return False

@@ -13,11 +13,14 @@ Under ``strategy: ddp_spawn`` the launching process trains nothing: it waits for
 sent to it, and a worker stopped by a signal runs no ``on_exception`` hook and sends the launcher no result, which
 then waits forever. There :class:`StopSignals` passes the signal on to the workers (they stop after the same batch)
 and stops the launching process at once: the run ends with 143 and no ``on_exception.ckpt``, and resumes from its
-``last.ckpt``.
+``last.ckpt``. A signal sent to one worker alone reaches the launching process the other way: the workers agree to
+stop (:class:`~lit_transfer.SynchronizedStop`) and rank 0 sends SIGTERM to the process whose id
+:data:`~lit_transfer._compat.STOP_SIGNALS_PID_ENV` holds (set here).
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import threading
@@ -29,7 +32,7 @@ from typing import Any
 from lightning.pytorch import Trainer
 from lightning.pytorch.trainer.states import RunningStage, TrainerStatus
 
-from lit_transfer._compat import stop_spawned_workers
+from lit_transfer._compat import STOP_SIGNALS_PID_ENV, stop_spawned_workers
 from lit_transfer.callbacks.synchronized_stop import SynchronizedStop
 from lit_transfer.cli.arguments import without_options
 
@@ -58,7 +61,8 @@ class StopSignals:
     """Record SIGTERM and SIGINT during a command; stop it gracefully where Lightning can, at once elsewhere.
 
     Use as a context manager around the whole command (main thread only; elsewhere it records nothing). The previous
-    handlers are restored on exit.
+    handlers are restored on exit, but for SIGTERM after a stop passed on to ``ddp_spawn`` workers: it stays ignored,
+    as the command only reports and exits then.
 
     Attributes:
         received: The first stop signal received, or ``None``.
@@ -71,6 +75,7 @@ class StopSignals:
         self.spawned = False
         self._trainer: weakref.ReferenceType[Trainer] | None = None
         self._previous: dict[int, Any] = {}
+        self._previous_pid: str | None = None
 
     @property
     def trainer(self) -> Trainer | None:
@@ -83,6 +88,8 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
+            self._previous_pid = os.environ.get(STOP_SIGNALS_PID_ENV)
+            os.environ[STOP_SIGNALS_PID_ENV] = str(os.getpid())  # ddp_spawn workers tell this process of a stop
             for signum in STOP_SIGNALS:
                 self._previous[signum] = signal.getsignal(signum)
                 if signum == signal.SIGINT and self._previous[signum] == signal.SIG_IGN:
@@ -95,7 +102,14 @@ class StopSignals:
         if self in _ACTIVE:
             _ACTIVE.remove(self)
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            # after passing a stop on to ddp_spawn workers this process only reports and exits; the workers' rank 0
+            # may send SIGTERM back meanwhile (SynchronizedStop tells a launcher it cannot know was told already)
+            signal.signal(signum, signal.SIG_IGN if self.spawned and signum == signal.SIGTERM else handler)
+        if self._previous:
+            if self._previous_pid is None:
+                os.environ.pop(STOP_SIGNALS_PID_ENV, None)
+            else:
+                os.environ[STOP_SIGNALS_PID_ENV] = self._previous_pid
         self._previous = {}
 
     def _graceful(self) -> bool:
@@ -117,6 +131,8 @@ class StopSignals:
         first = self.received is None
         if first:
             self.received = signum
+        if self.spawned:
+            return  # the workers were told and this process is stopping (a worker may send the signal back)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt  # Lightning's own Ctrl-C handling: on_exception callbacks, then sys.exit(1)
         trainer = self.trainer

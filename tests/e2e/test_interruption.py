@@ -83,6 +83,20 @@ def _wait_without_hanging(process: subprocess.Popen[str]) -> int:
     pytest.fail("the command still ran 120 s after the signal: it hung instead of stopping")
 
 
+def _spawned_workers(launcher: int) -> list[int]:
+    """The process ids of the ``ddp_spawn`` workers ``launcher`` started (its children running ``spawn_main``)."""
+    workers = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended meanwhile
+        if parent == launcher and b"spawn_main" in command:
+            workers.append(int(stat.parent.name))
+    return sorted(workers)
+
+
 def _interrupt_after_unfreeze(
     tmp_path: Path,
     root: Path,
@@ -90,14 +104,16 @@ def _interrupt_after_unfreeze(
     extra: tuple[str, ...] = (),
     whole_group: bool = False,
     saves: bool = True,
+    one_worker: bool = False,
 ) -> dict:
     """Start a 40-epoch fit, send ``sig`` once epoch 1 has unfrozen the backbone; return the on-exception state.
 
     LayerFreezing announces the unfreeze at the start of epoch 1, after epoch 0's checkpoint. Lightning turns a
     SIGTERM into an exception after the batch in progress, so its checkpoint holds that step's optimizer state too.
     ``whole_group`` signals every process of the command (as SLURM does), else only the one started (as ``kill PID``
-    and Kubernetes do). The command must exit with ``128 + sig``. ``saves=False``: the command must save no
-    ``on_exception.ckpt``; the state returned is then the run's ``last.ckpt``.
+    and Kubernetes do); ``one_worker`` only the first ``ddp_spawn`` worker it started. The command must exit with
+    ``128 + sig``. ``saves=False``: the command must save no ``on_exception.ckpt``; the state returned is then the
+    run's ``last.ckpt``.
     """
     process = subprocess.Popen(
         _fit_command(root, "--trainer.max_epochs", "40", *extra),
@@ -125,6 +141,10 @@ def _interrupt_after_unfreeze(
         _read_until(lines, seen, _ALL_GROUPS_TRAIN, timeout=240)
         if whole_group:
             os.killpg(process.pid, sig)
+        elif one_worker:
+            workers = _spawned_workers(process.pid)
+            assert len(workers) == 2, workers
+            os.kill(workers[0], sig)
         else:
             process.send_signal(sig)
         returncode = _wait_without_hanging(process)
@@ -196,15 +216,19 @@ SPAWN = ("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.st
 
 @pytest.mark.slow
 @pytest.mark.ddp
-@pytest.mark.parametrize("whole_group", [False, True], ids=["launching-process", "every-process"])
-def test_sigterm_under_ddp_spawn_ends_with_143_and_names_the_checkpoint_to_resume_from(tmp_path, whole_group):
-    """Under ddp_spawn the launching process trains nothing and waited forever; now it passes the signal on.
+@pytest.mark.parametrize("target", ["launching-process", "every-process", "one-worker"])
+def test_sigterm_under_ddp_spawn_ends_with_143_and_names_the_checkpoint_to_resume_from(tmp_path, target):
+    """Under ddp_spawn the launching process trains nothing and waited forever; now it passes the signal on, and a
+    worker signalled alone tells it.
 
     Lightning's spawned workers run no ``on_exception`` hook, so no ``on_exception.ckpt``: the run resumes from the
     ``last.ckpt`` of its last finished epoch, with the command the report prints.
     """
     root = tmp_path / "run"
-    state = _interrupt_after_unfreeze(tmp_path, root, signal.SIGTERM, SPAWN, whole_group=whole_group, saves=False)
+    whole_group, one_worker = target == "every-process", target == "one-worker"
+    state = _interrupt_after_unfreeze(
+        tmp_path, root, signal.SIGTERM, SPAWN, whole_group=whole_group, saves=False, one_worker=one_worker
+    )
     report = state["output"][state["output"].index("lit-transfer: stopped by SIGTERM (exit 143)") :]
     assert "strategy: ddp_spawn" in report and "--ckpt_path last" in report
     assert state["output"].count("lit-transfer: stopped by SIGTERM (exit 143)") == 1
