@@ -226,14 +226,16 @@ def test_stop_spawned_workers_signals_the_spawn_launchers_live_workers_only() ->
             worker.join()
 
 
-def _tell_launcher(env_pid: str | None, results) -> None:  # a spawned process, as a ddp_spawn worker is
+def _tell_launcher(parent: int, results) -> None:  # a spawned process, as a ddp_spawn worker is
     import os
     import signal
 
-    if env_pid is not None:
-        os.environ[_compat.STOP_SIGNALS_PID_ENV] = env_pid
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_progress_bar=False)
-    results.put(_compat.tell_spawn_launcher(trainer, signal.SIGUSR1))
+    told = []
+    for launcher in (parent + 1, parent):  # another process handles stop signals, then the parent
+        os.environ[_compat.STOP_SIGNALS_PID_ENV] = str(launcher)
+        told.append(_compat.tell_spawn_launcher(trainer, signal.SIGUSR1))
+    results.put(told)
 
 
 def test_tell_spawn_launcher_signals_only_a_parent_that_handles_stop_signals() -> None:
@@ -246,12 +248,11 @@ def test_tell_spawn_launcher_signals_only_a_parent_that_handles_stop_signals() -
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     try:
-        for env_pid, told in ((str(os.getpid() + 1), False), (str(os.getpid()), True)):  # another's, this one's
-            worker = context.Process(target=_tell_launcher, args=(env_pid, results))
-            worker.start()
-            worker.join(timeout=120)
-            assert worker.exitcode == 0 and results.get(timeout=10) is told
-            assert received == ([signal.SIGUSR1] if told else [])
+        worker = context.Process(target=_tell_launcher, args=(os.getpid(), results))
+        worker.start()
+        worker.join(timeout=120)
+        assert worker.exitcode == 0 and results.get(timeout=10) == [False, True]
+        assert received == [signal.SIGUSR1]  # once: from the second call
         trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_progress_bar=False)
         assert not _compat.tell_spawn_launcher(trainer, signal.SIGUSR1)  # not a spawned worker
     finally:
