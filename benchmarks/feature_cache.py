@@ -12,12 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks import common
+from benchmarks import common, transfer_table
 
 BATCH = 32
-QUICK_SOURCE_EPOCHS = 2
-"""The source's epochs in ``--quick`` (a smoke test, as the other benchmarks' quick sources): the full run's source is
-the quick start's (30 epochs)."""
 
 
 def probe(cache: bool, weights: str, image_size: int, epochs: int, seed: int) -> dict[str, Any]:
@@ -61,7 +58,8 @@ def run(quick: bool) -> dict[str, Any]:
     """Cached vs uncached linear probe: later-epoch time ratio and accuracy, at 32 px (the task) and 64 px."""
     common.set_threads(1)
     common.quiet()
-    weights, meta = common.source_weights(32, epochs=QUICK_SOURCE_EPOCHS if quick else None)
+    # --quick: the transfer table's quick source (one cached file for both smoke tests); else the quick start's
+    weights, meta = common.source_weights(32, epochs=transfer_table.QUICK["source_epochs"] if quick else None)
     sizes = (32,) if quick else (32, 64)
     repeats, epochs = (1, 3) if quick else (2, 5)
     rows, figures, targets = [], {}, {}

@@ -63,12 +63,10 @@ class SynchronizedStop(Callback):
     def __init__(self) -> None:
         self.pending = False
         self._active = False
-        self._launcher_told = False
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.pending = False
-        self._launcher_told = False
         self._active = trainer.world_size > 1
         if self._active:
             replace_sigterm_notifier(trainer, self._record)
@@ -140,7 +138,7 @@ class SynchronizedStop(Callback):
         """
         if self._active and trainer.strategy.reduce_boolean_decision(self.pending, all=False):
             set_received_sigterm(trainer)  # Lightning stops every process after this same batch
-            if trainer.global_rank == 0 and not self._launcher_told:  # ddp_spawn: the launcher would wait forever
-                self._launcher_told = tell_spawn_launcher(trainer, signal.SIGTERM)
+            if trainer.global_rank == 0:  # ddp_spawn: the launcher would wait forever (the stop is agreed once)
+                tell_spawn_launcher(trainer, signal.SIGTERM)
             return True
         return False
