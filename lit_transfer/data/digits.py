@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
 
 from lit_transfer.data.base import BaseImageDataModule
 from lit_transfer.data.dataset import ArrayDataset
@@ -34,6 +33,8 @@ ALL_DIGITS: tuple[int, ...] = tuple(range(10))
 
 def digit_arrays() -> tuple[np.ndarray, np.ndarray]:
     """All 1,797 scans as ``uint8`` ``(N, 8, 8)`` (0-16 scaled to 0-255) and their digit labels."""
+    from sklearn.datasets import load_digits  # here, not at import: scikit-learn adds ~0.5 s to every command
+
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     return images, bunch.target.astype(np.int64)

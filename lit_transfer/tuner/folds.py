@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
-from sklearn.model_selection import KFold, StratifiedKFold
 from torch.utils.data import Dataset
 from typing_extensions import override
 
@@ -57,6 +56,8 @@ def fold_indices(labels: Sequence[Any] | np.ndarray, folds: int, seed: int) -> l
         raise ValueError(
             f"`--folds {folds}` needs at least {folds} training samples, the training split has {len(array)}."
         )
+    from sklearn.model_selection import KFold, StratifiedKFold  # here: scikit-learn slows every command's start
+
     positions = np.arange(len(array))
     if array.ndim == 1:
         _, counts = np.unique(array, return_counts=True)

@@ -200,7 +200,8 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("docs/lr-finder.md", "find_lr(model, data"): Spec(files=("lr_find/loss_vs_lr.png", "my_curve.png")),
     ("docs/lr-finder.md", "GroupLRFinder(num_steps=40"): Spec(output=("LR range test: suggested lr",)),
     ("docs/lr-finder.md", "lit-transfer lr_find"): Spec(
-        files=("runs/fine_tune/lightning_logs/version_0/lr_find/loss_vs_lr.png",)
+        files=("runs/fine_tune/lightning_logs/version_0/lr_find/loss_vs_lr.png",),
+        slow=True,  # the page's first command runs `lr-find` in the default suite
     ),
     ("docs/export.md", 'export_torchscript("runs/defaults'): Spec(files=("model.onnx", "model.pt")),
     ("docs/multilabel.md", "python -m lit_transfer.demo.canvases"): Spec(
@@ -223,6 +224,12 @@ SPECS: dict[tuple[str, str], Spec] = {
         slow=True,
     ),
     ("docs/export.md", 'python -c "from lit_transfer.export import export_onnx'): Spec(files=("model.onnx",)),
+    ("docs/segmentation.md", "--data SegmentationFolderDataModule --data.root my_masks"): Spec(
+        slow=True  # draws a mask folder, then fits at 64 px; test_segmentation_cli.py runs the command by default
+    ),
+    ("docs/robustness.md", "--ckpt_path last --trainer.max_epochs 20"): Spec(
+        slow=True  # a fit, then its resume; test_user_path.py and test_faults.py resume in the default suite
+    ),
     ("docs/export.md", "session.run(None"): Spec(prelude=_ONNX_FILE, output=("cat.jpg ",)),
     ("docs/tune.md", "--n_trials 20\nlit-transfer fit"): Spec(
         subs=(("--n_trials 20", "--n_trials 1"),),  # one tiny trial, then the refit of the best
