@@ -14,16 +14,18 @@ __all__ = ["command_line_value", "where_set", "without_options"]
 def command_line_value(argv: list[str], group: str, key: str) -> tuple[str, str | None] | None:
     """The flag ``--<group>.<key>`` (or ``--<group>.init_args.<key>``) given in ``argv`` and its value, if any.
 
+    A flag given more than once takes its last value, as the parser does (a script's defaults, then the user's).
+
     Returns:
-        ``(flag, value)`` for the first such flag (``value`` is ``None`` when nothing follows it), else ``None``.
+        ``(flag, value)`` for the last such flag (``value`` is ``None`` when nothing follows it), else ``None``.
     """
-    for flag in (f"--{group}.{key}", f"--{group}.init_args.{key}"):
-        for i, arg in enumerate(argv):
-            if arg.startswith(f"{flag}="):
-                return flag, arg.split("=", 1)[1]
-            if arg == flag:
-                return flag, argv[i + 1] if i + 1 < len(argv) else None
-    return None
+    flags = (f"--{group}.{key}", f"--{group}.init_args.{key}")
+    found: tuple[str, str | None] | None = None
+    for i, arg in enumerate(argv):
+        name, equals, value = arg.partition("=")
+        if name in flags:
+            found = (name, value) if equals else (name, argv[i + 1] if i + 1 < len(argv) else None)
+    return found
 
 
 def where_set(config_files: Iterable[Any], argv: list[str], key: str) -> str | None:

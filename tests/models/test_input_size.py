@@ -192,3 +192,32 @@ def test_under_ddp_on_photos_it_is_refused_with_exit_2_before_any_rank_starts_th
     [last_ckpt] = tmp_path.rglob("last.ckpt")
     hparams = torch.load(last_ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
     assert hparams["img_size"] == 48 and hparams["backbone"] == "test_maxvit"
+
+
+@pytest.mark.slow  # a 2-process fit and a predict of the command, about 40 s
+@pytest.mark.ddp
+def test_under_ddp_on_photos_dynamic_img_size_trains_at_one_size_and_predicts_at_another(tmp_path: Path):
+    make_photo_folder(tmp_path / "photos", bad_files=False)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    fit = [
+        *("fit", *photo_args(48, 4), *TINY, "--model.backbone", STRICT_VIT, "--model.dynamic_img_size", "true"),
+        *("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"),
+    ]
+    trained = subprocess.run(
+        [str(LIT_TRANSFER), *fit], cwd=tmp_path, capture_output=True, text=True, timeout=150, env=env
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    [last_ckpt] = tmp_path.rglob("last.ckpt")
+    checkpoint = torch.load(last_ckpt, map_location="cpu", weights_only=True)
+    assert checkpoint["hyper_parameters"]["dynamic_img_size"] is True
+    assert checkpoint["hyper_parameters"].get("img_size") is None  # the 160 px embeddings kept, resampled per call
+    predict = [
+        *("predict", *photo_args(64, 4), "--model.backbone", STRICT_VIT, "--model.dynamic_img_size", "true"),
+        *("--ckpt_path", str(last_ckpt)),
+    ]
+    predicted = subprocess.run(
+        [str(LIT_TRANSFER), *predict], cwd=tmp_path, capture_output=True, text=True, timeout=150, env=env
+    )
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    [predictions] = tmp_path.rglob("predictions.csv")
+    assert len(predictions.read_text().strip().splitlines()) == 1 + 6  # the header, then the six unlabelled photos
