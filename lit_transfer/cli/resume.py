@@ -28,6 +28,7 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_transfer.cli.arguments import command_line_value
 from lit_transfer.cli.run_files import run_dir_of
 
 __all__ = ["check_resume", "epochs_done", "given_keys"]
@@ -55,18 +56,6 @@ def given_keys(argv: list[str], group: str) -> dict[str, str]:
         key = flag[len(prefix) :].removeprefix("init_args.").split(".", 1)[0]
         if key and key not in ("class_path", "help"):
             found.setdefault(key, flag)
-    return found
-
-
-def _last_flag(argv: list[str], group: str, key: str) -> tuple[str, str | None] | None:
-    """The last ``--<group>.<key>`` (or ``--<group>.init_args.<key>``) in ``argv`` and its value (the one that wins)."""
-    found: tuple[str, str | None] | None = None
-    for i, arg in enumerate(argv):
-        for flag in (f"--{group}.{key}", f"--{group}.init_args.{key}"):
-            if arg.startswith(f"{flag}="):
-                found = (flag, arg.split("=", 1)[1])
-            elif arg == flag:
-                found = (flag, argv[i + 1] if i + 1 < len(argv) else None)
     return found
 
 
@@ -227,7 +216,7 @@ def _check_batch_size(
     given = init_args.get("batch_size")
     if saved is None or given == saved:
         return []
-    typed = _last_flag(argv, "data", "batch_size")
+    typed = command_line_value(argv, "data", "batch_size")
     if typed is not None and typed[1] is not None and typed[1].strip() == str(given):  # the flag set it, not a file
         raise _refuse(typed[0], given, saved, ckpt_path, "a batch size of")
     init_args.batch_size = saved
