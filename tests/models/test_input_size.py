@@ -219,5 +219,7 @@ def test_under_ddp_on_photos_dynamic_img_size_trains_at_one_size_and_predicts_at
         [str(LIT_TRANSFER), *predict], cwd=tmp_path, capture_output=True, text=True, timeout=150, env=env
     )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
+    said = " ".join(predicted.stderr.split())
+    assert "(64x64 px," in said and "the checkpoint was trained with (48x48 px," in said  # really run at 64 px
     [predictions] = tmp_path.rglob("predictions.csv")
     assert len(predictions.read_text().strip().splitlines()) == 1 + 6  # the header, then the six unlabelled photos
