@@ -125,6 +125,7 @@ def test_a_benchmark_that_raises_fails_the_run_after_the_page_is_written(tmp_pat
         run.main(["--quick", "--skip", "transform", "--out", str(tmp_path)])
 
 
+@pytest.mark.slow  # over ~20 s on 2 cores; .ci/run's quick benchmarks leave it to this test
 def test_quick_smith_verdicts_follow_its_numbers_and_the_others_are_kept(tmp_path, capsys) -> None:
     earlier = {"markdown": "### Earlier overhead section", "targets": {"t": False}, "seconds": 1.0}
     (tmp_path / "results.json").write_text(json.dumps({"quick": True, "results": {"overhead": earlier}}))
@@ -256,6 +257,7 @@ def test_quick_shift_verdicts_follow_its_numbers(tmp_path) -> None:
     assert (tmp_path / "shift_accuracy_vs_shots.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # over ~20 s on 2 cores; .ci/run's quick benchmarks leave it to this test
 def test_quick_canvases_reports_the_transfer_gain_it_measured(tmp_path) -> None:
     assert run.main(["--quick", "--only", "canvases", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "results.json").read_text())["results"]["canvases"]
