@@ -33,7 +33,7 @@ ALL_DIGITS: tuple[int, ...] = tuple(range(10))
 
 def digit_arrays() -> tuple[np.ndarray, np.ndarray]:
     """All 1,797 scans as ``uint8`` ``(N, 8, 8)`` (0-16 scaled to 0-255) and their digit labels."""
-    from sklearn.datasets import load_digits  # here, not at import: scikit-learn adds ~0.5 s to every command
+    from sklearn.datasets import load_digits  # here, not at import: scikit-learn would slow every command's start
 
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
