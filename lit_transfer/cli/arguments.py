@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import yaml
 __all__ = ["command_line_value", "where_set", "without_options"]
 
 
-def command_line_value(argv: list[str], group: str, key: str) -> tuple[str, str | None] | None:
+def command_line_value(argv: Sequence[str], group: str, key: str) -> tuple[str, str | None] | None:
     """The flag ``--<group>.<key>`` (or ``--<group>.init_args.<key>``) given in ``argv`` and its value, if any.
 
     A flag given more than once takes its last value, as the parser does (a script's defaults, then the user's).

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from lit_transfer.cli.arguments import command_line_value
 from lit_transfer.errors import WeightsUnavailableError
 
 __all__ = ["finish_message", "import_class", "suggest_option", "user_error_message"]
@@ -97,7 +98,7 @@ def suggest_option(group: str, key: str, class_path: str | None, argv: Sequence[
         One or two sentences.
     """
     message = _suggest_option(group, key, class_path)
-    if any(arg.split("=", 1)[0] in (f"--{group}.{key}", f"--{group}.init_args.{key}") for arg in argv):
+    if command_line_value(argv, group, key) is not None:
         message = re.sub(rf"`({group}\.[\w.]+)`", r"`--\1`", message)
     return message
 
