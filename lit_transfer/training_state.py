@@ -4,7 +4,8 @@
   back on exit (AutoFreeze's trials, an LR range test that stops in the first freezing phase).
 * :func:`seeded_rng`: Lightning's :func:`~lightning.pytorch.utilities.seed.isolate_rng` around a fixed seed, so a
   side computation draws the same numbers every time and the run's own streams continue where they were.
-* :func:`set_frozen_modes`: eval mode for the sub-trees whose parameters are all frozen, train mode elsewhere.
+* :func:`set_frozen_modes`: eval mode for the sub-trees whose parameters are all frozen, train mode elsewhere
+  (:func:`frozen_modes` lists those modes once, :func:`apply_modes` sets them again).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["kept_training_state", "seeded_rng", "set_frozen_modes", "subtrees_within"]
+__all__ = ["apply_modes", "frozen_modes", "kept_training_state", "seeded_rng", "set_frozen_modes", "subtrees_within"]
 
 
 @contextmanager
@@ -82,8 +83,23 @@ def set_frozen_modes(module: nn.Module, frozen: set[int], train_bn: bool = False
         >>> [m.training for m in net]
         [False, True, True]
     """
+    apply_modes(frozen_modes(module, frozen, train_bn))
+
+
+def frozen_modes(module: nn.Module, frozen: set[int], train_bn: bool = False) -> list[tuple[nn.Module, bool]]:
+    """Every sub-module with the mode :func:`set_frozen_modes` gives it, to set again by :func:`apply_modes`.
+
+    Walking a deep model's tree costs milliseconds; a caller that sets the same modes at every epoch (a freezing
+    phase lasts several) walks it once per phase and keeps this list.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
+        >>> [training for _, training in frozen_modes(net, {id(p) for p in net[0].parameters()})]
+        [True, False, True]
+    """
     frozen_below = subtrees_within(module, frozen)
-    modes: dict[str, bool] = {}
+    by_name: dict[str, bool] = {}
+    modes: list[tuple[nn.Module, bool]] = []
     for name, sub in module.named_modules():
         below = frozen_below[id(sub)]
         if below is not None:
@@ -91,9 +107,17 @@ def set_frozen_modes(module: nn.Module, frozen: set[int], train_bn: bool = False
             if isinstance(sub, _BatchNorm) and train_bn:
                 training = True
         else:
-            training = modes.get(name.rpartition(".")[0], True)
-        modes[name] = training
-        sub.training = training
+            training = by_name.get(name.rpartition(".")[0], True)
+        by_name[name] = training
+        modes.append((sub, training))
+    return modes
+
+
+def apply_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    """Set each listed sub-module's ``training`` flag (a list from :func:`frozen_modes`)."""
+    for sub, training in modes:
+        if sub.training != training:  # reading is cheap; nn.Module's attribute setter is not
+            sub.training = training
 
 
 def subtrees_within(module: nn.Module, frozen: set[int]) -> dict[int, bool | None]:

@@ -51,7 +51,7 @@ from lit_transfer.freezing.layer_groups import (
 )
 from lit_transfer.freezing.measure import apply_lr_multipliers, plan_auto_freeze
 from lit_transfer.freezing.trial_data import check_measurable
-from lit_transfer.training_state import set_frozen_modes
+from lit_transfer.training_state import apply_modes, frozen_modes
 
 __all__ = ["LayerFreezing"]
 
@@ -100,6 +100,7 @@ class LayerFreezing(Callback):
         self._restored: dict[str, Any] | None = None
         self._ddp_registered: set[int] | None = None
         self._module: LightningModule | None = None
+        self._modes: tuple[tuple[int, bool], list[tuple[nn.Module, bool]]] | None = None  # this phase's modes
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(policy={self.policy!r})"
@@ -115,6 +116,7 @@ class LayerFreezing(Callback):
             return
         self._check_strategy(trainer)
         self._module = pl_module
+        self._modes = None
         self.groups = self._compute_groups(pl_module)
         self.policy.bind([g.name for g in self.groups], trainer.max_epochs)
         self._apply(self.policy.trainable_mask(0, len(self.groups)), pl_module, announce=False)
@@ -228,6 +230,7 @@ class LayerFreezing(Callback):
                 raise ValueError(f"A trainable mask needs one entry per layer group ({n}), got {len(mask)}.")
         set_trainable(pl_module, self.groups, mask, self.policy.train_bn)
         self.trainable_mask = mask
+        self._modes = None
         self.trainable_groups = sum(mask)
         if announce:
             chosen = [g for g, flag in zip(self.groups, mask) if flag]
@@ -243,11 +246,15 @@ class LayerFreezing(Callback):
         """Eval mode for frozen sub-trees (BN, dropout, drop-path inside them); train mode elsewhere.
 
         Called at every epoch start: Lightning restores each submodule's own mode after validation, so a mode set
-        once would outlive the phase it belongs to.
+        once would outlive the phase it belongs to. The modes are worked out once per phase (walking the module
+        tree) and set again from that list.
         """
         if not pl_module.training:
             return
-        set_frozen_modes(pl_module, self._frozen_ids(), self.policy.train_bn)
+        key = (id(pl_module), self.policy.train_bn)
+        if self._modes is None or self._modes[0] != key:
+            self._modes = (key, frozen_modes(pl_module, self._frozen_ids(), self.policy.train_bn))
+        apply_modes(self._modes[1])
 
     # -------------------------------------------------------------------- DDP
     def _follow_in_ddp(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -15,6 +15,7 @@ Splits:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -32,12 +33,21 @@ ALL_DIGITS: tuple[int, ...] = tuple(range(10))
 
 
 def digit_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """All 1,797 scans as ``uint8`` ``(N, 8, 8)`` (0-16 scaled to 0-255) and their digit labels."""
+    """All 1,797 scans as ``uint8`` ``(N, 8, 8)`` (0-16 scaled to 0-255) and their labels (the caller's copies)."""
+    images, labels = _read_digits()
+    return images.copy(), labels.copy()
+
+
+@functools.cache
+def _read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The scans and labels, parsed from scikit-learn's CSV once per process (each DataModule's ``setup`` asks)."""
     from sklearn.datasets import load_digits  # here, not at import: scikit-learn would slow every command's start
 
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    return images, bunch.target.astype(np.int64)
+    labels = bunch.target.astype(np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
 
 
 class DigitsDataModule(BaseImageDataModule):

@@ -219,13 +219,14 @@ class _Snapshot:
 
     def __init__(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.trainer, self.module = trainer, pl_module
+        # The module's own tensors and sub-modules, listed once (walking a deep model's tree costs milliseconds)
         with torch.no_grad():
-            self.params = {
-                name: (p.detach().clone(), p.requires_grad, None if p.grad is None else p.grad.detach().clone())
-                for name, p in pl_module.named_parameters(remove_duplicate=False)
-            }
-            self.buffers = {name: b.detach().clone() for name, b in pl_module.named_buffers(remove_duplicate=False)}
-        self.modes = {name: m.training for name, m in pl_module.named_modules(remove_duplicate=False)}
+            self.params = [
+                (p, p.detach().clone(), p.requires_grad, None if p.grad is None else p.grad.detach().clone())
+                for _, p in pl_module.named_parameters(remove_duplicate=False)
+            ]
+            self.buffers = [(b, b.detach().clone()) for _, b in pl_module.named_buffers(remove_duplicate=False)]
+        self.modes = [(m, m.training) for _, m in pl_module.named_modules(remove_duplicate=False)]
         self.optimizers = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
         self.scheduler_configs = list(trainer.strategy.lr_scheduler_configs)
         self.schedulers = [copy.deepcopy(c.scheduler.state_dict()) for c in self.scheduler_configs]
@@ -258,15 +259,14 @@ class _Snapshot:
         for callback, attributes in self.freezing:
             vars(callback).update(attributes)
         with torch.no_grad():
-            for name, p in module.named_parameters(remove_duplicate=False):
-                value, requires_grad, grad = self.params[name]
+            for p, value, requires_grad, grad in self.params:
                 p.copy_(value)
                 p.requires_grad_(requires_grad)
                 p.grad = grad
-            for name, b in module.named_buffers(remove_duplicate=False):
-                b.copy_(self.buffers[name])
-        for name, m in module.named_modules(remove_duplicate=False):
-            m.training = self.modes[name]
+            for b, value in self.buffers:
+                b.copy_(value)
+        for m, training in self.modes:
+            m.training = training
         for optimizer, state in zip(trainer.optimizers, self.optimizers):
             optimizer.load_state_dict(state)
         trainer.strategy.lr_scheduler_configs = self.scheduler_configs

@@ -104,6 +104,17 @@ def test_works_on_any_lightning_module_with_a_backbone(tmp_path):
     assert len(recorder.epochs[1]["trainable"]) == len(list(model.parameters()))
 
 
+def test_one_callback_over_two_fits_sets_the_modes_of_the_module_it_trains_now(tmp_path):
+    """The modes worked out for the first module must not be set again on the second (or left off it)."""
+    callback = LayerFreezing("linear_probe")
+    first, second = PlainModule(), PlainModule()
+    trainer(tmp_path, 1, [callback]).fit(first, loader(fixed_data()))
+    recorder = Recorder()
+    trainer(tmp_path, 1, [callback, recorder]).fit(second, loader(fixed_data()))
+    assert "backbone.1" not in recorder.epochs[0]["training"]  # its BatchNorm, frozen: eval mode
+    assert "head" in recorder.epochs[0]["training"]
+
+
 def test_missing_backbone_attribute_is_a_clear_error(tmp_path):
     with pytest.raises(AttributeError, match="backbone_attr"):
         trainer(tmp_path, 1, [LayerFreezing("linear_probe", backbone_attr="encoder")]).fit(
