@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import common
 from benchmarks.shift_tasks import IMAGE_SIZE, InvertedDigits, ShiftTask, fine_tune
 from lit_transfer.data import DigitsDataModule
 
@@ -165,6 +166,7 @@ TASKS = (
 
 def timed_fine_tune(job: dict[str, Any]) -> tuple[float, list[str], float]:
     """:func:`~benchmarks.shift_tasks.fine_tune` on one job's arguments, with its wall time (s, data to score)."""
+    common.collect_garbage()
     start = time.perf_counter()
     accuracy, lines = fine_tune(**job)
     return accuracy, lines, time.perf_counter() - start

@@ -231,6 +231,7 @@ def fit_and_score(
     limit = 1.0 if limit_eval_batches is None else limit_eval_batches
     trainer = common.make_trainer(max_epochs=epochs, limit_val_batches=0, limit_test_batches=limit)
     with captured_info() as lines:
+        common.collect_garbage()
         start = time.perf_counter()
         trainer.fit(model, datamodule=data)
         seconds = time.perf_counter() - start
