@@ -93,9 +93,9 @@ def frozen_modes(module: nn.Module, frozen: set[int], train_bn: bool = False) ->
     phase lasts several) walks it once per phase and keeps this list.
 
     Example:
-        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
-        >>> [training for _, training in frozen_modes(net, {id(p) for p in net[0].parameters()})]
-        [True, False, True]
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout(), nn.Linear(2, 2))
+        >>> [training for _, training in frozen_modes(net, {id(p) for p in net[0].parameters()})]  # net, 0, 1, 2
+        [True, False, True, True]
     """
     frozen_below = subtrees_within(module, frozen)
     by_name: dict[str, bool] = {}
