@@ -18,7 +18,10 @@ The batch dimension is dynamic; height and width are fixed to ``image_size`` (de
 data config). A timm ViT built with ``dynamic_img_size`` resamples its position embeddings at every forward pass with
 an antialiased bicubic resize that ONNX lacks; since the graph has one size anyway, :func:`export_onnx` exports a
 copy whose embeddings are resampled once for that size (timm's ``set_input_size``, the same resize), after checking
-that the copy gives the model's outputs.
+that the copy gives the model's outputs. Other families built with ``dynamic_img_size`` are exported as they are
+(Swin's windows are; EVA's rotary embeddings are not, and the error then says to use TorchScript). A size the model
+does not take (a strict ViT's other size, a multiple of no patch size) is refused before any export, naming
+``image_size``.
 
 Both functions check the exported model against PyTorch on a random batch before writing it (``check=True``), so a
 file that computes something else is never written silently. The file is serialised in memory and written
@@ -51,6 +54,7 @@ from torch import nn
 
 from lit_transfer.files.atomic import atomic_write_bytes
 from lit_transfer.files.checks import load_torch_file
+from lit_transfer.models.input_size import fixed_input_size
 from lit_transfer.tasks import target_names_of, target_stats_of, task_of, task_of_hparams, thresholds_of
 
 __all__ = ["export_onnx", "export_torchscript", "load_for_export"]
@@ -205,7 +209,30 @@ def _prepare(
     task = task_of(model)
     wrapped = _Exported(_network(model), task, softmax, target_stats_of(model)).eval()
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    _check_input_size(wrapped, example, model, image_size)
     return wrapped, example, _metadata(model, task, softmax, shape)
+
+
+def _check_input_size(
+    wrapped: _Exported, example: torch.Tensor, model: nn.Module, image_size: int | tuple[int, int] | None
+) -> None:
+    """Refuse, naming ``image_size``, a size the network does not take (a strict ViT's, a patch size's multiple).
+
+    timm says so with an assertion deep in the forward pass; the exporters would fail on it with a trace of their own.
+    """
+    try:
+        with torch.no_grad():
+            wrapped(example)
+    except (AssertionError, RuntimeError) as err:
+        height, width = example.shape[-2:]
+        chosen = "`image_size`" if image_size is not None else "the size it was trained at (`image_size` unset)"
+        fixed = fixed_input_size(wrapped.net)
+        only = f" It takes {fixed[0]} x {fixed[1]} only." if fixed is not None else ""
+        raise ValueError(
+            f"The model does not take {height} x {width} inputs, {chosen} ({err}).{only} Export at a size it takes:"
+            " the size it was trained at, and for a ViT a multiple of its patch size (any such size only if it was"
+            " fine-tuned with `dynamic_img_size: true`)."
+        ) from err
 
 
 def _at_one_size(network: _Exported, height: int, width: int) -> _Exported:
@@ -272,7 +299,9 @@ def export_onnx(
 
     Raises:
         FileNotFoundError: The checkpoint does not exist.
-        RuntimeError: The exported graph's output differs from PyTorch's (nothing is written).
+        ValueError: The model does not take ``image_size`` inputs (a ViT made for another size or patch multiple).
+        RuntimeError: The exported graph's output differs from PyTorch's, or a backbone other than timm's
+            ``VisionTransformer`` family built with ``dynamic_img_size`` does not export (nothing is written).
         FileWriteError: No space or no permission to write ``path`` (a previous file there is kept).
 
     Example:
@@ -291,7 +320,7 @@ def export_onnx(
     output_name = _output(wrapped.task, softmax)[0]
     buffer = io.BytesIO()
     _require_onnx(check)
-    with _known_exporter_warnings(check):
+    with _known_exporter_warnings(check), _dynamic_size_failures(wrapped):
         torch.onnx.export(
             wrapped,
             (example,),
@@ -304,8 +333,30 @@ def export_onnx(
         )
     data = _add_onnx_metadata(buffer.getvalue(), meta)
     if check:
-        _check_onnx(data, wrapped, example, path, atol)
+        with _dynamic_size_failures(wrapped):
+            _check_onnx(data, wrapped, example, path, atol)
     return atomic_write_bytes(path, data)
+
+
+@contextlib.contextmanager
+def _dynamic_size_failures(network: nn.Module) -> Iterator[None]:
+    """Say what to do when a backbone that still resizes its embeddings per input fails to export or to run.
+
+    Only timm's ``VisionTransformer`` family is fixed to one size for ONNX (:func:`_at_one_size`); others built with
+    ``dynamic_img_size`` (Swin exports as it is; EVA's rotary embeddings do not) keep their dynamic path.
+    """
+    dynamic = sorted({type(m).__name__ for m in network.modules() if getattr(m, "dynamic_img_size", False) is True})
+    try:
+        yield
+    except Exception as err:
+        if not dynamic:
+            raise
+        raise RuntimeError(
+            f"ONNX export of a {', '.join(dynamic)} built with `dynamic_img_size` failed ({type(err).__name__}:"
+            f" {str(err)[:300]}). Only timm's VisionTransformer family is converted to one input size for ONNX;"
+            " export this model with `export_torchscript` (which keeps the per-size resize), or fine-tune it"
+            " without `dynamic_img_size`. Nothing was written."
+        ) from err
 
 
 def _require_onnx(check: bool) -> None:
@@ -389,6 +440,7 @@ def export_torchscript(
 
     Raises:
         FileNotFoundError: The checkpoint does not exist.
+        ValueError: The model does not take ``image_size`` inputs (a ViT made for another size or patch multiple).
         RuntimeError: The traced module's output differs from PyTorch's (nothing is written).
         FileWriteError: No space or no permission to write ``path`` (a previous file there is kept).
     """

@@ -76,6 +76,37 @@ def test_a_vit_with_dynamic_img_size_exports_at_one_size_with_the_models_outputs
     assert model.backbone.dynamic_img_size and torch.equal(model.backbone.pos_embed, trained_embeddings)  # a copy
 
 
+@pytest.mark.parametrize("export", [export_onnx, export_torchscript], ids=["onnx", "torchscript"])
+def test_a_size_the_model_does_not_take_is_refused_naming_image_size(tmp_path: Path, export) -> None:
+    model = TransferClassifier("test_vit3", num_classes=3, pretrained=False, img_size=32)  # a strict ViT at 32 px
+    with pytest.raises(ValueError, match=r"does not take 48 x 48 inputs, `image_size`.*takes 32 x 32 only"):
+        export(model, tmp_path / "vit.out", image_size=48)
+    with pytest.raises(ValueError, match=r"does not take 36 x 36 inputs.*multiple of its patch size"):
+        export(
+            TransferClassifier("test_vit3", num_classes=3, pretrained=False, dynamic_img_size=True),
+            tmp_path / "d",
+            image_size=36,
+        )
+    assert not list(tmp_path.iterdir())
+    assert export(model, tmp_path / "vit.out", image_size=32).is_file()  # the size it takes
+
+
+def test_onnx_of_an_eva_with_dynamic_img_size_says_to_export_torchscript(tmp_path: Path) -> None:
+    """EVA's rotary embeddings are not converted to one size: the ONNX failure names the way out, which works."""
+    torch.manual_seed(0)
+    model = TransferClassifier(
+        "eva02_tiny_patch14_224", num_classes=3, pretrained=False, img_size=56, dynamic_img_size=True
+    ).eval()
+    for size in (56, 70):  # its own size (a graph onnxruntime refuses) and another (a resize ONNX lacks)
+        with pytest.raises(RuntimeError, match=r"Eva built with `dynamic_img_size` failed.*export_torchscript"):
+            export_onnx(model, tmp_path / "eva.onnx", image_size=size)
+    assert not (tmp_path / "eva.onnx").exists()
+    path = export_torchscript(model, tmp_path / "eva.pt", image_size=70)
+    x = torch.randn(3, 3, 70, 70)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(path)(x), model(x), atol=1e-4, rtol=1e-4)
+
+
 def test_torchscript_matches_pytorch(checkpoint: Path, tmp_path: Path) -> None:
     path = export_torchscript(checkpoint, tmp_path / "model.pt", image_size=64)
     extra = {"class_names": "", "output": ""}
