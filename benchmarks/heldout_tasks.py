@@ -13,8 +13,9 @@ backbones the development suite does not use:
 
 :class:`HeldoutTask` and :class:`CorruptedDigits` also build the second, third and fourth held-out suites
 (:mod:`benchmarks.heldout_b_tasks`, :mod:`benchmarks.heldout_c_tasks`,
-:mod:`benchmarks.heldout_d_tasks`), whose input corruptions (``mirror``, ``dilate``; ``pixelate``, ``blot``;
-``flip``, ``outline``) are listed here too.
+:mod:`benchmarks.heldout_d_tasks`) and the LR finder's fifth (:mod:`benchmarks.heldout_e_tasks`), whose input
+corruptions (``mirror``, ``dilate``; ``pixelate``, ``blot``; ``flip``, ``outline``; ``binarize``, ``shift``) are listed
+here too.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from benchmarks import common
 from benchmarks.shift_tasks import IMAGE_SIZE, InvertedDigits, ShiftTask, fine_tune
 from lit_transfer.data import DigitsDataModule
 
-CORRUPTIONS = ("rot90", "blur", "noise", "mirror", "dilate", "pixelate", "blot", "flip", "outline")
+CORRUPTIONS = ("rot90", "blur", "noise", "mirror", "dilate", "pixelate", "blot", "flip", "outline", "binarize", "shift")
 """The input corruptions of :class:`CorruptedDigits` (the first held-out suite uses the first three, the second
-``mirror`` and ``dilate``, the third ``pixelate`` and ``blot``, the fourth ``flip`` and ``outline``)."""
+``mirror`` and ``dilate``, the third ``pixelate`` and ``blot``, the fourth ``flip`` and ``outline``, the fifth
+(the LR finder's) ``binarize`` and ``shift``)."""
 NOISE_SEED = 1234
 """Seed of the fixed noise of ``noise`` (one draw over all 1,797 scans, the same for every split and run seed)."""
 CONTRAST, NOISE_STD = 0.35, 24.0
@@ -43,6 +45,10 @@ PLUS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
 neighbours)."""
 PIXEL_BLOCK = 2
 """``pixelate``: every ``PIXEL_BLOCK`` x ``PIXEL_BLOCK`` block of a scan takes its mean (8x8 scans at 4x4)."""
+BINARY_THRESHOLD = 96
+"""``binarize``: scans at two levels, 255 where the intensity (0-255) is at least this, 0 elsewhere."""
+SHIFT_PIXELS = 2
+"""``shift``: every scan moved this many pixels to the right, the columns it leaves black (its right edge cut)."""
 BLOT_SEED, BLOT_SIZE = 4321, 3
 """``blot``: a ``BLOT_SIZE`` x ``BLOT_SIZE`` square at full intensity (255) on every scan, its top-left corner drawn
 uniformly inside the scan by one draw of this seed over all 1,797 scans (the same for every split and run seed)."""
@@ -64,6 +70,12 @@ def corrupt(images: np.ndarray, corruption: str) -> np.ndarray:
         return np.ascontiguousarray(images[:, :, ::-1])
     if corruption == "flip":  # upside down
         return np.ascontiguousarray(images[:, ::-1, :])
+    if corruption == "shift":  # moved right, black from the left edge
+        moved = np.zeros_like(images)
+        moved[:, :, SHIFT_PIXELS:] = images[:, :, :-SHIFT_PIXELS]
+        return moved
+    if corruption == "binarize":  # two levels: full intensity from the threshold up, black below
+        return np.where(images >= BINARY_THRESHOLD, np.uint8(255), np.uint8(0)).astype(np.uint8)
     if corruption in ("dilate", "outline"):
         padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="constant")
         height, width = images.shape[1:]

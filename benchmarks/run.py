@@ -48,6 +48,7 @@ BENCHMARKS = (
     "heldout_c_lr_finder",
     "heldout_d",
     "heldout_d_lr_finder",
+    "heldout_e_lr_finder",
     "canvases",
     "segmentation",
     "tune",

@@ -95,7 +95,7 @@ def test_merge_takes_runs_made_in_parallel_into_one_page(tmp_path) -> None:
 def test_a_full_run_leaves_the_held_out_suites_out_and_keeps_their_published_results(
     tmp_path, monkeypatch, capsys
 ) -> None:
-    assert set(run.HELD_OUT) == {n for n in run.BENCHMARKS if n.startswith("heldout")} and len(run.HELD_OUT) == 8
+    assert set(run.HELD_OUT) == {n for n in run.BENCHMARKS if n.startswith("heldout")} and len(run.HELD_OUT) == 9
     # the real runner on a two-benchmark suite: one cheap benchmark and one held-out suite
     monkeypatch.setattr(run, "BENCHMARKS", ("transforms", "heldout_c"))
     monkeypatch.setattr(run, "HELD_OUT", ("heldout_c",))
@@ -298,7 +298,8 @@ def test_quick_segmentation_reports_the_transfer_gain_it_measured(tmp_path) -> N
 
 @pytest.mark.slow  # over ~15 s on 2 cores
 @pytest.mark.parametrize(
-    "name", ["heldout_lr_finder", "heldout_b_lr_finder", "heldout_c_lr_finder", "heldout_d_lr_finder"]
+    "name",
+    ["heldout_lr_finder", "heldout_b_lr_finder", "heldout_c_lr_finder", "heldout_d_lr_finder", "heldout_e_lr_finder"],
 )
 def test_quick_heldout_lr_finder_figures_and_verdicts_follow_its_runs(tmp_path, name) -> None:
     import importlib
@@ -350,21 +351,24 @@ def test_the_finder_suites_report_each_held_out_suite_in_its_own_section() -> No
         heldout_c_lr_finder,
         heldout_d,
         heldout_d_lr_finder,
+        heldout_e_lr_finder,
+        heldout_e_tasks,
         heldout_lr_finder,
     )
 
     first, second, third = heldout_lr_finder.SUITE, heldout_b_lr_finder.SUITE, heldout_c_lr_finder.SUITE
-    fourth = heldout_d_lr_finder.SUITE
+    fourth, fifth = heldout_d_lr_finder.SUITE, heldout_e_lr_finder.SUITE
     assert first.tasks == heldout_lr_finder.TASKS and second.tasks == heldout_b.SUITE.tasks
     assert third.tasks == heldout_c.SUITE.tasks and third.seeds == heldout_c.SUITE.seeds
     assert fourth.tasks == heldout_d.SUITE.tasks and fourth.seeds == heldout_d.SUITE.seeds
-    for later in (second, third, fourth):
+    assert fifth.tasks == heldout_e_tasks.TASKS  # the finder's own suite: no auto suite runs these tasks
+    for later in (second, third, fourth, fifth):
         assert later.seeds == tuple(range(10)) and set(later.quick_tasks) <= {t.key for t in later.tasks}
     # the grid's rate is chosen as the held-out suite chooses its rows' rates: on its validation seeds
     assert [s.select_seeds for s in (first, second, third)] == [heldout.SUITE.select_seeds] * 3 == [(100,)] * 3
-    assert fourth.select_seeds == heldout_d.SUITE.select_seeds == (100, 101, 102)
-    names = [(s.section_file, s.anchor, s.label) for s in (first, second, third, fourth)]
-    assert len({name for triple in names for name in triple}) == 12
+    assert fourth.select_seeds == fifth.select_seeds == heldout_d.SUITE.select_seeds == (100, 101, 102)
+    names = [(s.section_file, s.anchor, s.label) for s in (first, second, third, fourth, fifth)]
+    assert len({name for triple in names for name in triple}) == 15
     assert heldout_lr_finder.SECTION_FILE == "heldout_lr_finder_section.md"  # the first suite's page is unchanged
     assert first.generated == heldout_lr_finder.GENERATED and "--only heldout_lr_finder`" in first.generated
 
@@ -520,15 +524,23 @@ def test_quick_later_suites_write_their_own_files_and_their_verdicts_follow_thei
         assert f"| {name} | {target} | {common.verdict(ok)} |" in text
 
 
-@pytest.mark.parametrize("suite", ["c", "d"])
+@pytest.mark.parametrize("suite", ["c", "d", "e"])
 def test_later_suites_tasks_share_no_shift_and_no_backbone_with_the_earlier_suites(suite: str) -> None:
     import timm
 
-    from benchmarks import heldout_b_tasks, heldout_c_tasks, heldout_d_tasks, heldout_tasks, shift_tasks
+    from benchmarks import (
+        heldout_b_tasks,
+        heldout_c_tasks,
+        heldout_d_tasks,
+        heldout_e_tasks,
+        heldout_tasks,
+        shift_tasks,
+    )
     from lit_transfer.freezing.layer_groups import layer_groups
 
-    earlier_heldout = (*heldout_tasks.TASKS, *heldout_b_tasks.TASKS, *(heldout_c_tasks.TASKS if suite == "d" else ()))
-    tasks = {"c": heldout_c_tasks, "d": heldout_d_tasks}[suite].TASKS
+    later = {"c": (), "d": heldout_c_tasks.TASKS, "e": (*heldout_c_tasks.TASKS, *heldout_d_tasks.TASKS)}[suite]
+    earlier_heldout = (*heldout_tasks.TASKS, *heldout_b_tasks.TASKS, *later)
+    tasks = {"c": heldout_c_tasks, "d": heldout_d_tasks, "e": heldout_e_tasks}[suite].TASKS
     earlier = (*shift_tasks.TASKS, *earlier_heldout)
     assert len(tasks) >= 4 and len({t.key for t in tasks}) == len(tasks)
     assert [t.level for t in tasks].count("input") >= 2 and [t.level for t in tasks].count("output") >= 2
