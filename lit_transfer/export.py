@@ -352,10 +352,10 @@ def _dynamic_size_failures(network: nn.Module) -> Iterator[None]:
         if not dynamic:
             raise
         raise RuntimeError(
-            f"ONNX export of a {', '.join(dynamic)} built with `dynamic_img_size` failed ({type(err).__name__}:"
-            f" {str(err)[:300]}). Only timm's VisionTransformer family is converted to one input size for ONNX;"
-            " export this model with `export_torchscript` (which keeps the per-size resize), or fine-tune it"
-            " without `dynamic_img_size`. Nothing was written."
+            f"ONNX export of the {', '.join(dynamic)} backbone built with `dynamic_img_size` failed"
+            f" ({type(err).__name__}: {str(err)[:300]}). Only timm's VisionTransformer family is converted to one"
+            " input size for ONNX; export this model with `export_torchscript` (which keeps the per-size resize), or"
+            " fine-tune it without `dynamic_img_size`. Nothing was written."
         ) from err
 
 

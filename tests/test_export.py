@@ -98,7 +98,9 @@ def test_onnx_of_an_eva_with_dynamic_img_size_says_to_export_torchscript(tmp_pat
         "eva02_tiny_patch14_224", num_classes=3, pretrained=False, img_size=56, dynamic_img_size=True
     ).eval()
     for size in (56, 70):  # its own size (a graph onnxruntime refuses) and another (a resize ONNX lacks)
-        with pytest.raises(RuntimeError, match=r"Eva built with `dynamic_img_size` failed.*export_torchscript"):
+        with pytest.raises(
+            RuntimeError, match=r"the Eva backbone built with `dynamic_img_size` failed.*export_torchscript"
+        ):
             export_onnx(model, tmp_path / "eva.onnx", image_size=size)
     assert not (tmp_path / "eva.onnx").exists()
     path = export_torchscript(model, tmp_path / "eva.pt", image_size=70)
