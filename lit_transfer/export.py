@@ -209,13 +209,11 @@ def _prepare(
     task = task_of(model)
     wrapped = _Exported(_network(model), task, softmax, target_stats_of(model)).eval()
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
-    _check_input_size(wrapped, example, model, image_size)
+    _check_input_size(wrapped, example, image_size)
     return wrapped, example, _metadata(model, task, softmax, shape)
 
 
-def _check_input_size(
-    wrapped: _Exported, example: torch.Tensor, model: nn.Module, image_size: int | tuple[int, int] | None
-) -> None:
+def _check_input_size(wrapped: _Exported, example: torch.Tensor, image_size: int | tuple[int, int] | None) -> None:
     """Refuse, naming ``image_size``, a size the network does not take (a strict ViT's, a patch size's multiple).
 
     timm says so with an assertion deep in the forward pass; the exporters would fail on it with a trace of their own.
@@ -345,10 +343,10 @@ def _dynamic_size_failures(network: nn.Module) -> Iterator[None]:
     Only timm's ``VisionTransformer`` family is fixed to one size for ONNX (:func:`_at_one_size`); others built with
     ``dynamic_img_size`` (Swin exports as it is; EVA's rotary embeddings do not) keep their dynamic path.
     """
-    dynamic = sorted({type(m).__name__ for m in network.modules() if getattr(m, "dynamic_img_size", False) is True})
     try:
         yield
     except Exception as err:
+        dynamic = sorted({type(m).__name__ for m in network.modules() if getattr(m, "dynamic_img_size", False) is True})
         if not dynamic:
             raise
         raise RuntimeError(
