@@ -100,7 +100,7 @@ class LayerFreezing(Callback):
         self._restored: dict[str, Any] | None = None
         self._ddp_registered: set[int] | None = None
         self._module: LightningModule | None = None
-        self._modes: tuple[tuple[int, bool], list[tuple[nn.Module, bool]]] | None = None  # this phase's modes
+        self._modes: list[tuple[nn.Module, bool]] | None = None  # this phase's module modes (reset by `_apply`)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(policy={self.policy!r})"
@@ -116,7 +116,6 @@ class LayerFreezing(Callback):
             return
         self._check_strategy(trainer)
         self._module = pl_module
-        self._modes = None
         self.groups = self._compute_groups(pl_module)
         self.policy.bind([g.name for g in self.groups], trainer.max_epochs)
         self._apply(self.policy.trainable_mask(0, len(self.groups)), pl_module, announce=False)
@@ -251,10 +250,9 @@ class LayerFreezing(Callback):
         """
         if not pl_module.training:
             return
-        key = (id(pl_module), self.policy.train_bn)
-        if self._modes is None or self._modes[0] != key:
-            self._modes = (key, frozen_modes(pl_module, self._frozen_ids(), self.policy.train_bn))
-        apply_modes(self._modes[1])
+        if self._modes is None:
+            self._modes = frozen_modes(pl_module, self._frozen_ids(), self.policy.train_bn)
+        apply_modes(self._modes)
 
     # -------------------------------------------------------------------- DDP
     def _follow_in_ddp(self, trainer: Trainer, pl_module: LightningModule) -> None:
