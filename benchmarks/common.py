@@ -152,21 +152,16 @@ def verdict(ok: bool) -> str:
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """Wall time of one call of ``fn`` and its result (see :func:`collect_garbage`)."""
-    collect_garbage()
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def collect_garbage() -> None:
-    """Collect the garbage earlier runs of the process left, before a timed call starts.
+    """Wall time of one call of ``fn`` and its result, the call started after a garbage collection.
 
     A fit leaves its Trainer and model in reference cycles that only Python's cyclic collector frees; a full
     collection over that garbage can take a good part of a second and lands in whichever call happens to be running,
-    which skews a short timed call (a range test) against a long one. Every timed call starts after one.
+    which skews a short timed call (a range test) against a long one.
     """
     gc.collect()
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
 
 
 def interleaved(candidates: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:

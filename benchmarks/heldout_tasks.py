@@ -20,7 +20,6 @@ here too.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,7 +177,5 @@ TASKS = (
 
 def timed_fine_tune(job: dict[str, Any]) -> tuple[float, list[str], float]:
     """:func:`~benchmarks.shift_tasks.fine_tune` on one job's arguments, with its wall time (s, data to score)."""
-    common.collect_garbage()
-    start = time.perf_counter()
-    accuracy, lines = fine_tune(**job)
-    return accuracy, lines, time.perf_counter() - start
+    seconds, (accuracy, lines) = common.timed(lambda: fine_tune(**job))
+    return accuracy, lines, seconds

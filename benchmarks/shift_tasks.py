@@ -226,15 +226,10 @@ def fit_and_score(
     model: Any, data: DigitsDataModule, *, epochs: int, split: str, limit_eval_batches: int | None = None
 ) -> tuple[float, list[str], float]:
     """Train a :func:`build` pair as :func:`fine_tune` does; its accuracy on ``split``, INFO lines and fit time (s)."""
-    import time
-
     limit = 1.0 if limit_eval_batches is None else limit_eval_batches
     trainer = common.make_trainer(max_epochs=epochs, limit_val_batches=0, limit_test_batches=limit)
     with captured_info() as lines:
-        common.collect_garbage()
-        start = time.perf_counter()
-        trainer.fit(model, datamodule=data)
-        seconds = time.perf_counter() - start
+        seconds, _ = common.timed(lambda: trainer.fit(model, datamodule=data))
     if split == "test":
         return common.test_accuracy(trainer, model, data), lines, seconds
     scores = common.make_trainer(limit_val_batches=limit).validate(model, datamodule=data, verbose=False)
