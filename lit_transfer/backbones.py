@@ -376,11 +376,30 @@ def _hub_access(name: str, needed: bool) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------ data config
 
 
+def _built_input_size(model: nn.Module) -> tuple[int, int] | None:
+    """The ``(height, width)`` a ViT-like timm model's patch embedding was built for (its ``img_size``), else ``None``.
+
+    Example:
+        >>> _built_input_size(timm.create_model("test_vit", img_size=64))
+        (64, 64)
+        >>> _built_input_size(timm.create_model("test_resnet")) is None
+        True
+    """
+    from timm.layers import PatchEmbed
+
+    for module in model.modules():
+        if isinstance(module, PatchEmbed) and module.img_size is not None:
+            height, width = tuple(module.img_size)  # type: ignore[arg-type]
+            return int(height), int(width)
+    return None
+
+
 def backbone_data_config(backbone: str | nn.Module) -> dict[str, Any]:
     """The preprocessing a backbone expects, from timm's own data config, as plain values.
 
     Args:
-        backbone: A timm model name (with tag, or ``hf-hub:``/``local-dir:``) or a timm model.
+        backbone: A timm model name (with tag, or ``hf-hub:``/``local-dir:``) or a timm model (whose input size is the
+            one it was built for: a ViT built with ``img_size`` reports that size, not its architecture's default).
 
     Returns:
         ``{"input_size": [C, H, W], "mean": [...], "std": [...], "interpolation": str, "crop_pct": float,
@@ -394,7 +413,10 @@ def backbone_data_config(backbone: str | nn.Module) -> dict[str, Any]:
     from timm.data import resolve_data_config, resolve_model_data_config
 
     if isinstance(backbone, nn.Module):
-        config = resolve_model_data_config(backbone)
+        config = dict(resolve_model_data_config(backbone))
+        built = _built_input_size(backbone)
+        if built is not None:  # built with `img_size`: timm's config still names the architecture's default
+            config["input_size"] = (config["input_size"][0], *built)
     else:
         _check_model_name(backbone)
         with _hub_access(backbone, needed=_source(backbone) == "hf-hub"):

@@ -91,6 +91,18 @@ def test_a_size_the_model_does_not_take_is_refused_naming_image_size(tmp_path: P
     assert export(model, tmp_path / "vit.out", image_size=32).is_file()  # the size it takes
 
 
+@pytest.mark.parametrize("dynamic", [False, True], ids=["strict", "dynamic"])
+def test_a_vit_built_with_img_size_exports_at_that_size_before_any_fit(tmp_path: Path, dynamic: bool) -> None:
+    """Its data config names the size it was built for, not the architecture's default, which a strict one refuses."""
+    model = TransferClassifier("test_vit3", num_classes=3, pretrained=False, img_size=32, dynamic_img_size=dynamic)
+    assert model.data_config["input_size"] == [3, 32, 32]
+    path = export_onnx(model.eval(), tmp_path / "vit.onnx")  # no `image_size`: the model's own
+    session = ort.InferenceSession(str(path))
+    assert session.get_inputs()[0].shape[1:] == [3, 32, 32]
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["data_config"])["input_size"] == [3, 32, 32]
+
+
 def test_onnx_of_an_eva_with_dynamic_img_size_says_to_export_torchscript(tmp_path: Path) -> None:
     """EVA's rotary embeddings are not converted to one size: the ONNX failure names the way out, which works."""
     torch.manual_seed(0)

@@ -4,6 +4,7 @@ from lit_transfer.callbacks.batch_size_ramp import BatchSizeRamp
 from lit_transfer.callbacks.exception_checkpoint import ExceptionCheckpoint
 from lit_transfer.callbacks.feature_cache import FeatureCache
 from lit_transfer.callbacks.group_lr_finder import GroupLRFinder
+from lit_transfer.callbacks.head_probe import HeadProbe
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.lr_scaling import LRScaling
 from lit_transfer.callbacks.mask_writer import SegmentationMaskWriter
@@ -18,6 +19,7 @@ __all__ = [
     "ExceptionCheckpoint",
     "FeatureCache",
     "GroupLRFinder",
+    "HeadProbe",
     "LRScaling",
     "LayerFreezing",
     "NonFiniteLossGuard",

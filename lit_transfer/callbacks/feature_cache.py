@@ -29,7 +29,7 @@ from typing_extensions import override
 
 from lit_transfer._compat import loop_dataloaders, replace_loop_dataloaders
 
-__all__ = ["CachedFeatures", "FeatureCache", "serving_features"]
+__all__ = ["CachedFeatures", "FeatureCache", "compute_features", "serving_features"]
 
 Extract = Callable[[torch.Tensor], torch.Tensor]
 
@@ -125,41 +125,68 @@ class FeatureCache(Callback):
         return self._features[key]
 
     def _compute(self, trainer: pl.Trainer, loader: DataLoader[Any], role: str) -> CachedFeatures:
-        dataset = loader.dataset
-        if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
-            raise ValueError(
-                f"`cache_features=True` needs a map-style {role} dataset (with `__len__` and `__getitem__`) so that"
-                f" features can be stored per sample; got {type(dataset).__name__}. Set `cache_features: false`"
-                " for iterable datasets."
-            )
-        rank, world = trainer.global_rank, trainer.world_size
-        size = len(dataset)
-        mine = list(range(rank, size, world))  # this rank's share of the samples
-        batch_size = getattr(loader, "batch_size", None) or getattr(loader.batch_sampler, "batch_size", None) or 64
-        sequential = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=mine,
-            num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn,
-            worker_init_fn=loader.worker_init_fn,
-            multiprocessing_context=loader.multiprocessing_context if loader.num_workers else None,
-            generator=torch.Generator(),  # its workers' base seed must not be drawn from the run's global RNG
+        return compute_features(trainer, loader, self.extract, role)
+
+
+def compute_features(
+    trainer: pl.Trainer,
+    loader: DataLoader[Any],
+    extract: Extract,
+    role: str,
+    generator: torch.Generator | None = None,
+    setting: tuple[str, str] = ("cache_features=True", "cache_features: false"),
+) -> CachedFeatures:
+    """``extract`` of every sample of ``loader``'s dataset in dataset order, each rank computing its share.
+
+    Rank ``r`` of ``W`` runs the samples ``r, r + W, ...`` through a sequential loader (the loader's workers and
+    collate function) and the ranks exchange their features (``all_gather``), so every rank ends with all of them.
+
+    Args:
+        trainer: The Trainer (its rank, world size, device and precision).
+        loader: The DataLoader whose dataset is read (map-style).
+        extract: Maps a batch of inputs to features, without gradients.
+        role: ``"train"`` or ``"validation"``, for the error message.
+        generator: The sequential loader's generator (its workers' seeds); default a fixed one, independent of
+            the run's global RNG.
+        setting: The setting that asked for the features and how to turn it off, named by the error message.
+
+    Raises:
+        ValueError: For an iterable dataset, naming ``setting``.
+    """
+    dataset = loader.dataset
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        raise ValueError(
+            f"`{setting[0]}` needs a map-style {role} dataset (with `__len__` and `__getitem__`) so that features can"
+            f" be stored per sample; got {type(dataset).__name__}. Set `{setting[1]}` for iterable datasets."
         )
-        device = trainer.strategy.root_device
-        features, labels = [], []
-        with trainer.precision_plugin.forward_context():
-            for batch in sequential:
-                x, y = batch[0], batch[1]
-                features.append(self.extract(x.to(device)).float())
-                labels.append(y.to(device))
-        if features:
-            local_x, local_y = torch.cat(features), torch.cat(labels)
-        else:  # a rank with no samples (tiny dataset, many ranks): shapes come from one sample
-            probe = sequential.collate_fn([dataset[0]])
-            probe_x = self.extract(probe[0].to(device)).float()
-            local_x, local_y = probe_x[:0], probe[1][:0].to(device)
-        return _gather(trainer, local_x, local_y, size)
+    rank, world = trainer.global_rank, trainer.world_size
+    size = len(dataset)
+    mine = list(range(rank, size, world))  # this rank's share of the samples
+    batch_size = getattr(loader, "batch_size", None) or getattr(loader.batch_sampler, "batch_size", None) or 64
+    sequential = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=mine,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context if loader.num_workers else None,
+        generator=generator or torch.Generator(),  # workers' base seed: never drawn from the run's global RNG
+    )
+    device = trainer.strategy.root_device
+    features, labels = [], []
+    with trainer.precision_plugin.forward_context():
+        for batch in sequential:
+            x, y = batch[0], batch[1]
+            features.append(extract(x.to(device)).float())
+            labels.append(y.to(device))
+    if features:
+        local_x, local_y = torch.cat(features), torch.cat(labels)
+    else:  # a rank with no samples (tiny dataset, many ranks): shapes come from one sample
+        probe = sequential.collate_fn([dataset[0]])
+        probe_x = extract(probe[0].to(device)).float()
+        local_x, local_y = probe_x[:0], probe[1][:0].to(device)
+    return _gather(trainer, local_x, local_y, size)
 
 
 def serving_features(trainer: pl.Trainer, training: bool) -> bool:

@@ -9,8 +9,9 @@
    their held-out images; the backbone is saved as ``backbone.safetensors``. The recipe is
    :mod:`lit_transfer.demo.source_model`'s, which the benchmark suite's transfer table uses too.
 2. **Target task.** ``recipes/quickstart.yaml`` on digits 5-9 with 10 labelled images per class, the backbone
-   loaded through ``pretrained: <path>.safetensors``: LP-FT (head only for 5 epochs, then everything) with
-   layer-wise LR decay 0.8, AdamW 3e-3, the same digit-safe augmentation, 30 epochs.
+   loaded through ``pretrained: <path>.safetensors``: LP-FT (the classifier fitted to 4 augmented views' features,
+   then the head only for 5 epochs, then everything) with layer-wise LR decay 0.8, AdamW 3e-3, the same digit-safe
+   augmentation, 30 epochs.
 3. **Evaluation** of the final weights on the held-out target test images (the same scans for every run), and,
    unless ``--no-baselines``, three baselines on the same 50 images with the same seeds, batch size (16),
    epochs (30) and warmup + cosine schedule, each configured as a user would with the package defaults

@@ -41,6 +41,7 @@ from typing_extensions import Self
 
 from lit_transfer.backbones import backbone_data_config, create_backbone
 from lit_transfer.callbacks.feature_cache import FeatureCache, serving_features
+from lit_transfer.callbacks.head_probe import HeadProbe, linear_classifier
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.callbacks.synchronized_stop import SynchronizedStop
@@ -94,7 +95,7 @@ class TransferModule(LightningModule):
     weights, ``False`` for random init, or a local weights file), ``in_chans``, ``img_size`` and
     ``dynamic_img_size`` (classifier and regressor), ``freeze`` (a policy object, config dict or name),
     ``train_bn``, ``layer_decay``, ``frozen_lr_mult``, ``drop_rate``, ``drop_path_rate``, ``scheduler_interval``,
-    ``warmup_epochs``, ``cache_features``, ``compile``, ``channels_last``.
+    ``warmup_epochs``, ``cache_features``, ``probe_views``, ``compile``, ``channels_last``.
 
     Attributes:
         default_task: The task of a class without a ``task`` argument (see :func:`lit_transfer.tasks.model_task`).
@@ -142,6 +143,7 @@ class TransferModule(LightningModule):
         if hp["cache_features"]:
             check_cacheable(self.policy, self.backbone, uses_mixup=self.mixup is not None)
         self._caches_trunk = bool(hp["cache_features"]) and not head_is_classifier(self.backbone)
+        _check_probe_views(hp.get("probe_views", 0), self.backbone, hp["backbone"])
 
     @property
     def task(self) -> str:
@@ -370,13 +372,15 @@ class TransferModule(LightningModule):
             self.__dict__["_features_as_inputs"] = None
 
     def configure_callbacks(self) -> list[Callback]:
-        """A guard against NaN/inf losses, the LayerFreezing callback that applies ``freeze``, the feature cache."""
+        """The NaN/inf loss guard, the synchronised stop, and (when asked for) freezing, feature cache, head probe."""
         callbacks: list[Callback] = [NonFiniteLossGuard(), SynchronizedStop()]
         if not isinstance(self.policy, FullFineTune) or self.policy.train_bn:
             callbacks.append(LayerFreezing(self.policy))
         if self.hparams["cache_features"]:
             extract = TrunkFeatures(self.backbone) if self._caches_trunk else partial(frozen_features, self.backbone)
             callbacks.append(FeatureCache(extract))
+        if self.hparams.get("probe_views", 0):  # absent from the hyper-parameters of earlier releases' checkpoints
+            callbacks.append(HeadProbe(self.hparams["probe_views"]))
         return callbacks
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
@@ -441,3 +445,17 @@ class TransferModule(LightningModule):
         if isinstance(batch, dict):
             return cast("torch.Tensor", batch["image"])
         return cast("torch.Tensor", batch[0] if isinstance(batch, (list, tuple)) else batch)
+
+
+def _check_probe_views(views: Any, backbone: nn.Module, name: str) -> None:
+    """Refuse a ``probe_views`` that is not an integer ``>= 0``, or a positive one for a head that is not linear."""
+    if isinstance(views, bool) or not isinstance(views, int) or views < 0:
+        raise ValueError(
+            f"`probe_views` must be an integer >= 0 (augmented views of the training set the classifier is fitted to"
+            f" before training; 0: none), got {views!r}."
+        )
+    if views and linear_classifier(backbone) is None:
+        raise ValueError(
+            f"`probe_views` fits a linear classifier on pre-logit features, but the head of {name!r}"
+            f" ({type(backbone).__name__}) is not one linear layer. Set `probe_views: 0`."
+        )

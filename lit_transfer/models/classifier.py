@@ -61,6 +61,9 @@ class TransferClassifier(TransferModule):
         warmup_epochs: Warmup of the default schedule.
         cache_features: Train a linear probe on features the frozen backbone computed once (no augmentation;
             :mod:`lit_transfer.models.frozen_features`).
+        probe_views: Before a new fit trains, fit the classifier to the frozen backbone's features of this many
+            augmented views of the training set (L-BFGS on the training loss, the linear-probe stage of LP-FT:
+            :class:`~lit_transfer.callbacks.HeadProbe`); 0 starts from the fresh head.
         compile: Compile the backbone's forward with ``torch.compile`` (checkpoint keys stay unprefixed).
         channels_last: Use the channels-last memory format.
         task: ``"multiclass"``, ``"multilabel"`` or ``"binary"``.
@@ -108,6 +111,7 @@ class TransferClassifier(TransferModule):
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         warmup_epochs: float = 1.0,
         cache_features: bool = False,
+        probe_views: int = 0,
         compile: bool = False,
         channels_last: bool = False,
         task: Literal["multiclass", "multilabel", "binary"] = "multiclass",

@@ -65,6 +65,8 @@ class TransferRegressor(TransferModule):
         scheduler_interval: When a given ``lr_scheduler`` steps.
         warmup_epochs: Warmup of the default schedule.
         cache_features: Train a linear probe on features computed once (no augmentation).
+        probe_views: Before a new fit trains, fit the linear head to the frozen backbone's features of this many
+            augmented views of the training set (:class:`~lit_transfer.callbacks.HeadProbe`); 0: the fresh head.
         compile: Compile the backbone's forward with ``torch.compile``.
         channels_last: Use the channels-last memory format.
 
@@ -104,6 +106,7 @@ class TransferRegressor(TransferModule):
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         warmup_epochs: float = 1.0,
         cache_features: bool = False,
+        probe_views: int = 0,
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:

@@ -1,0 +1,181 @@
+"""HeadProbe: start a fit from a classifier fitted to the frozen backbone's features of a few augmented views.
+
+The first stage of LP-FT (Kumar et al., ICLR 2022, "Fine-Tuning can Distort Pretrained Features and Underperform
+Out-of-Distribution") is a linear probe trained to convergence, as in the fixed-feature protocol of Kornblith et
+al. (2019): logistic regression on the pretrained model's features, solved with L-BFGS. Trained by epochs of
+augmented images instead, the head of a small dataset is far from converged after the few epochs a recipe gives it
+(every epoch runs the whole backbone), and the fine-tune starts from that head.
+
+Before the first training step of a new ``fit`` this callback runs the backbone once over ``views`` augmented views
+of the training set (the training loader's own augmentation, seeded per view; under DDP each rank computes its
+share and the ranks exchange them), fits the classifier to them with full-batch L-BFGS on the model's own training
+loss plus an L2 penalty on the weights, starting from zero, and copies the result into the model's classifier.
+Rank 0's solution is broadcast, so the replicas start identical. The global random generators and the dataset's
+augmentation seeding are restored afterwards: the run draws what it would have drawn without the probe.
+
+A resumed ``fit`` (``ckpt_path``) does not probe again: the classifier, like every weight, is the checkpoint's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, cast
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.seed import isolate_rng
+from torch import nn
+from typing_extensions import override
+
+from lit_transfer.callbacks.feature_cache import compute_features
+from lit_transfer.errors import check_positive_int, is_number
+
+__all__ = ["HeadProbe", "fit_linear_head", "linear_classifier"]
+
+VIEW_SEED = 0x5EED
+"""Offset of the views' loader seeds (their workers' augmentation seeds)."""
+
+
+def linear_classifier(backbone: nn.Module) -> nn.Linear | None:
+    """The timm backbone's classifier when it is one ``nn.Linear`` on its pre-logit features, else ``None``."""
+    get_classifier = getattr(backbone, "get_classifier", None)
+    has_api = callable(get_classifier) and all(
+        callable(getattr(backbone, name, None)) for name in ("forward_features", "forward_head")
+    )
+    classifier = cast("Callable[[], object]", get_classifier)() if has_api else None
+    return classifier if isinstance(classifier, nn.Linear) else None
+
+
+def fit_linear_head(
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    out_features: int,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    l2: float,
+    max_iter: int,
+) -> tuple[nn.Linear, float, float]:
+    """A linear layer minimising ``loss(layer(features), targets) + l2 / 2 * |weight|^2``, by full-batch L-BFGS.
+
+    Args:
+        features: ``(N, D)`` float features.
+        targets: The targets ``loss`` takes for ``N`` outputs.
+        out_features: Outputs of the layer.
+        loss: The training loss of raw outputs against targets.
+        l2: Strength of the L2 penalty on the weights (not the bias).
+        max_iter: L-BFGS iterations at most.
+
+    Returns:
+        The fitted layer (float32, on the features' device), the loss before (zero weights) and after.
+
+    Example:
+        >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [0.1, 1.0]])
+        >>> y = torch.tensor([0, 1, 0, 1])
+        >>> head, before, after = fit_linear_head(x, y, 2, nn.functional.cross_entropy, 1e-3, 100)
+        >>> head(x).argmax(dim=1).tolist(), after < before
+        ([0, 1, 0, 1], True)
+    """
+    layer = nn.Linear(features.shape[1], out_features, device=features.device)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+
+    def objective() -> torch.Tensor:
+        return loss(layer(features), targets) + 0.5 * l2 * layer.weight.pow(2).sum()
+
+    with torch.no_grad():
+        before = float(objective())
+    optimizer = torch.optim.LBFGS(
+        layer.parameters(), lr=1.0, max_iter=max_iter, history_size=10, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = objective()
+        value.backward()
+        return value
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        after = float(objective())
+    return layer.requires_grad_(False), before, after
+
+
+class HeadProbe(Callback):
+    """Fit the classifier to the frozen backbone's features of ``views`` augmented views before a fit trains.
+
+    :class:`~lit_transfer.TransferClassifier` and :class:`~lit_transfer.TransferRegressor` add it
+    (``probe_views``). Its module must have a ``backbone`` (a timm model whose classifier is one ``nn.Linear``) and
+    the task hooks ``targets_for_loss`` and ``loss`` of :class:`~lit_transfer.models.base.TransferModule`.
+
+    Args:
+        views: Augmented views of the training set the classifier is fitted to (the training loader's augmentation,
+            seeded per view; without augmentation every view is the same).
+        l2: L2 penalty on the classifier's weights (the loss is a mean over the samples).
+        max_iter: L-BFGS iterations at most.
+    """
+
+    def __init__(self, views: int, l2: float = 1e-3, max_iter: int = 100) -> None:
+        check_positive_int("views", views)
+        if not is_number(l2) or l2 < 0:
+            raise ValueError(f"`l2` must be a number >= 0, got {l2!r}.")
+        check_positive_int("max_iter", max_iter)
+        self.views = int(views)
+        self.l2 = float(l2)
+        self.max_iter = int(max_iter)
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.ckpt_path is not None:  # resumed: the classifier is the checkpoint's
+            return
+        module = cast("Any", pl_module)
+        classifier = linear_classifier(module.backbone)
+        if classifier is None:
+            name = module.hparams["backbone"]
+            raise ValueError(
+                f"`probe_views` needs a timm backbone whose classifier is one linear layer; {name!r} has another"
+                " head. Set `probe_views: 0`."
+            )
+        with isolate_rng(include_cuda=True):
+            features, targets = self._view_features(trainer, module)
+            layer, before, after = fit_linear_head(
+                features,
+                module.targets_for_loss(targets, 0),
+                classifier.out_features,
+                lambda outputs, y: module.loss(outputs, y, "train"),
+                self.l2,
+                self.max_iter,
+            )
+        weight, bias = trainer.strategy.broadcast((layer.weight.cpu(), layer.bias.cpu()), src=0)
+        with torch.no_grad():
+            classifier.weight.copy_(weight)
+            classifier.bias.copy_(bias)
+        rank_zero_info(
+            f"HeadProbe: classifier fitted to {len(features)} features ({self.views} augmented view(s) of"
+            f" {len(features) // self.views} training samples): training loss {before:.3g} -> {after:.3g}"
+        )
+
+    def _view_features(self, trainer: pl.Trainer, module: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pre-logit features and targets of every view of the training set, views stacked."""
+        from lit_transfer.models.frozen_features import frozen_features
+
+        loader = trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        set_epoch = getattr(dataset, "set_epoch", None)
+        epoch = getattr(dataset, "epoch", None)
+        extract = partial(frozen_features, module.backbone)
+        features, targets = [], []
+        for view in range(self.views):
+            if callable(set_epoch):  # the pipeline's seed in this process (workers reseed from the generator)
+                set_epoch(view, trainer.global_rank)
+            generator = torch.Generator().manual_seed(VIEW_SEED + view)
+            cached = compute_features(
+                trainer, loader, extract, "train", generator, setting=("probe_views", "probe_views: 0")
+            )
+            features.append(cached.features)
+            targets.append(cached.labels)
+        if callable(set_epoch) and isinstance(epoch, int):
+            set_epoch(epoch, trainer.global_rank)
+        return torch.cat(features), torch.cat(targets)

@@ -1,0 +1,194 @@
+"""HeadProbe (``probe_views``): the classifier fitted to augmented views' features before the first step."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from callback_helpers import StopAfter
+from freeze_helpers import trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_transfer import TransferClassifier, TransferRegressor
+from lit_transfer.callbacks.head_probe import fit_linear_head
+from lit_transfer.data import DigitsDataModule
+from lit_transfer.models.frozen_features import frozen_features
+
+
+def _digits() -> DigitsDataModule:
+    """Augmented training images (the digits' default pipeline), unaugmented validation images."""
+    return DigitsDataModule(classes=[0, 1, 2], shots_per_class=8, batch_size=8, image_size=16, num_workers=0)
+
+
+def _model(views: int, freeze: str = "freeze_unfreeze") -> TransferClassifier:
+    torch.manual_seed(0)
+    return TransferClassifier("test_resnet", num_classes=3, pretrained=False, freeze=freeze, probe_views=views)
+
+
+class FirstStep(L.Callback):
+    """At the first training step: the validation loss of the weights then, the global RNG and the batch."""
+
+    def __init__(self) -> None:
+        self.val_loss: float | None = None
+        self.rng: torch.Tensor | None = None
+        self.batch: torch.Tensor | None = None
+        self.head: torch.Tensor | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if self.rng is None:
+            self.rng = torch.get_rng_state()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.val_loss is not None:
+            return
+        self.batch = batch[0].clone()
+        self.head = pl_module.backbone.get_classifier().weight.detach().clone()
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            losses = [
+                nn.functional.cross_entropy(pl_module(x), y, reduction="sum")
+                for x, y in trainer.datamodule.val_dataloader()
+            ]
+        pl_module.train(was_training)
+        self.val_loss = float(sum(losses)) / len(trainer.datamodule.val_dataset)
+
+
+def _first_step(tmp_path: Path, views: int) -> FirstStep:
+    watch = FirstStep()
+    torch.manual_seed(1)
+    trainer(tmp_path / str(views), 1, [watch], limit_train_batches=1, limit_val_batches=0).fit(
+        _model(views), datamodule=_digits()
+    )
+    return watch
+
+
+def test_the_run_starts_from_the_fitted_head_and_draws_what_it_would_without_it(tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        fresh = _first_step(tmp_path, views=0)
+        probed = _first_step(tmp_path, views=3)
+        one_view = _first_step(tmp_path, views=1)
+    assert probed.val_loss < 0.8 * fresh.val_loss  # the same backbone, a classifier fitted to its features
+    assert torch.equal(probed.rng, fresh.rng)  # the global generators as without the probe
+    assert torch.equal(probed.batch, fresh.batch)  # the same images, augmented alike
+    assert not torch.allclose(probed.head, one_view.head, atol=1e-3)  # the views differ: three copies of one would not
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("HeadProbe:"))
+    assert "72 features (3 augmented view(s) of 24 training samples)" in line
+
+
+def test_the_fitted_layer_is_the_minimum_of_the_penalised_loss():
+    """On real features (digits through a random test_resnet): the objective's gradient vanishes at the solution."""
+    data = _digits()
+    data.setup("fit")
+    torch.manual_seed(0)
+    backbone = _model(0).backbone
+    images, labels = next(iter(data.train_dataloader()))
+    features = frozen_features(backbone, images)
+    loss = nn.functional.cross_entropy
+    layer, before, after = fit_linear_head(features, labels, 3, loss, l2=1e-2, max_iter=200)
+    layer.requires_grad_(True)
+    objective = loss(layer(features), labels) + 0.5 * 1e-2 * layer.weight.pow(2).sum()
+    gradient = torch.autograd.grad(objective, list(layer.parameters()))
+    assert after < before
+    assert max(float(g.abs().max()) for g in gradient) < 1e-4
+    stronger, _, _ = fit_linear_head(features, labels, 3, loss, l2=1.0, max_iter=200)
+    assert stronger.weight.norm() < layer.weight.norm()  # the penalty acts
+
+
+def test_a_resumed_fit_keeps_the_checkpoints_head_and_ends_where_the_uninterrupted_one_does(tmp_path):
+    torch.manual_seed(1)
+    uninterrupted = _model(2)
+    trainer(tmp_path / "full", 3).fit(uninterrupted, datamodule=_digits())
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
+    torch.manual_seed(1)
+    trainer(tmp_path / "a", 3, [checkpoint, StopAfter(epochs=1)]).fit(_model(2), datamodule=_digits())
+    [saved] = (tmp_path / "ckpt").glob("epoch=0-*.ckpt")
+    resumed = _model(2)
+    torch.manual_seed(1)
+    trainer(tmp_path / "b", 3).fit(resumed, datamodule=_digits(), ckpt_path=str(saved))
+    for name, value in uninterrupted.state_dict().items():
+        assert torch.allclose(value, resumed.state_dict()[name], atol=1e-6), name
+
+
+class Brightness(L.LightningDataModule):
+    """Regression: the target is the image's mean brightness, which a random backbone's features still carry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.rand(32, 3, 16, 16, generator=generator) * torch.rand(32, 1, 1, 1, generator=generator)
+        self.targets = self.images.mean(dim=(1, 2, 3)).unsqueeze(1) * 10
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.images, self.targets), batch_size=8)
+
+
+class FirstLoss(L.Callback):
+    def __init__(self) -> None:
+        self.loss: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.loss is None:
+            with torch.no_grad():
+                data = trainer.datamodule
+                self.loss = float(pl_module.loss(pl_module.eval()(data.images), data.targets, "val"))
+            pl_module.train()
+
+
+def test_a_regressor_starts_from_a_fitted_head_on_its_own_loss(tmp_path):
+    losses = {}
+    for views in (0, 1):
+        torch.manual_seed(0)
+        model = TransferRegressor("test_resnet", num_outputs=1, pretrained=False, probe_views=views)
+        watch = FirstLoss()
+        trainer(tmp_path / str(views), 1, [watch], limit_train_batches=1, limit_val_batches=0).fit(
+            model, datamodule=Brightness()
+        )
+        losses[views] = watch.loss
+    assert losses[1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("views", [-1, 1.5, True])
+def test_probe_views_must_be_a_count(views):
+    with pytest.raises(ValueError, match=r"`probe_views` must be an integer >= 0"):
+        _model(views)
+
+
+def test_a_head_that_is_not_one_linear_layer_is_refused_naming_the_setting():
+    with pytest.raises(ValueError, match=r"`probe_views`.*'levit_128s'.*not one linear layer. Set `probe_views: 0`"):
+        TransferClassifier("levit_128s", num_classes=3, pretrained=False, probe_views=2)
+
+
+class Spread(L.Callback):
+    """Rank 0 writes the largest difference between the replicas' classifiers at the first step."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx or trainer.current_epoch:
+            return
+        head = pl_module.backbone.get_classifier()
+        flat = torch.cat([head.weight.reshape(-1), head.bias])
+        gathered = trainer.strategy.all_gather(flat)
+        if trainer.is_global_zero:
+            spread = float((gathered.max(0).values - gathered.min(0).values).abs().max())
+            self.out.write_text(json.dumps({"spread": spread, "norm": float(flat.norm())}))
+
+
+@pytest.mark.ddp
+@pytest.mark.slow  # over ~15 s on 2 cores
+def test_replicas_start_from_the_same_fitted_head_under_ddp(tmp_path):
+    out = tmp_path / "spread.json"
+    torch.manual_seed(1)
+    trainer(tmp_path, 1, [Spread(out)], devices=2, strategy="ddp_spawn", limit_train_batches=1).fit(
+        _model(2), datamodule=_digits()
+    )
+    result = json.loads(out.read_text())
+    assert result["spread"] == 0.0 and result["norm"] > 0.0  # fitted (zero-initialised, then moved) and identical
