@@ -120,6 +120,24 @@ def ddp_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
         _end_children()
 
 
+_REPO = Path(__file__).resolve().parents[1]
+_CACHES = {"runs", "site", "lightning_logs", ".pytest_cache", ".mypy_cache", ".ruff_cache", "build", "dist"}
+"""Folders a test run or the tools beside it may create at the top of the clone (the benchmarks' cache, ``runs/``)."""
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_in_the_clone() -> Iterator[None]:
+    """A test writes under its ``tmp_path``: a file or folder it leaves at the top of the clone fails it.
+
+    A Trainer without ``default_root_dir`` checkpoints into the working directory (``./checkpoints``), which is the
+    clone when the suite runs there.
+    """
+    before = set(os.listdir(_REPO))
+    yield
+    new = set(os.listdir(_REPO)) - before - _CACHES
+    assert not new, f"the test left {sorted(new)} at the top of the clone; write under `tmp_path`"
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     """No process outlives the test run: one left hanging would hold the caller's output pipe open."""
     _end_children()

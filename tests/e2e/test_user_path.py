@@ -214,3 +214,18 @@ def test_auto_on_photos_says_what_it_decided_and_why(tmp_path: Path) -> None:
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     [line] = [x for x in (allowed.stdout + allowed.stderr).splitlines() if x.startswith("AutoFreeze:")]
     assert "validation loss on " in line and "linear probe" in line and "all groups" in line
+
+
+@pytest.mark.slow  # over ~15 s on 2 cores
+def test_probe_views_on_photos_fits_the_head_first_and_says_so(tmp_path: Path) -> None:
+    """`--model.probe_views` through the command on a photo folder (a truncated JPEG skipped, worker processes)."""
+    make_photo_folder(tmp_path / "photos")
+    args = [*TINY, "--data.on_bad_image", "skip", "--data.num_workers", "2", "--trainer.max_epochs", "1"]
+    run = _run(tmp_path, "fit", *args, "--model.probe_views", "2")
+    assert run.returncode == 0, run.stderr[-3000:]
+    [line] = [x for x in (run.stdout + run.stderr).splitlines() if x.startswith("HeadProbe:")]
+    assert re.search(r"fitted to \d+ features \(2 augmented view\(s\) of \d+ training samples\)", line), line
+    refused = _run(tmp_path, "fit", *args, "--model.probe_views", "-1")
+    assert refused.returncode != 0
+    assert "`probe_views` must be an integer >= 0" in refused.stderr
+    assert "Traceback" not in refused.stderr
