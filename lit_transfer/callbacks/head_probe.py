@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch import nn
+from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from lit_transfer.callbacks.feature_cache import compute_features
@@ -162,7 +163,12 @@ class HeadProbe(Callback):
         from lit_transfer.models.frozen_features import frozen_features
 
         loader = trainer.train_dataloader
-        dataset = getattr(loader, "dataset", None)
+        if not isinstance(loader, DataLoader):
+            raise ValueError(
+                f"`probe_views` needs the training data as one torch `DataLoader`, got {type(loader).__name__}."
+                " Set `probe_views: 0` for this data."
+            )
+        dataset = loader.dataset
         set_epoch = getattr(dataset, "set_epoch", None)
         epoch = getattr(dataset, "epoch", None)
         extract = partial(frozen_features, module.backbone)

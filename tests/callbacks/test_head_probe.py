@@ -192,3 +192,10 @@ def test_replicas_start_from_the_same_fitted_head_under_ddp(tmp_path):
     )
     result = json.loads(out.read_text())
     assert result["spread"] == 0.0 and result["norm"] > 0.0  # fitted (zero-initialised, then moved) and identical
+
+
+def test_several_training_loaders_are_refused_naming_the_setting(tmp_path):
+    data = TensorDataset(torch.randn(8, 3, 16, 16), torch.randint(0, 3, (8,)))
+    loaders = {"a": DataLoader(data, batch_size=4), "b": DataLoader(data, batch_size=4)}
+    with pytest.raises(ValueError, match=r"`probe_views` needs the training data as one torch `DataLoader`, got dict"):
+        trainer(tmp_path, 1, limit_val_batches=0).fit(_model(1), train_dataloaders=loaders)

@@ -333,6 +333,22 @@ CASES = [
         ValueError,
         r"`cache_features=True` needs a frozen backbone",
     ),
+    Case(
+        "Models",
+        "probe-views-count",
+        "`probe_views` that is not a count",
+        lambda t: _classifier(probe_views=-1),
+        ValueError,
+        r"`probe_views` must be an integer >= 0",
+    ),
+    Case(
+        "Models",
+        "probe-views-head",
+        "`probe_views` with a head that is not one linear layer",
+        lambda t: _classifier(backbone="levit_128s", probe_views=2),
+        ValueError,
+        r"`probe_views` fits a linear classifier .* Set `probe_views: 0`",
+    ),
     # --------------------------------------------------------- weights, ckpts
     Case(
         "Weights and checkpoints",
