@@ -19,7 +19,6 @@ A resumed ``fit`` (``ckpt_path``) does not probe again: the classifier, like eve
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any, cast
 
 import lightning.pytorch as pl
@@ -31,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from lit_transfer.callbacks.feature_cache import compute_features
+from lit_transfer.dataset_features import Extract, compute_features
 from lit_transfer.errors import check_positive_int, is_number
 
 __all__ = ["HeadProbe", "fit_linear_head", "linear_classifier"]
@@ -114,16 +113,19 @@ class HeadProbe(Callback):
     Args:
         views: Augmented views of the training set the classifier is fitted to (the training loader's augmentation,
             seeded per view; without augmentation every view is the same).
+        extract: Maps a batch of images to the classifier's inputs, the backbone's pre-logit features in eval mode
+            without gradients (:func:`lit_transfer.models.frozen_features.frozen_features`).
         l2: L2 penalty on the classifier's weights (the loss is a mean over the samples).
         max_iter: L-BFGS iterations at most.
     """
 
-    def __init__(self, views: int, l2: float = 1e-3, max_iter: int = 100) -> None:
+    def __init__(self, views: int, extract: Extract, l2: float = 1e-3, max_iter: int = 100) -> None:
         check_positive_int("views", views)
         if not is_number(l2) or l2 < 0:
             raise ValueError(f"`l2` must be a number >= 0, got {l2!r}.")
         check_positive_int("max_iter", max_iter)
         self.views = int(views)
+        self.extract = extract
         self.l2 = float(l2)
         self.max_iter = int(max_iter)
 
@@ -140,7 +142,7 @@ class HeadProbe(Callback):
                 " head. Set `probe_views: 0`."
             )
         with isolate_rng(include_cuda=True):
-            features, targets = self._view_features(trainer, module)
+            features, targets = self._view_features(trainer)
             layer, before, after = fit_linear_head(
                 features,
                 module.targets_for_loss(targets, 0),
@@ -158,10 +160,8 @@ class HeadProbe(Callback):
             f" {len(features) // self.views} training samples): training loss {before:.3g} -> {after:.3g}"
         )
 
-    def _view_features(self, trainer: pl.Trainer, module: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def _view_features(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor]:
         """The pre-logit features and targets of every view of the training set, views stacked."""
-        from lit_transfer.models.frozen_features import frozen_features
-
         loader = trainer.train_dataloader
         if not isinstance(loader, DataLoader):
             raise ValueError(
@@ -171,14 +171,13 @@ class HeadProbe(Callback):
         dataset = loader.dataset
         set_epoch = getattr(dataset, "set_epoch", None)
         epoch = getattr(dataset, "epoch", None)
-        extract = partial(frozen_features, module.backbone)
         features, targets = [], []
         for view in range(self.views):
             if callable(set_epoch):  # the pipeline's seed in this process (workers reseed from the generator)
                 set_epoch(view, trainer.global_rank)
             generator = torch.Generator().manual_seed(VIEW_SEED + view)
             cached = compute_features(
-                trainer, loader, extract, "train", generator, setting=("probe_views", "probe_views: 0")
+                trainer, loader, self.extract, "train", generator, setting=("probe_views", "probe_views: 0")
             )
             features.append(cached.features)
             targets.append(cached.labels)

@@ -45,7 +45,7 @@ from lit_transfer.callbacks.head_probe import HeadProbe, linear_classifier
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.callbacks.synchronized_stop import SynchronizedStop
-from lit_transfer.errors import DataMismatchError, UnsafeFileError
+from lit_transfer.errors import DataMismatchError, UnsafeFileError, is_int
 from lit_transfer.files.checks import load_torch_file
 from lit_transfer.freezing import FullFineTune, resolve_policy
 from lit_transfer.freezing.layer_groups import LayerGroup
@@ -380,7 +380,7 @@ class TransferModule(LightningModule):
             extract = TrunkFeatures(self.backbone) if self._caches_trunk else partial(frozen_features, self.backbone)
             callbacks.append(FeatureCache(extract))
         if self.hparams.get("probe_views", 0):  # absent from the hyper-parameters of earlier releases' checkpoints
-            callbacks.append(HeadProbe(self.hparams["probe_views"]))
+            callbacks.append(HeadProbe(self.hparams["probe_views"], partial(frozen_features, self.backbone)))
         return callbacks
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
@@ -449,7 +449,7 @@ class TransferModule(LightningModule):
 
 def _check_probe_views(views: Any, backbone: nn.Module, name: str) -> None:
     """Refuse a ``probe_views`` that is not an integer ``>= 0``, or a positive one for a head that is not linear."""
-    if isinstance(views, bool) or not isinstance(views, int) or views < 0:
+    if not is_int(views) or views < 0:
         raise ValueError(
             f"`probe_views` must be an integer >= 0 (augmented views of the training set the classifier is fitted to"
             f" before training; 0: none), got {views!r}."
