@@ -156,7 +156,7 @@ class HeadProbe(Callback):
             classifier.weight.copy_(weight)
             classifier.bias.copy_(bias)
         rank_zero_info(
-            f"HeadProbe: classifier fitted to {len(features)} features ({self.views} augmented view(s) of"
+            f"HeadProbe: classifier fitted to {len(features)} features ({self.views} view(s) of"
             f" {len(features) // self.views} training samples): training loss {before:.3g} -> {after:.3g}"
         )
 

@@ -79,7 +79,7 @@ def test_the_run_starts_from_the_fitted_head_and_draws_what_it_would_without_it(
     assert torch.equal(probed.batch, fresh.batch)  # the same images, augmented alike
     assert not torch.allclose(probed.head, one_view.head, atol=1e-3)  # the views differ: three copies of one would not
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("HeadProbe:"))
-    assert "72 features (3 augmented view(s) of 24 training samples)" in line
+    assert "72 features (3 view(s) of 24 training samples)" in line
 
 
 def test_the_fitted_layer_is_the_minimum_of_the_penalised_loss():
