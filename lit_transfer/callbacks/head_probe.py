@@ -136,10 +136,9 @@ class HeadProbe(Callback):
         module = cast("Any", pl_module)
         classifier = linear_classifier(module.backbone)
         if classifier is None:
-            name = module.hparams["backbone"]
             raise ValueError(
-                f"`probe_views` needs a timm backbone whose classifier is one linear layer; {name!r} has another"
-                " head. Set `probe_views: 0`."
+                f"`probe_views` needs a timm backbone whose classifier is one linear layer; the"
+                f" {type(module.backbone).__name__} has another head. Set `probe_views: 0`."
             )
         with isolate_rng(include_cuda=True):
             features, targets = self._view_features(trainer)

@@ -105,19 +105,20 @@ def test_folds_are_stratified_a_partition_and_fixed_by_the_seed() -> None:
         fold_indices(labels, folds=1, seed=0)
 
 
+def _fit_one_step(model: Any, data: Any, split: FoldSplit, root: Path) -> Trainer:
+    """One training and one validation batch with ``split`` cutting the DataModule's data."""
+    trainer = Trainer(
+        max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False, callbacks=[split], default_root_dir=root
+    )
+    trainer.fit(model, datamodule=data)
+    return trainer
+
+
 def test_fold_split_replaces_the_training_and_validation_sets_of_a_datamodule(tmp_path: Path) -> None:
     data = DigitsDataModule(classes=[0, 1], shots_per_class=6, image_size=16, batch_size=4, train_transform="light")
     model = TransferClassifier("test_resnet", pretrained=False, num_classes=2)
     split = FoldSplit(fold=1, folds=3, seed=0)
-    trainer = Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=1,
-        logger=False,
-        callbacks=[split],
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(model, datamodule=data)
+    _fit_one_step(model, data, split, tmp_path)
     assert isinstance(data.train_dataset, FoldSubset) and isinstance(data.val_dataset, FoldSubset)
     assert split.sizes == (8, 4) and sorted(data.val_dataset.labels) == [0, 0, 1, 1]
     assert not set(data.train_dataset.indices) & set(data.val_dataset.indices)
@@ -129,15 +130,7 @@ def test_fold_split_cuts_a_segmentation_training_split_into_plain_folds(tmp_path
     data = SegmentationFolderDataModule(root, image_size=32, batch_size=2, num_workers=0)
     model = TransferSegmenter("test_resnet", num_classes=data.num_classes, pretrained=False, decoder_channels=16)
     split = FoldSplit(fold=2, folds=3, seed=0)
-    trainer = Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=1,
-        logger=False,
-        callbacks=[split],
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(model, datamodule=data)
+    trainer = _fit_one_step(model, data, split, tmp_path)
     assert split.sizes == (4, 2) and "val_miou" in trainer.callback_metrics
     train, held = data.train_dataset, data.val_dataset
     assert isinstance(train, FoldSubset) and isinstance(held, FoldSubset)
