@@ -33,20 +33,10 @@ from typing_extensions import override
 from lit_transfer.dataset_features import Extract, compute_features
 from lit_transfer.errors import check_positive_int, is_number
 
-__all__ = ["HeadProbe", "fit_linear_head", "linear_classifier"]
+__all__ = ["HeadProbe", "fit_linear_head"]
 
 VIEW_SEED = 0x5EED
 """Offset of the views' loader seeds (their workers' augmentation seeds)."""
-
-
-def linear_classifier(backbone: nn.Module) -> nn.Linear | None:
-    """The timm backbone's classifier when it is one ``nn.Linear`` on its pre-logit features, else ``None``."""
-    get_classifier = getattr(backbone, "get_classifier", None)
-    has_api = callable(get_classifier) and all(
-        callable(getattr(backbone, name, None)) for name in ("forward_features", "forward_head")
-    )
-    classifier = cast("Callable[[], object]", get_classifier)() if has_api else None
-    return classifier if isinstance(classifier, nn.Linear) else None
 
 
 def fit_linear_head(
@@ -134,8 +124,9 @@ class HeadProbe(Callback):
         if trainer.ckpt_path is not None:  # resumed: the classifier is the checkpoint's
             return
         module = cast("Any", pl_module)
-        classifier = linear_classifier(module.backbone)
-        if classifier is None:
+        get_classifier = getattr(module.backbone, "get_classifier", None)  # timm's API (a TransferModule checked it)
+        classifier = get_classifier() if callable(get_classifier) else None
+        if not isinstance(classifier, nn.Linear):
             raise ValueError(
                 f"`probe_views` needs a timm backbone whose classifier is one linear layer; the"
                 f" {type(module.backbone).__name__} has another head. Set `probe_views: 0`."

@@ -41,7 +41,7 @@ from typing_extensions import Self
 
 from lit_transfer.backbones import backbone_data_config, create_backbone
 from lit_transfer.callbacks.feature_cache import FeatureCache, serving_features
-from lit_transfer.callbacks.head_probe import HeadProbe, linear_classifier
+from lit_transfer.callbacks.head_probe import HeadProbe
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
 from lit_transfer.callbacks.non_finite_guard import NonFiniteLossGuard
 from lit_transfer.callbacks.synchronized_stop import SynchronizedStop
@@ -58,6 +58,7 @@ from lit_transfer.models.frozen_features import (
     check_cacheable,
     frozen_features,
     head_is_classifier,
+    linear_classifier,
     trains_classifier_only,
     trains_head_group_only,
 )

@@ -25,7 +25,14 @@ from lit_transfer.freezing import FreezingPolicy, LinearProbe
 from lit_transfer.freezing.layer_groups import layer_groups
 from lit_transfer.training_state import kept_training_state, subtrees_within
 
-__all__ = ["TrunkFeatures", "check_cacheable", "frozen_features", "head_is_classifier", "trains_head_group_only"]
+__all__ = [
+    "TrunkFeatures",
+    "check_cacheable",
+    "frozen_features",
+    "head_is_classifier",
+    "linear_classifier",
+    "trains_head_group_only",
+]
 
 
 def check_cacheable(policy: FreezingPolicy, backbone: nn.Module, uses_mixup: bool) -> None:
@@ -100,6 +107,12 @@ def _classifier(backbone: nn.Module) -> nn.Module | None:
     """``backbone.get_classifier()``, or ``None`` when it is not one module (e.g. LeViT's pair of heads)."""
     classifier = cast("Callable[[], object]", backbone.get_classifier)()  # timm API, not on `nn.Module`
     return classifier if isinstance(classifier, nn.Module) else None
+
+
+def linear_classifier(backbone: nn.Module) -> nn.Linear | None:
+    """The timm backbone's classifier when it is one ``nn.Linear`` on its pre-logit features, else ``None``."""
+    classifier = _classifier(backbone) if _timm_head_api(backbone) else None
+    return classifier if isinstance(classifier, nn.Linear) else None
 
 
 def trains_classifier_only(backbone: nn.Module) -> bool:
