@@ -12,7 +12,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from lit_transfer.callbacks.synchronized_stop import sigterm_agreed
 
 __all__ = ["CachedFeatures", "Extract", "compute_features"]
 
@@ -52,6 +55,7 @@ def compute_features(
     role: str,
     generator: torch.Generator | None = None,
     setting: tuple[str, str] = ("cache_features=True", "cache_features: false"),
+    stop_on_sigterm: bool = False,
 ) -> CachedFeatures:
     """``extract`` of every sample of ``loader``'s dataset in dataset order, each rank computing its share.
 
@@ -66,9 +70,14 @@ def compute_features(
         generator: The sequential loader's generator (its workers' seeds); default a fixed one, independent of
             the run's global RNG.
         setting: The setting that asked for the features and how to turn it off, named by the error message.
+        stop_on_sigterm: After every batch, ask whether SIGTERM stops the command
+            (:func:`~lit_transfer.callbacks.synchronized_stop.sigterm_agreed`; every rank asks as often as rank 0,
+            whose share is the largest) and raise Lightning's ``SIGTERMException`` if so. For work before the
+            first training step only: a stop elsewhere is the training loop's to make.
 
     Raises:
         ValueError: For an iterable dataset, naming ``setting``.
+        SIGTERMException: With ``stop_on_sigterm``, when SIGTERM arrived.
     """
     dataset = loader.dataset
     if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
@@ -91,12 +100,17 @@ def compute_features(
         generator=generator or torch.Generator(),  # workers' base seed: never drawn from the run's global RNG
     )
     device = trainer.strategy.root_device
+    rounds = -(-len(range(0, size, world)) // batch_size)  # rank 0's batches: the most of any rank
+    batches = iter(sequential)
     features, labels = [], []
     with trainer.precision_plugin.forward_context():
-        for batch in sequential:
-            x, y = batch[0], batch[1]
-            features.append(extract(x.to(device)).float())
-            labels.append(y.to(device))
+        for _ in range(rounds):
+            batch = next(batches, None)
+            if batch is not None:
+                features.append(extract(batch[0].to(device)).float())
+                labels.append(batch[1].to(device))
+            if stop_on_sigterm and sigterm_agreed(trainer):
+                raise SIGTERMException
     if features:
         local_x, local_y = torch.cat(features), torch.cat(labels)
     else:  # a rank with no samples (tiny dataset, many ranks): shapes come from one sample

@@ -14,6 +14,9 @@ Rank 0's solution is broadcast, so the replicas start identical. The global rand
 augmentation seeding are restored afterwards: the run draws what it would have drawn without the probe.
 
 A resumed ``fit`` (``ckpt_path``) does not probe again: the classifier, like every weight, is the checkpoint's.
+SIGTERM during the probe stops the command after the batch of features in progress (every DDP process after the
+same one, with :class:`~lit_transfer.callbacks.SynchronizedStop`): no training step has run, so there is nothing to
+save or resume, and the command is started again.
 """
 
 from __future__ import annotations
@@ -167,7 +170,13 @@ class HeadProbe(Callback):
                 set_epoch(view, trainer.global_rank)
             generator = torch.Generator().manual_seed(VIEW_SEED + view)
             cached = compute_features(
-                trainer, loader, self.extract, "train", generator, setting=("probe_views", "probe_views: 0")
+                trainer,
+                loader,
+                self.extract,
+                "train",
+                generator,
+                setting=("probe_views", "probe_views: 0"),
+                stop_on_sigterm=True,
             )
             features.append(cached.features)
             targets.append(cached.labels)

@@ -27,6 +27,10 @@ launching process of the ``lit-transfer`` command, which would otherwise wait fo
 launcher that did not say it handles stop signals, e.g. a user's script, is not signalled). In a single
 process Lightning's own notifier stays (nothing to synchronise). SIGINT (Ctrl-C) is Lightning's
 ``KeyboardInterrupt`` path, not this one.
+
+Work that runs before the first training batch and may take long (the feature pass of
+:class:`~lit_transfer.callbacks.HeadProbe`) asks :func:`sigterm_agreed` after each of its steps and stops with
+``SIGTERMException`` there, so a scheduler's SIGTERM is not left waiting for it.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from lit_transfer._compat import replace_sigterm_notifier, set_received_sigterm, tell_spawn_launcher
+from lit_transfer.trainer_facts import find_callback
 
-__all__ = ["SynchronizedStop"]
+__all__ = ["SynchronizedStop", "sigterm_agreed"]
 
 
 class SynchronizedStop(Callback):
@@ -142,3 +147,21 @@ class SynchronizedStop(Callback):
                 tell_spawn_launcher(trainer, signal.SIGTERM)
             return True
         return False
+
+
+def sigterm_agreed(trainer: Trainer) -> bool:
+    """Whether SIGTERM asks the command to stop now; every process gets the same answer.
+
+    One process: Lightning's ``received_sigterm``. Several processes with an active :class:`SynchronizedStop`: the
+    processes agree with one all-reduce, so each must call this the same number of times, and every one sets
+    ``received_sigterm`` when any got the signal. Several processes without one: ``False``, since a process that
+    stopped alone would leave the others waiting in their next collective; Lightning then stops the run at a later
+    batch.
+
+    Args:
+        trainer: The Trainer of the running command.
+    """
+    if trainer.world_size == 1:
+        return bool(trainer.received_sigterm)
+    stop = find_callback(trainer, SynchronizedStop)
+    return stop is not None and stop.active and stop._agree(trainer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +13,7 @@ import torch
 from callback_helpers import StopAfter
 from freeze_helpers import trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -114,6 +116,27 @@ def test_a_resumed_fit_keeps_the_checkpoints_head_and_ends_where_the_uninterrupt
     trainer(tmp_path / "b", 3).fit(resumed, datamodule=_digits(), ckpt_path=str(saved))
     for name, value in uninterrupted.state_dict().items():
         assert torch.allclose(value, resumed.state_dict()[name], atol=1e-6), name
+
+
+class SigtermAtTrainStart(L.Callback):
+    """A Trainer callback: its ``on_train_start`` runs before the model's HeadProbe, and sends SIGTERM there."""
+
+    def on_train_start(self, trainer, pl_module):
+        signal.raise_signal(signal.SIGTERM)
+
+
+def test_sigterm_during_the_probe_stops_the_fit_after_one_batch_of_features(tmp_path):
+    model = _model(3)  # 3 views of 24 samples, batch 8: 9 batches of features
+    initial_head = model.backbone.get_classifier().weight.detach().clone()
+    forwards = []
+    model.backbone.conv1.register_forward_hook(lambda module, args, output: forwards.append(len(args[0])))
+    fit = trainer(tmp_path, 2, [SigtermAtTrainStart()])
+    with pytest.raises(SIGTERMException):
+        fit.fit(model, datamodule=_digits())
+    assert forwards == [8]  # the first batch of the first view, then the stop
+    assert fit.global_step == 0 and not list(tmp_path.rglob("*.ckpt"))  # nothing trained, nothing to resume
+    assert torch.equal(model.backbone.get_classifier().weight, initial_head)  # not half-fitted
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # Lightning's handler gone with the fit
 
 
 class Brightness(L.LightningDataModule):

@@ -240,6 +240,23 @@ def test_sigterm_ends_fit_with_143_a_resumable_checkpoint_and_the_command(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2], ids=["one process", "ddp"])
+def test_sigterm_during_the_head_probe_stops_fit_at_once_with_143(tmp_path, photos, processes):
+    """The probe's feature pass (4 views of 24 photos: 12 batches) stops at its first batch, all processes together."""
+    cwd = _workdir(tmp_path, photos)
+    ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    ddp = ddp if processes > 1 else []
+    args = ["fit", *TINY, "--model.probe_views", "4", "--trainer.max_epochs", "3", *ddp]
+    child = Child(cwd, [*args, "--trainer.callbacks+=fault_callbacks.SigtermAtTrainStart"], _hooked())
+    assert child.finish() == 128 + signal.SIGTERM, child.output[-3000:]
+    assert "SIGTERM rank 0" in child.output
+    assert "HeadProbe: classifier fitted" not in child.output  # stopped inside the probe, not after it
+    last = child.output.strip().splitlines()[-1]
+    assert "stopped by SIGTERM (exit 143) before a training step had finished: nothing to resume" in last, last
+    assert not list(cwd.rglob("*.ckpt"))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
 def test_sigterm_ends_an_evaluation_with_143_and_no_complete_looking_files(tmp_path, photos, fitted, subcommand):
     cwd = _copy_run(fitted, tmp_path, photos)

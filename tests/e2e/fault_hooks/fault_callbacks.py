@@ -1,6 +1,10 @@
-"""A callback the fault tests add with ``--trainer.callbacks+=fault_callbacks.Announce``: it says which batch a loop
-has finished, so a test can send a signal in the middle of ``validate``, ``test`` or ``predict``."""
+"""Callbacks the fault tests add with ``--trainer.callbacks+=fault_callbacks.<name>``: ``Announce`` says which batch a
+loop has finished, so a test can send a signal in the middle of ``validate``, ``test`` or ``predict``;
+``SigtermAtTrainStart`` sends SIGTERM to its own process as training starts, before the model's callbacks (a head
+probe's feature pass) run."""
 
+import os
+import signal
 import sys
 import time
 
@@ -25,3 +29,15 @@ class Announce(Callback):
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._say("predict", batch_idx)
+
+
+class SigtermAtTrainStart(Callback):
+    """Send SIGTERM to this process in ``on_train_start`` on rank ``rank`` (before the model's callbacks run)."""
+
+    def __init__(self, rank: int = 0) -> None:
+        self.rank = rank
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.global_rank == self.rank:
+            print(f"SIGTERM rank {self.rank}", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
