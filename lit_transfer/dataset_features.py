@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Dataset, IterableDataset
+from tqdm import tqdm
 
 from lit_transfer.callbacks.synchronized_stop import sigterm_agreed
 
@@ -56,6 +57,7 @@ def compute_features(
     generator: torch.Generator | None = None,
     setting: tuple[str, str] = ("cache_features=True", "cache_features: false"),
     stop_on_sigterm: bool = False,
+    progress: str | None = None,
 ) -> CachedFeatures:
     """``extract`` of every sample of ``loader``'s dataset in dataset order, each rank computing its share.
 
@@ -74,6 +76,8 @@ def compute_features(
             (:func:`~lit_transfer.callbacks.synchronized_stop.sigterm_agreed`; every rank asks as often as rank 0,
             whose share is the largest) and raise Lightning's ``SIGTERMException`` if so. For work before the
             first training step only: a stop elsewhere is the training loop's to make.
+        progress: The label of a progress bar over the batches, shown by rank 0 when the Trainer shows one
+            (``enable_progress_bar``); ``None``: no bar.
 
     Raises:
         ValueError: For an iterable dataset, naming ``setting``.
@@ -103,8 +107,9 @@ def compute_features(
     rounds = -(-len(range(0, size, world)) // batch_size)  # rank 0's batches: the most of any rank
     batches = iter(sequential)
     features, labels = [], []
+    shown = progress is not None and trainer.is_global_zero and trainer.progress_bar_callback is not None
     with trainer.precision_plugin.forward_context():
-        for _ in range(rounds):
+        for _ in tqdm(range(rounds), desc=progress, leave=False, dynamic_ncols=True, disable=not shown):
             batch = next(batches, None)
             if batch is not None:
                 features.append(extract(batch[0].to(device)).float())

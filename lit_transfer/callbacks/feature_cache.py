@@ -97,7 +97,7 @@ class FeatureCache(Callback):
         return self._features[key]
 
     def _compute(self, trainer: pl.Trainer, loader: DataLoader[Any], role: str) -> CachedFeatures:
-        return compute_features(trainer, loader, self.extract, role)
+        return compute_features(trainer, loader, self.extract, role, progress=f"FeatureCache: {role} features")
 
 
 def serving_features(trainer: pl.Trainer, training: bool) -> bool:

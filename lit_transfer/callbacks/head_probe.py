@@ -177,6 +177,7 @@ class HeadProbe(Callback):
                 generator,
                 setting=("probe_views", "probe_views: 0"),
                 stop_on_sigterm=True,
+                progress=f"HeadProbe: features of view {view + 1}/{self.views}",
             )
             features.append(cached.features)
             targets.append(cached.labels)

@@ -90,6 +90,14 @@ def test_cached_probe_trains_exactly_like_the_uncached_one_and_runs_the_backbone
     assert plain_watch.per_epoch[-1] - plain_watch.per_epoch[-2] == 5 + 3
 
 
+def test_computing_the_cache_shows_a_progress_bar_when_the_trainer_shows_one(tmp_path, capfd):
+    _fit(tmp_path / "bar", cache=True, epochs=1, enable_progress_bar=True)
+    shown = capfd.readouterr().err
+    assert "FeatureCache: train features:" in shown and "FeatureCache: validation features:" in shown
+    _fit(tmp_path / "quiet", cache=True, epochs=1, enable_progress_bar=False)
+    assert "FeatureCache" not in capfd.readouterr().err
+
+
 def test_cache_is_not_used_outside_fit(tmp_path):
     model, _ = _fit(tmp_path, cache=True, epochs=1)
     assert getattr(model, "feature_cache", None) is None  # freed at the end of `fit`

@@ -139,6 +139,16 @@ def test_sigterm_during_the_probe_stops_the_fit_after_one_batch_of_features(tmp_
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # Lightning's handler gone with the fit
 
 
+@pytest.mark.parametrize("bar", [True, False])
+def test_the_feature_pass_shows_a_progress_bar_when_the_trainer_shows_one(tmp_path, capfd, bar):
+    fit = trainer(tmp_path, 1, enable_progress_bar=bar, limit_train_batches=1, limit_val_batches=0)
+    fit.fit(_model(2), datamodule=_digits())
+    shown = capfd.readouterr().err
+    for view in (1, 2):
+        assert (f"HeadProbe: features of view {view}/2:" in shown) is bar
+    assert ("| 0/3 [" in shown) is bar  # 24 samples in batches of 8
+
+
 class Brightness(L.LightningDataModule):
     """Regression: the target is the image's mean brightness, which a random backbone's features still carry."""
 
