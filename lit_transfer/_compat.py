@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch import Trainer
 from lightning.pytorch.strategies import DDPStrategy, Strategy
 from torch.nn.parallel import DistributedDataParallel
@@ -32,6 +33,7 @@ __all__ = [
     "reset_logged_results",
     "rewrap_ddp",
     "set_scheduler_last_lr",
+    "unwrapped_sampler",
 ]
 
 LIGHTNING_CLI_OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -113,6 +115,17 @@ def loop_dataloaders(loop: Any) -> list[Any]:
     """The DataLoaders a fit or evaluation loop iterates now (``loop._combined_loader.flattened``; none unset)."""
     combined = getattr(loop, "_combined_loader", None)
     return [] if combined is None else list(combined.flattened)
+
+
+def unwrapped_sampler(sampler: Any) -> Any:
+    """The sampler Lightning's ``DistributedSamplerWrapper`` wraps under DDP (``.dataset._sampler``), else ``sampler``.
+
+    Lightning wraps a training sampler that is not a ``DistributedSampler`` (e.g. torch's ``WeightedRandomSampler``)
+    in one that shards its draws across the processes.
+    """
+    if isinstance(sampler, DistributedSamplerWrapper):
+        return sampler.dataset._sampler  # type: ignore[attr-defined]  # Lightning's _DatasetSamplerWrapper
+    return sampler
 
 
 def set_received_sigterm(trainer: Any) -> None:

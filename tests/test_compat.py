@@ -257,3 +257,12 @@ def test_tell_spawn_launcher_signals_only_a_parent_that_handles_stop_signals() -
         assert not _compat.tell_spawn_launcher(trainer, signal.SIGUSR1)  # not a spawned worker
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_unwrapped_sampler() -> None:
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+    from torch.utils.data import WeightedRandomSampler
+
+    weighted = WeightedRandomSampler([1.0, 2.0, 3.0], num_samples=3)
+    assert _compat.unwrapped_sampler(DistributedSamplerWrapper(weighted, num_replicas=2, rank=0)) is weighted
+    assert _compat.unwrapped_sampler(weighted) is weighted

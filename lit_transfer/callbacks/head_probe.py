@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
+from lit_transfer._compat import unwrapped_sampler
 from lit_transfer.dataset_features import Extract, compute_features
 from lit_transfer.errors import check_positive_int, is_number
 
@@ -40,6 +41,9 @@ __all__ = ["HeadProbe", "fit_linear_head"]
 
 VIEW_SEED = 0x5EED
 """Offset of the views' loader seeds (their workers' augmentation seeds)."""
+
+MAX_WEIGHT_GROUPS = 1000
+"""Distinct sample weights a weighted fit takes (one loss term per weight)."""
 
 
 def fit_linear_head(
@@ -49,6 +53,7 @@ def fit_linear_head(
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     l2: float,
     max_iter: int,
+    sample_weights: torch.Tensor | None = None,
 ) -> tuple[nn.Linear, float, float]:
     """A linear layer minimising ``loss(layer(features), targets) + l2 / 2 * |weight|^2``, by full-batch L-BFGS.
 
@@ -56,9 +61,15 @@ def fit_linear_head(
         features: ``(N, D)`` float features.
         targets: The targets ``loss`` takes for ``N`` outputs.
         out_features: Outputs of the layer.
-        loss: The training loss of raw outputs against targets.
+        loss: The training loss of raw outputs against targets, a mean over the samples.
         l2: Strength of the L2 penalty on the weights (not the bias).
         max_iter: L-BFGS iterations at most.
+        sample_weights: ``(N,)`` weights of the samples (how often a weighted sampler draws each): the loss term is
+            then their weighted mean, exactly, as the mean loss of each group of equally weighted samples times
+            the group's share of the total weight (at most :data:`MAX_WEIGHT_GROUPS` distinct weights).
+
+    Raises:
+        ValueError: For more than :data:`MAX_WEIGHT_GROUPS` distinct sample weights.
 
     Returns:
         The fitted layer (float32, on the features' device), the loss before (zero weights) and after.
@@ -74,8 +85,14 @@ def fit_linear_head(
     nn.init.zeros_(layer.weight)
     nn.init.zeros_(layer.bias)
 
+    groups = _weight_groups(sample_weights)
+
     def objective() -> torch.Tensor:
-        return loss(layer(features), targets) + 0.5 * l2 * layer.weight.pow(2).sum()
+        penalty = 0.5 * l2 * layer.weight.pow(2).sum()
+        if groups is None:
+            return loss(layer(features), targets) + penalty
+        terms = [share * loss(layer(features[index]), targets[index]) for index, share in groups]
+        return torch.stack(terms).sum() + penalty
 
     with torch.no_grad():
         before = float(objective())
@@ -94,6 +111,55 @@ def fit_linear_head(
     with torch.no_grad():
         after = float(objective())
     return layer.requires_grad_(False), before, after
+
+
+def _weight_groups(sample_weights: torch.Tensor | None) -> list[tuple[torch.Tensor, float]] | None:
+    """The samples of each distinct weight and that group's share of the total weight; ``None``: unweighted."""
+    if sample_weights is None:
+        return None
+    values, group_of = _distinct_weights(sample_weights)
+    total = float(sample_weights.double().sum())
+    groups = []
+    for g, value in enumerate(values.tolist()):
+        index = torch.nonzero(group_of == g).flatten()
+        groups.append((index, value * len(index) / total))
+    return groups
+
+
+def _distinct_weights(sample_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct weights and each sample's index among them; refused beyond :data:`MAX_WEIGHT_GROUPS`."""
+    values, group_of = torch.unique(sample_weights.double(), return_inverse=True)
+    if len(values) > MAX_WEIGHT_GROUPS:
+        raise ValueError(
+            f"`probe_views` fits the classifier to the training sampler's distribution, but its weights take"
+            f" {len(values)} distinct values (at most {MAX_WEIGHT_GROUPS}: e.g. one per class). Set `probe_views: 0`."
+        )
+    return values, group_of
+
+
+def _sample_weights(loader: DataLoader[Any]) -> torch.Tensor | None:
+    """Per-sample weights of ``loader``'s sampler, one per sample of its dataset, if it draws by weight; else ``None``.
+
+    A :class:`~lit_transfer.data.samplers.BalancedSampler` or torch's ``WeightedRandomSampler`` (also as Lightning
+    wraps it under DDP) draws by weight.
+    """
+    sampler = getattr(loader.batch_sampler, "sampler", None) or loader.sampler
+    weights = getattr(unwrapped_sampler(sampler), "weights", None)
+    size = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None  # an iterable one is refused later
+    if not isinstance(weights, torch.Tensor) or weights.shape != (size,):
+        return None
+    return weights.detach().double().cpu()
+
+
+def _training_loader(trainer: pl.Trainer) -> DataLoader[Any]:
+    """The fit's training loader, refused unless it is one torch ``DataLoader``."""
+    loader = trainer.train_dataloader
+    if not isinstance(loader, DataLoader):
+        raise ValueError(
+            f"`probe_views` needs the training data as one torch `DataLoader`, got {type(loader).__name__}."
+            " Set `probe_views: 0` for this data."
+        )
+    return loader
 
 
 class HeadProbe(Callback):
@@ -134,8 +200,12 @@ class HeadProbe(Callback):
                 f"`probe_views` needs a timm backbone whose classifier is one linear layer; the"
                 f" {type(module.backbone).__name__} has another head. Set `probe_views: 0`."
             )
+        loader = _training_loader(trainer)
+        weights = _sample_weights(loader)
+        if weights is not None:
+            _distinct_weights(weights)  # refused before the feature pass, not after it
         with isolate_rng(include_cuda=True):
-            features, targets = self._view_features(trainer)
+            features, targets = self._view_features(trainer, loader)
             layer, before, after = fit_linear_head(
                 features,
                 module.targets_for_loss(targets, 0),
@@ -143,24 +213,21 @@ class HeadProbe(Callback):
                 lambda outputs, y: module.loss(outputs, y, "train"),
                 self.l2,
                 self.max_iter,
+                sample_weights=None if weights is None else weights.repeat(self.views),
             )
         weight, bias = trainer.strategy.broadcast((layer.weight.cpu(), layer.bias.cpu()), src=0)
         with torch.no_grad():
             classifier.weight.copy_(weight)
             classifier.bias.copy_(bias)
+        weighted = "" if weights is None else ", weighted as the sampler draws them"
         rank_zero_info(
             f"HeadProbe: classifier fitted to {len(features)} features ({self.views} view(s) of"
-            f" {len(features) // self.views} training samples): training loss {before:.3g} -> {after:.3g}"
+            f" {len(features) // self.views} training samples{weighted}):"
+            f" training loss {before:.3g} -> {after:.3g}"
         )
 
-    def _view_features(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pre-logit features and targets of every view of the training set, views stacked."""
-        loader = trainer.train_dataloader
-        if not isinstance(loader, DataLoader):
-            raise ValueError(
-                f"`probe_views` needs the training data as one torch `DataLoader`, got {type(loader).__name__}."
-                " Set `probe_views: 0` for this data."
-            )
+    def _view_features(self, trainer: pl.Trainer, loader: DataLoader[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pre-logit features and targets of every view of ``loader``'s dataset, views stacked."""
         dataset = loader.dataset
         set_epoch = getattr(dataset, "set_epoch", None)
         epoch = getattr(dataset, "epoch", None)

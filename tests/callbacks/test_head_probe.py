@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import signal
@@ -14,12 +15,14 @@ from callback_helpers import StopAfter
 from freeze_helpers import trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from quiet import tiny_images
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Subset, TensorDataset, WeightedRandomSampler
 
 from lit_transfer import TransferClassifier, TransferRegressor
-from lit_transfer.callbacks.head_probe import fit_linear_head
+from lit_transfer.callbacks.head_probe import MAX_WEIGHT_GROUPS, fit_linear_head
 from lit_transfer.data import DigitsDataModule
+from lit_transfer.data.samplers import BalancedSampler
 from lit_transfer.models.frozen_features import frozen_features
 
 
@@ -137,6 +140,72 @@ def test_sigterm_during_the_probe_stops_the_fit_after_one_batch_of_features(tmp_
     assert fit.global_step == 0 and not list(tmp_path.rglob("*.ckpt"))  # nothing trained, nothing to resume
     assert torch.equal(model.backbone.get_classifier().weight, initial_head)  # not half-fitted
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # Lightning's handler gone with the fit
+
+
+class HeadAtFirstStep(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            self.head = copy.deepcopy(pl_module.backbone.get_classifier())
+
+
+def test_sample_weights_count_like_repeated_samples():
+    """Weight 2 on a sample is the same objective as that sample twice; the weights' scale does not matter."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(12, 5, generator=generator)
+    labels = torch.tensor([0, 1, 2] * 4)
+    twice = torch.tensor([0, 1, 5, 6])
+    weights = torch.ones(12).index_fill(0, twice, 2.0)
+    fit = {"out_features": 3, "loss": nn.functional.cross_entropy, "l2": 1e-2, "max_iter": 200}
+    weighted, before, after = fit_linear_head(features, labels, sample_weights=3 * weights, **fit)
+    repeated, _, _ = fit_linear_head(torch.cat([features, features[twice]]), torch.cat([labels, labels[twice]]), **fit)
+    unweighted, _, _ = fit_linear_head(features, labels, **fit)
+    assert after < before
+    assert torch.allclose(weighted.weight, repeated.weight, atol=2e-3)  # L-BFGS stops at float32 tolerances
+    assert torch.allclose(weighted.bias, repeated.bias, atol=2e-3)
+    assert not torch.allclose(weighted.weight, unweighted.weight, atol=0.1)
+
+
+def test_a_balanced_sampler_fits_the_head_to_the_classes_it_draws_equally(tmp_path, caplog):
+    digits = _digits()
+    digits.setup("fit")
+    per_class = {0: 8, 1: 4, 2: 1}  # of the 8 per class
+    indices = [
+        i for c, n in per_class.items() for i in [j for j, (_, y) in enumerate(digits.train_dataset) if y == c][:n]
+    ]
+    subset = Subset(digits.train_dataset, indices)
+    labels = [int(subset[i][1]) for i in range(len(subset))]
+    loader = DataLoader(subset, batch_size=8, sampler=BalancedSampler(subset, labels))
+    model = _model(1)
+    backbone = copy.deepcopy(model.backbone)
+    watch = HeadAtFirstStep()
+    with caplog.at_level(logging.INFO):
+        trainer(tmp_path, 1, [watch], limit_train_batches=1).fit(model, train_dataloaders=loader)
+    images = torch.stack([subset[i][0] for i in range(len(subset))])
+    features, targets = frozen_features(backbone, images), torch.tensor(labels)
+    class_weights = torch.tensor([1 / per_class[y] for y in labels])
+    loss = nn.functional.cross_entropy
+    plain, _, _ = fit_linear_head(features, targets, 3, loss, l2=1e-3, max_iter=100)
+
+    def objective(head: nn.Linear, weights: torch.Tensor) -> float:
+        losses = loss(head(features), targets, reduction="none")
+        return float((weights * losses).sum() / weights.sum() + 0.5e-3 * head.weight.pow(2).sum())
+
+    with torch.no_grad():  # each head is the better one for the distribution it was fitted to
+        assert objective(watch.head, class_weights) < objective(plain, class_weights) - 0.01
+        assert objective(plain, torch.ones(13)) < objective(watch.head, torch.ones(13)) - 0.01
+    assert any("13 training samples, weighted as the sampler draws them" in r.getMessage() for r in caplog.records)
+
+
+def test_a_sampler_with_too_many_distinct_weights_is_refused_before_the_feature_pass(tmp_path):
+    images = tiny_images(n=MAX_WEIGHT_GROUPS + 1, size=8)
+    weights = torch.arange(1.0, MAX_WEIGHT_GROUPS + 2)
+    loader = DataLoader(images, batch_size=64, sampler=WeightedRandomSampler(weights, num_samples=64))
+    model = _model(1)
+    forwards = []
+    model.backbone.conv1.register_forward_hook(lambda module, args, output: forwards.append(1))
+    with pytest.raises(ValueError, match=r"weights take 1001 distinct values.*Set `probe_views: 0`"):
+        trainer(tmp_path, 1, limit_train_batches=1).fit(model, train_dataloaders=loader)
+    assert not forwards
 
 
 @pytest.mark.parametrize("bar", [True, False])

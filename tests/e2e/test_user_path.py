@@ -225,6 +225,9 @@ def test_probe_views_on_photos_fits_the_head_first_and_says_so(tmp_path: Path) -
     assert run.returncode == 0, run.stderr[-3000:]
     [line] = [x for x in (run.stdout + run.stderr).splitlines() if x.startswith("HeadProbe:")]
     assert re.search(r"fitted to \d+ features \(2 view\(s\) of \d+ training samples\)", line), line
+    balanced = _run(tmp_path, "fit", *args, "--model.probe_views", "2", "--data.balanced_sampling", "true")
+    assert balanced.returncode == 0, balanced.stderr[-3000:]
+    assert "training samples, weighted as the sampler draws them)" in balanced.stdout + balanced.stderr
     refused = _run(tmp_path, "fit", *args, "--model.probe_views", "-1")
     assert refused.returncode != 0
     assert "`probe_views` must be an integer >= 0" in refused.stderr
