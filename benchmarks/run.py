@@ -49,6 +49,7 @@ BENCHMARKS = (
     "heldout_d",
     "heldout_d_lr_finder",
     "heldout_e_lr_finder",
+    "heldout_e_probe_views",
     "canvases",
     "segmentation",
     "tune",

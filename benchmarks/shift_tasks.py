@@ -172,7 +172,8 @@ def fine_tune(
 
     Args:
         task: The shift.
-        spec: ``TransferClassifier`` arguments of the policy (``freeze``, optionally ``layer_decay``).
+        spec: ``TransferClassifier`` arguments of the policy (``freeze``, optionally ``layer_decay`` and
+            ``probe_views``).
         weights: Source backbone (safetensors, no head).
         shots: Training scans per class.
         seed: Draw of the scans, head initialisation, order and augmentation.
@@ -216,6 +217,7 @@ def build(
         pretrained=weights,
         freeze=spec["freeze"],
         layer_decay=spec.get("layer_decay"),
+        probe_views=spec.get("probe_views", 0),
         label_smoothing=LABEL_SMOOTHING,
         optimizer=lambda groups: torch.optim.AdamW(groups, lr=lr, weight_decay=WEIGHT_DECAY),
     )
