@@ -92,3 +92,37 @@ def test_quick_heldout_verdicts_follow_its_numbers(tmp_path) -> None:
     assert "{#heldout}" in text and "not the held-out result" in text
     for target, ok in zip(result["targets"], expected):
         assert f"| heldout | {target} | {common.verdict(ok)} |" in text
+
+
+def test_the_probe_views_rows_differ_from_their_pairs_by_the_probe_alone() -> None:
+    from benchmarks import heldout_e_probe_views as probe
+
+    rows = probe.table(heldout.EPOCHS)
+    assert len(rows) == 2 * len(probe.pairs(heldout.EPOCHS)) == 4
+    for plain, probed in probe.pairs(heldout.EPOCHS).items():
+        assert rows[probed] == {**rows[plain], "probe_views": probe.VIEWS} and "probe_views" not in rows[plain]
+    assert shift_tasks.FALLBACK in rows
+
+
+@pytest.mark.slow
+def test_quick_probe_views_verdicts_follow_its_numbers(tmp_path) -> None:
+    from benchmarks import heldout_e_probe_views as probe
+
+    assert run.main(["--quick", "--only", "heldout_e_probe_views", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())["results"][probe.NAME]
+    assert "error" not in result, result.get("error")
+    accuracy, keys = result["accuracy"], list(probe.QUICK_TASKS)
+    assert list(accuracy) == keys and result["config"]["seeds"] == list(heldout.QUICK["seeds"])
+    pairs = result["config"]["pairs"]
+    expected = []
+    for plain, probed in pairs.items():
+        diffs = {k: accuracy[k][probed][0] - accuracy[k][plain][0] for k in keys}  # one seed: the difference itself
+        assert {k: result["paired"][k][plain][0] for k in keys} == pytest.approx(diffs)
+        expected += [statistics.fmean(diffs.values()) >= 0, all(d >= -heldout.NEAR for d in diffs.values())]
+    for key, by_row in result["chosen_lr"].items():  # the lr each row ran with is one it was scored with
+        assert all(str(lr) in result["validation"][key][row] for row, lr in by_row.items())
+    assert list(result["targets"].values()) == expected
+    text = (tmp_path / "results.md").read_text()
+    assert "{#heldout-e-probe-views}" in text and "not the held-out result" in text
+    for target, ok in zip(result["targets"], expected):
+        assert f"| {probe.NAME} | {target} | {common.verdict(ok)} |" in text
