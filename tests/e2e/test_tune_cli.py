@@ -70,6 +70,21 @@ def test_tune_runs_the_recipe_space_on_the_digits(tmp_path: Path) -> None:
     assert f"Best: trial {study.best_trial.number}, val_acc = " in result.stdout
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores
+def test_tune_searches_probe_views_and_each_trial_fits_as_drawn(tmp_path: Path) -> None:
+    """`model.probe_views` is a setting like any other: the trials that drew 4 fit their head first, the others not."""
+    space = tmp_path / "space.yaml"
+    space.write_text("model.probe_views: {choices: [0, 4]}\n")
+    args = ["--space", str(space), "--n_trials", "4", "--trainer.max_epochs=1", "--model.pretrained=false"]
+    result = _tune(tmp_path, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = _study(tmp_path, f"sqlite:///{tmp_path / 'runs/digits/tune/space/study.db'}", name="space")
+    drawn = [t.params["model.probe_views"] for t in study.trials]
+    assert _states(study) == ["COMPLETE"] * 4 and len(drawn) == 4
+    probed = (result.stdout + result.stderr).count("HeadProbe: classifier fitted")
+    assert probed == drawn.count(4), (drawn, probed)
+
+
 @pytest.mark.slow
 def test_tune_writes_the_study_files_resumes_and_the_best_refits(tmp_path: Path) -> None:
     first = _tune(tmp_path, "--space", str(SPACE), "--n_trials", "2", "--trainer.max_epochs=2")
