@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from benchmarks import common, heldout, heldout_tasks, run, shift_tasks
 
@@ -102,6 +104,8 @@ def test_the_probe_views_rows_differ_from_their_pairs_by_the_probe_alone() -> No
     for plain, probed in probe.pairs(heldout.EPOCHS).items():
         assert rows[probed] == {**rows[plain], "probe_views": probe.VIEWS} and "probe_views" not in rows[plain]
     assert shift_tasks.FALLBACK in rows
+    recipe = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "quickstart.yaml").read_text())
+    assert recipe["model"]["init_args"]["probe_views"] == probe.VIEWS  # the setting the recipe ships
 
 
 @pytest.mark.slow
