@@ -93,7 +93,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
         targets[f"{with_probe} within {NEAR:g} point of without on each task"] = all(
             compared[t.key][plain][0] >= -NEAR for t in tasks
         )
-    markdown = section(quick, tasks, rows, accuracy, compared, over_tasks, chosen, seeds, shots, epochs)
+    markdown = section(quick, tasks, rows_paired, accuracy, compared, over_tasks, chosen, seeds, shots, epochs)
     verdicts = "; ".join(f"{name}: **{common.verdict(ok)}**" for name, ok in targets.items())
     markdown += f"\n\nGoals: {verdicts}."
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
             "seeds": list(seeds),
             "select_seeds": list(select_seeds),
             "probe_views": VIEWS,
-            "pairs": pairs(epochs),
+            "pairs": dict(rows_paired),
         },
         "targets": targets,
         "markdown": markdown,
@@ -122,7 +122,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
 def section(
     quick: bool,
     tasks: list[Any],
-    rows: dict[str, dict[str, Any]],
+    rows_paired: list[tuple[str, str]],
     accuracy: dict[str, dict[str, list[float]]],
     compared: dict[str, dict[str, tuple[float, float]]],
     over_tasks: dict[str, float],
@@ -131,11 +131,12 @@ def section(
     shots: int,
     epochs: int,
 ) -> str:
-    """The markdown section: how it was run, one table row per task and pair, the noise notes."""
+    """The markdown section: how it was run, one table row per task and pair (``rows_paired``: each policy without
+    ``probe_views`` and the row with it), the noise notes."""
     lines = []
     notes = []
     for t in tasks:
-        for plain, probed in pairs(epochs).items():
+        for plain, probed in rows_paired:
             lines.append(
                 [
                     f"{t.key} (`{t.backbone}`)",
@@ -154,7 +155,7 @@ def section(
                 f", so this comparison is within the noise of its {len(seeds)} seeds.",
             )
             notes += [note] if note else []
-    mean_rows = [[plain, f"{over_tasks[plain]:+.1f}"] for plain in pairs(epochs)]
+    mean_rows = [[plain, f"{over_tasks[plain]:+.1f}"] for plain, _ in rows_paired]
     once = (
         "Quick mode (`--quick`): a smoke test of the code path (1-epoch sources, 2 target epochs, 1 shot per class,"
         " one seed, two tasks, a few evaluation batches); these figures are not the held-out result."
@@ -181,7 +182,8 @@ def section(
             *notes,
             "With minus without, the mean over the tasks (points):",
             common.md_table(["Policy", "mean over tasks"], mean_rows),
-            f"Rows: {', '.join(rows)}. The validation accuracy of every row at every learning rate is in"
+            f"Rows: {', '.join(name for pair in rows_paired for name in pair)}. The validation accuracy of every"
+            " row at every learning rate is in"
             f" `results.json` (`{NAME}` > `validation`).",
         ]
     )
