@@ -169,9 +169,8 @@ def test_a_balanced_sampler_fits_the_head_to_the_classes_it_draws_equally(tmp_pa
     digits = _digits()
     digits.setup("fit")
     per_class = {0: 8, 1: 4, 2: 1}  # of the 8 per class
-    indices = [
-        i for c, n in per_class.items() for i in [j for j, (_, y) in enumerate(digits.train_dataset) if y == c][:n]
-    ]
+    by_class = {c: [j for j, (_, y) in enumerate(digits.train_dataset) if y == c] for c in per_class}
+    indices = [i for c, n in per_class.items() for i in by_class[c][:n]]
     subset = Subset(digits.train_dataset, indices)
     labels = [int(subset[i][1]) for i in range(len(subset))]
     loader = DataLoader(subset, batch_size=8, sampler=BalancedSampler(subset, labels))
