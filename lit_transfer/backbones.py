@@ -26,7 +26,7 @@ import argparse
 import difflib
 import os
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -41,7 +41,15 @@ from lit_transfer._compat import hub_offline
 from lit_transfer.errors import UnsafeFileError, WeightsMismatchError, WeightsUnavailableError
 from lit_transfer.files.checks import check_weights_file
 
-__all__ = ["backbone_data_config", "create_backbone", "hub_reachable", "load_weights_file"]
+__all__ = [
+    "backbone_data_config",
+    "create_backbone",
+    "has_timm_head_api",
+    "hub_reachable",
+    "linear_classifier",
+    "load_weights_file",
+    "single_classifier",
+]
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 _STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "model_state_dict")
@@ -423,3 +431,21 @@ def backbone_data_config(backbone: str | nn.Module) -> dict[str, Any]:
             config = resolve_data_config(pretrained_cfg=_pretrained_cfg(backbone))
     keys = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
     return {k: list(config[k]) if isinstance(config[k], tuple) else config[k] for k in keys if k in config}
+
+
+def has_timm_head_api(backbone: nn.Module) -> bool:
+    """Whether the backbone has timm's ``get_classifier``, ``forward_features`` and ``forward_head``."""
+    names = ("get_classifier", "forward_head", "forward_features")
+    return all(callable(getattr(backbone, name, None)) for name in names)
+
+
+def single_classifier(backbone: nn.Module) -> nn.Module | None:
+    """``backbone.get_classifier()``, or ``None`` when it is not one module (e.g. LeViT's pair of heads)."""
+    classifier = cast("Callable[[], object]", backbone.get_classifier)()  # timm API, not on `nn.Module`
+    return classifier if isinstance(classifier, nn.Module) else None
+
+
+def linear_classifier(backbone: nn.Module) -> nn.Linear | None:
+    """The timm backbone's classifier when it is one ``nn.Linear`` on its pre-logit features, else ``None``."""
+    classifier = single_classifier(backbone) if has_timm_head_api(backbone) else None
+    return classifier if isinstance(classifier, nn.Linear) else None

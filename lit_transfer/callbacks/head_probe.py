@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from lit_transfer._compat import unwrapped_sampler
+from lit_transfer.backbones import linear_classifier
 from lit_transfer.dataset_features import Extract, compute_features
 from lit_transfer.errors import check_positive_int, is_number
 
@@ -193,9 +194,8 @@ class HeadProbe(Callback):
         if trainer.ckpt_path is not None:  # resumed: the classifier is the checkpoint's
             return
         module = cast("Any", pl_module)
-        get_classifier = getattr(module.backbone, "get_classifier", None)  # timm's API (a TransferModule checked it)
-        classifier = get_classifier() if callable(get_classifier) else None
-        if not isinstance(classifier, nn.Linear):
+        classifier = linear_classifier(module.backbone)  # a TransferModule checked it at construction
+        if classifier is None:
             raise ValueError(
                 f"`probe_views` needs a timm backbone whose classifier is one linear layer; the"
                 f" {type(module.backbone).__name__} has another head. Set `probe_views: 0`."

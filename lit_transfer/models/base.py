@@ -39,7 +39,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from typing_extensions import Self
 
-from lit_transfer.backbones import backbone_data_config, create_backbone
+from lit_transfer.backbones import backbone_data_config, create_backbone, linear_classifier
 from lit_transfer.callbacks.feature_cache import FeatureCache, serving_features
 from lit_transfer.callbacks.head_probe import HeadProbe
 from lit_transfer.callbacks.layer_freezing import LayerFreezing
@@ -58,7 +58,6 @@ from lit_transfer.models.frozen_features import (
     check_cacheable,
     frozen_features,
     head_is_classifier,
-    linear_classifier,
     trains_classifier_only,
     trains_head_group_only,
 )

@@ -21,6 +21,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from lit_transfer.backbones import has_timm_head_api, single_classifier
 from lit_transfer.freezing import FreezingPolicy, LinearProbe
 from lit_transfer.freezing.layer_groups import layer_groups
 from lit_transfer.training_state import kept_training_state, subtrees_within
@@ -30,7 +31,6 @@ __all__ = [
     "check_cacheable",
     "frozen_features",
     "head_is_classifier",
-    "linear_classifier",
     "trains_head_group_only",
 ]
 
@@ -53,7 +53,7 @@ def check_cacheable(policy: FreezingPolicy, backbone: nn.Module, uses_mixup: boo
         )
     if uses_mixup:
         raise ValueError("`cache_features=True` cannot be combined with mixup/CutMix, which change every input.")
-    if not _timm_head_api(backbone):
+    if not has_timm_head_api(backbone):
         raise ValueError(
             f"`cache_features=True` needs a timm model with `forward_features` and `forward_head`; got"
             f" {type(backbone).__name__}. Set `cache_features: false`."
@@ -66,7 +66,7 @@ def head_is_classifier(backbone: nn.Module) -> bool:
     Otherwise (MobileNetV3's ``conv_head``, ConvNeXt's ``head.norm``) a linear probe trains layers of the head
     after the pooling, and what stays fixed is the output of ``forward_features`` (:class:`TrunkFeatures`).
     """
-    classifier = _classifier(backbone)
+    classifier = single_classifier(backbone)
     if classifier is None:
         return False
     head = {id(p) for p in layer_groups(backbone)[-1].params}
@@ -97,24 +97,6 @@ def _deterministic_outside(backbone: nn.Module, inside: set[int]) -> bool:
     return not any(module.training and _random_or_batch_dependent(module) for module in outside)
 
 
-def _timm_head_api(backbone: nn.Module) -> bool:
-    """Whether the backbone has timm's ``get_classifier``, ``forward_features`` and ``forward_head``."""
-    names = ("get_classifier", "forward_head", "forward_features")
-    return all(callable(getattr(backbone, name, None)) for name in names)
-
-
-def _classifier(backbone: nn.Module) -> nn.Module | None:
-    """``backbone.get_classifier()``, or ``None`` when it is not one module (e.g. LeViT's pair of heads)."""
-    classifier = cast("Callable[[], object]", backbone.get_classifier)()  # timm API, not on `nn.Module`
-    return classifier if isinstance(classifier, nn.Module) else None
-
-
-def linear_classifier(backbone: nn.Module) -> nn.Linear | None:
-    """The timm backbone's classifier when it is one ``nn.Linear`` on its pre-logit features, else ``None``."""
-    classifier = _classifier(backbone) if _timm_head_api(backbone) else None
-    return classifier if isinstance(classifier, nn.Linear) else None
-
-
 def trains_classifier_only(backbone: nn.Module) -> bool:
     """Whether, in the backbone's current state, only its classifier trains and nothing before it is random.
 
@@ -123,7 +105,7 @@ def trains_classifier_only(backbone: nn.Module) -> bool:
     of freeze-unfreeze, is in once :class:`~lit_transfer.callbacks.LayerFreezing` has frozen it. Then the
     classifier's input of a sample is :func:`frozen_features` of it, whatever the step.
     """
-    classifier = _classifier(backbone) if _timm_head_api(backbone) else None
+    classifier = single_classifier(backbone) if has_timm_head_api(backbone) else None
     if classifier is None:
         return False
     inside = {id(p) for p in classifier.parameters()} | {id(m) for m in classifier.modules()}
@@ -139,7 +121,7 @@ def trains_head_group_only(backbone: nn.Module) -> bool:
     its first batch that it runs no module that trains or is random) and ``forward_head`` on it gives the step's
     outputs.
     """
-    if not _timm_head_api(backbone):
+    if not has_timm_head_api(backbone):
         return False
     head_params = {id(p) for p in layer_groups(backbone)[-1].params}
     if any(p.requires_grad for p in backbone.parameters(recurse=False)):  # used anywhere in `forward`: not a head
