@@ -165,23 +165,49 @@ def test_sample_weights_count_like_repeated_samples():
     assert not torch.allclose(weighted.weight, unweighted.weight, atol=0.1)
 
 
+PER_CLASS = {0: 8, 1: 4, 2: 1}
+"""Training samples of each class in the imbalanced set (of the digits' 8 per class)."""
+
+
+class ImbalancedDigits(L.LightningDataModule):
+    """:data:`PER_CLASS` unaugmented digits, drawn class-balanced by a :class:`BalancedSampler` or by torch's
+    ``WeightedRandomSampler`` (which Lightning wraps under DDP), each sample weighted ``1 / count(class)``."""
+
+    def __init__(self, sampler: str = "balanced") -> None:
+        super().__init__()
+        self.sampler = sampler
+
+    def setup(self, stage: str) -> None:
+        digits = _digits()
+        digits.setup("fit")
+        by_class = {c: [j for j, (_, y) in enumerate(digits.train_dataset) if y == c] for c in PER_CLASS}
+        self.subset = Subset(digits.train_dataset, [i for c, n in PER_CLASS.items() for i in by_class[c][:n]])
+        self.labels = [int(self.subset[i][1]) for i in range(len(self.subset))]
+
+    def train_dataloader(self) -> DataLoader:
+        if self.sampler == "balanced":
+            return DataLoader(self.subset, batch_size=8, sampler=BalancedSampler(self.subset, self.labels))
+        weights = [1 / PER_CLASS[y] for y in self.labels]
+        return DataLoader(self.subset, batch_size=8, sampler=WeightedRandomSampler(weights, len(weights)))
+
+
+def _features_and_labels(backbone: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen features of :class:`ImbalancedDigits`' training set by ``backbone``, and its labels."""
+    data = ImbalancedDigits()
+    data.setup("fit")
+    images = torch.stack([data.subset[i][0] for i in range(len(data.subset))])
+    return frozen_features(backbone, images), torch.tensor(data.labels)
+
+
 def test_a_balanced_sampler_fits_the_head_to_the_classes_it_draws_equally(tmp_path, caplog):
-    digits = _digits()
-    digits.setup("fit")
-    per_class = {0: 8, 1: 4, 2: 1}  # of the 8 per class
-    by_class = {c: [j for j, (_, y) in enumerate(digits.train_dataset) if y == c] for c in per_class}
-    indices = [i for c, n in per_class.items() for i in by_class[c][:n]]
-    subset = Subset(digits.train_dataset, indices)
-    labels = [int(subset[i][1]) for i in range(len(subset))]
-    loader = DataLoader(subset, batch_size=8, sampler=BalancedSampler(subset, labels))
     model = _model(1)
     backbone = copy.deepcopy(model.backbone)
     watch = HeadAtFirstStep()
     with caplog.at_level(logging.INFO):
-        trainer(tmp_path, 1, [watch], limit_train_batches=1).fit(model, train_dataloaders=loader)
-    images = torch.stack([subset[i][0] for i in range(len(subset))])
-    features, targets = frozen_features(backbone, images), torch.tensor(labels)
-    class_weights = torch.tensor([1 / per_class[y] for y in labels])
+        trainer(tmp_path, 1, [watch], limit_train_batches=1).fit(model, datamodule=ImbalancedDigits())
+    features, targets = _features_and_labels(backbone)
+    labels = targets.tolist()
+    class_weights = torch.tensor([1 / PER_CLASS[y] for y in labels])
     loss = nn.functional.cross_entropy
     plain, _, _ = fit_linear_head(features, targets, 3, loss, l2=1e-3, max_iter=100)
 
@@ -280,7 +306,7 @@ class Spread(L.Callback):
         gathered = trainer.strategy.all_gather(flat)
         if trainer.is_global_zero:
             spread = float((gathered.max(0).values - gathered.min(0).values).abs().max())
-            self.out.write_text(json.dumps({"spread": spread, "norm": float(flat.norm())}))
+            self.out.write_text(json.dumps({"spread": spread, "norm": float(flat.norm()), "head": flat.tolist()}))
 
 
 @pytest.mark.ddp
@@ -293,6 +319,31 @@ def test_replicas_start_from_the_same_fitted_head_under_ddp(tmp_path):
     )
     result = json.loads(out.read_text())
     assert result["spread"] == 0.0 and result["norm"] > 0.0  # fitted (zero-initialised, then moved) and identical
+
+
+@pytest.mark.ddp
+@pytest.mark.slow  # over ~15 s on 2 cores
+@pytest.mark.parametrize("sampler", ["balanced", "weighted_random"])
+def test_under_ddp_a_weighted_sampler_weights_the_head_as_in_one_process(tmp_path, sampler):
+    """Each rank draws a share of the sampler's draws (Lightning wraps torch's sampler for DDP); every rank's head is
+    still fitted to the distribution the sampler draws from, as in one process."""
+    single = HeadAtFirstStep()
+    trainer(tmp_path / "one", 1, [single], limit_train_batches=1).fit(_model(1), datamodule=ImbalancedDigits(sampler))
+    out = tmp_path / "spread.json"
+    model = _model(1)
+    backbone = copy.deepcopy(model.backbone)
+    trainer(tmp_path / "ddp", 1, [Spread(out)], devices=2, strategy="ddp_spawn", limit_train_batches=1).fit(
+        model, datamodule=ImbalancedDigits(sampler)
+    )
+    result = json.loads(out.read_text())
+    head = torch.tensor(result["head"])
+    expected = torch.cat([single.head.weight.reshape(-1), single.head.bias])
+    features, targets = _features_and_labels(backbone)
+    plain, _, _ = fit_linear_head(features, targets, 3, nn.functional.cross_entropy, l2=1e-3, max_iter=100)
+    unweighted = torch.cat([plain.weight.reshape(-1), plain.bias])
+    assert result["spread"] == 0.0
+    assert torch.allclose(head, expected, atol=2e-3)  # L-BFGS stops at float32 tolerances
+    assert not torch.allclose(head, unweighted, atol=0.05)
 
 
 def test_several_training_loaders_are_refused_naming_the_setting(tmp_path):
