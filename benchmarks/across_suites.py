@@ -1,0 +1,258 @@
+"""Every policy suite read together: how far each fixed policy and ``auto`` fall from each task's best.
+
+The development suite (``shift``) and the held-out suites (``heldout``, ``heldout_b``, ``heldout_c``, ``heldout_d``)
+each compare the same freezing policies on their own tasks, with every row's learning rate chosen on validation.
+One suite alone is four or five tasks; read together they answer what a user who cannot tune per task should
+start from, and whether ``auto``'s trials did better than its fallback plan. This benchmark trains nothing: it
+reads the suites' latest results (those on the page it writes to, this run's included) and writes
+``across_suites_section.md`` (a table, and ``auto`` against its fallback) and a plot of every task's gap
+(``across_suites_gaps.png``, on the results page; a page that includes the section shows the plot itself). It has
+no goals of its own: the goals are each suite's.
+
+Every suite was run once, after the rule it checked was fixed, but with the protocol of its time (one or three
+validation seeds; on the first held-out suite ``auto`` had one learning rate for every task): the section names
+these differences, and its comparison of ``auto`` with its fallback takes only the suites where both had a rate
+of their own per task.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+from benchmarks.shift import AUTO, AUTO_SHARED
+from benchmarks.shift_tasks import FALLBACK
+
+NAME = "across_suites"
+SECTION_FILE = "across_suites_section.md"
+PLOT_FILE = "across_suites_gaps.png"
+SHOTS = "10"
+"""The labelled samples per class every suite ran (the development suite also ran 1 and 5)."""
+NEAR = 1.0
+"""Points below a task's best fixed policy that still count as matching it (the held-out suites' goal)."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One policy suite: its benchmark, its name in the section, and whether ``auto`` got a rate per task."""
+
+    benchmark: str
+    label: str
+    auto_rate_per_task: bool
+
+
+SUITES = (
+    Suite("shift", "development", True),
+    Suite("heldout", "held-out 1", False),
+    Suite("heldout_b", "held-out 2", True),
+    Suite("heldout_c", "held-out 3", True),
+    Suite("heldout_d", "held-out 4", True),
+)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task's test accuracies at :data:`SHOTS` per row (per seed, the same seeds in every row)."""
+
+    suite: Suite
+    key: str
+    accuracy: dict[str, list[float]]
+    decision: str
+
+    @property
+    def fixed(self) -> dict[str, float]:
+        """Mean accuracy of every fixed policy (the rows other than ``auto``'s)."""
+        return {row: statistics.fmean(v) for row, v in self.accuracy.items() if row not in (AUTO, AUTO_SHARED)}
+
+    def gap(self, row: str) -> float:
+        """``row``'s mean accuracy minus the best fixed policy's on this task (points)."""
+        return statistics.fmean(self.accuracy[row]) - max(self.fixed.values())
+
+
+def tasks_of(results: dict[str, dict[str, Any]]) -> list[Task]:
+    """The tasks of every suite in ``results`` (benchmark name -> its result) that ran :data:`SHOTS`."""
+    tasks = []
+    for suite in SUITES:
+        result = results.get(suite.benchmark, {})
+        decisions = result.get("auto_decisions", {})
+        for key, rows in result.get("results", {}).items():
+            accuracy = {row: list(by_shots[SHOTS]) for row, by_shots in rows.items() if by_shots.get(SHOTS)}
+            if accuracy:
+                decision = decisions.get(key, {}).get(SHOTS, "")
+                tasks.append(Task(suite, key, accuracy, decision))
+    return tasks
+
+
+def chosen_plan(decision: str) -> str:
+    """What ``auto``'s log line says it chose, and whether the trials replaced the default plan.
+
+    Example:
+        >>> chosen_plan("AutoFreeze: 10 samples/class; no trials; chose all groups (default: the trials would ...")
+        'all groups (default, no trials)'
+        >>> chosen_plan("AutoFreeze: ...; chose all groups (lowest validation loss): from epoch 1 ...")
+        'all groups (the trials kept the default)'
+        >>> chosen_plan("AutoFreeze: ...; chose layer4 + head (lowest validation loss, 2.3 se below the default): ...")
+        'layer4 + head (trials)'
+    """
+    if "chose " not in decision:
+        return "not recorded"
+    plan, _, reason = decision.split("chose ", 1)[1].partition(" (")
+    if "no trials" in decision:
+        return f"{plan} (default, no trials)"
+    if reason.startswith("default") or "below the default" not in reason:
+        return f"{plan} (the trials kept the default)"
+    return f"{plan} (trials)"
+
+
+def policy_rows(tasks: list[Task]) -> list[dict[str, Any]]:
+    """Per row, over the tasks it ran on: mean gap to each task's best fixed policy, its standard error over the
+    tasks, the tasks within :data:`NEAR` point of the best, the tasks it was the best on, and its worst gap;
+    sorted by the mean gap, best first."""
+    names = list(dict.fromkeys(row for task in tasks for row in task.accuracy))
+    rows = []
+    for name in names:
+        on = [task for task in tasks if name in task.accuracy]
+        gaps = [task.gap(name) for task in on]
+        spread = statistics.stdev(gaps) / math.sqrt(len(gaps)) if len(gaps) > 1 else math.nan
+        rows.append(
+            {
+                "row": name,
+                "tasks": len(on),
+                "mean_gap": statistics.fmean(gaps),
+                "se": spread,
+                "within_near": sum(gap >= -NEAR for gap in gaps),
+                "best_on": sum(task.gap(name) == 0 and name in task.fixed for task in on),
+                "worst_gap": min(gaps),
+            }
+        )
+    return sorted(rows, key=lambda r: -r["mean_gap"])
+
+
+def auto_against_fallback(tasks: list[Task]) -> list[dict[str, Any]]:
+    """Per task where ``auto`` and its fallback row each had their own rate: paired difference (auto minus fallback)
+    over the seeds, its paired standard error, and what ``auto`` chose."""
+    compared = []
+    for task in tasks:
+        if not task.suite.auto_rate_per_task or AUTO not in task.accuracy or FALLBACK not in task.accuracy:
+            continue
+        diffs = [a - f for a, f in zip(task.accuracy[AUTO], task.accuracy[FALLBACK], strict=True)]
+        se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+        compared.append(
+            {
+                "suite": task.suite.label,
+                "task": task.key,
+                "diff": statistics.fmean(diffs),
+                "se": se,
+                "plan": chosen_plan(task.decision),
+            }
+        )
+    return compared
+
+
+def run(quick: bool, out_dir: str = "docs/benchmarks", earlier: dict[str, dict[str, Any]] | None = None) -> dict:
+    """Read the suites' results in ``earlier`` (the page's results, this run's first) and write the section."""
+    tasks = tasks_of(earlier or {})
+    rows = policy_rows(tasks)
+    against = auto_against_fallback(tasks)
+    markdown = section(tasks, rows, against)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    body = markdown.split("\n", 1)[1].lstrip()  # without its heading: the including page has its own, and the plot
+    (Path(out_dir) / SECTION_FILE).write_text(common.generated_notice(NAME) + body + "\n")
+    if tasks:
+        markdown += f"\n\n![Each task's gap to its best fixed policy, per row]({plot(tasks, rows, out_dir)})"
+    return {
+        "suites": sorted({task.suite.benchmark for task in tasks}),
+        "tasks": [f"{task.suite.benchmark}/{task.key}" for task in tasks],
+        "policies": rows,
+        "auto_against_fallback": against,
+        "targets": {},
+        "markdown": markdown,
+    }
+
+
+def section(tasks: list[Task], rows: list[dict[str, Any]], against: list[dict[str, Any]]) -> str:
+    """The markdown: what was read, the table over every task, ``auto`` against its fallback."""
+    if not tasks:
+        return (
+            f"### across_suites\n\nNo policy suite's results at {SHOTS} shots are on this page yet: run the suites"
+            " first (`--only shift`, and each held-out suite by name)."
+        )
+    suites = sorted({task.suite for task in tasks}, key=SUITES.index)
+    read = ", ".join(f"{s.label} (`{s.benchmark}`: {sum(t.suite == s for t in tasks)} tasks)" for s in suites)
+    table = common.md_table(
+        ["Policy", "Tasks", "Mean gap to the best (points)", f"Within {NEAR:g} point", "Best on", "Worst gap"],
+        [
+            [
+                r["row"],
+                r["tasks"],
+                f"{r['mean_gap']:+.1f} ± {common.fmt(r['se'], 1)}",
+                r["within_near"],
+                r["best_on"],
+                f"{r['worst_gap']:+.1f}",
+            ]
+            for r in rows
+        ],
+    )
+    fixed = [r for r in rows if r["row"] not in (AUTO, AUTO_SHARED)]
+    parts = [
+        "### across_suites",
+        f"Read together: {read}, {len(tasks)} tasks at {SHOTS} labelled samples per class. Each task's best fixed"
+        " policy is the one with the highest mean test accuracy over its seeds; a row's gap on a task is its mean"
+        " minus that best (0 where it is the best), and the table gives the mean over the tasks ± its standard error"
+        " over the tasks. The best is picked on the same test means it is compared with, so every gap is measured"
+        " against a slightly lucky maximum; the suites also differ in their protocol (validation seeds, and on the"
+        " first held-out suite `auto` had one rate for every task), which the suites' own sections describe.",
+        table,
+        f"Smallest mean gap among the fixed policies: **{fixed[0]['row']}** ({fixed[0]['mean_gap']:+.1f} points);"
+        f" best on the most tasks: **{max(fixed, key=lambda r: r['best_on'])['row']}**. No fixed policy was the best"
+        " on every task."
+        if fixed and all(r["best_on"] < len(tasks) for r in fixed)
+        else "",
+    ]
+    if against:
+        mean_diff = statistics.fmean(a["diff"] for a in against)
+        parts += [
+            f"`auto` against its fallback ({FALLBACK}) on the {len(against)} tasks where both had a learning rate"
+            " of their own: paired difference over the seeds (points, auto minus fallback) ± its paired standard"
+            " error, and what `auto` chose on seed 0 (from its log line). Where it chose the default, the two rows"
+            " ran the same plan and differ only by their rates.",
+            common.md_table(
+                ["Suite", "Task", "auto minus fallback", "auto chose"],
+                [[a["suite"], a["task"], f"{a['diff']:+.1f} ± {common.fmt(a['se'], 1)}", a["plan"]] for a in against],
+            ),
+            f"Mean over these tasks: {mean_diff:+.1f} points. Where the trials chose a plan other than the default:"
+            f" {_trial_summary(against)}.",
+        ]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _trial_summary(against: list[dict[str, Any]]) -> str:
+    """The mean difference on the tasks where the trials, not the default, decided."""
+    decided = [a for a in against if a["plan"].endswith("(trials)")]
+    if not decided:
+        return "no task"
+    return f"{len(decided)} task(s), mean {statistics.fmean(a['diff'] for a in decided):+.1f} points"
+
+
+def plot(tasks: list[Task], rows: list[dict[str, Any]], out_dir: str) -> str:
+    """Every task's gap per row (one marker per suite), the rows in the table's order, the mean as a bar."""
+    figure, axes = common.new_figure(8.5, 0.45 * len(rows) + 1.4)
+    names = [r["row"] for r in rows][::-1]
+    markers = dict(zip(SUITES, "osD^v", strict=True))
+    for suite in SUITES:
+        mine = [task for task in tasks if task.suite == suite]
+        points = [(task.gap(n), y) for y, n in enumerate(names) for task in mine if n in task.accuracy]
+        if points:
+            axes.scatter(*zip(*points, strict=True), marker=markers[suite], alpha=0.6, s=18, label=suite.label)
+    for y, name in enumerate(names):
+        mean = next(r["mean_gap"] for r in rows if r["row"] == name)
+        axes.plot([mean, mean], [y - 0.35, y + 0.35], color="black", linewidth=2)
+    axes.axvline(-NEAR, color="grey", linestyle=":", linewidth=1)
+    axes.set_yticks(range(len(names)), names, fontsize=7)
+    axes.set_xlabel("test accuracy minus the task's best fixed policy (points); bar: the mean")
+    axes.legend(fontsize=7, loc="upper left")
+    return common.save_figure(figure, out_dir, PLOT_FILE)
