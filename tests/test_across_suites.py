@@ -18,9 +18,19 @@ TRIALS = (
 NO_TRIALS = "AutoFreeze: 10 samples/class; no trials; chose all groups (default: the trials would train 12 steps): ..."
 
 
-def _suite(rows_by_task: dict[str, dict[str, list[float]]], decisions: dict[str, str]) -> dict:
-    """A suite's result as its benchmark stores it: per task, per row, per shot count, one accuracy per seed."""
+def _suite(
+    rows_by_task: dict[str, dict[str, list[float]]],
+    decisions: dict[str, str],
+    validation: dict[str, dict[str, float]] | None = None,
+) -> dict:
+    """A suite's result as its benchmark stores it: per task, per row, per shot count, one accuracy per seed; each
+    row's validation accuracy (one validation seed) at rate 0.01, the rate chosen, and 5.0 at the rate 0.1."""
+    validation = validation or {}
     return {
+        "validation": {
+            task: {row: {"0.01": [acc], "0.1": [5.0]} for row, acc in rows.items()} for task, rows in validation.items()
+        },
+        "chosen_lr": {task: {row: 0.01 for row in rows} for task, rows in validation.items()},
         "results": {
             task: {row: {"10": acc, "5": [0.0]} for row, acc in rows.items()} for task, rows in rows_by_task.items()
         },
@@ -50,6 +60,7 @@ def _results() -> dict:
             },
         },
         {"a": TRIALS, "b": NO_TRIALS},
+        {"a": {"full": 70.0, "probe": 75.0, FALLBACK: 72.0}, "b": {"full": 80.0, "probe": 60.0, FALLBACK: 79.0}},
     )
     first_held_out = _suite(  # `auto` had one rate for every task there: not compared with its fallback
         {"c": {"full": [90.0, 90.0], "probe": [50.0, 52.0], FALLBACK: [88.0, 88.0], AUTO: [80.0, 80.0]}}, {"c": TRIALS}
@@ -70,10 +81,21 @@ def test_every_row_is_scored_against_each_tasks_best_fixed_policy(tmp_path) -> N
     assert rows["probe"]["mean_gap"] == pytest.approx(statistics.fmean([70.0 - 81.0, 0.0, 51.0 - 90.0]))
     assert rows[AUTO]["mean_gap"] == pytest.approx(statistics.fmean([0.0, 61.0 - 65.0, 80.0 - 90.0]))
     assert rows[AUTO_SHARED]["tasks"] == 2  # the first held-out suite has no such row
-    assert (rows["full"]["best_on"], rows["probe"]["best_on"], rows[AUTO]["best_on"]) == (2, 1, 0)
+    assert (rows["full"]["best_on"], rows["probe"]["best_on"], rows[AUTO]["best_on"]) == (2, 1, 1)
     assert (rows["full"]["within_near"], rows[FALLBACK]["within_near"]) == (2, 1)
     assert rows["probe"]["worst_gap"] == pytest.approx(-39.0)
     assert result["policies"][0]["row"] == "full"  # sorted by the mean gap, best first
+
+
+def test_the_policy_chosen_on_validation_is_scored_on_the_test_seeds_where_a_suite_kept_its_validation(tmp_path):
+    result = across_suites.run(quick=False, out_dir=str(tmp_path), earlier=_results())
+    rows = {r["row"]: r for r in result["policies"]}
+    assert result["selected_on_validation"] == {"shift/a": "probe", "shift/b": "full", "heldout/c": None}
+    selected = rows[across_suites.SELECTED]
+    assert selected["tasks"] == 2 and selected["mean_gap"] == pytest.approx(statistics.fmean([70.0 - 81.0, 60 - 65.0]))
+    assert rows["full"]["best_on"] == 2  # the chosen row is never a task's best fixed policy itself
+    section = (tmp_path / across_suites.SECTION_FILE).read_text()
+    assert "choosing per task did worse than keeping one policy for every task" in section
 
 
 def test_auto_is_compared_with_its_fallback_only_where_both_had_their_own_rate(tmp_path) -> None:
