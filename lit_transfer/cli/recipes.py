@@ -5,9 +5,11 @@ folder, so a checkout without symlinks, Windows' default, still installs them), 
 a ``pip install`` find them at the same place through :mod:`importlib.resources`.
 
 Every documented command names them as ``--config recipes/NAME.yaml``. A ``--config`` path that does not exist in the
-working folder but names a shipped recipe (``recipes/NAME.yaml`` or ``NAME.yaml``) is read from the package instead,
-and one line on stderr says which file was used; a file of the user's at that path always wins, so
-``lit-transfer recipes copy NAME`` (which writes ``recipes/NAME.yaml``) followed by the same command runs the copy.
+working folder but names a shipped recipe (``recipes/NAME.yaml``, ``NAME.yaml`` or ``NAME``) is read from the
+package instead, and one line on stderr says which file was used; a file of the user's at that path always wins, so
+``lit-transfer recipes copy NAME`` (which writes ``recipes/NAME.yaml``) followed by the same command runs the copy. A
+name that neither this folder nor the package has is refused before anything else runs, with the closest shipped
+name.
 Only the command line is resolved this way: a ``config:`` key inside a YAML file is read relative to that file.
 
 Example:
@@ -20,6 +22,8 @@ Example:
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -36,6 +40,8 @@ __all__ = [
 ]
 
 _FOLDER = "recipes"
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+"""What a recipe's name is made of (the file name without ``.yaml``)."""
 _CONFIG_FLAGS = ("--config", "-c")
 _USE = "lit-transfer fit --config recipes/defaults.yaml --config recipes/NAME.yaml"
 
@@ -71,12 +77,42 @@ def shipped_recipe_for(value: str) -> Path | None:
         The shipped file for ``recipes/NAME.yaml`` or ``NAME.yaml`` when that path does not exist here and ``NAME`` is
         a shipped recipe; ``None`` otherwise (the value is left to the parser).
     """
-    if not value.endswith(".yaml") or Path(value).exists():
+    name = _recipe_name(value)
+    return None if name is None else shipped_recipes().get(name)
+
+
+def _recipe_name(value: str) -> str | None:
+    """``NAME`` for a ``--config`` value ``recipes/NAME.yaml``, ``NAME.yaml`` or ``NAME`` missing from this folder.
+
+    ``NAME`` is letters, digits, ``_`` and ``-``; any other value (a path elsewhere, a file that exists, a YAML
+    string given inline) gives ``None``.
+    """
+    if not _NAME.fullmatch(PurePath(value).stem) or Path(value).exists():
         return None
-    parts = PurePath(value).parts
-    if len(parts) == 1 or (len(parts) == 2 and parts[0] == _FOLDER):
-        return shipped_recipes().get(PurePath(parts[-1]).stem)
-    return None
+    path = PurePath(value)
+    in_folder = len(path.parts) == 2 and path.parts[0] == _FOLDER and path.suffix == ".yaml"
+    alone = len(path.parts) == 1 and path.suffix in (".yaml", "")
+    return path.stem if in_folder or alone else None
+
+
+def unknown_recipe_message(value: str) -> str | None:
+    """The error for a ``--config`` value that names a recipe no file here and no shipped recipe has, else ``None``.
+
+    Example:
+        >>> "Did you mean `recipes/fine_tune.yaml`?" in unknown_recipe_message("recipes/fine_tuning.yaml")
+        True
+        >>> unknown_recipe_message("recipes/auto.yaml") is None, unknown_recipe_message("{trainer: {}}") is None
+        (True, True)
+    """
+    name = _recipe_name(value)
+    if name is None or name in shipped_recipes():
+        return None
+    close = difflib.get_close_matches(name, sorted(shipped_recipes()), n=1)
+    hint = f" Did you mean `{_FOLDER}/{close[0]}.yaml`?" if close else ""
+    return (
+        f"`--config {value}`: no such file in this folder, and no recipe of that name ships with the package.{hint}"
+        " `lit-transfer recipes` lists the shipped recipes."
+    )
 
 
 def _say(message: str) -> None:
@@ -86,7 +122,8 @@ def _say(message: str) -> None:
 def resolve_config_args(argv: Sequence[str], note: Callable[[str], None] = _say) -> list[str]:
     """``argv`` with every ``--config`` value that names a shipped recipe missing here replaced by the shipped file.
 
-    ``--config`` may come before or after the subcommand, as ``--config PATH``, ``-c PATH`` or ``--config=PATH``.
+    ``--config`` may come before or after the subcommand, as ``--config PATH``, ``-c PATH`` or ``--config=PATH``; a
+    recipe is named as ``recipes/NAME.yaml``, ``NAME.yaml`` or ``NAME``.
 
     Args:
         argv: The command-line arguments.
@@ -94,6 +131,10 @@ def resolve_config_args(argv: Sequence[str], note: Callable[[str], None] = _say)
 
     Returns:
         The arguments to parse.
+
+    Raises:
+        ValueError: For a value that names a recipe (as above) that neither this folder nor the package has, with
+            the closest shipped name.
     """
     resolved = list(argv)
     for i, arg in enumerate(resolved):
@@ -102,8 +143,13 @@ def resolve_config_args(argv: Sequence[str], note: Callable[[str], None] = _say)
             flag, value = arg, resolved[i + 1]
         elif arg.startswith("--config="):
             flag, value = "--config=", arg.split("=", 1)[1]
-        shipped = shipped_recipe_for(value) if value is not None else None
+        if value is None:
+            continue
+        shipped = shipped_recipe_for(value)
         if shipped is None:
+            unknown = unknown_recipe_message(value)
+            if unknown is not None:
+                raise ValueError(unknown)
             continue
         note(f"{value} is not in this folder; using the recipe shipped with the package: {shipped}")
         if flag == "--config=":

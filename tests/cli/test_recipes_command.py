@@ -69,12 +69,20 @@ def test_a_missing_recipes_path_resolves_to_the_shipped_file_and_a_users_file_wi
     assert resolved[3] == f"--config={shipped_recipes()['linear_probe']}"
     assert resolved[5] == "mine/defaults.yaml"  # another folder's file is the parser's to find or refuse
     assert len(notes) == 2 and "recipes/defaults.yaml" in notes[0] and str(shipped_recipes()["defaults"]) in notes[0]
-    assert resolve_config_args(["fit", "--config", "recipes/nope.yaml"], notes.append)[2] == "recipes/nope.yaml"
+    with pytest.raises(
+        ValueError, match=r"`--config recipes/fine_tuning\.yaml`: no such file.*`recipes/fine_tune\.yaml`"
+    ):
+        resolve_config_args(["fit", "--config", "recipes/fine_tuning.yaml"], notes.append)
+    assert resolve_config_args(["fit", "-c", "auto"], notes.append)[2] == str(shipped_recipes()["auto"])
+    inline = '{"trainer": {"max_epochs": 1}}'  # a YAML string given inline is the parser's
+    assert resolve_config_args(["fit", "--config", inline], notes.append)[2] == inline
+    assert resolve_config_args(["fit", "--config", "mine/nope.yaml"], notes.append)[2] == "mine/nope.yaml"
+    assert len(notes) == 3
 
     (tmp_path / "recipes").mkdir()
     (tmp_path / "recipes" / "defaults.yaml").write_text("trainer:\n  max_epochs: 7\n")
     assert resolve_config_args(["--config", "recipes/defaults.yaml"], notes.append)[1] == "recipes/defaults.yaml"
-    assert len(notes) == 2
+    assert len(notes) == 3
 
 
 def test_the_documented_config_paths_work_from_any_folder(ran: dict) -> None:
@@ -88,7 +96,9 @@ def test_the_documented_config_paths_work_from_any_folder(ran: dict) -> None:
     assert lines[0].endswith("lit_transfer/recipes/defaults.yaml") and lines[1].endswith("recipes/fine_tune.yaml")
 
     missing = ran["missing"]
-    assert missing.returncode == 2 and "no_such_recipe.yaml" in missing.stderr.strip().splitlines()[-1]
+    last = missing.stderr.strip().splitlines()[-1]
+    assert missing.returncode == 2 and "`--config recipes/no_such_recipe.yaml`: no such file in this folder" in last
+    assert "`lit-transfer recipes` lists the shipped recipes" in last
 
 
 def test_recipes_lists_them_and_copies_one_out(ran: dict) -> None:

@@ -654,6 +654,15 @@ CASES = [
     ),
     Case(
         "Command line and recipes",
+        "cli-unknown-recipe-name",
+        "A recipe name that no file here and no shipped recipe has",
+        lambda t: _cli("--config", "recipes/fine_tuning.yaml"),
+        Exception,
+        r"`--config recipes/fine_tuning\.yaml`: no such file in this folder, and no recipe of that name ships with the"
+        r" package\. Did you mean `recipes/fine_tune\.yaml`\?",
+    ),
+    Case(
+        "Command line and recipes",
         "cli-unknown-class",
         "An unknown class name in YAML",
         lambda t: _cli("--config", DEFAULTS, "--data", "FolderOfDreams"),
