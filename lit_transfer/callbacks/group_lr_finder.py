@@ -28,7 +28,9 @@ class GroupLRFinder(Callback):
     one factor, then restores the weights, optimizer, schedulers, loops and RNG states exactly (see
     :mod:`lit_transfer.tuner.range_test`). With ``apply=True`` every group's LR, and every LR the schedulers hold, is
     then multiplied by ``suggestion / configured_lr``: the schedule (warmup, cosine, one-cycle) runs as configured
-    around the new peak. A resumed ``fit`` (global step > 0) runs no test: its LRs come from the checkpoint.
+    around the new peak. A resumed ``fit`` (global step > 0) runs no test: its LRs come from the checkpoint. The test
+    runs at the start of ``fit``, before a :class:`~lit_transfer.callbacks.HeadProbe` fits the head at the start of
+    training (``probe_views``), so it ramps the head as initialised.
 
     Args:
         min_lr: Configured (head) LR of the first step.

@@ -307,3 +307,32 @@ def test_callback_under_ddp_matches_one_process(tmp_path: Path) -> None:
     assert double["head_initial_lr"] == pytest.approx(single["suggestion"])
     assert all(s == 0.0 for s in double["spreads"]), double["spreads"]
     assert_same_updates(_ddp_model().state_dict(), single["weights"], double["weights"])
+
+
+class HeadAtEachStep(TransferClassifier):
+    """A classifier that records its head's weights before every optimizer step (range test steps included)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.heads: list[torch.Tensor] = []
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.heads.append(self.backbone.get_classifier().weight.detach().clone())
+
+
+def test_with_probe_views_the_range_test_runs_from_the_initial_head_and_the_fit_from_the_fitted_one(
+    tmp_path: Path,
+) -> None:
+    """As docs/lr-finder.md says: the test at the start of `fit`, the head probe after it, at the start of training."""
+    L.seed_everything(5)
+    model = HeadAtEachStep(
+        "test_resnet", num_classes=3, pretrained=False, freeze=FreezeUnfreeze(unfreeze_at_epoch=1), probe_views=1
+    )
+    initial = model.backbone.get_classifier().weight.detach().clone()
+    finder = GroupLRFinder(num_steps=6, min_lr=1e-4, max_lr=1e-1, out_dir=tmp_path / "lr_find")
+    _trainer(callbacks=[finder], max_epochs=1, limit_train_batches=2).fit(model, _data())
+    assert finder.result is not None
+    tested = len(finder.result.lrs)
+    assert tested >= 2 and len(model.heads) == tested + 2  # the test's steps, then the fit's two
+    assert torch.equal(model.heads[0], initial)
+    assert not torch.allclose(model.heads[tested], initial, atol=1e-3)  # the fit's first step: the probed head
