@@ -59,6 +59,16 @@ SUITES = (
 )
 
 
+FINDER_SUITES = (
+    Suite("heldout_lr_finder", "held-out 1", True),
+    Suite("heldout_b_lr_finder", "held-out 2", True),
+    Suite("heldout_c_lr_finder", "held-out 3", True),
+    Suite("heldout_d_lr_finder", "held-out 4", True),
+    Suite("heldout_e_lr_finder", "held-out 5", True),
+)
+"""The LR finder's reports on the held-out suites (its suggestion against a grid's validation-chosen rate)."""
+
+
 @dataclass(frozen=True)
 class Task:
     """One task's test accuracies at :data:`SHOTS` per row (per seed, the same seeds in every row)."""
@@ -177,12 +187,62 @@ def auto_against_fallback(tasks: list[Task]) -> list[dict[str, Any]]:
     return compared
 
 
+def finder_tasks(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per task of every LR finder report in ``results``: its suite, the paired difference (finder minus grid,
+    points) and whether each goal held there (``near``: within :data:`NEAR` point; ``fast``: under a tenth of the
+    fit it precedes)."""
+    rows = []
+    for suite in FINDER_SUITES:
+        for key, task in results.get(suite.benchmark, {}).get("tasks", {}).items():
+            diff = task["paired"][0]
+            rows.append({"suite": suite.label, "task": key, "diff": diff, "near": task["near"], "fast": task["fast"]})
+    return rows
+
+
+def finder_section(rows: list[dict[str, Any]]) -> str:
+    """The LR finder's reports read together: per suite and over every task."""
+    if not rows:
+        return ""
+    table = []
+    for label in dict.fromkeys(r["suite"] for r in rows):
+        mine = [r for r in rows if r["suite"] == label]
+        table.append(_finder_row(label, mine))
+    table.append(_finder_row("**every held-out suite**", rows))
+    return "\n\n".join(
+        [
+            "The LR finder's reports on the held-out suites, read together: on each task the mean paired difference"
+            " between the test accuracy of a fine-tune at the finder's suggestion and one at the rate a grid chose"
+            f" on validation (points, finder minus grid), and on how many tasks each goal held (within {NEAR:g} point"
+            " of the grid; the whole test under a tenth of the fit it precedes). The mean ± standard error is over"
+            " the tasks. The fifth suite ran after the finder's fixed costs were cut, so its times are not those of"
+            " the first four.",
+            common.md_table(
+                ["Suites", "Tasks", "Finder minus grid, mean over the tasks", f"Within {NEAR:g} point", "Under 10 %"],
+                table,
+            ),
+        ]
+    )
+
+
+def _finder_row(label: str, rows: list[dict[str, Any]]) -> list[Any]:
+    diffs = [r["diff"] for r in rows]
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+    return [
+        label,
+        len(rows),
+        f"{statistics.fmean(diffs):+.1f} ± {common.fmt(se, 1)}",
+        sum(bool(r["near"]) for r in rows),
+        sum(bool(r["fast"]) for r in rows),
+    ]
+
+
 def run(quick: bool, out_dir: str = "docs/benchmarks", earlier: dict[str, dict[str, Any]] | None = None) -> dict:
     """Read the suites' results in ``earlier`` (the page's results, this run's first) and write the section."""
     tasks = tasks_of(earlier or {})
     rows = policy_rows(tasks)
     against = auto_against_fallback(tasks)
-    markdown = section(tasks, rows, against)
+    finder = finder_tasks(earlier or {})
+    markdown = "\n\n".join(part for part in (section(tasks, rows, against), finder_section(finder)) if part)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     body = markdown.split("\n", 1)[1].lstrip()  # without its heading: the including page has its own, and the plot
     (Path(out_dir) / SECTION_FILE).write_text(common.generated_notice(NAME) + body + "\n")
@@ -194,6 +254,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks", earlier: dict[str, dict[s
         "policies": rows,
         "auto_against_fallback": against,
         "selected_on_validation": {f"{task.suite.benchmark}/{task.key}": task.selected for task in tasks},
+        "lr_finder": finder,
         "targets": {},
         "markdown": markdown,
     }

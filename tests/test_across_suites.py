@@ -135,3 +135,31 @@ def test_the_run_hands_it_the_pages_results_and_keeps_them(tmp_path) -> None:
     (tmp_path / "results.json").write_text(json.dumps(quick_page))
     assert run.main(["--only", "across_suites", "--out", str(tmp_path)]) == 0
     assert json.loads((tmp_path / "results.json").read_text())["results"]["across_suites"]["suites"] == []
+
+
+def test_the_lr_finder_reports_are_pooled_per_suite_and_over_every_task(tmp_path) -> None:
+    def report(tasks: dict[str, tuple[float, bool, bool]]) -> dict:
+        return {
+            "tasks": {
+                key: {"paired": [diff, 0.5], "near": near, "fast": fast} for key, (diff, near, fast) in tasks.items()
+            },
+            "markdown": "### finder",
+            "targets": {},
+            "seconds": 1.0,
+        }
+
+    earlier = {
+        "heldout_lr_finder": report({"x": (-3.0, False, True), "y": (1.0, True, False)}),
+        "heldout_e_lr_finder": report({"z": (0.5, True, True)}),
+    }
+    result = across_suites.run(quick=False, out_dir=str(tmp_path), earlier=earlier)
+    assert [(r["suite"], r["task"]) for r in result["lr_finder"]] == [
+        ("held-out 1", "x"),
+        ("held-out 1", "y"),
+        ("held-out 5", "z"),
+    ]
+    section = (tmp_path / across_suites.SECTION_FILE).read_text()
+    assert "| held-out 1 | 2 | -1.0 ± 2.0 | 1 | 1 |" in section
+    pooled_se = statistics.stdev([-3.0, 1.0, 0.5]) / 3**0.5
+    assert f"| **every held-out suite** | 3 | -0.5 ± {pooled_se:.1f} | 2 | 2 |" in section
+    assert "No policy suite's results" in section  # no policy suite on this page: the finder part still shows
