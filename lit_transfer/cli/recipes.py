@@ -74,8 +74,8 @@ def shipped_recipe_for(value: str) -> Path | None:
         value: The value given to ``--config``.
 
     Returns:
-        The shipped file for ``recipes/NAME.yaml`` or ``NAME.yaml`` when that path does not exist here and ``NAME`` is
-        a shipped recipe; ``None`` otherwise (the value is left to the parser).
+        The shipped file for ``recipes/NAME.yaml``, ``NAME.yaml`` or ``NAME`` when that path does not exist here and
+        ``NAME`` is a shipped recipe; ``None`` otherwise.
     """
     name = _recipe_name(value)
     return None if name is None else shipped_recipes().get(name)
