@@ -307,6 +307,7 @@ def section(tasks: list[Task], rows: list[dict[str, Any]], against: list[dict[st
         if fixed and all(r["best_on"] < len(tasks) for r in fixed)
         else "",
         _selection_note(selected, fixed[0]) if selected and fixed else "",
+        _fewer_tasks_note(rows, len(tasks)),
     ]
     if against:
         mean_diff = statistics.fmean(a["diff"] for a in against)
@@ -323,6 +324,17 @@ def section(tasks: list[Task], rows: list[dict[str, Any]], against: list[dict[st
             f" {_trial_summary(against)}.",
         ]
     return "\n\n".join(p for p in parts if p)
+
+
+def _fewer_tasks_note(rows: list[dict[str, Any]], tasks: int) -> str:
+    """A caution for the rows that ran on fewer tasks than the table has: their means cover other tasks."""
+    fewer = [f"{r['row']} ({r['tasks']} of {tasks})" for r in rows if r["tasks"] < tasks]
+    if not fewer:
+        return ""
+    return (
+        f"Rows run on fewer tasks: {', '.join(fewer)}. Their mean gaps are over those tasks only, so compare them with"
+        " the other rows task by task (the plot), not by the mean."
+    )
 
 
 def _selection_note(selected: dict[str, Any], best_fixed: dict[str, Any]) -> str:
