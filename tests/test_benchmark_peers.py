@@ -110,3 +110,4 @@ def test_quick_peers_table_follows_its_curves(tmp_path: Path) -> None:
     assert "{#peers}" in text and all(label in text for label in labels)
     assert (tmp_path / peers.PLOT_FILE).stat().st_size > 0
     assert common.verdict(True) not in text.split("{#peers}")[1]  # no goal verdicts in quick mode
+    assert peers.report(result, quick=True) == (result["markdown"], result["targets"])  # from results.json alone
