@@ -60,13 +60,14 @@ SUITES = (
 
 
 FINDER_SUITES = (
-    Suite("heldout_lr_finder", "held-out 1", True),
-    Suite("heldout_b_lr_finder", "held-out 2", True),
-    Suite("heldout_c_lr_finder", "held-out 3", True),
-    Suite("heldout_d_lr_finder", "held-out 4", True),
-    Suite("heldout_e_lr_finder", "held-out 5", True),
+    ("heldout_lr_finder", "held-out 1"),
+    ("heldout_b_lr_finder", "held-out 2"),
+    ("heldout_c_lr_finder", "held-out 3"),
+    ("heldout_d_lr_finder", "held-out 4"),
+    ("heldout_e_lr_finder", "held-out 5"),
 )
-"""The LR finder's reports on the held-out suites (its suggestion against a grid's validation-chosen rate)."""
+"""The LR finder's reports on the held-out suites (benchmark, name in the section): its suggestion against a grid's
+validation-chosen rate."""
 
 
 @dataclass(frozen=True)
@@ -192,10 +193,10 @@ def finder_tasks(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     points) and whether each goal held there (``near``: within :data:`NEAR` point; ``fast``: under a tenth of the
     fit it precedes)."""
     rows = []
-    for suite in FINDER_SUITES:
-        for key, task in results.get(suite.benchmark, {}).get("tasks", {}).items():
+    for benchmark, label in FINDER_SUITES:
+        for key, task in results.get(benchmark, {}).get("tasks", {}).items():
             diff = task["paired"][0]
-            rows.append({"suite": suite.label, "task": key, "diff": diff, "near": task["near"], "fast": task["fast"]})
+            rows.append({"suite": label, "task": key, "diff": diff, "near": task["near"], "fast": task["fast"]})
     return rows
 
 
