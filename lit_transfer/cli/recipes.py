@@ -9,8 +9,8 @@ working folder but names a shipped recipe (``recipes/NAME.yaml``, ``NAME.yaml`` 
 package instead, and one line on stderr says which file was used; a file of the user's at that path always wins, so
 ``lit-transfer recipes copy NAME`` (which writes ``recipes/NAME.yaml``) followed by the same command runs the copy. A
 name that neither this folder nor the package has is refused before anything else runs, with the closest shipped
-name.
-Only the command line is resolved this way: a ``config:`` key inside a YAML file is read relative to that file.
+name. ``lit-transfer tune``'s ``--space recipes/tune_space.yaml`` is resolved the same way. Only the command line is
+resolved this way: a ``config:`` key inside a YAML file is read relative to that file.
 
 Example:
     >>> sorted(shipped_recipes())[:2]
@@ -42,7 +42,8 @@ __all__ = [
 _FOLDER = "recipes"
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 """What a recipe's name is made of (the file name without ``.yaml``)."""
-_CONFIG_FLAGS = ("--config", "-c")
+_RECIPE_FLAGS = ("--config", "-c", "--space")
+"""The options whose value may name a shipped recipe (``--space``: ``lit-transfer tune``'s search space)."""
 _USE = "lit-transfer fit --config recipes/defaults.yaml --config recipes/NAME.yaml"
 
 
@@ -95,8 +96,8 @@ def _recipe_name(value: str) -> str | None:
     return path.stem if in_folder or alone else None
 
 
-def unknown_recipe_message(value: str) -> str | None:
-    """The error for a ``--config`` value that names a recipe no file here and no shipped recipe has, else ``None``.
+def unknown_recipe_message(value: str, flag: str = "--config") -> str | None:
+    """The error for a ``flag`` value that names a recipe no file here and no shipped recipe has, else ``None``.
 
     Example:
         >>> "Did you mean `recipes/fine_tune.yaml`?" in unknown_recipe_message("recipes/fine_tuning.yaml")
@@ -110,7 +111,7 @@ def unknown_recipe_message(value: str) -> str | None:
     close = difflib.get_close_matches(name, sorted(shipped_recipes()), n=1)
     hint = f" Did you mean `{_FOLDER}/{close[0]}.yaml`?" if close else ""
     return (
-        f"`--config {value}`: no such file in this folder, and no recipe of that name ships with the package.{hint}"
+        f"`{flag} {value}`: no such file in this folder, and no recipe of that name ships with the package.{hint}"
         " `lit-transfer recipes` lists the shipped recipes."
     )
 
@@ -120,10 +121,11 @@ def _say(message: str) -> None:
 
 
 def resolve_config_args(argv: Sequence[str], note: Callable[[str], None] = _say) -> list[str]:
-    """``argv`` with every ``--config`` value that names a shipped recipe missing here replaced by the shipped file.
+    """``argv`` with each ``--config`` or ``--space`` value naming a shipped recipe missing here replaced by the file.
 
-    ``--config`` may come before or after the subcommand, as ``--config PATH``, ``-c PATH`` or ``--config=PATH``; a
-    recipe is named as ``recipes/NAME.yaml``, ``NAME.yaml`` or ``NAME``.
+    ``--config`` may come before or after the subcommand, as ``--config PATH``, ``-c PATH`` or ``--config=PATH``;
+    ``tune``'s ``--space PATH`` or ``--space=PATH`` likewise. A recipe is named as ``recipes/NAME.yaml``, ``NAME.yaml``
+    or ``NAME``.
 
     Args:
         argv: The command-line arguments.
@@ -138,22 +140,22 @@ def resolve_config_args(argv: Sequence[str], note: Callable[[str], None] = _say)
     """
     resolved = list(argv)
     for i, arg in enumerate(resolved):
-        flag, value = None, None
-        if arg in _CONFIG_FLAGS and i + 1 < len(resolved):
+        flag, value, inline = None, None, False
+        if arg in _RECIPE_FLAGS and i + 1 < len(resolved):
             flag, value = arg, resolved[i + 1]
-        elif arg.startswith("--config="):
-            flag, value = "--config=", arg.split("=", 1)[1]
-        if value is None:
+        elif arg.split("=", 1)[0] in _RECIPE_FLAGS and "=" in arg:
+            (flag, value), inline = arg.split("=", 1), True
+        if flag is None or value is None:
             continue
         shipped = shipped_recipe_for(value)
         if shipped is None:
-            unknown = unknown_recipe_message(value)
+            unknown = unknown_recipe_message(value, flag)
             if unknown is not None:
                 raise ValueError(unknown)
             continue
         note(f"{value} is not in this folder; using the recipe shipped with the package: {shipped}")
-        if flag == "--config=":
-            resolved[i] = f"--config={shipped}"
+        if inline:
+            resolved[i] = f"{flag}={shipped}"
         else:
             resolved[i + 1] = str(shipped)
     return resolved

@@ -37,6 +37,15 @@ _COMMANDS = {
     "list": ("recipes",),
     "documented": ("fit", "--config", "recipes/defaults.yaml", "--config", "recipes/fine_tune.yaml", "--print_config"),
     "missing": ("fit", "--config", "recipes/no_such_recipe.yaml", "--print_config"),
+    "tune-space": (
+        "tune",
+        "--config",
+        "recipes/defaults.yaml",
+        "--space",
+        "recipes/tune_space.yaml",
+        "--n_trials",
+        "0",
+    ),
     "copy-unknown": ("recipes", "copy", "fine_tuning"),
     "copy-out": ("recipes", "copy", "fine_tune.yaml", "out/mine.yaml"),
 }
@@ -74,15 +83,21 @@ def test_a_missing_recipes_path_resolves_to_the_shipped_file_and_a_users_file_wi
     ):
         resolve_config_args(["fit", "--config", "recipes/fine_tuning.yaml"], notes.append)
     assert resolve_config_args(["fit", "-c", "auto"], notes.append)[2] == str(shipped_recipes()["auto"])
+    space = resolve_config_args(["tune", "--space", "recipes/tune_space.yaml", "--space=tune_space"], notes.append)
+    assert space[2] == str(shipped_recipes()["tune_space"]) and space[3] == f"--space={shipped_recipes()['tune_space']}"
+    with pytest.raises(
+        ValueError, match=r"`--space recipes/tune_spaces\.yaml`: .*Did you mean `recipes/tune_space\.yaml`"
+    ):
+        resolve_config_args(["tune", "--space", "recipes/tune_spaces.yaml"], notes.append)
     inline = '{"trainer": {"max_epochs": 1}}'  # a YAML string given inline is the parser's
     assert resolve_config_args(["fit", "--config", inline], notes.append)[2] == inline
     assert resolve_config_args(["fit", "--config", "mine/nope.yaml"], notes.append)[2] == "mine/nope.yaml"
-    assert len(notes) == 3
+    assert len(notes) == 5
 
     (tmp_path / "recipes").mkdir()
     (tmp_path / "recipes" / "defaults.yaml").write_text("trainer:\n  max_epochs: 7\n")
     assert resolve_config_args(["--config", "recipes/defaults.yaml"], notes.append)[1] == "recipes/defaults.yaml"
-    assert len(notes) == 3
+    assert len(notes) == 5
 
 
 def test_the_documented_config_paths_work_from_any_folder(ran: dict) -> None:
@@ -99,6 +114,13 @@ def test_the_documented_config_paths_work_from_any_folder(ran: dict) -> None:
     last = missing.stderr.strip().splitlines()[-1]
     assert missing.returncode == 2 and "`--config recipes/no_such_recipe.yaml`: no such file in this folder" in last
     assert "`lit-transfer recipes` lists the shipped recipes" in last
+
+
+def test_the_documented_tune_command_finds_the_shipped_search_space_from_any_folder(ran: dict) -> None:
+    result = ran["tune-space"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "recipes/tune_space.yaml is not in this folder; using the recipe shipped with the package" in result.stderr
+    assert "Study 'tune_space': 0 trials" in result.stdout + result.stderr
 
 
 def test_recipes_lists_them_and_copies_one_out(ran: dict) -> None:
