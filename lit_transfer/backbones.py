@@ -440,12 +440,18 @@ def has_timm_head_api(backbone: nn.Module) -> bool:
 
 
 def single_classifier(backbone: nn.Module) -> nn.Module | None:
-    """``backbone.get_classifier()``, or ``None`` when it is not one module (e.g. LeViT's pair of heads)."""
+    """``backbone.get_classifier()``, or ``None`` without timm's head API or for a head of several modules.
+
+    ``None`` when the model lacks :func:`has_timm_head_api`'s methods, or when its classifier is not one module (e.g.
+    LeViT's pair of heads).
+    """
+    if not has_timm_head_api(backbone):
+        return None
     classifier = cast("Callable[[], object]", backbone.get_classifier)()  # timm API, not on `nn.Module`
     return classifier if isinstance(classifier, nn.Module) else None
 
 
 def linear_classifier(backbone: nn.Module) -> nn.Linear | None:
     """The timm backbone's classifier when it is one ``nn.Linear`` on its pre-logit features, else ``None``."""
-    classifier = single_classifier(backbone) if has_timm_head_api(backbone) else None
+    classifier = single_classifier(backbone)
     return classifier if isinstance(classifier, nn.Linear) else None

@@ -105,7 +105,7 @@ def trains_classifier_only(backbone: nn.Module) -> bool:
     of freeze-unfreeze, is in once :class:`~lit_transfer.callbacks.LayerFreezing` has frozen it. Then the
     classifier's input of a sample is :func:`frozen_features` of it, whatever the step.
     """
-    classifier = single_classifier(backbone) if has_timm_head_api(backbone) else None
+    classifier = single_classifier(backbone)
     if classifier is None:
         return False
     inside = {id(p) for p in classifier.parameters()} | {id(m) for m in classifier.modules()}
