@@ -175,6 +175,22 @@ def interleaved(candidates: dict[str, Callable[[], float]], repeats: int) -> dic
     return samples
 
 
+def jsonable(value: Any) -> Any:
+    """``value`` as ``results.json`` stores it: dict keys as strings, tuples as lists, other objects as strings.
+
+    Example:
+        >>> jsonable({0.001: (1, None), "a": {2: Path("x")}})
+        {'0.001': [1, None], 'a': {'2': 'x'}}
+    """
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
 # --------------------------------------------------------------------------------------------------- markdown
 def generated_notice(name: str) -> str:
     """The first line of a file that ``python -m benchmarks.run --only <name>`` writes for the docs to include."""

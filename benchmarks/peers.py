@@ -175,7 +175,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     best_peer = max(peers, key=lambda name: statistics.fmean(test[name]))
     first = timing["rounds"][0]
     plot(runs, first["seed"], first["target"], out_dir)
-    result = _stored(
+    result = common.jsonable(  # as results.json stores it, so that `report` reads a run and a stored result alike
         {
             "chosen_lr": chosen,
             "validation": {
@@ -198,15 +198,6 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     )
     markdown, targets = report(result, quick)
     return {**result, "targets": targets, "markdown": markdown}
-
-
-def _stored(value: Any) -> Any:
-    """``value`` as ``results.json`` stores it (dict keys as strings), so that :func:`report` reads both alike."""
-    if isinstance(value, dict):
-        return {str(k): _stored(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_stored(v) for v in value]
-    return value
 
 
 def report(result: dict[str, Any], quick: bool) -> tuple[str, dict[str, bool]]:

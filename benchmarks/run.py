@@ -111,16 +111,6 @@ def run_one(name: str, quick: bool, out: Path, earlier: dict[str, dict[str, Any]
     return result
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def summary(results: dict[str, dict[str, Any]]) -> str:
     """One table of every target with PASS/MISS."""
     rows = []
@@ -156,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     info = common.machine_info()
     results: dict[str, dict[str, Any]] = {}
+    kept = _kept_results(out / "results.json", args.quick)  # the page's results before this run
     if args.merge:
         for folder in (Path(f.strip()) for f in args.merge.split(",") if f.strip()):
             results.update(_merged_folder(folder, out, args.quick, parser))
@@ -174,7 +165,6 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
         start = time.perf_counter()
-        kept = _kept_results(out / "results.json", args.quick)
         for name in names:
             print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)
             results[name] = run_one(name, args.quick, out, earlier={**kept, **results})
@@ -182,9 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         total = time.perf_counter() - start
     failed = [n for n in names if "error" in results[n]] if not args.merge else []
     partial = bool(args.only or args.merge) or len(names) < len(BENCHMARKS)
-    saved = _kept_results(out / "results.json", args.quick) if partial else {}
-    if saved:  # keep the other benchmarks' latest results of the same mode
-        merged = {**saved, **results}
+    if partial and kept:  # keep the other benchmarks' latest results of the same mode
+        merged = {**kept, **results}
         names = [n for n in BENCHMARKS if n in merged]
         results = merged
         total = sum(float(results[n].get("seconds", 0.0)) for n in names)
@@ -211,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     text = "\n\n".join(parts) + "\n"
     (out / "results.md").write_text(text)
-    payload = {"machine": info, "quick": args.quick, "wall_seconds": total, "results": _jsonable(results)}
+    payload = {"machine": info, "quick": args.quick, "wall_seconds": total, "results": common.jsonable(results)}
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(summary(results))
     print(f"\n[benchmarks] wrote {out / 'results.md'} ({total / 60:.1f} min)")
