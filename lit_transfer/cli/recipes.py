@@ -87,6 +87,10 @@ def _recipe_name(value: str) -> str | None:
 
     ``NAME`` is letters, digits, ``_`` and ``-``; any other value (a path elsewhere, a file that exists, a YAML
     string given inline) gives ``None``.
+
+    Example:
+        >>> _recipe_name("recipes/no_such_recipe.yaml"), _recipe_name("tune_space"), _recipe_name("{trainer: {}}")
+        ('no_such_recipe', 'tune_space', None)
     """
     if not _NAME.fullmatch(PurePath(value).stem) or Path(value).exists():
         return None
@@ -96,18 +100,13 @@ def _recipe_name(value: str) -> str | None:
     return path.stem if in_folder or alone else None
 
 
-def unknown_recipe_message(value: str, flag: str = "--config") -> str | None:
-    """The error for a ``flag`` value that names a recipe no file here and no shipped recipe has, else ``None``.
+def _unknown_recipe_message(flag: str, value: str, name: str) -> str:
+    """The error for a ``flag`` value naming the recipe ``name`` that neither this folder nor the package has.
 
     Example:
-        >>> "Did you mean `recipes/fine_tune.yaml`?" in unknown_recipe_message("recipes/fine_tuning.yaml")
+        >>> "Did you mean `recipes/fine_tune.yaml`?" in _unknown_recipe_message("--config", "x", "fine_tuning")
         True
-        >>> unknown_recipe_message("recipes/auto.yaml") is None, unknown_recipe_message("{trainer: {}}") is None
-        (True, True)
     """
-    name = _recipe_name(value)
-    if name is None or name in shipped_recipes():
-        return None
     close = difflib.get_close_matches(name, sorted(shipped_recipes()), n=1)
     hint = f" Did you mean `{_FOLDER}/{close[0]}.yaml`?" if close else ""
     return (
@@ -139,6 +138,7 @@ def resolve_config_args(argv: Sequence[str], note: Callable[[str], None] = _say)
             the closest shipped name.
     """
     resolved = list(argv)
+    recipes = shipped_recipes()
     for i, arg in enumerate(resolved):
         flag, value, inline = None, None, False
         if arg in _RECIPE_FLAGS and i + 1 < len(resolved):
@@ -147,12 +147,12 @@ def resolve_config_args(argv: Sequence[str], note: Callable[[str], None] = _say)
             (flag, value), inline = arg.split("=", 1), True
         if flag is None or value is None:
             continue
-        shipped = shipped_recipe_for(value)
-        if shipped is None:
-            unknown = unknown_recipe_message(value, flag)
-            if unknown is not None:
-                raise ValueError(unknown)
+        name = _recipe_name(value)
+        if name is None:
             continue
+        shipped = recipes.get(name)
+        if shipped is None:
+            raise ValueError(_unknown_recipe_message(flag, value, name))
         note(f"{value} is not in this folder; using the recipe shipped with the package: {shipped}")
         if inline:
             resolved[i] = f"{flag}={shipped}"
