@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
+from benchmarks.heldout import paired
 from benchmarks.shift import AUTO, AUTO_SHARED
 from benchmarks.shift_tasks import FALLBACK
 
@@ -152,13 +153,12 @@ def policy_rows(tasks: list[Task]) -> list[dict[str, Any]]:
     for name in names:
         on = [task for task in tasks if name in task.accuracy]
         gaps = [task.gap(name) for task in on]
-        spread = statistics.stdev(gaps) / math.sqrt(len(gaps)) if len(gaps) > 1 else math.nan
         rows.append(
             {
                 "row": name,
                 "tasks": len(on),
                 "mean_gap": statistics.fmean(gaps),
-                "se": spread,
+                "se": _standard_error(gaps),
                 "within_near": sum(gap >= -NEAR for gap in gaps),
                 "best_on": sum(gap >= 0 for gap in gaps),
                 "worst_gap": min(gaps),
@@ -174,13 +174,12 @@ def auto_against_fallback(tasks: list[Task]) -> list[dict[str, Any]]:
     for task in tasks:
         if not task.suite.auto_rate_per_task or AUTO not in task.accuracy or FALLBACK not in task.accuracy:
             continue
-        diffs = [a - f for a, f in zip(task.accuracy[AUTO], task.accuracy[FALLBACK], strict=True)]
-        se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+        diff, se = paired(task.accuracy[AUTO], task.accuracy[FALLBACK])
         compared.append(
             {
                 "suite": task.suite.label,
                 "task": task.key,
-                "diff": statistics.fmean(diffs),
+                "diff": diff,
                 "se": se,
                 "plan": chosen_plan(task.decision),
             }
@@ -225,13 +224,17 @@ def finder_section(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def _standard_error(values: list[float]) -> float:
+    """The standard error of the mean of ``values`` (NaN for one value)."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+
+
 def _finder_row(label: str, rows: list[dict[str, Any]]) -> list[Any]:
     diffs = [r["diff"] for r in rows]
-    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
     return [
         label,
         len(rows),
-        f"{statistics.fmean(diffs):+.1f} ± {common.fmt(se, 1)}",
+        f"{statistics.fmean(diffs):+.1f} ± {common.fmt(_standard_error(diffs), 1)}",
         sum(bool(r["near"]) for r in rows),
         sum(bool(r["fast"]) for r in rows),
     ]
