@@ -17,7 +17,7 @@ from typing import Any
 
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch import Trainer
-from lightning.pytorch.strategies import DDPStrategy, Strategy
+from lightning.pytorch.strategies import DDPStrategy, Strategy, StrategyRegistry
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "is_accumulating",
     "metric_update_count",
     "one_cycle_phases",
+    "pickles_for_workers",
     "replace_loop_dataloaders",
     "reset_fit_loop_data",
     "reset_logged_results",
@@ -149,6 +150,22 @@ def stop_spawned_workers(trainer: Any, signum: int) -> bool:
         return False
     launcher.kill(signum)
     return True
+
+
+def pickles_for_workers(strategy: Any) -> bool:
+    """Whether a Trainer with this ``strategy`` argument pickles itself, callbacks included, into worker processes.
+
+    Lightning's DDP strategies start their workers by the ``start_method`` of their registry entry (a name such as
+    ``"ddp_spawn"``) or of the strategy object (``DDPStrategy._start_method``): ``"spawn"`` and ``"forkserver"``
+    pickle the Trainer into each worker; ``"popen"`` (``ddp``) runs the command again and ``"fork"`` copies the
+    process, so neither pickles.
+    """
+    if isinstance(strategy, str):
+        entry = dict.get(StrategyRegistry, strategy, {})  # the registry's own `get` builds the strategy
+        start_method = entry.get("init_params", {}).get("start_method")
+    else:
+        start_method = getattr(strategy, "_start_method", None) if isinstance(strategy, DDPStrategy) else None
+    return start_method in ("spawn", "forkserver")
 
 
 STOP_SIGNALS_PID_ENV = "LIT_TRANSFER_STOP_SIGNALS_PID"

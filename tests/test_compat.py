@@ -266,3 +266,21 @@ def test_unwrapped_sampler() -> None:
     weighted = WeightedRandomSampler([1.0, 2.0, 3.0], num_samples=3)
     assert _compat.unwrapped_sampler(DistributedSamplerWrapper(weighted, num_replicas=2, rank=0)) is weighted
     assert _compat.unwrapped_sampler(weighted) is weighted
+
+
+@pytest.mark.parametrize(
+    ("strategy", "pickles"),
+    [
+        ("ddp_spawn", True),
+        ("ddp_spawn_find_unused_parameters_true", True),
+        (DDPStrategy(start_method="spawn"), True),
+        (DDPStrategy(start_method="forkserver"), True),
+        ("ddp", False),
+        ("ddp_fork", False),
+        (DDPStrategy(), False),
+        ("auto", False),
+        (None, False),
+    ],
+)
+def test_pickles_for_workers(strategy, pickles: bool) -> None:
+    assert _compat.pickles_for_workers(strategy) is pickles

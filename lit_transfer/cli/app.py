@@ -48,6 +48,7 @@ from lit_transfer.cli.run_files import (
     evaluation_dir,
     merge_callbacks,
 )
+from lit_transfer.cli.spawn_pickling import check_callbacks_reach_workers
 from lit_transfer.cli.tune import TUNE, TuneCommand, run_tune
 from lit_transfer.files.checkpoint_io import use_atomic_checkpoint_io
 from lit_transfer.models import TransferClassifier
@@ -225,14 +226,15 @@ class TransferCLI(CheckpointArguments, DataLinks):
         requested_precision = config.get("precision")
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
         evaluation = evaluation_dir(self.subcommand, ckpt_path)
+        configured = config.get("callbacks") or []
+        configured = [configured] if isinstance(configured, Callback) else list(configured)
+        check_callbacks_reach_workers(config.get("strategy"), configured + list(callbacks))  # before a run folder
         if self.subcommand == TUNE:
             config["logger"] = False  # `tune` never fits with this Trainer: each trial builds its own run folder
         if config.get("logger") in (None, True):
             config["logger"] = default_loggers(config.get("default_root_dir") or ".", evaluation)
         has_logger = config.get("logger") not in (False, [])
         checkpointing = config.get("enable_checkpointing") is not False and not config.get("fast_dev_run")
-        configured = config.get("callbacks") or []
-        configured = [configured] if isinstance(configured, Callback) else list(configured)
         if self.subcommand in EVALUATION_SUBCOMMANDS and not any(isinstance(c, ModelCheckpoint) for c in configured):
             config["enable_checkpointing"] = False  # an evaluation writes no checkpoint
             warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used")

@@ -23,6 +23,7 @@ What depends on the task is left to a subclass, through these hooks (torchgeo's 
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 from collections.abc import Callable, Iterator
@@ -250,6 +251,22 @@ class TransferModule(LightningModule):
     def on_train_epoch_start(self) -> None:
         """Log the epoch's training metrics at its first step."""
         self._train_metrics_logged = False
+
+    # ----------------------------------------------------------------- copies
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        """A deep copy that shares the optimizer and scheduler factories, and has no Trainer (as a pickle has none).
+
+        Lightning's weight averaging (``EMAWeightAveraging``) deep-copies the module inside ``fit``. The command
+        line's factories are jsonargparse callables that, under ``strategy: ddp``, reach objects a copy cannot take
+        (locks of the launcher's worker processes). A factory only builds optimizers, so the copy uses the same one.
+        """
+        for factory in (self._optimizer_factory, self._scheduler_factory):
+            if factory is not None:
+                memo[id(factory)] = factory
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))  # LightningModule's state: `_trainer` None
+        return copied
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -84,8 +84,6 @@ class TransferClassifier(TransferModule):
         torch.Size([2, 3])
     """
 
-    decision_thresholds: torch.Tensor
-    pos_weight: torch.Tensor | None
     sigmoid: SigmoidDecisions
 
     def __init__(
@@ -169,7 +167,7 @@ class TransferClassifier(TransferModule):
         if mixing:
             self.mixup = DenseMixup(hp["mixup_alpha"], hp["cutmix_alpha"], hp["label_smoothing"])
         self.sigmoid = SigmoidDecisions(
-            self, width, float(hp["threshold"]), hp.get("tune_threshold", "none"), hp.get("pos_weight")
+            width, float(hp["threshold"]), hp.get("tune_threshold", "none"), hp.get("pos_weight")
         )
         names = self.class_names if self.task == "multilabel" else [self.class_names[1]]
         self.train_metrics = ThresholdedMetrics(self.task, names, "train_", ranking=False)
@@ -230,8 +228,14 @@ class TransferClassifier(TransferModule):
     @property
     def thresholds(self) -> list[float]:
         """The decision thresholds (one per label; one for binary; ``[]`` for multiclass)."""
-        buffer = getattr(self, "decision_thresholds", None)
-        return [round(float(t), 6) for t in buffer] if isinstance(buffer, torch.Tensor) else []
+        if self.task == "multiclass":
+            return []
+        return [round(float(t), 6) for t in self.sigmoid.thresholds.tolist()]
+
+    @property
+    def pos_weight(self) -> torch.Tensor | None:
+        """The positives' weight in the sigmoid training loss (one per output), or ``None`` (and for multiclass)."""
+        return None if self.task == "multiclass" else self.sigmoid.pos_weight
 
     def on_validation_epoch_start(self) -> None:
         """Start a fresh collection of the validation predictions that tune the thresholds."""
@@ -259,6 +263,18 @@ class TransferClassifier(TransferModule):
         values = metrics.per_label_values()
         if values and not (self._trainer is not None and self._trainer.sanity_checking):
             self.log_dict(values, sync_dist=True)  # the same on every rank already: the mean changes nothing
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Also store the decision thresholds (sigmoid tasks), beside the weights they were tuned with."""
+        super().on_save_checkpoint(checkpoint)
+        if self.task != "multiclass":
+            self.sigmoid.save(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Also restore the decision thresholds (sigmoid tasks), from this or an older checkpoint layout."""
+        super().on_load_checkpoint(checkpoint)
+        if self.task != "multiclass":
+            self.sigmoid.restore(checkpoint)
 
     def on_train_start(self) -> None:
         """With ``pos_weight="auto"``, set it from the training labels' frequencies (see the class's Args)."""

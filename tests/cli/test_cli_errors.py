@@ -130,6 +130,17 @@ CASES = [
         ("fit", *DEFAULTS, "--model.freeze", "auto", "--model.layer_decay", "0.8"),
         "so it does not stack with `layer_decay` (0.8): unset them (`--model.layer_decay null",
     ),
+    CliCase(
+        "cli-spawn-unpicklable-callback",
+        "A callback that `ddp_spawn` cannot send to its workers",
+        (
+            "fit",
+            *DEFAULTS,
+            *("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp_spawn"),
+            *("--trainer.callbacks+=EMAWeightAveraging", "--trainer.default_root_dir", "spawn_runs"),
+        ),
+        "Use `--trainer.strategy ddp` (it starts each worker as a new process of the same command",
+    ),
 ]
 
 
@@ -222,3 +233,8 @@ def test_a_run_refused_for_its_data_claims_no_run_folder(cases_dir: Path, result
     """The model and DataModule are checked before the Trainer exists: no empty ``version_N`` is left behind."""
     assert results["cli-cache-features-with-augmentation"].returncode == 2
     assert not (cases_dir / "refused_runs").exists(), sorted(p.name for p in (cases_dir / "refused_runs").rglob("*"))
+
+
+def test_a_refused_ddp_spawn_run_leaves_no_run_folder(results: dict, cases_dir: Path) -> None:
+    assert results["cli-spawn-unpicklable-callback"].returncode == 2
+    assert not (cases_dir / "spawn_runs").exists()  # refused before the run folder is claimed

@@ -183,3 +183,32 @@ def test_fit_test_predict_export(workdir: Path, task: str) -> None:
             [[float(r["brightness"]), float(r["shapes"])] for r in _rows(workdir / "train/regression.csv")]
         )
         assert np.all(np.abs(np.array(stats["mean"]) - train.mean(axis=0)) < train.std(axis=0))  # training rows' stats
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_weight_averaging_under_two_process_ddp_then_predict(workdir: Path) -> None:
+    """Lightning's EMAWeightAveraging on the command line, under ``ddp``: the checkpoint holds the average, the
+    training weights and the thresholds tuned on the average's predictions, which ``predict`` then applies."""
+    args = [*COMMON, *TASKS["multilabel"], "--trainer.default_root_dir", "runs/averaged"]
+    ddp = ("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    averaging = ("--trainer.callbacks+=EMAWeightAveraging", "--trainer.callbacks.decay", "0.8")
+    fitted = _run(workdir, "fit", *args, *ddp, *averaging, "--trainer.max_epochs", "2", timeout=300)
+    assert fitted.returncode == 0, fitted.stderr[-3000:]
+    [best] = workdir.glob("runs/averaged/lightning_logs/version_*/checkpoints/best.ckpt")
+    checkpoint = torch.load(best, weights_only=True, map_location="cpu")
+    averaged, current = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert any(not torch.equal(averaged[k], current[k]) for k in averaged)
+    thresholds = checkpoint["decision_thresholds"]
+    assert len(thresholds) == len(SHAPES) and "decision_thresholds" not in averaged
+
+    predicted = _run(workdir, "predict", *args, "--data.predict_csv", "test/multilabel.csv", "--ckpt_path", str(best))
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    rows = _rows(best.parent.parent / "predict" / "predictions.csv")
+    names = sorted(SHAPES)
+    for row in rows:  # each label set is the labels at or above the checkpoint's thresholds
+        probs = [float(row[f"probability_{n}"]) for n in names]
+        expected = {n for n, p, t in zip(names, probs, thresholds) if p >= t}
+        assert set(filter(None, row["predicted"].split("|"))) == expected or any(
+            abs(p - t) < 1e-5 for p, t in zip(probs, thresholds)
+        )

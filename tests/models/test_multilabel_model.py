@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from callback_helpers import StopAfter
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, WeightAveraging
 from sklearn.metrics import f1_score
 from task_helpers import LABELS, EpochLosses, TaskData, fit_trainer
 from timm.data import Mixup
@@ -207,13 +207,15 @@ def test_binary_targets_other_than_0_and_1_are_refused(tmp_path):
 
 
 class GatherState(Callback):
-    """At the end of training, the largest difference between the two ranks' parameters and buffers, per name."""
+    """At the end of training, the largest difference between the two ranks' weights and thresholds, per name."""
 
     def __init__(self, out: str) -> None:
         self.out = out
 
     def on_train_end(self, trainer, pl_module):
         state = {k: v for k, v in pl_module.state_dict().items() if v.is_floating_point()}
+        if getattr(pl_module, "thresholds", None):  # the sigmoid tasks' thresholds, kept beside the weights
+            state["thresholds"] = torch.tensor(pl_module.thresholds)
         diffs = {}
         for name, value in state.items():
             gathered = trainer.strategy.all_gather(value.detach())
@@ -222,7 +224,12 @@ class GatherState(Callback):
             Path(self.out).write_text(json.dumps({"max": max(diffs.values()), "per_param": diffs}))
 
 
-def _ddp(tmp_path: Path, task: str) -> dict:
+def _ema(average: torch.Tensor, current: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """An exponential moving average with decay 0.8 (torch's ``get_ema_avg_fn(0.8)``, picklable)."""
+    return 0.8 * average + 0.2 * current
+
+
+def _ddp(tmp_path: Path, task: str, averaging: bool = False) -> dict:
     torch.manual_seed(0)
     out = tmp_path / "diff.json"
     if task == "regression":
@@ -240,16 +247,19 @@ def _ddp(tmp_path: Path, task: str) -> dict:
     else:
         data = TaskData(task)
         model = _model(task, freeze=FreezeUnfreeze(unfreeze_at_epoch=1), mixup_alpha=0.4, pos_weight="auto")
-    trainer = fit_trainer(tmp_path, 2, [GatherState(str(out))], devices=2, strategy="ddp_spawn")
+    # Lightning's EMAWeightAveraging holds a closure, which ddp_spawn cannot pickle: the same average from here
+    averages = [WeightAveraging(avg_fn=_ema)] if averaging else []  # copies the average in before the gather
+    trainer = fit_trainer(tmp_path, 2, [*averages, GatherState(str(out))], devices=2, strategy="ddp_spawn")
     trainer.fit(model, datamodule=data)
     return json.loads(out.read_text())
 
 
 @pytest.mark.ddp
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["multilabel", "binary", "regression"])
+@pytest.mark.parametrize("task", ["multilabel", "binary", "regression", "multilabel+averaging"])
 def test_ddp_replicas_stay_identical(tmp_path, task):
-    result = _ddp(tmp_path, task)
+    result = _ddp(tmp_path, task.split("+")[0], averaging=task.endswith("+averaging"))
+    assert ("thresholds" in result["per_param"]) == task.startswith(("multilabel", "binary"))
     assert result["max"] == 0.0, {k: v for k, v in result["per_param"].items() if v}
 
 

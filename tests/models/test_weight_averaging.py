@@ -1,0 +1,161 @@
+"""Lightning's weight averaging (``EMAWeightAveraging``) with the package's models, phases and checkpoints.
+
+Validation runs with the averaged weights, the checkpoint's ``state_dict`` holds them: the decision thresholds of a
+sigmoid model must be the ones tuned on those weights, a ``pos_weight`` set at the start of ``fit`` must not upset
+the averaging, and a resume across the unfreeze must end where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from callback_helpers import StopAfter
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
+from task_helpers import LABELS, TaskData, fit_trainer
+from test_multilabel_model import _f1_best_thresholds
+from torch.optim.swa_utils import get_ema_avg_fn
+
+from lit_transfer import AutoFreeze, FreezeUnfreeze, GroupLRFinder, TransferClassifier
+from lit_transfer.callbacks import LayerFreezing
+
+
+def _model(task: str, **kwargs) -> TransferClassifier:
+    torch.manual_seed(0)
+    num_classes = len(LABELS) if task == "multilabel" else 2
+    kwargs.setdefault("freeze", FreezeUnfreeze(unfreeze_at_epoch=1))
+    return TransferClassifier("test_resnet", num_classes=num_classes, pretrained=False, task=task, **kwargs)
+
+
+def _data(task: str) -> TaskData:
+    return TaskData("multilabel" if task == "multilabel" else "binary")  # binary's data: two classes, multiclass
+
+
+def _val_probs(model: TransferClassifier, data: TaskData) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(data.val_set.tensors[0]).sigmoid()
+
+
+def test_thresholds_are_tuned_on_the_averaged_weights_and_saved_with_them(tmp_path: Path) -> None:
+    data, model = TaskData("multilabel"), _model("multilabel", pos_weight="auto")
+    every_epoch = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+    trainer = fit_trainer(tmp_path, 3, [EMAWeightAveraging(decay=0.9), every_epoch], enable_checkpointing=True)
+    trainer.fit(model, datamodule=data)
+
+    # the final weights are the average, and the thresholds the F1-best ones on its validation predictions
+    targets = data.val_set.tensors[1]
+    assert model.thresholds == pytest.approx(_f1_best_thresholds(_val_probs(model, data), targets), abs=1e-6)
+    assert model.thresholds != [0.5] * len(LABELS)  # tuned, not the starting threshold
+    for path in sorted(tmp_path.glob("epoch=*.ckpt")):
+        checkpoint = torch.load(path, weights_only=True)
+        averaged, current = checkpoint["state_dict"], checkpoint["current_model_state"]
+        assert any(not torch.equal(averaged[k], current[k]) for k in averaged), path.name  # averaging was on
+        loaded = TransferClassifier.load_from_checkpoint(path)
+        assert loaded.thresholds == pytest.approx(checkpoint["decision_thresholds"], abs=1e-6), path.name
+        expected = _f1_best_thresholds(_val_probs(loaded, data), targets)
+        assert loaded.thresholds == pytest.approx(expected, abs=1e-6), path.name  # tuned with these weights
+    assert "pos_weight" not in model.state_dict() and model.pos_weight is not None
+
+
+def _run(tmp_path: Path, task: str, ckpt_path: Path | None = None, stop: bool = False) -> TransferClassifier:
+    model = _model(task, probe_views=2)
+    callbacks = [
+        EMAWeightAveraging(decay=0.8),
+        ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}"),
+        *([StopAfter(1)] if stop else []),  # the same max_epochs, so the same LR schedule
+    ]
+    trainer = fit_trainer(tmp_path, 3, callbacks, enable_checkpointing=True)
+    trainer.fit(model, datamodule=_data(task), ckpt_path=ckpt_path, weights_only=ckpt_path and True)
+    return model
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_a_resume_across_the_unfreeze_ends_with_the_uninterrupted_average(tmp_path: Path, task: str) -> None:
+    full = _run(tmp_path / "a", task)
+    _run(tmp_path / "b", task, stop=True)
+    resumed = _run(tmp_path / "c", task, ckpt_path=tmp_path / "b" / "epoch=0.ckpt")  # resumes into the unfreeze
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert resumed.thresholds == full.thresholds
+    final = torch.load(tmp_path / "c" / "epoch=2.ckpt", weights_only=True)
+    straight = torch.load(tmp_path / "a" / "epoch=2.ckpt", weights_only=True)
+    for key in ("state_dict", "current_model_state", "averaging_state"):  # the average and the training weights
+        for name, value in straight[key].items():
+            assert torch.equal(final[key][name], value), (key, name)
+
+
+def test_a_checkpoint_with_thresholds_in_its_state_dict_still_loads(tmp_path: Path) -> None:
+    """Checkpoints written while the thresholds were a buffer hold them in ``state_dict``: they load and resume."""
+    data, model = TaskData("multilabel"), _model("multilabel")
+    trainer = fit_trainer(tmp_path, 1, enable_checkpointing=False)
+    trainer.fit(model, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "new.ckpt")
+    checkpoint = torch.load(tmp_path / "new.ckpt", weights_only=True)
+    checkpoint["state_dict"]["decision_thresholds"] = torch.tensor(checkpoint.pop("decision_thresholds"))
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+
+    loaded = TransferClassifier.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert loaded.thresholds == model.thresholds != [0.5] * len(LABELS)
+    resumed = _model("multilabel")
+    fit_trainer(tmp_path / "resume", 2, enable_checkpointing=False).fit(
+        resumed, datamodule=data, ckpt_path=tmp_path / "old.ckpt", weights_only=True
+    )
+    assert resumed.trainer.global_step == 2 * model.trainer.global_step
+
+
+class StepWeights(Callback):
+    """The module's parameters after each of the fit's optimizer steps."""
+
+    def __init__(self) -> None:
+        self.steps: list[list[torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append([p.detach().clone() for p in pl_module.parameters()])
+
+
+@pytest.mark.parametrize("side_steps", ["lr range test", "auto trials"])
+def test_steps_outside_the_fit_do_not_enter_the_average(tmp_path: Path, side_steps: str) -> None:
+    """The final weights are the average of the weights after each of the fit's own steps, computed here with
+    torch's own EMA function: neither the range test's steps nor the trial fine-tunes of `auto` are in it."""
+    if side_steps == "auto trials":
+        model, extra = _model("multiclass", freeze=AutoFreeze(max_trial_share=None)), []
+    else:
+        model, extra = _model("multiclass"), [GroupLRFinder(num_steps=6, apply=False, out_dir=tmp_path / "lr")]
+    steps = StepWeights()
+    trainer = fit_trainer(tmp_path, 3, [*extra, EMAWeightAveraging(decay=0.8), steps])
+    trainer.fit(model, datamodule=_data("multiclass"))
+    if side_steps == "auto trials":
+        plan = next(c for c in trainer.callbacks if isinstance(c, LayerFreezing)).policy.state_dict()["plan"]
+        assert plan["trials"], plan  # the trials ran
+    else:
+        assert extra[0].result is not None and len(extra[0].result.lrs) == 6  # the range test ran
+    ema = get_ema_avg_fn(0.8)
+    average = [p.clone() for p in steps.steps[0]]
+    for weights in steps.steps[1:]:
+        average = [ema(a, w, None) for a, w in zip(average, weights)]
+    for (name, final), expected in zip(model.named_parameters(), average):
+        assert torch.equal(final, expected), name
+
+
+class LockedFactory:
+    """An optimizer factory holding a lock, as the command line's jsonargparse callables reach one under ``ddp``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __call__(self, params) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=0.05)
+
+
+def test_the_averaged_copy_shares_the_optimizer_factory_and_has_no_trainer(tmp_path: Path) -> None:
+    model = _model("multiclass", optimizer=LockedFactory())
+    fit_trainer(tmp_path, 2, [EMAWeightAveraging(decay=0.8)]).fit(model, datamodule=_data("multiclass"))
+    copied = copy.deepcopy(model)
+    assert copied._trainer is None and model._trainer is not None
+    assert copied._optimizer_factory is model._optimizer_factory
+    for (name, a), b in zip(model.state_dict().items(), copied.state_dict().values()):
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), name
