@@ -40,6 +40,7 @@ from torch import nn
 from typing_extensions import override
 
 from lit_transfer._compat import rewrap_ddp
+from lit_transfer.callbacks.early_stopping_check import warn_if_early_stopping_cuts_a_phase
 from lit_transfer.errors import CheckpointMismatchError
 from lit_transfer.freezing import AutoFreeze, FreezingPolicy, resolve_policy
 from lit_transfer.freezing.layer_groups import (
@@ -174,6 +175,7 @@ class LayerFreezing(Callback):
             self._restored = None
         self._follow_in_ddp(trainer, pl_module)
         self._warn_if_random_backbone(trainer, pl_module)
+        warn_if_early_stopping_cuts_a_phase(trainer, self.policy, [g.name for g in self.groups])
 
     def _warn_if_random_backbone(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """One loud line when the policy freezes layers of a backbone without pretrained weights.
