@@ -253,8 +253,14 @@ class TransferModule(LightningModule):
         self._train_metrics_logged = False
 
     # ----------------------------------------------------------------- copies
+    def __getstate__(self) -> dict[str, Any]:
+        """LightningModule's state (no Trainer), without the compiled forward: it runs this module's backbone."""
+        state = super().__getstate__()
+        state.pop("_compiled_forward", None)  # a copy compiles its own at its first forward
+        return state
+
     def __deepcopy__(self, memo: dict[int, Any]) -> Self:
-        """A deep copy that shares the optimizer and scheduler factories, and has no Trainer (as a pickle has none).
+        """A deep copy that shares the optimizer and scheduler factories, with no Trainer and no compiled forward.
 
         Lightning's weight averaging (``EMAWeightAveraging``) deep-copies the module inside ``fit``. The command
         line's factories are jsonargparse callables that, under ``strategy: ddp``, reach objects a copy cannot take
@@ -265,7 +271,7 @@ class TransferModule(LightningModule):
                 memo[id(factory)] = factory
         copied = type(self).__new__(type(self))
         memo[id(self)] = copied
-        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))  # LightningModule's state: `_trainer` None
+        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
         return copied
 
     # ------------------------------------------------------------ checkpoints

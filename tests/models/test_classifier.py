@@ -1,5 +1,7 @@
+import copy
 import json
 import math
+import pickle
 import re
 import warnings
 from functools import partial
@@ -211,6 +213,21 @@ def test_channels_last_and_compile_keep_plain_checkpoint_keys(tmp_path):
     keys = set(compiled.state_dict())
     assert not any("_orig_mod" in k for k in keys)
     assert keys == set(make().state_dict())
+
+
+@pytest.mark.slow  # two CPU compilations
+def test_a_copy_of_a_compiled_model_runs_its_own_backbone() -> None:
+    """The compiled forward is bound to the backbone it compiled: a deep copy or a pickle compiles its own."""
+    model = make(compile=True).eval()
+    images = torch.randn(2, 3, 32, 32)
+    before = model(images)
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        copied.backbone.fc.weight.zero_()
+        copied.backbone.fc.bias.fill_(1.0)
+        assert torch.equal(copied(images), torch.ones(2, 3))
+        assert torch.equal(model(images), before)
+    assert "_compiled_forward" not in pickle.loads(pickle.dumps(model)).__dict__
 
 
 @pytest.mark.parametrize(
