@@ -12,13 +12,11 @@ validations within an epoch (``val_check_interval`` below 1) too.
 
 from __future__ import annotations
 
-from typing import Any
-
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_transfer.freezing.base import FreezingPolicy
+from lit_transfer.freezing import AutoFreeze, FreezingPolicy
 
 __all__ = ["earliest_stop_epoch", "last_phase_start", "warn_if_early_stopping_cuts_a_phase"]
 
@@ -42,9 +40,8 @@ def last_phase_start(policy: FreezingPolicy, num_groups: int, max_epochs: int | 
         True
     """
     horizon = max_epochs if max_epochs is not None and max_epochs > 0 else _HORIZON
-    decision: Any = getattr(policy, "decision_epoch", None)
-    if getattr(policy, "plan", False) is None and isinstance(decision, int):  # AutoFreeze, undecided
-        return decision if decision < horizon else None
+    if isinstance(policy, AutoFreeze) and policy.plan is None:  # undecided: its plan starts at the decision
+        return policy.decision_epoch if policy.decision_epoch < horizon else None
     last, previous = None, policy.trainable_mask(0, num_groups)
     for epoch in range(1, horizon):
         mask = policy.trainable_mask(epoch, num_groups)
@@ -65,12 +62,12 @@ def earliest_stop_epoch(stopping: EarlyStopping, trainer: Trainer) -> int:
     return max(by_patience, int(trainer.min_epochs or 0) - 1)
 
 
-def warn_if_early_stopping_cuts_a_phase(trainer: Trainer, policy: FreezingPolicy, group_names: list[str]) -> None:
+def warn_if_early_stopping_cuts_a_phase(trainer: Trainer, policy: FreezingPolicy, num_groups: int) -> None:
     """Warn, once per ``EarlyStopping``, when its patience can end a fresh fit before the policy's last phase."""
     stoppers = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]  # type: ignore[attr-defined]
     if not stoppers or trainer.ckpt_path is not None:
         return
-    start = last_phase_start(policy, len(group_names), trainer.max_epochs)
+    start = last_phase_start(policy, num_groups, trainer.max_epochs)
     if start is None:
         return
     for stopping in stoppers:

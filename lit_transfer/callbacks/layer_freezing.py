@@ -175,7 +175,7 @@ class LayerFreezing(Callback):
             self._restored = None
         self._follow_in_ddp(trainer, pl_module)
         self._warn_if_random_backbone(trainer, pl_module)
-        warn_if_early_stopping_cuts_a_phase(trainer, self.policy, [g.name for g in self.groups])
+        warn_if_early_stopping_cuts_a_phase(trainer, self.policy, len(self.groups))
 
     def _warn_if_random_backbone(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """One loud line when the policy freezes layers of a backbone without pretrained weights.

@@ -234,7 +234,7 @@ class TransferClassifier(TransferModule):
 
     @property
     def pos_weight(self) -> torch.Tensor | None:
-        """The positives' weight in the sigmoid training loss (one per output), or ``None`` (and for multiclass)."""
+        """The positives' weight in the sigmoid training loss (one per output); ``None`` if none, or multiclass."""
         return None if self.task == "multiclass" else self.sigmoid.pos_weight
 
     def on_validation_epoch_start(self) -> None:
