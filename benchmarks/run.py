@@ -51,6 +51,7 @@ BENCHMARKS = (
     "heldout_e_lr_finder",
     "heldout_e_probe_views",
     "across_suites",
+    "weight_averaging",
     "canvases",
     "segmentation",
     "tune",

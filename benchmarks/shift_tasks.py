@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -225,11 +225,20 @@ def build(
 
 
 def fit_and_score(
-    model: Any, data: DigitsDataModule, *, epochs: int, split: str, limit_eval_batches: int | None = None
+    model: Any,
+    data: DigitsDataModule,
+    *,
+    epochs: int,
+    split: str,
+    limit_eval_batches: int | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> tuple[float, list[str], float]:
-    """Train a :func:`build` pair as :func:`fine_tune` does; its accuracy on ``split``, INFO lines and fit time (s)."""
+    """Train a :func:`build` pair as :func:`fine_tune` does, with ``callbacks`` added to the Trainer; its accuracy on
+    ``split``, INFO lines and fit time (s)."""
     limit = 1.0 if limit_eval_batches is None else limit_eval_batches
-    trainer = common.make_trainer(max_epochs=epochs, limit_val_batches=0, limit_test_batches=limit)
+    trainer = common.make_trainer(
+        max_epochs=epochs, limit_val_batches=0, limit_test_batches=limit, callbacks=list(callbacks)
+    )
     with captured_info() as lines:
         seconds, _ = common.timed(lambda: trainer.fit(model, datamodule=data))
     if split == "test":

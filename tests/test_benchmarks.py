@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -710,3 +711,26 @@ def test_each_held_out_suite_runs_its_own_seeds_unless_the_variable_says_otherwi
             "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in text
             and f"over seed(s) {', '.join(map(str, suite.select_seeds))} (" in text
         )
+
+
+@pytest.mark.slow
+def test_quick_weight_averaging_reports_the_differences_of_its_runs(tmp_path) -> None:
+    from benchmarks import weight_averaging as averaging
+
+    assert run.main(["--quick", "--only", "weight_averaging", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())["results"][averaging.NAME]
+    assert "error" not in result, result.get("error")
+    accuracy, keys = result["accuracy"], list(averaging.QUICK_TASKS)
+    rows = [averaging.PLAIN, *(averaging.row(d) for d in averaging.DECAYS)]
+    assert list(accuracy) == keys and all(list(accuracy[k]) == rows for k in keys)
+    for key in keys:  # one seed: each paired difference is the difference itself
+        for name in rows[1:]:
+            assert result["paired"][key][name][0] == pytest.approx(accuracy[key][name][0] - accuracy[key][rows[0]][0])
+        assert str(result["chosen_lr"][key]) in result["validation"][key][averaging.FALLBACK]
+    for name in rows[1:]:
+        mean = statistics.fmean(result["paired"][k][name][0] for k in keys)
+        assert result["mean_over_tasks"][name] == pytest.approx(mean)
+    section = (tmp_path / averaging.SECTION_FILE).read_text()
+    assert "not the report" in section and result["targets"] == {}
+    for key in keys:
+        assert f"| {key} (`" in section and f"| {result['steps_per_run'][key]} |" in section

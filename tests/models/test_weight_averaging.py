@@ -2,7 +2,8 @@
 
 Validation runs with the averaged weights, the checkpoint's ``state_dict`` holds them: the decision thresholds of a
 sigmoid model must be the ones tuned on those weights, a ``pos_weight`` set at the start of ``fit`` must not upset
-the averaging, and a resume across the unfreeze must end where an uninterrupted run ends.
+the averaging, a resume across the unfreeze must end where an uninterrupted run ends, the steps of the LR range test
+and of ``auto``'s trials must stay out of the average, and the averaged copy must not copy the optimizer factory.
 """
 
 from __future__ import annotations
