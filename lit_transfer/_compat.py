@@ -24,6 +24,7 @@ __all__ = [
     "LIGHTNING_CLI_OVERRIDES",
     "PER_GROUP_LR_LISTS",
     "child_schedulers",
+    "ema_decay",
     "hub_offline",
     "is_accumulating",
     "metric_update_count",
@@ -166,6 +167,21 @@ def pickles_for_workers(strategy: Any) -> bool:
     else:
         start_method = getattr(strategy, "_start_method", None) if isinstance(strategy, DDPStrategy) else None
     return start_method in ("spawn", "forkserver")
+
+
+def ema_decay(callback: Any) -> float | None:
+    """The decay of a Lightning ``WeightAveraging`` callback's exponential average, or ``None`` without one.
+
+    ``EMAWeightAveraging`` keeps no ``decay`` attribute: it passes torch's ``get_ema_avg_fn(decay)`` to
+    ``WeightAveraging``, which keeps it in ``_kwargs["avg_fn"]``. That function returns ``decay * average + (1 -
+    decay) * current``, so its value at ``average=1, current=0`` is the decay.
+    """
+    import torch
+
+    average = getattr(callback, "_kwargs", {}).get("avg_fn")
+    if not callable(average):
+        return None
+    return float(average(torch.tensor(1.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64), 1))
 
 
 STOP_SIGNALS_PID_ENV = "LIT_TRANSFER_STOP_SIGNALS_PID"

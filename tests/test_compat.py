@@ -284,3 +284,12 @@ def test_unwrapped_sampler() -> None:
 )
 def test_pickles_for_workers(strategy, pickles: bool) -> None:
     assert _compat.pickles_for_workers(strategy) is pickles
+
+
+def test_ema_decay() -> None:
+    from lightning.pytorch.callbacks import EMAWeightAveraging, StochasticWeightAveraging, WeightAveraging
+
+    assert _compat.ema_decay(EMAWeightAveraging(decay=0.97)) == pytest.approx(0.97)
+    assert _compat.ema_decay(EMAWeightAveraging()) == pytest.approx(0.999)  # Lightning's default
+    assert _compat.ema_decay(WeightAveraging()) is None  # an equal-weight average (SWA)
+    assert _compat.ema_decay(StochasticWeightAveraging(swa_lrs=0.1)) is None

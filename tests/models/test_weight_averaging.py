@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,21 @@ def test_the_averaged_copy_shares_the_optimizer_factory_and_has_no_trainer(tmp_p
     assert copied._optimizer_factory is model._optimizer_factory
     for (name, a), b in zip(model.state_dict().items(), copied.state_dict().values()):
         assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), name
+
+
+def _fit_warnings(tmp_path: Path, averaging: EMAWeightAveraging, epochs: int) -> list[str]:
+    model = _model("multiclass", freeze="full_fine_tune")  # 64 images in batches of 16: 4 steps an epoch
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_trainer(tmp_path, epochs, [averaging]).fit(model, datamodule=_data("multiclass"))
+    return [str(w.message) for w in caught if "EMAWeightAveraging" in str(w.message)]
+
+
+def test_an_average_spanning_more_steps_than_the_fit_makes_is_warned_about(tmp_path: Path) -> None:
+    lightning_default = _fit_warnings(tmp_path / "a", EMAWeightAveraging(), 3)
+    assert len(lightning_default) == 1
+    assert "EMAWeightAveraging(decay=0.999) averages over about 1000 optimizer steps" in lightning_default[0]
+    assert "updates the average 12 times" in lightning_default[0]
+    assert not _fit_warnings(tmp_path / "b", EMAWeightAveraging(decay=0.9), 3)  # about 10 steps of 12
+    late = EMAWeightAveraging(decay=0.9, update_starting_at_step=4)  # 8 updates: fewer than 10
+    assert "updates the average 8 times" in _fit_warnings(tmp_path / "c", late, 3)[0]
