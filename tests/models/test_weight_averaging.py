@@ -12,6 +12,7 @@ import copy
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -179,3 +180,29 @@ def test_an_average_spanning_more_steps_than_the_fit_makes_is_warned_about(tmp_p
     assert not _fit_warnings(tmp_path / "b", EMAWeightAveraging(decay=0.9), 3)  # about 10 steps of 12
     late = EMAWeightAveraging(decay=0.9, update_starting_at_step=4)  # 8 updates: fewer than 10
     assert "updates the average 8 times" in _fit_warnings(tmp_path / "c", late, 3)[0]
+
+
+@pytest.mark.parametrize("kind", ["regressor", "segmenter"])
+def test_the_other_models_end_with_the_average_of_their_steps(tmp_path: Path, kind: str) -> None:
+    from segmentation_fixture import make_segmentation_folder
+
+    from lit_transfer import TransferRegressor, TransferSegmenter
+    from lit_transfer.data import SegmentationFolderDataModule
+
+    torch.manual_seed(0)
+    if kind == "regressor":
+        data: Any = TaskData("regression")
+        model: Any = TransferRegressor("test_resnet", num_outputs=2, pretrained=False, target_stats=data.target_stats)
+    else:
+        root = make_segmentation_folder(tmp_path / "masks", train=8, val=2, test=0, predict=0)
+        data = SegmentationFolderDataModule(root, image_size=32, num_workers=0, batch_size=4)
+        model = TransferSegmenter("test_resnet", num_classes=3, pretrained=False)
+    steps = StepWeights()
+    fit_trainer(tmp_path, 2, [EMAWeightAveraging(decay=0.5), steps]).fit(model, datamodule=data)
+    ema = get_ema_avg_fn(0.5)
+    average = [p.clone() for p in steps.steps[0]]
+    for weights in steps.steps[1:]:
+        average = [ema(a, w, None) for a, w in zip(average, weights)]
+    assert len(steps.steps) > 2
+    for (name, final), expected in zip(model.named_parameters(), average):
+        assert torch.equal(final, expected), name
