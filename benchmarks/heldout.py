@@ -45,7 +45,7 @@ from benchmarks.shift import (
     select_lrs,
     selection_seeds,
 )
-from benchmarks.shift_tasks import FALLBACK, fine_tune_all, policies
+from benchmarks.shift_tasks import FALLBACK, fine_tune_all, policies, task_sources
 
 SOURCE_EPOCHS = 30
 EPOCHS = 8
@@ -275,10 +275,7 @@ def run_suite(suite: Suite, quick: bool, out_dir: str = "docs/benchmarks") -> di
     source_epochs = QUICK["source_epochs"] if quick else SOURCE_EPOCHS
     epochs = QUICK["epochs"] if quick else EPOCHS
     seeds = QUICK["seeds"] if quick else suite.reported_seeds
-    sources = {
-        t.key: common.source_weights(t.image_size, epochs=source_epochs, classes=t.source_classes, backbone=t.backbone)
-        for t in tasks
-    }
+    sources = task_sources(tasks, source_epochs)
     weights = {key: str(path) for key, (path, _) in sources.items()}
     settings: dict[str, Any] = {"epochs": epochs, "limit_eval_batches": QUICK["eval_batches"] if quick else None}
     workers = 1 if quick else WORKERS

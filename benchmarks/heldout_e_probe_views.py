@@ -25,7 +25,7 @@ from benchmarks.heldout import EPOCHS, NEAR, QUICK, SHOTS, SOURCE_EPOCHS, WORKER
 from benchmarks.heldout_d import SELECT_SEEDS
 from benchmarks.heldout_e_tasks import TASKS
 from benchmarks.shift import select_lrs, selection_seeds
-from benchmarks.shift_tasks import FALLBACK, fine_tune_all, policies
+from benchmarks.shift_tasks import FALLBACK, fine_tune_all, policies, task_sources
 
 NAME = "heldout_e_probe_views"
 SECTION_FILE = "heldout_e_probe_views_section.md"
@@ -60,10 +60,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     shots = QUICK["shots"][0] if quick else SHOTS[-1]
     seeds: tuple[int, ...] = QUICK["seeds"] if quick else SEEDS
     source_epochs = QUICK["source_epochs"] if quick else SOURCE_EPOCHS
-    sources = {
-        t.key: common.source_weights(t.image_size, epochs=source_epochs, classes=t.source_classes, backbone=t.backbone)
-        for t in tasks
-    }
+    sources = task_sources(tasks, source_epochs)
     weights = {key: str(path) for key, (path, _) in sources.items()}
     rows = table(epochs)
     rows_paired = list(pairs(epochs).items())

@@ -39,7 +39,7 @@ from benchmarks import common, lr_finder
 from benchmarks.heldout import NEAR, SEEDS, fmt_paired, noise_note, paired
 from benchmarks.heldout_tasks import TASKS, HeldoutTask
 from benchmarks.shift import SELECT_SEEDS, SELECT_SHOTS, mean, select_lrs, selection_seeds
-from benchmarks.shift_tasks import FALLBACK, build, fine_tune_all, fit_and_score, policies
+from benchmarks.shift_tasks import FALLBACK, build, fine_tune_all, fit_and_score, policies, task_sources
 
 SOURCE_EPOCHS = 30
 EPOCHS = 8
@@ -177,10 +177,7 @@ def run_suite(suite: FinderSuite, quick: bool, out_dir: str = "docs/benchmarks")
     seeds: tuple[int, ...] = QUICK["seeds"] if quick else suite.seeds
     num_steps = lr_finder.QUICK["num_steps"] if quick else lr_finder.NUM_STEPS
     source_epochs = QUICK["source_epochs"] if quick else SOURCE_EPOCHS
-    sources = {
-        t.key: common.source_weights(t.image_size, epochs=source_epochs, classes=t.source_classes, backbone=t.backbone)
-        for t in tasks
-    }
+    sources = task_sources(tasks, source_epochs)
     weights = {key: str(path) for key, (path, _) in sources.items()}
     table = {FALLBACK: policies(epochs)[0][FALLBACK]}
     settings: dict[str, Any] = {"epochs": epochs, "limit_eval_batches": QUICK["eval_batches"] if quick else None}

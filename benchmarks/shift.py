@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
-from benchmarks.shift_tasks import IMAGE_SIZE, LAYER_DECAY, TASKS, ShiftTask, fine_tune_all, policies
+from benchmarks.shift_tasks import IMAGE_SIZE, LAYER_DECAY, TASKS, ShiftTask, fine_tune_all, policies, task_sources
 
 SOURCE_EPOCHS = 30
 EPOCHS = 8
@@ -241,7 +241,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     shots: tuple[int, ...] = QUICK["shots"] if quick else SHOTS
     seeds: tuple[int, ...] = QUICK["seeds"] if quick else SEEDS
     select_seeds: tuple[int, ...] = QUICK["select_seeds"] if quick else SELECT_SEEDS
-    sources = {t.key: common.source_weights(IMAGE_SIZE, epochs=source_epochs, classes=t.source_classes) for t in TASKS}
+    sources = task_sources(TASKS, source_epochs)
     weights = {key: str(path) for key, (path, _) in sources.items()}
     table, missing = policies(epochs)
     settings: dict[str, Any] = {"epochs": epochs, "limit_eval_batches": QUICK["eval_batches"] if quick else None}

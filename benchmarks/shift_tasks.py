@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,11 +68,21 @@ class ShiftTask:
     target_classes: tuple[int, ...]
     inverted: bool
     backbone: str = common.BACKBONE
+    image_size = IMAGE_SIZE  # a class attribute here; :class:`~benchmarks.heldout_tasks.HeldoutTask` makes it a field
 
     def datamodule(self, shots: int | None, seed: int, **kwargs: Any) -> DigitsDataModule:
-        """The target task's DataModule (``shots`` scans per class, drawn with ``seed``) at :data:`IMAGE_SIZE` px."""
+        """The target task's DataModule (``shots`` scans per class, drawn with ``seed``) at :attr:`image_size` px."""
         cls = InvertedDigits if self.inverted else DigitsDataModule
-        return cls(classes=self.target_classes, shots_per_class=shots, image_size=IMAGE_SIZE, seed=seed, **kwargs)
+        return cls(classes=self.target_classes, shots_per_class=shots, image_size=self.image_size, seed=seed, **kwargs)
+
+
+def task_sources(tasks: Sequence[ShiftTask], source_epochs: int | None) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Each task's source model by key: :func:`common.source_weights` at the task's input size, of its source
+    classes and backbone, trained for ``source_epochs`` (cached)."""
+    return {
+        t.key: common.source_weights(t.image_size, epochs=source_epochs, classes=t.source_classes, backbone=t.backbone)
+        for t in tasks
+    }
 
 
 TASKS = (

@@ -25,7 +25,7 @@ from benchmarks.heldout import QUICK, SOURCE_EPOCHS, WORKERS, fmt_paired, paired
 from benchmarks.heldout_d import SELECT_SEEDS
 from benchmarks.heldout_e_tasks import TASKS as HELDOUT_E
 from benchmarks.shift import select_lrs, selection_seeds
-from benchmarks.shift_tasks import FALLBACK, IMAGE_SIZE, build, fine_tune_all, fit_and_score, policies
+from benchmarks.shift_tasks import FALLBACK, build, fine_tune_all, fit_and_score, policies, task_sources
 from benchmarks.shift_tasks import TASKS as DEVELOPMENT
 
 NAME = "weight_averaging"
@@ -86,12 +86,7 @@ def run(quick: bool, out_dir: str = "docs/benchmarks") -> dict[str, Any]:
     shots = QUICK["shots"][0] if quick else SHOTS
     seeds: tuple[int, ...] = QUICK["seeds"] if quick else SEEDS
     source_epochs = QUICK["source_epochs"] if quick else SOURCE_EPOCHS
-    sources = {
-        t.key: common.source_weights(
-            getattr(t, "image_size", IMAGE_SIZE), epochs=source_epochs, classes=t.source_classes, backbone=t.backbone
-        )
-        for t in tasks
-    }
+    sources = task_sources(tasks, source_epochs)
     weights = {key: str(path) for key, (path, _) in sources.items()}
     spec = policies(epochs)[0][FALLBACK]
     settings: dict[str, Any] = {"epochs": epochs, "limit_eval_batches": QUICK["eval_batches"] if quick else None}
