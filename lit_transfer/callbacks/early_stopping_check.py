@@ -51,14 +51,22 @@ def last_phase_start(policy: FreezingPolicy, num_groups: int, max_epochs: int | 
     return last
 
 
+def _validation_every(trainer: Trainer) -> int:
+    return max(int(trainer.check_val_every_n_epoch or 1), 1)
+
+
+def _patience_epochs(stopping: EarlyStopping, trainer: Trainer) -> int:
+    """The epochs ``stopping``'s patience spans: ``patience`` validations (at least one) without improvement."""
+    return max(int(stopping.patience), 1) * _validation_every(trainer)
+
+
 def earliest_stop_epoch(stopping: EarlyStopping, trainer: Trainer) -> int:
     """The last epoch (0-based) of the shortest run ``stopping`` can end by its patience, ``min_epochs`` included.
 
     The first validation sets the best value; the stop comes when ``patience`` more validations (at least one)
     did not improve on it, and Lightning holds it back until ``min_epochs`` epochs have run.
     """
-    every = max(int(trainer.check_val_every_n_epoch or 1), 1)
-    by_patience = (max(int(stopping.patience), 1) + 1) * every - 1
+    by_patience = _validation_every(trainer) + _patience_epochs(stopping, trainer) - 1
     return max(by_patience, int(trainer.min_epochs or 0) - 1)
 
 
@@ -74,8 +82,7 @@ def warn_if_early_stopping_cuts_a_phase(trainer: Trainer, policy: FreezingPolicy
         end = earliest_stop_epoch(stopping, trainer)
         if end >= start:
             continue
-        every = max(int(trainer.check_val_every_n_epoch or 1), 1)
-        needed = start + 1 + max(int(stopping.patience), 1) * every
+        needed = start + 1 + _patience_epochs(stopping, trainer)
         rank_zero_warn(
             f"EarlyStopping(monitor={stopping.monitor!r}, patience={stopping.patience}) can end this fit after"
             f" epoch {end}, before epoch {start}, where `freeze: {policy.name}` starts its last phase: the groups it"

@@ -28,8 +28,10 @@ def average_updates(callback: EMAWeightAveraging, total_steps: float) -> float:
         10
     """
     every = int(callback.update_every_n_steps)
-    if every <= 0 or math.isinf(total_steps):
-        return 0 if every <= 0 else math.inf
+    if every <= 0:  # no step-based updates
+        return 0
+    if math.isinf(total_steps):
+        return math.inf
     start = int(callback.update_starting_at_step or 0)
     return max(0, math.ceil((int(total_steps) - start) / every))
 
@@ -42,8 +44,10 @@ def warn_if_average_outlasts_the_fit(trainer: Trainer) -> None:
         if not isinstance(callback, EMAWeightAveraging):
             continue
         decay = ema_decay(callback)
+        if decay is None or not 0 < decay < 1:
+            continue
         updates = average_updates(callback, trainer.estimated_stepping_batches)
-        if decay is None or not 0 < decay < 1 or updates == 0 or updates > 1 / (1 - decay):
+        if updates == 0 or updates > 1 / (1 - decay):
             continue
         rank_zero_warn(
             f"EMAWeightAveraging(decay={decay:g}) averages over about {1 / (1 - decay):.0f} optimizer steps, but this"

@@ -119,6 +119,14 @@ class StepWeights(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.steps.append([p.detach().clone() for p in pl_module.parameters()])
 
+    def average(self, decay: float) -> list[torch.Tensor]:
+        """Torch's exponential average (``get_ema_avg_fn``) of the recorded steps, from the first step's weights."""
+        ema = get_ema_avg_fn(decay)
+        average = [p.clone() for p in self.steps[0]]
+        for weights in self.steps[1:]:
+            average = [ema(a, w, None) for a, w in zip(average, weights)]
+        return average
+
 
 @pytest.mark.parametrize("side_steps", ["lr range test", "auto trials"])
 def test_steps_outside_the_fit_do_not_enter_the_average(tmp_path: Path, side_steps: str) -> None:
@@ -136,10 +144,7 @@ def test_steps_outside_the_fit_do_not_enter_the_average(tmp_path: Path, side_ste
         assert plan["trials"], plan  # the trials ran
     else:
         assert extra[0].result is not None and len(extra[0].result.lrs) == 6  # the range test ran
-    ema = get_ema_avg_fn(0.8)
-    average = [p.clone() for p in steps.steps[0]]
-    for weights in steps.steps[1:]:
-        average = [ema(a, w, None) for a, w in zip(average, weights)]
+    average = steps.average(0.8)
     for (name, final), expected in zip(model.named_parameters(), average):
         assert torch.equal(final, expected), name
 
@@ -199,10 +204,7 @@ def test_the_other_models_end_with_the_average_of_their_steps(tmp_path: Path, ki
         model = TransferSegmenter("test_resnet", num_classes=3, pretrained=False)
     steps = StepWeights()
     fit_trainer(tmp_path, 2, [EMAWeightAveraging(decay=0.5), steps]).fit(model, datamodule=data)
-    ema = get_ema_avg_fn(0.5)
-    average = [p.clone() for p in steps.steps[0]]
-    for weights in steps.steps[1:]:
-        average = [ema(a, w, None) for a, w in zip(average, weights)]
+    average = steps.average(0.5)
     assert len(steps.steps) > 2
     for (name, final), expected in zip(model.named_parameters(), average):
         assert torch.equal(final, expected), name
