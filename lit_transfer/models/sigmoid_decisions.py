@@ -70,7 +70,9 @@ class SigmoidDecisions:
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, train: bool) -> torch.Tensor:
         """BCE with logits; training weighs the positives by ``pos_weight``, evaluation does not."""
-        weight = self.pos_weight.to(outputs.device) if train and self.pos_weight is not None else None
+        if self.pos_weight is not None and self.pos_weight.device != outputs.device:
+            self.pos_weight = self.pos_weight.to(outputs.device)  # once, as a buffer would move with the model
+        weight = self.pos_weight if train else None
         return nn.functional.binary_cross_entropy_with_logits(outputs.float(), targets, pos_weight=weight)
 
     def start_validation(self) -> None:
