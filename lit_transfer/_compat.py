@@ -35,6 +35,8 @@ __all__ = [
     "reset_logged_results",
     "rewrap_ddp",
     "set_scheduler_last_lr",
+    "track_average_swaps",
+    "unswap_average",
     "unwrapped_sampler",
 ]
 
@@ -182,6 +184,42 @@ def ema_decay(callback: Any) -> float | None:
     if not callable(average):
         return None
     return float(average(torch.tensor(1.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64), 1))
+
+
+class _CountedSwap:
+    """A ``WeightAveraging`` callback's ``_swap_models``, remembering whether the model holds the average now."""
+
+    def __init__(self, callback: Any) -> None:
+        self.callback = callback
+        self.swapped = False
+
+    def __call__(self, pl_module: Any) -> None:
+        type(self.callback)._swap_models(self.callback, pl_module)
+        self.swapped = not self.swapped
+
+
+def track_average_swaps(callback: Any) -> None:
+    """Make a Lightning ``WeightAveraging`` callback remember when its average sits in the model (see below).
+
+    ``WeightAveraging`` swaps the values of the model's and its ``AveragedModel``'s parameters and buffers at the
+    start of each validation epoch and back at its end, both through ``_swap_models``; it records nothing of it. An
+    exception between the two (a SIGTERM or Ctrl-C during validation, a broken validation image) leaves them swapped.
+    This wraps the callback's ``_swap_models`` (on the instance; idempotent) so :func:`unswap_average` can tell.
+    """
+    if not isinstance(vars(callback).get("_swap_models"), _CountedSwap):
+        callback._swap_models = _CountedSwap(callback)
+
+
+def unswap_average(callback: Any, pl_module: Any) -> bool:
+    """Swap back a ``WeightAveraging`` callback's average and the model's weights if a validation left them swapped.
+
+    Only a callback :func:`track_average_swaps` wrapped is known. Returns whether it swapped them back.
+    """
+    swap = vars(callback).get("_swap_models")
+    if not isinstance(swap, _CountedSwap) or not swap.swapped:
+        return False
+    swap(pl_module)
+    return True
 
 
 STOP_SIGNALS_PID_ENV = "LIT_TRANSFER_STOP_SIGNALS_PID"

@@ -293,3 +293,28 @@ def test_ema_decay() -> None:
     assert _compat.ema_decay(EMAWeightAveraging()) == pytest.approx(0.999)  # Lightning's default
     assert _compat.ema_decay(WeightAveraging()) is None  # an equal-weight average (SWA)
     assert _compat.ema_decay(StochasticWeightAveraging(swa_lrs=0.1)) is None
+
+
+def test_track_average_swaps_and_unswap_average() -> None:
+    from lightning.pytorch.callbacks import WeightAveraging
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    module = BoringModel()
+    callback = WeightAveraging()
+    callback.setup(None, module, "fit")  # type: ignore[arg-type]  # the average: a copy of the weights now
+    training = {n: p.detach().clone() for n, p in module.named_parameters()}
+    with torch.no_grad():
+        for p in callback._average_model.module.parameters():  # an average that differs from the weights
+            p.add_(1.0)
+    _compat.track_average_swaps(callback)
+    _compat.track_average_swaps(callback)  # twice: still one wrapper
+    callback.on_validation_epoch_start(None, module)  # type: ignore[arg-type]
+    assert not torch.equal(module.layer.weight, training["layer.weight"])  # the average is in the model
+    assert _compat.unswap_average(callback, module)
+    for name, p in module.named_parameters():
+        assert torch.equal(p, training[name])
+    assert not _compat.unswap_average(callback, module)  # already swapped back
+    callback.on_validation_epoch_start(None, module)  # type: ignore[arg-type]
+    callback.on_validation_epoch_end(None, module)  # type: ignore[arg-type]
+    assert not _compat.unswap_average(callback, module)  # a finished validation leaves nothing to undo
+    assert not _compat.unswap_average(WeightAveraging(), module)  # an untracked callback is not known

@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, WeightAveraging
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
+from lit_transfer._compat import track_average_swaps, unswap_average
 from lit_transfer.files.checkpoint_io import use_atomic_checkpoint_io
+from lit_transfer.trainer_facts import callbacks_of
 
 __all__ = ["ExceptionCheckpoint"]
 
@@ -29,7 +31,12 @@ class ExceptionCheckpoint(Callback):
     * it is written atomically (a Trainer with Lightning's default ``TorchCheckpointIO`` gets
       :class:`~lit_transfer.files.checkpoint_io.AtomicCheckpointIO` at ``setup``, which every checkpoint of the run then
       uses), and a failure while writing it (a full disk) is reported as a warning: the exception that stopped
-      ``fit`` stays the one raised, and no earlier checkpoint is replaced by a broken file.
+      ``fit`` stays the one raised, and no earlier checkpoint is replaced by a broken file;
+    * a stop during validation with Lightning's weight averaging (``EMAWeightAveraging``, ``WeightAveraging``) saves
+      the training weights as the training weights and the average as the average. That callback swaps the two
+      for each validation epoch, and an exception inside it leaves them swapped: the checkpoint would resume
+      training from the average. They are swapped back first, so the model after the failed ``fit`` holds the
+      training weights too.
 
     Args:
         filename: File name without the ``.ckpt`` suffix.
@@ -57,10 +64,18 @@ class ExceptionCheckpoint(Callback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         use_atomic_checkpoint_io(trainer)
+        for callback in callbacks_of(trainer):
+            if isinstance(callback, WeightAveraging):
+                track_average_swaps(callback)
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if trainer.state.fn != "fit" or trainer.global_step == 0:
+        if trainer.state.fn != "fit":
+            return
+        for callback in callbacks_of(trainer):
+            if isinstance(callback, WeightAveraging):
+                unswap_average(callback, pl_module)
+        if trainer.global_step == 0:
             return
         path = self.checkpoint_dir(trainer) / f"{self.filename}.ckpt"
         try:

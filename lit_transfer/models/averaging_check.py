@@ -5,6 +5,11 @@ After ``U`` updates of an exponential average with ``decay``, the weights of the
 share is more than ``1 / e`` (about a third): the averaged weights, which validation, the checkpoints and the
 final model use, stay close to those of the first steps. Few-shot fine-tunes make few steps, and Lightning's
 default ``decay`` (0.999) spans about 1000; the ``weight_averaging`` benchmark measures what that costs.
+
+An average that a fit never updates (``update_starting_at_step`` beyond the fit's steps, no
+``update_starting_at_epoch`` within its epochs) is worse: Lightning's callback still puts it into the model for
+validation, saves it as every checkpoint's weights and copies it into the model when ``fit`` ends, so the fit ends
+with the weights it started from. That is warned about too.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_transfer._compat import ema_decay
 
-__all__ = ["average_updates", "warn_if_average_outlasts_the_fit"]
+__all__ = ["average_updates", "updates_at_epoch_ends", "warn_if_average_outlasts_the_fit"]
 
 
 def average_updates(callback: EMAWeightAveraging, total_steps: float) -> float:
@@ -36,18 +41,37 @@ def average_updates(callback: EMAWeightAveraging, total_steps: float) -> float:
     return max(0, math.ceil((int(total_steps) - start) / every))
 
 
+def updates_at_epoch_ends(callback: EMAWeightAveraging, max_epochs: int | None) -> bool:
+    """Whether ``update_starting_at_epoch`` updates the average at the end of an epoch of a fit of ``max_epochs``.
+
+    Example:
+        >>> updates_at_epoch_ends(EMAWeightAveraging(update_starting_at_epoch=3), 3)
+        False
+    """
+    start = callback.update_starting_at_epoch
+    return start is not None and (max_epochs is None or max_epochs < 0 or start < max_epochs)
+
+
 def warn_if_average_outlasts_the_fit(trainer: Trainer) -> None:
-    """Warn for each ``EMAWeightAveraging`` of a fresh ``fit`` updated at most ``1 / (1 - decay)`` times."""
+    """Warn for each ``EMAWeightAveraging`` of a fresh ``fit`` updated never, or at most ``1 / (1 - decay)`` times."""
     if trainer.ckpt_path is not None:
         return
     for callback in trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning, undeclared
         if not isinstance(callback, EMAWeightAveraging):
             continue
-        decay = ema_decay(callback)
-        if decay is None or not 0 < decay < 1:
-            continue
         updates = average_updates(callback, trainer.estimated_stepping_batches)
-        if updates == 0 or updates > 1 / (1 - decay):
+        if updates == 0 and not updates_at_epoch_ends(callback, trainer.max_epochs):
+            rank_zero_warn(
+                f"EMAWeightAveraging(update_every_n_steps={callback.update_every_n_steps},"
+                f" update_starting_at_step={callback.update_starting_at_step},"
+                f" update_starting_at_epoch={callback.update_starting_at_epoch}) never updates its average in this"
+                f" fit of {trainer.estimated_stepping_batches:g} optimizer steps: validation, every checkpoint and the"
+                " model after fit would hold the weights the fit started from. Start averaging within the fit or"
+                " leave the average out."
+            )
+            continue
+        decay = ema_decay(callback)
+        if decay is None or not 0 < decay < 1 or updates == 0 or updates > 1 / (1 - decay):
             continue
         rank_zero_warn(
             f"EMAWeightAveraging(decay={decay:g}) averages over about {1 / (1 - decay):.0f} optimizer steps, but this"

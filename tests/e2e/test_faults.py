@@ -3,10 +3,11 @@
 Each case runs the console script in a subprocess on photo-like files and checks the exit status, the last line it
 prints and the files it leaves: a ``kill -9`` aimed at a checkpoint write with ``$TMPDIR`` on a tmpfs, a disk that
 fills up during ``fit``, two fits started together in one folder, SIGTERM to ``fit``/``validate``/``test``/
-``predict``, a resume with changed settings, broken checkpoint and weights files, a symlink loop, the same image in
-two classes, a non-UTF-8 CSV and a last batch of one image. Faults are injected with a real tmpfs (the tests run as
+``predict`` (and to ``fit`` during validation with a weight average), a resume with changed settings, broken
+checkpoint and weights files, a symlink loop, the same image in two classes, a non-UTF-8 CSV and a last batch of one
+image. Faults are injected with a real tmpfs (the tests run as
 root; skipped where mounting is not permitted) and with ``tests/e2e/fault_hooks`` (a ``sitecustomize`` that pauses
-or fills the disk at a given ``os.replace``, and a callback that announces evaluation batches).
+or fills the disk at a given ``os.replace``, and callbacks that announce evaluation batches or send SIGTERM).
 """
 
 from __future__ import annotations
@@ -237,6 +238,35 @@ def test_sigterm_ends_fit_with_143_a_resumable_checkpoint_and_the_command(tmp_pa
     assert "stopped by SIGTERM (exit 143)" in lines[-2] and str(saved.relative_to(cwd)) in lines[-2]
     command = shlex.split(lines[-1])
     assert command[:2] == ["lit-transfer", "fit"] and command[-2:] == ["--ckpt_path", str(saved.relative_to(cwd))]
+
+
+@pytest.mark.slow
+def test_sigterm_during_validation_with_an_average_resumes_to_the_uninterrupted_run(tmp_path, photos):
+    """``EMAWeightAveraging`` swaps the average into the model while validating: a SIGTERM there must save the
+    training weights and the average each in its place, so the resume ends where an uninterrupted run ends."""
+    args = ["fit", *TINY, "--trainer.max_epochs", "3", "--trainer.callbacks+=EMAWeightAveraging"]
+    args += ["--trainer.callbacks.decay", "0.8"]
+    (tmp_path / "straight").mkdir()
+    straight = _workdir(tmp_path / "straight", photos)
+    assert (result := _run(straight, *args)).returncode == 0, result.stderr[-3000:]
+
+    (tmp_path / "stopped").mkdir()
+    cwd = _workdir(tmp_path / "stopped", photos)
+    stop = ["--trainer.callbacks+=fault_callbacks.SigtermInValidation", "--trainer.callbacks.epoch", "1"]
+    child = Child(cwd, [*args, *stop], _hooked())
+    assert child.finish() == 128 + signal.SIGTERM, child.output[-3000:]
+    assert "SIGTERM validation epoch 1" in child.output
+    checkpoints = cwd / "runs" / "lightning_logs" / "version_0" / "checkpoints"
+    assert _epoch(checkpoints / "on_exception.ckpt") == 1
+    resumed = _run(cwd, *args, "--ckpt_path", str(checkpoints / "on_exception.ckpt"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    final = torch.load(max(cwd.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime), weights_only=True)
+    expected = torch.load(next((straight / "runs").rglob("last.ckpt")), weights_only=True)
+    assert final["global_step"] == expected["global_step"]
+    for key in ("state_dict", "current_model_state", "averaging_state"):  # the average, the training weights
+        for name, value in expected[key].items():
+            assert torch.equal(final[key][name], value), (key, name)
 
 
 @pytest.mark.slow

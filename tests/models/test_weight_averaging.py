@@ -22,7 +22,8 @@ from task_helpers import LABELS, TaskData, fit_trainer
 from test_multilabel_model import _f1_best_thresholds
 from torch.optim.swa_utils import get_ema_avg_fn
 
-from lit_transfer import AutoFreeze, FreezeUnfreeze, GroupLRFinder, TransferClassifier
+from lit_transfer import AutoFreeze, ExceptionCheckpoint, FreezeUnfreeze, GroupLRFinder, TransferClassifier
+from lit_transfer._compat import set_received_sigterm
 from lit_transfer.callbacks import LayerFreezing
 
 
@@ -89,6 +90,59 @@ def test_a_resume_across_the_unfreeze_ends_with_the_uninterrupted_average(tmp_pa
     for key in ("state_dict", "current_model_state", "averaging_state"):  # the average and the training weights
         for name, value in straight[key].items():
             assert torch.equal(final[key][name], value), (key, name)
+
+
+class SigtermInValidation(Callback):
+    """Tell Lightning a SIGTERM arrived during the first validation batch of ``epoch``, as its signal handler does:
+    the validation loop stops before its next batch, with the averaged weights swapped into the model."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
+            self.training_weights = copy.deepcopy(_average_of(trainer).module.state_dict())  # swapped out for now
+            set_received_sigterm(trainer)
+
+
+def _average_of(trainer) -> Any:
+    return next(c for c in trainer.callbacks if isinstance(c, EMAWeightAveraging))._average_model
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_a_stop_during_validation_keeps_the_training_weights_and_the_average_apart(tmp_path: Path, task: str) -> None:
+    """``EMAWeightAveraging`` swaps the average into the model for validation: a stop there must not save (or
+    leave) them swapped, and ``on_exception.ckpt`` resumes to the uninterrupted run's weights and average."""
+
+    def run(root: Path, *extra: Callback, ckpt_path: Path | None = None, model: TransferClassifier | None = None):
+        model = model or _model(task)
+        callbacks = [EMAWeightAveraging(decay=0.8), *extra, ExceptionCheckpoint()]
+        trainer = fit_trainer(root, 3, callbacks, enable_checkpointing=False)
+        trainer.fit(model, datamodule=_data(task), ckpt_path=ckpt_path, weights_only=ckpt_path and True)
+        return model, trainer
+
+    full, full_trainer = run(tmp_path / "full")
+    stop, stopped = SigtermInValidation(epoch=1), _model(task)  # epoch 1: the backbone unfreezes
+    with pytest.raises(SystemExit):  # Lightning's SIGTERMException
+        run(tmp_path / "stopped", stop, model=stopped)
+    saved = torch.load(tmp_path / "stopped" / "checkpoints" / "on_exception.ckpt", weights_only=True)
+    assert saved["epoch"] == 1
+    training, average = saved["current_model_state"], saved["state_dict"]
+    for name, value in stop.training_weights.items():
+        assert torch.equal(training[name], value), name  # the training weights as training weights
+    assert any(not torch.equal(average[n], v) for n, v in stop.training_weights.items() if v.is_floating_point())
+    for name, value in stopped.state_dict().items():
+        assert torch.equal(value, training[name]), name  # the model left by the failed fit holds them too
+
+    resumed, resumed_trainer = run(
+        tmp_path / "resumed", ckpt_path=tmp_path / "stopped" / "checkpoints" / "on_exception.ckpt"
+    )
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name  # the final model: the average
+    averages = _average_of(full_trainer).state_dict(), _average_of(resumed_trainer).state_dict()
+    for (name, a), b in zip(averages[0].items(), averages[1].values()):
+        assert torch.equal(a, b), name  # the average's step count too
+    assert resumed.thresholds == full.thresholds
 
 
 def test_a_checkpoint_with_thresholds_in_its_state_dict_still_loads(tmp_path: Path) -> None:
@@ -185,6 +239,26 @@ def test_an_average_spanning_more_steps_than_the_fit_makes_is_warned_about(tmp_p
     assert not _fit_warnings(tmp_path / "b", EMAWeightAveraging(decay=0.9), 3)  # about 10 steps of 12
     late = EMAWeightAveraging(decay=0.9, update_starting_at_step=4)  # 8 updates: fewer than 10
     assert "updates the average 8 times" in _fit_warnings(tmp_path / "c", late, 3)[0]
+
+
+def test_an_average_the_fit_never_updates_is_warned_about(tmp_path: Path) -> None:
+    """The premise: such a fit ends with the weights it started from. The warning names the settings."""
+    model = _model("multiclass", freeze="full_fine_tune")
+    start = copy.deepcopy(model.state_dict())
+    never = EMAWeightAveraging(decay=0.9, update_starting_at_step=100)  # the fit makes 12 steps
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_trainer(tmp_path / "a", 3, [never]).fit(model, datamodule=_data("multiclass"))
+    messages = [str(w.message) for w in caught if "never updates its average" in str(w.message)]
+    assert (
+        len(messages) == 1 and "update_starting_at_step=100" in messages[0] and "of 12 optimizer steps" in messages[0]
+    )
+    for name, value in start.items():
+        assert torch.equal(model.state_dict()[name], value), name
+    assert not _fit_warnings(tmp_path / "b", EMAWeightAveraging(decay=0.5, update_starting_at_step=8), 3)
+    by_epoch = EMAWeightAveraging(decay=0.5, update_every_n_steps=0, update_starting_at_epoch=2)  # at epoch 2's end
+    assert not _fit_warnings(tmp_path / "c", by_epoch, 3)
+    assert "never updates" in _fit_warnings(tmp_path / "d", by_epoch, 2)[0]
 
 
 @pytest.mark.parametrize("kind", ["regressor", "segmenter"])
