@@ -33,7 +33,7 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
 
 def epoch_seed(*keys: int) -> int:
     """A 63-bit seed derived from integer keys (e.g. ``seed, epoch, rank``) through ``np.random.SeedSequence``."""
-    return int(np.random.SeedSequence([int(k) % 2**63 for k in keys]).generate_state(2, np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([int(k) % 2**63 for k in keys]).generate_state(2, np.uint64)[0]) >> 1
 
 
 class EpochSampler(DistributedSampler):

@@ -68,7 +68,7 @@ def restore_size(prediction: np.ndarray, original: tuple[int, int], size: tuple[
 def _letterbox(cfg: DataConfig, ignore_index: int) -> list[A.BasicTransform]:
     fill = tuple(round(255 * m) for m in cfg.mean)
     return [
-        A.LongestMaxSize(max_size_hw=cfg.size, interpolation=cfg.cv2_interpolation),
+        A.LongestMaxSize(max_size=None, max_size_hw=cfg.size, interpolation=cfg.cv2_interpolation),
         A.PadIfNeeded(
             min_height=cfg.size[0],
             min_width=cfg.size[1],

@@ -52,7 +52,7 @@ from lit_transfer.freezing import FullFineTune, resolve_policy
 from lit_transfer.freezing.layer_groups import LayerGroup
 from lit_transfer.freezing.layer_groups import layer_groups as group_layers
 from lit_transfer.models.arguments import check_auto_owns_its_rates
-from lit_transfer.models.averaging_check import warn_if_average_outlasts_the_fit
+from lit_transfer.models.averaging_check import check_weight_averages
 from lit_transfer.models.checkpoint_checks import check_checkpoint_fits
 from lit_transfer.models.data_checks import check_unaugmented
 from lit_transfer.models.frozen_features import (
@@ -244,11 +244,11 @@ class TransferModule(LightningModule):
     def on_fit_start(self) -> None:
         """Draw this fit's seed of the per-batch reseeding, the same on all ranks; check a weight average's span.
 
-        A resume keeps its checkpoint's seed. An ``EMAWeightAveraging`` that would average over more steps than the
-        fit makes gets a warning (:mod:`lit_transfer.models.averaging_check`).
+        A resume keeps its checkpoint's seed. A weight average the fit's results will not reflect gets a warning
+        (:mod:`lit_transfer.models.averaging_check`).
         """
         self.reseeding.start(self.trainer)
-        warn_if_average_outlasts_the_fit(self.trainer)
+        check_weight_averages(self.trainer, self)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Reseed the global generators from ``(seed, epoch, batch, rank)``: the batch draws what it drew before."""

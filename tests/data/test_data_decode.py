@@ -64,7 +64,7 @@ def test_fixture_modes_are_what_they_claim(tmp_path: Path) -> None:
     files = _write_modes(tmp_path)
     for mode in ("RGB", "L", "RGBA", "P", "I;16"):
         with Image.open(files[mode]) as img:
-            assert img.mode == mode
+            assert img.mode == mode or (mode, img.mode) == ("I;16", "I")  # Pillow < 10.3 opens 16-bit PNGs as I
 
 
 @pytest.mark.parametrize("in_chans", [1, 3])

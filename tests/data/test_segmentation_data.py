@@ -78,7 +78,7 @@ def test_evaluation_letterboxes_and_ignores_the_padding(root):
 
 @pytest.mark.parametrize("size", [(32, 32), (24, 40)])
 def test_letterbox_shape_is_the_one_albumentations_resizes_to(size):
-    steps = A.Compose([A.LongestMaxSize(max_size_hw=size)])
+    steps = A.Compose([A.LongestMaxSize(max_size=None, max_size_hw=size)])
     for height, width in [*((h, w) for w, h in SIZES), (7, 1000), (1000, 7), (33, 31), (95, 96), (31, 32)]:
         out = steps(image=np.zeros((height, width, 3), np.uint8))["image"]
         assert out.shape[:2] == letterbox_shape(height, width, size), (height, width)

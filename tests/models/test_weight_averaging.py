@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 from callback_helpers import StopAfter
-from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint, StochasticWeightAveraging
 from task_helpers import LABELS, TaskData, fit_trainer
 from test_multilabel_model import _f1_best_thresholds
 from torch.optim.swa_utils import get_ema_avg_fn
@@ -259,6 +259,26 @@ def test_an_average_the_fit_never_updates_is_warned_about(tmp_path: Path) -> Non
     by_epoch = EMAWeightAveraging(decay=0.5, update_every_n_steps=0, update_starting_at_epoch=2)  # at epoch 2's end
     assert not _fit_warnings(tmp_path / "c", by_epoch, 3)
     assert "never updates" in _fit_warnings(tmp_path / "d", by_epoch, 2)[0]
+
+
+def test_stochastic_weight_averaging_without_batchnorm_is_warned_about(tmp_path: Path) -> None:
+    """The premise: a model without BatchNorm gets SWA's average after its last validation, so its thresholds were
+    tuned on other weights. With BatchNorm, SWA's extra epoch validates the average: no warning."""
+    data = _data("multilabel")
+    for backbone, warned in [("test_vit", True), ("test_resnet", False)]:
+        torch.manual_seed(0)
+        extra = {"img_size": 16} if backbone == "test_vit" else {}
+        model = TransferClassifier(
+            backbone, num_classes=len(LABELS), pretrained=False, task="multilabel", freeze="full_fine_tune", **extra
+        )
+        swa = StochasticWeightAveraging(swa_lrs=0.05, swa_epoch_start=0.25)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit_trainer(tmp_path / backbone, 4, [swa]).fit(model, datamodule=data)
+        messages = [str(w.message) for w in caught if "StochasticWeightAveraging copies" in str(w.message)]
+        assert len(messages) == warned, backbone
+        best = _f1_best_thresholds(_val_probs(model, data), data.val_set.tensors[1])
+        assert (model.thresholds != pytest.approx(best, abs=1e-6)) == warned, backbone
 
 
 @pytest.mark.parametrize("kind", ["regressor", "segmenter"])
