@@ -29,6 +29,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from lit_transfer._compat import ema_decay
+from lit_transfer.trainer_facts import callbacks_of, find_callback
 
 __all__ = [
     "average_updates",
@@ -49,7 +50,7 @@ def check_weight_averages(trainer: Trainer, module: nn.Module) -> None:
 
 def warn_if_swa_average_is_never_validated(trainer: Trainer, module: nn.Module) -> None:
     """Warn when a ``StochasticWeightAveraging`` will copy its average into a model without BatchNorm at the end."""
-    if not any(isinstance(c, StochasticWeightAveraging) for c in trainer.callbacks):  # type: ignore[attr-defined]
+    if find_callback(trainer, StochasticWeightAveraging) is None:
         return
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
         return  # SWA's extra epoch recomputes the statistics, and validates and saves the average
@@ -91,7 +92,7 @@ def updates_at_epoch_ends(callback: EMAWeightAveraging, max_epochs: int | None) 
 
 def warn_if_average_outlasts_the_fit(trainer: Trainer) -> None:
     """Warn for each ``EMAWeightAveraging`` of a fit updated never, or at most ``1 / (1 - decay)`` times."""
-    for callback in trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning, undeclared
+    for callback in callbacks_of(trainer):
         if not isinstance(callback, EMAWeightAveraging):
             continue
         updates = average_updates(callback, trainer.estimated_stepping_batches)

@@ -25,6 +25,7 @@ from torch.optim.swa_utils import get_ema_avg_fn
 from lit_transfer import AutoFreeze, ExceptionCheckpoint, FreezeUnfreeze, GroupLRFinder, TransferClassifier
 from lit_transfer._compat import set_received_sigterm
 from lit_transfer.callbacks import LayerFreezing
+from lit_transfer.trainer_facts import find_callback
 
 
 def _model(task: str, **kwargs) -> TransferClassifier:
@@ -106,7 +107,7 @@ class SigtermInValidation(Callback):
 
 
 def _average_of(trainer) -> Any:
-    return next(c for c in trainer.callbacks if isinstance(c, EMAWeightAveraging))._average_model
+    return find_callback(trainer, EMAWeightAveraging)._average_model
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])
@@ -223,12 +224,20 @@ def test_the_averaged_copy_shares_the_optimizer_factory_and_has_no_trainer(tmp_p
         assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), name
 
 
-def _fit_warnings(tmp_path: Path, averaging: EMAWeightAveraging, epochs: int) -> list[str]:
-    model = _model("multiclass", freeze="full_fine_tune")  # 64 images in batches of 16: 4 steps an epoch
+def _warnings_of_fit(
+    tmp_path: Path, model: TransferClassifier, data: TaskData, averaging: Callback, epochs: int
+) -> list[str]:
+    """The messages of the warnings a fit of ``model`` with ``averaging`` gave."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit_trainer(tmp_path, epochs, [averaging]).fit(model, datamodule=_data("multiclass"))
-    return [str(w.message) for w in caught if "EMAWeightAveraging" in str(w.message)]
+        fit_trainer(tmp_path, epochs, [averaging]).fit(model, datamodule=data)
+    return [str(w.message) for w in caught]
+
+
+def _fit_warnings(tmp_path: Path, averaging: EMAWeightAveraging, epochs: int) -> list[str]:
+    model = _model("multiclass", freeze="full_fine_tune")  # 64 images in batches of 16: 4 steps an epoch
+    messages = _warnings_of_fit(tmp_path, model, _data("multiclass"), averaging, epochs)
+    return [m for m in messages if "EMAWeightAveraging" in m]
 
 
 def test_an_average_spanning_more_steps_than_the_fit_makes_is_warned_about(tmp_path: Path) -> None:
@@ -246,10 +255,8 @@ def test_an_average_the_fit_never_updates_is_warned_about(tmp_path: Path) -> Non
     model = _model("multiclass", freeze="full_fine_tune")
     start = copy.deepcopy(model.state_dict())
     never = EMAWeightAveraging(decay=0.9, update_starting_at_step=100)  # the fit makes 12 steps
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fit_trainer(tmp_path / "a", 3, [never]).fit(model, datamodule=_data("multiclass"))
-    messages = [str(w.message) for w in caught if "never updates its average" in str(w.message)]
+    messages = _warnings_of_fit(tmp_path / "a", model, _data("multiclass"), never, 3)
+    messages = [m for m in messages if "never updates its average" in m]
     assert (
         len(messages) == 1 and "update_starting_at_step=100" in messages[0] and "of 12 optimizer steps" in messages[0]
     )
@@ -272,10 +279,8 @@ def test_stochastic_weight_averaging_without_batchnorm_is_warned_about(tmp_path:
             backbone, num_classes=len(LABELS), pretrained=False, task="multilabel", freeze="full_fine_tune", **extra
         )
         swa = StochasticWeightAveraging(swa_lrs=0.05, swa_epoch_start=0.25)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            fit_trainer(tmp_path / backbone, 4, [swa]).fit(model, datamodule=data)
-        messages = [str(w.message) for w in caught if "StochasticWeightAveraging copies" in str(w.message)]
+        messages = _warnings_of_fit(tmp_path / backbone, model, data, swa, 4)
+        messages = [m for m in messages if "StochasticWeightAveraging copies" in m]
         assert len(messages) == warned, backbone
         best = _f1_best_thresholds(_val_probs(model, data), data.val_set.tensors[1])
         assert (model.thresholds != pytest.approx(best, abs=1e-6)) == warned, backbone
